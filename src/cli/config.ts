@@ -1,0 +1,142 @@
+/**
+ * narswarm's configuration: one schema, three layers. A TOML file (`--config`, `NARSWARM_CONFIG`),
+ * then environment variables `NARSWARM_<KEY>` (dashes become underscores), then command-line flags
+ * `--<key>`; each layer overrides the one before. Unknown keys, variables and flags are errors —
+ * a misspelt setting must not be silently ignored. `narswarm.example.toml` documents every key.
+ */
+import { readFileSync } from 'node:fs'
+import { homedir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { parse as parseToml } from 'smol-toml'
+import { ConfigError } from '../errors.ts'
+import { LOG_LEVELS, type LogLevel } from '../log.ts'
+import { DEFAULT_UPSTREAM, parseUpstreamSpec, upstreamFromTable, type UpstreamConfig } from '../upstream/spec.ts'
+import { duration, integer } from '../util/values.ts'
+
+export interface Config {
+  listen: { host: string, port: number }
+  stateDir: string
+  priority: number
+  logLevel: LogLevel
+  narinfoPositiveTtl: number
+  narinfoNegativeTtl: number
+  badSourceCooldown: number
+  shutdownGrace: number
+  upstreams: UpstreamConfig[]
+}
+
+type Kind = 'string' | 'integer' | 'duration' | 'log-level'
+
+/** Top-level scalar settings: key → kind and default. `upstream` is handled on its own. */
+export const SETTINGS: Record<string, { kind: Kind, default: string | number }> = {
+  listen: { kind: 'string', default: '127.0.0.1:37515' },
+  'state-dir': { kind: 'string', default: '' },
+  priority: { kind: 'integer', default: 40 },
+  'log-level': { kind: 'log-level', default: 'info' },
+  'narinfo-positive-ttl': { kind: 'duration', default: '30d' },
+  'narinfo-negative-ttl': { kind: 'duration', default: '10m' },
+  'bad-source-cooldown': { kind: 'duration', default: '10m' },
+  'shutdown-grace': { kind: 'duration', default: '10s' }
+}
+
+export interface ConfigSources {
+  /** Parsed flags: setting key → value; `upstream` → list of specs; `config` → file. */
+  flags: Record<string, string | string[] | undefined>
+  env: NodeJS.ProcessEnv
+}
+
+export function loadConfig ({ flags, env }: ConfigSources): Config {
+  const raw: Record<string, unknown> = {}
+  let upstreams: unknown[] | undefined
+
+  const file = (flags.config as string | undefined) ?? env.NARSWARM_CONFIG
+  if (file !== undefined && file !== '') {
+    const table = readToml(file)
+    for (const [key, value] of Object.entries(table)) {
+      if (key === 'upstream') {
+        if (!Array.isArray(value)) throw new ConfigError(`${file}: 'upstream' must be an array of tables ([[upstream]]) or of URL strings`)
+        upstreams = value
+      } else if (key in SETTINGS) raw[key] = value
+      else throw new ConfigError(`${file}: unknown key '${key}' (known: ${[...Object.keys(SETTINGS), 'upstream'].join(', ')})`)
+    }
+  }
+
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith('NARSWARM_') || value === undefined || name === 'NARSWARM_CONFIG') continue
+    const key = name.slice('NARSWARM_'.length).toLowerCase().replaceAll('_', '-')
+    if (key === 'upstream') upstreams = value.split(/\s+/).filter(Boolean)
+    else if (key in SETTINGS) raw[key] = value
+    else throw new ConfigError(`unknown environment variable ${name} (known: ${[...Object.keys(SETTINGS), 'upstream', 'config'].map(envName).join(', ')})`)
+  }
+
+  for (const [key, value] of Object.entries(flags)) {
+    if (value === undefined || key === 'config') continue
+    if (key === 'upstream') upstreams = value as string[]
+    else raw[key] = value
+  }
+
+  const get = (key: string): unknown => raw[key] ?? SETTINGS[key]!.default
+  const logLevel = String(get('log-level'))
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    throw new ConfigError(`log-level must be one of ${LOG_LEVELS.join(', ')}, got '${logLevel}'`)
+  }
+  const stateDir = String(get('state-dir'))
+  return {
+    listen: parseListen(String(get('listen'))),
+    stateDir: stateDir === '' ? defaultStateDir(env) : resolve(stateDir),
+    priority: integer(get('priority'), 40, 'priority'),
+    logLevel: logLevel as LogLevel,
+    narinfoPositiveTtl: duration(get('narinfo-positive-ttl'), 0, 'narinfo-positive-ttl'),
+    narinfoNegativeTtl: duration(get('narinfo-negative-ttl'), 0, 'narinfo-negative-ttl'),
+    badSourceCooldown: duration(get('bad-source-cooldown'), 0, 'bad-source-cooldown'),
+    shutdownGrace: duration(get('shutdown-grace'), 0, 'shutdown-grace'),
+    upstreams: parseUpstreams(upstreams ?? [DEFAULT_UPSTREAM])
+  }
+}
+
+export function envName (key: string): string {
+  return `NARSWARM_${key.toUpperCase().replaceAll('-', '_')}`
+}
+
+function readToml (file: string): Record<string, unknown> {
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${file}: ${(err as Error).message}`)
+  }
+  try {
+    return parseToml(text) as Record<string, unknown>
+  } catch (err) {
+    throw new ConfigError(`${file} is not valid TOML: ${(err as Error).message}`)
+  }
+}
+
+function parseUpstreams (list: unknown[]): UpstreamConfig[] {
+  const upstreams = list.map((entry, i) => {
+    if (typeof entry === 'string') return parseUpstreamSpec(entry)
+    if (typeof entry === 'object' && entry !== null) return upstreamFromTable(entry as Record<string, unknown>, `upstream #${i + 1}`)
+    throw new ConfigError(`upstream #${i + 1} must be a URL string or a table`)
+  })
+  const names = new Set<string>()
+  for (const u of upstreams) {
+    const name = u.name ?? u.url
+    if (names.has(name)) throw new ConfigError(`upstream '${name}' is configured twice`)
+    names.add(name)
+  }
+  return upstreams
+}
+
+export function parseListen (value: string): { host: string, port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d+)$/.exec(value) ?? /^()()(\d+)$/.exec(value)
+  const port = m === null ? NaN : Number(m[3])
+  if (m === null || !Number.isInteger(port) || port > 65535) {
+    throw new ConfigError(`listen must be HOST:PORT (e.g. 127.0.0.1:37515 or [::1]:37515), got '${value}'`)
+  }
+  return { host: m[1] || m[2] || '127.0.0.1', port }
+}
+
+function defaultStateDir (env: NodeJS.ProcessEnv): string {
+  const data = env.XDG_DATA_HOME !== undefined && env.XDG_DATA_HOME !== '' ? env.XDG_DATA_HOME : join(env.HOME ?? homedir(), '.local', 'share')
+  return join(data, 'narswarm')
+}

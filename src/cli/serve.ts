@@ -1,0 +1,66 @@
+/**
+ * `narswarm serve`: wires the configuration into a running substituter and stops it cleanly.
+ * `startSubstituter` is also the entry point for embedding narswarm in another program or test.
+ */
+import { once } from 'node:events'
+import type { AddressInfo } from 'node:net'
+import { join } from 'node:path'
+import type { Config } from './config.ts'
+import type { Logger } from '../log.ts'
+import { STORE_DIR } from '../nix/store-path.ts'
+import { createApp } from '../server/app.ts'
+import { Substituter } from '../server/substituter.ts'
+import { openDatabase } from '../state/db.ts'
+import { NarInfoCache } from '../state/narinfo-cache.ts'
+import { SourceHealth } from '../upstream/health.ts'
+import { Upstream } from '../upstream/upstream.ts'
+
+export interface RunningSubstituter {
+  /** Base URL, e.g. http://127.0.0.1:37515 */
+  url: string
+  close: () => Promise<void>
+}
+
+export async function startSubstituter (config: Config, log: Logger): Promise<RunningSubstituter> {
+  const db = openDatabase(join(config.stateDir, 'narswarm.sqlite'))
+  const cache = new NarInfoCache(db, { positiveTtl: config.narinfoPositiveTtl, negativeTtl: config.narinfoNegativeTtl })
+  cache.purgeExpired()
+  const purge = setInterval(() => cache.purgeExpired(), 3_600_000).unref()
+  const upstreams = config.upstreams.map(u => new Upstream(u))
+  const substituter = new Substituter({
+    upstreams,
+    cache,
+    health: new SourceHealth({ cooldown: config.badSourceCooldown }),
+    log
+  })
+  const server = createApp({ substituter, log, priority: config.priority, storeDir: STORE_DIR })
+  server.listen(config.listen.port, config.listen.host)
+  try {
+    await once(server, 'listening')
+  } catch (err) {
+    db.close()
+    throw err
+  }
+  const address = server.address() as AddressInfo
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
+  const url = `http://${host}:${address.port}`
+  log.info({ url, stateDir: config.stateDir, upstreams: upstreams.map(u => u.name) }, 'narswarm substituter listening')
+
+  let closing: Promise<void> | undefined
+  const close = async (): Promise<void> => {
+    closing ??= (async () => {
+      clearInterval(purge)
+      const closed = new Promise<void>(resolve => server.close(() => resolve()))
+      server.closeIdleConnections()
+      // In-flight NAR transfers get a grace period to finish; then they are cut.
+      const grace = setTimeout(() => server.closeAllConnections(), config.shutdownGrace).unref()
+      await closed
+      clearTimeout(grace)
+      await Promise.all(upstreams.map(u => u.close()))
+      db.close()
+      log.info('narswarm substituter stopped')
+    })()
+    return await closing
+  }
+  return { url, close }
+}

@@ -1,0 +1,130 @@
+/**
+ * The substituter's HTTP server: the binary-cache protocol as Nix and Lix speak it.
+ *
+ *   GET|HEAD /nix-cache-info              StoreDir, WantMassQuery, Priority
+ *   GET|HEAD /<32-char hash>.narinfo       narinfo, rewritten to point at our NAR URL
+ *   GET|HEAD /nar/<52-char narHash>.nar    the NAR, uncompressed and verified; Range: bytes=N-
+ *
+ * Everything else is 404, including malformed hashes (a 400 would abort Nix). Paths are matched
+ * after dropping the query string and collapsing `//` (Nix 2.8 produces `//nar/…` for absolute-path
+ * URLs). Methods other than GET and HEAD get 405: Nix tries `PUT /nix-cache-info` only when that
+ * file is missing, which never happens here.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { pipeline } from 'node:stream/promises'
+import { RangeNotSatisfiableError } from '../errors.ts'
+import type { Logger } from '../log.ts'
+import { serializeCacheInfo } from '../nix/cache-info.ts'
+import { parseRange } from './range.ts'
+import { sendStatus, sendText, statusFor } from './respond.ts'
+import { sliceBytes } from '../util/verify.ts'
+import type { Substituter } from './substituter.ts'
+
+const NARINFO = /^\/([0-9a-df-np-sv-z]{32})\.narinfo$/
+const NAR = /^\/nar\/([0-9a-df-np-sv-z]{52})\.nar$/
+
+export interface AppInit {
+  substituter: Substituter
+  log: Logger
+  /** Advertised in nix-cache-info; lower is preferred by Nix. */
+  priority: number
+  storeDir: string
+}
+
+export function createApp (init: AppInit): Server {
+  const { substituter, log } = init
+  const cacheInfo = serializeCacheInfo({ storeDir: init.storeDir, wantMassQuery: true, priority: init.priority })
+
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      sendStatus(res, 405, { allow: 'GET, HEAD' })
+      return
+    }
+    const path = normalizePath(req.url ?? '/')
+    if (path === '/nix-cache-info') {
+      sendText(res, cacheInfo, 'text/x-nix-cache-info', 'public, max-age=86400')
+      return
+    }
+    let m = NARINFO.exec(path)
+    if (m !== null) {
+      const answer = await substituter.narInfo(m[1]!)
+      if (answer.kind === 'found') sendText(res, answer.body, 'text/x-nix-narinfo', 'public, max-age=3600')
+      else if (answer.kind === 'absent') sendStatus(res, 404)
+      else {
+        log.warn({ hashPart: m[1], err: answer.error.message }, 'narinfo unavailable: upstream failure')
+        sendStatus(res, statusFor(answer.error))
+      }
+      return
+    }
+    m = NAR.exec(path)
+    if (m !== null) {
+      await serveNar(m[1]!, req, res)
+      return
+    }
+    sendStatus(res, 404)
+  }
+
+  const serveNar = async (narHash: string, req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const known = substituter.narInfoForNar(narHash)
+    if (known === undefined) { sendStatus(res, 404); return }
+    const size = known.narSize
+    let range: [number, number] | undefined
+    try {
+      range = parseRange(req.headers.range, size)
+    } catch (err) {
+      if (!(err instanceof RangeNotSatisfiableError)) throw err
+      sendStatus(res, 416, { 'content-range': `bytes */${size}` })
+      return
+    }
+    const headers: Record<string, string> = {
+      'content-type': 'application/x-nix-nar',
+      'accept-ranges': 'bytes',
+      etag: `"${narHash}"`,
+      'cache-control': 'public, max-age=31536000, immutable'
+    }
+    if (req.method === 'HEAD') {
+      res.writeHead(200, { ...headers, 'content-length': String(size) })
+      res.end()
+      return
+    }
+    const abort = new AbortController()
+    res.once('close', () => abort.abort(new Error('client went away')))
+    const opened = await substituter.openNar(narHash, abort.signal)
+    if (opened === undefined) { sendStatus(res, 404); return }
+    const started = performance.now()
+    let body = opened.body
+    if (range === undefined) {
+      res.writeHead(200, { ...headers, 'content-length': String(size) })
+    } else {
+      const [start, end] = range
+      res.writeHead(206, { ...headers, 'content-length': String(end - start), 'content-range': `bytes ${start}-${end - 1}/${size}` })
+      body = sliceBytes(body, start, end)
+    }
+    try {
+      await pipeline(body, res, { signal: abort.signal })
+      log.info({ storePath: opened.narInfo.storePath, source: opened.source, bytes: size, ms: Math.round(performance.now() - started), range: req.headers.range }, 'NAR served')
+    } catch (err) {
+      // Headers are gone; cutting the connection is the only way to tell Nix the body is bad.
+      res.destroy()
+      if (abort.signal.aborted) log.info({ storePath: opened.narInfo.storePath }, 'client closed the connection during a NAR transfer')
+      else log.warn({ storePath: opened.narInfo.storePath, source: opened.source, err: (err as Error).message }, 'NAR transfer aborted')
+    }
+  }
+
+  const server = createServer({ keepAliveTimeout: 60_000, requestTimeout: 0 }, (req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      const status = statusFor(err)
+      if (status >= 500) log.error({ url: req.url, err: (err as Error).message, stack: (err as Error).stack }, 'request failed')
+      else log.debug({ url: req.url, err: (err as Error).message }, 'request refused')
+      if (!res.headersSent) sendStatus(res, status)
+      else res.destroy()
+    })
+  })
+  return server
+}
+
+function normalizePath (url: string): string {
+  const q = url.indexOf('?')
+  const path = q < 0 ? url : url.slice(0, q)
+  return path.includes('//') ? path.replace(/\/{2,}/g, '/') : path
+}

@@ -1,0 +1,17 @@
+/**
+ * The state database: one SQLite file (`node:sqlite`, built into Node) under the state directory.
+ * Each store on top of it (narinfo cache, later the index and chunk tables) creates its own tables;
+ * this module only opens the file with settings that suit many small reads and writes: WAL, so
+ * readers never wait for the writer; `synchronous = NORMAL`, which is crash-safe in WAL mode; a
+ * busy timeout for a second narswarm process on the same file.
+ */
+import { DatabaseSync } from 'node:sqlite'
+import { mkdirSync } from 'node:fs'
+import { dirname } from 'node:path'
+
+export function openDatabase (file: string): DatabaseSync {
+  if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true })
+  const db = new DatabaseSync(file)
+  db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;')
+  return db
+}

@@ -1,0 +1,182 @@
+/**
+ * One upstream binary cache (cache.nixos.org, a `nix copy --to file://` tree behind any HTTP
+ * server, another narswarm…), spoken to the way Nix speaks to it. It answers three questions:
+ * what is its narinfo for a hash part (checked against this upstream's trusted keys before anyone
+ * sees it), and can it stream a NAR. The answer keeps "absent" (the upstream said 404/403/410),
+ * "rejected" (it answered, but with something unusable: malformed, unsigned, for another path) and
+ * failure (timeout, refused, 5xx: thrown as `UpstreamError`) apart, because only the first may
+ * become a 404 for Nix.
+ */
+import { Agent, interceptors, request, type Dispatcher } from 'undici'
+import { FormatError, UpstreamError } from '../errors.ts'
+import { NarInfo } from '../nix/narinfo.ts'
+import { parsePublicKey, verifyNarInfo, type PublicKey } from '../nix/signature.ts'
+import { checkContentAddress } from '../nix/content-address.ts'
+import { redactUrl } from '../log.ts'
+import type { UpstreamConfig } from './spec.ts'
+
+export type NarInfoAnswer =
+  | { kind: 'found', narInfo: NarInfo, text: string }
+  | { kind: 'absent', status: number }
+  | { kind: 'rejected', reason: string }
+
+export interface NarStream {
+  body: AsyncIterable<Uint8Array>
+  compression: string
+  /** The Content-Length the upstream announced, if any (of the compressed file). */
+  fileSize?: number
+}
+
+const USER_AGENT = 'narswarm/0.1'
+
+export class Upstream {
+  readonly name: string
+  readonly url: string
+  readonly priority: number
+  readonly requireSigs: boolean
+  readonly #keys: Map<string, PublicKey>
+  readonly #config: UpstreamConfig
+  readonly #dispatcher: Dispatcher
+
+  constructor (config: UpstreamConfig) {
+    this.#config = config
+    this.url = config.url.replace(/\/+$/, '')
+    this.name = config.name ?? redactUrl(this.url).replace(/\/$/, '')
+    this.priority = config.priority
+    this.requireSigs = config.requireSigs
+    this.#keys = new Map(config.trustedPublicKeys.map(k => { const key = parsePublicKey(k); return [key.name, key] }))
+    this.#dispatcher = new Agent({
+      connections: config.connections,
+      connect: { timeout: config.connectTimeout },
+      keepAliveTimeout: 30_000
+    }).compose(interceptors.redirect({ maxRedirections: 10 }))
+  }
+
+  get trustedKeys (): ReadonlyMap<string, PublicKey> { return this.#keys }
+
+  /** Resolves a narinfo `URL` field against this upstream, as Nix 2.8 does (absolute URLs verbatim). */
+  resolve (relative: string): string {
+    if (/^https?:\/\//.test(relative)) return relative
+    return `${this.url}/${relative}`
+  }
+
+  async fetchNarInfo (hashPart: string, options: { signal?: AbortSignal } = {}): Promise<NarInfoAnswer> {
+    const url = `${this.url}/${hashPart}.narinfo`
+    const res = await this.#get(url, this.#config.narinfoTimeout, options.signal)
+    if (res.statusCode === 404 || res.statusCode === 403 || res.statusCode === 410) {
+      await res.body.dump()
+      return { kind: 'absent', status: res.statusCode }
+    }
+    if (res.statusCode !== 200) {
+      await res.body.dump()
+      throw new UpstreamError(this.name, `answered ${res.statusCode} for ${hashPart}.narinfo`, { status: res.statusCode })
+    }
+    let text: string
+    try {
+      text = await readLimited(res.body, 1 << 20)
+    } catch (err) {
+      throw new UpstreamError(this.name, `reading ${hashPart}.narinfo failed: ${(err as Error).message}`, { cause: err, timeout: isTimeout(err) })
+    }
+    let narInfo: NarInfo
+    try {
+      narInfo = NarInfo.parse(text)
+    } catch (err) {
+      if (err instanceof FormatError) return { kind: 'rejected', reason: `malformed narinfo: ${err.message}` }
+      throw err
+    }
+    if (narInfo.hashPart !== hashPart) {
+      return { kind: 'rejected', reason: `narinfo for ${hashPart} describes ${narInfo.storePath}` }
+    }
+    const trust = this.checkTrust(narInfo)
+    if (trust !== undefined) return { kind: 'rejected', reason: trust }
+    return { kind: 'found', narInfo, text }
+  }
+
+  /**
+   * Why a narinfo may not be used, or undefined when it may: a valid signature from one of this
+   * upstream's trusted keys, or a content-address claim that reproduces the store path (Nix's
+   * rule for unsigned CA paths), or `require-sigs` off.
+   */
+  checkTrust (narInfo: NarInfo): string | undefined {
+    if (!this.requireSigs) return undefined
+    const result = verifyNarInfo(narInfo, this.#keys)
+    if (result.valid) return undefined
+    const ca = checkContentAddress(narInfo)
+    if (ca.status === 'valid') return undefined
+    const problems = ca.status === 'mismatch' ? [...result.problems, `false CA claim: ${ca.reason}`] : result.problems
+    const detail = problems.length > 0 ? `: ${problems.join('; ')}` : ''
+    return narInfo.sigs.length === 0
+      ? 'narinfo is not signed and require-sigs is on'
+      : `no valid signature by a trusted key (${[...this.#keys.keys()].join(', ') || 'none configured'})${detail}`
+  }
+
+  /** Opens the NAR a narinfo of this upstream points to; undefined when the upstream says it is gone. */
+  async openNar (narInfo: NarInfo, options: { signal?: AbortSignal } = {}): Promise<NarStream | undefined> {
+    const url = this.resolve(narInfo.url)
+    const res = await this.#get(url, this.#config.narTimeout, options.signal)
+    if (res.statusCode === 404 || res.statusCode === 403 || res.statusCode === 410) {
+      await res.body.dump()
+      return undefined
+    }
+    if (res.statusCode !== 200) {
+      await res.body.dump()
+      throw new UpstreamError(this.name, `answered ${res.statusCode} for ${narInfo.url}`, { status: res.statusCode })
+    }
+    const length = Number(res.headers['content-length'])
+    const stream: NarStream = { body: this.#wrapBody(res.body, narInfo.url), compression: narInfo.compression }
+    if (Number.isSafeInteger(length)) stream.fileSize = length
+    return stream
+  }
+
+  async close (): Promise<void> {
+    await this.#dispatcher.close()
+  }
+
+  async #get (url: string, timeout: number, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
+    try {
+      return await request(url, {
+        method: 'GET',
+        dispatcher: this.#dispatcher,
+        headers: { 'user-agent': USER_AGENT },
+        headersTimeout: timeout,
+        bodyTimeout: this.#config.stallTimeout,
+        signal
+      })
+    } catch (err) {
+      if (signal?.aborted === true) throw signal.reason
+      throw new UpstreamError(this.name, `GET ${redactUrl(url)} failed: ${describe(err)}`, { cause: err, timeout: isTimeout(err) })
+    }
+  }
+
+  /** Turns body errors (reset, stall) into UpstreamErrors that name this upstream. */
+  async * #wrapBody (body: AsyncIterable<Uint8Array>, what: string): AsyncGenerator<Uint8Array> {
+    try {
+      yield * body
+    } catch (err) {
+      if ((err as Error).name === 'AbortError') throw err
+      throw new UpstreamError(this.name, `reading ${what} failed: ${describe(err)}`, { cause: err, timeout: isTimeout(err) })
+    }
+  }
+}
+
+async function readLimited (body: AsyncIterable<Uint8Array>, limit: number): Promise<string> {
+  const parts: Uint8Array[] = []
+  let size = 0
+  for await (const chunk of body) {
+    size += chunk.length
+    if (size > limit) throw new Error(`body larger than ${limit} bytes`)
+    parts.push(chunk)
+  }
+  return Buffer.concat(parts).toString('utf8')
+}
+
+function isTimeout (err: unknown): boolean {
+  const code = (err as { code?: string } | undefined)?.code
+  return code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT'
+}
+
+function describe (err: unknown): string {
+  const e = err as { code?: string, message?: string, cause?: { code?: string } }
+  const code = e.code ?? e.cause?.code
+  return code !== undefined ? `${code} (${e.message ?? ''})` : String(e.message ?? err)
+}

@@ -1,0 +1,29 @@
+/**
+ * Validation of scalar configuration values (TOML, environment, flags, URL query options), with
+ * messages that name the setting. Environment variables and URL queries deliver strings, TOML
+ * delivers typed values; both are accepted.
+ */
+import { ConfigError } from '../errors.ts'
+import { parseDuration } from './duration.ts'
+
+export function integer (value: unknown, fallback: number, what: string): number {
+  if (value === undefined) return fallback
+  const n = typeof value === 'string' && /^-?\d+$/.test(value) ? Number(value) : value
+  if (typeof n !== 'number' && typeof n !== 'bigint') throw new ConfigError(`${what} must be an integer, got '${String(value)}'`)
+  if (!Number.isSafeInteger(Number(n))) throw new ConfigError(`${what} must be an integer, got '${String(value)}'`)
+  return Number(n)
+}
+
+export function boolean (value: unknown, fallback: boolean, what: string): boolean {
+  if (value === undefined) return fallback
+  if (value === true || value === 'true' || value === '1') return true
+  if (value === false || value === 'false' || value === '0') return false
+  throw new ConfigError(`${what} must be true or false, got '${String(value)}'`)
+}
+
+export function duration (value: unknown, fallback: number, what: string): number {
+  if (value === undefined) return fallback
+  const ms = parseDuration(value)
+  if (ms === undefined) throw new ConfigError(`${what} must be a duration such as 10, "500ms", "30s" or "5m", got '${String(value)}'`)
+  return ms
+}
