@@ -88,7 +88,7 @@ export function createApp (init: AppInit): Server {
       return
     }
     const abort = new AbortController()
-    res.once('close', () => abort.abort(new Error('client went away')))
+    res.once('close', () => { if (!res.writableFinished) abort.abort(new Error('client went away')) })
     const opened = await substituter.openNar(narHash, abort.signal)
     if (opened === undefined) { sendStatus(res, 404); return }
     const started = performance.now()

@@ -50,8 +50,13 @@ export function parseUpstreamSpec (spec: string): UpstreamConfig {
   } catch {
     throw new ConfigError(`upstream '${spec}' is not a URL (expected e.g. https://cache.nixos.org?trusted-public-keys=…)`)
   }
+  // Parsed by hand: URLSearchParams would turn the '+' of base64 keys into spaces. Like Nix's own
+  // store-URL parser, only percent-escapes are decoded.
   const options: Record<string, unknown> = {}
-  for (const [key, value] of url.searchParams) {
+  for (const pair of url.search.slice(1).split('&').filter(Boolean)) {
+    const eq = pair.indexOf('=')
+    const key = decodeURIComponent(eq < 0 ? pair : pair.slice(0, eq))
+    const value = eq < 0 ? '' : decodeURIComponent(pair.slice(eq + 1))
     if (key === 'trusted-public-keys' && typeof options[key] === 'string') options[key] += ` ${value}`
     else options[key] = value
   }

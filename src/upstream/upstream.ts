@@ -11,7 +11,6 @@ import { Agent, interceptors, request, type Dispatcher } from 'undici'
 import { FormatError, UpstreamError } from '../errors.ts'
 import { NarInfo } from '../nix/narinfo.ts'
 import { parsePublicKey, verifyNarInfo, type PublicKey } from '../nix/signature.ts'
-import { checkContentAddress } from '../nix/content-address.ts'
 import { redactUrl } from '../log.ts'
 import type { UpstreamConfig } from './spec.ts'
 
@@ -101,12 +100,9 @@ export class Upstream {
     if (!this.requireSigs) return undefined
     const result = verifyNarInfo(narInfo, this.#keys)
     if (result.valid) return undefined
-    const ca = checkContentAddress(narInfo)
-    if (ca.status === 'valid') return undefined
-    const problems = ca.status === 'mismatch' ? [...result.problems, `false CA claim: ${ca.reason}`] : result.problems
-    const detail = problems.length > 0 ? `: ${problems.join('; ')}` : ''
+    const detail = result.problems.length > 0 ? `: ${result.problems.join('; ')}` : ''
     return narInfo.sigs.length === 0
-      ? 'narinfo is not signed and require-sigs is on'
+      ? `narinfo is not signed and require-sigs is on${detail}`
       : `no valid signature by a trusted key (${[...this.#keys.keys()].join(', ') || 'none configured'})${detail}`
   }
 

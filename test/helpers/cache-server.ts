@@ -1,0 +1,90 @@
+/**
+ * A static HTTP server over a binary-cache directory, on 127.0.0.1, with faults that a test can
+ * switch on per path: a flipped byte, a truncated body, a hang, a status code, a delay. It stands in
+ * for an upstream cache (or a hostile one) and counts the requests it gets.
+ */
+import { createServer, type Server } from 'node:http'
+import { createReadStream } from 'node:fs'
+import { stat } from 'node:fs/promises'
+import { once } from 'node:events'
+import { join, normalize } from 'node:path'
+import type { AddressInfo } from 'node:net'
+
+export type Fault =
+  | { kind: 'flip', offset?: number }         // flip one byte (default: the middle) of the file
+  | { kind: 'truncate', keep: number, clean?: boolean } // send only `keep` bytes; clean: honest Content-Length
+  | { kind: 'hang' }                           // accept, never answer
+  | { kind: 'status', status: number }
+  | { kind: 'body', body: string }             // replace the body
+  | { kind: 'delay', ms: number }              // answer after a delay
+
+export interface CacheServer {
+  url: string
+  /** Faults by request path (e.g. `/nar/….nar.xz`) or by a predicate on the path. */
+  faults: Array<{ match: (path: string) => boolean, fault: Fault }>
+  requests: string[]
+  close: () => Promise<void>
+}
+
+export async function startCacheServer (dir: string): Promise<CacheServer> {
+  const faults: CacheServer['faults'] = []
+  const requests: string[] = []
+  const hanging = new Set<import('node:http').ServerResponse>()
+  const server: Server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0]!
+    requests.push(`${req.method} ${path}`)
+    const fault = faults.find(f => f.match(path))?.fault
+    const serve = async (): Promise<void> => {
+      if (fault?.kind === 'hang') { hanging.add(res); return }
+      if (fault?.kind === 'status') { res.writeHead(fault.status).end(); return }
+      if (fault?.kind === 'body') { res.writeHead(200, { 'content-length': Buffer.byteLength(fault.body) }).end(fault.body); return }
+      const file = join(dir, normalize(path).replace(/^(\.\.[/\\])+/, ''))
+      let size: number
+      try {
+        const st = await stat(file)
+        if (!st.isFile()) throw new Error('not a file')
+        size = st.size
+      } catch {
+        res.writeHead(404).end()
+        return
+      }
+      if (fault?.kind === 'delay') await new Promise(resolve => setTimeout(resolve, fault.ms))
+      if (fault?.kind === 'truncate') {
+        res.writeHead(200, { 'content-length': fault.clean === true ? fault.keep : size })
+        const stream = createReadStream(file, { end: fault.keep - 1 })
+        stream.pipe(res, { end: false })
+        stream.on('end', () => (fault.clean === true ? res.end() : res.destroy()))
+        return
+      }
+      res.writeHead(200, { 'content-length': size })
+      if (req.method === 'HEAD') { res.end(); return }
+      const flipAt = fault?.kind === 'flip' ? (fault.offset ?? Math.floor(size / 2)) : -1
+      let offset = 0
+      const stream = createReadStream(file)
+      stream.on('data', (data: string | Buffer) => {
+        let chunk = Buffer.from(data)
+        if (flipAt >= offset && flipAt < offset + chunk.length) {
+          chunk[flipAt - offset]! ^= 0x01
+        }
+        offset += chunk.length
+        if (!res.write(chunk)) { stream.pause(); res.once('drain', () => stream.resume()) }
+      })
+      stream.on('end', () => res.end())
+      stream.on('error', () => res.destroy())
+    }
+    serve().catch(() => res.destroy())
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const { port } = server.address() as AddressInfo
+  return {
+    url: `http://127.0.0.1:${port}`,
+    faults,
+    requests,
+    close: async () => {
+      for (const res of hanging) res.destroy()
+      server.closeAllConnections()
+      await new Promise(resolve => server.close(resolve))
+    }
+  }
+}

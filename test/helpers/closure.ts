@@ -1,0 +1,89 @@
+/**
+ * A real closure, built by the real Nix for the test that asks for it: a tree with executables,
+ * symlinks (relative, absolute, dangling), nested and empty directories and an empty file; a NAR
+ * of just over 100 MiB; a text (content-addressed) path; and a top path referring to all of them.
+ * A nonce makes every run build fresh store paths. `copyTo` writes a binary cache with
+ * `nix copy --to file://…`, signed with a key made here.
+ */
+import { randomBytes } from 'node:crypto'
+import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { NixEnv } from './nix.ts'
+
+export interface Closure {
+  top: string
+  tree: string
+  big: string
+  note: string
+  /** Every path of the runtime closure of `top`. */
+  paths: string[]
+  secretKeyFile: string
+  publicKey: string
+  secretKey: string
+}
+
+const EXPRESSION = `{ nonce, withBig }:
+let
+  mk = name: script: builtins.derivation {
+    inherit name; system = builtins.currentSystem; builder = "/bin/sh";
+    args = [ "-c" script ]; PATH = "/usr/bin:/bin"; NONCE = nonce;
+  };
+  tree = mk "tree" ''
+    mkdir -p $out/bin $out/share/doc/deep/deeper $out/empty-dir
+    printf '#!/bin/sh\\necho hello from narswarm\\n' > $out/bin/hello; chmod +x $out/bin/hello
+    : > $out/share/empty-file
+    echo "$NONCE" > $out/share/doc/deep/deeper/nonce.txt
+    ln -s ../share/doc $out/bin/doc-link
+    ln -s /nonexistent/target $out/dangling
+    echo A > $out/share/Upper; echo a > $out/share/lower; echo u > $out/share/_under
+  '';
+  big = mk "big" (if withBig then ''
+    mkdir -p $out
+    head -c 1048576 /dev/urandom > $out/big.bin
+    head -c 104857600 /dev/zero >> $out/big.bin
+    head -c 65536 /dev/urandom >> $out/big.bin
+  '' else ''
+    mkdir -p $out; head -c 65536 /dev/urandom > $out/big.bin
+  '');
+  note = builtins.toFile "note-\${nonce}.txt" "a text file\\n";
+  top = mk "top" ''
+    mkdir -p $out/bin
+    printf '#!/bin/sh\\nexec \${tree}/bin/hello\\n' > $out/bin/top; chmod +x $out/bin/top
+    echo \${big} > $out/big-path
+    cat \${note} > $out/note
+    ln -s \${note} $out/note-link
+  '';
+in { inherit top tree big note; }
+`
+
+/** Builds the closure. `withBig: false` makes the big path small, for tests that don't need 100 MiB. */
+export async function buildClosure (nix: NixEnv, opts: { withBig?: boolean } = {}): Promise<Closure> {
+  const nonce = randomBytes(8).toString('hex')
+  const file = join(nix.dir, 'closure.nix')
+  await writeFile(file, EXPRESSION)
+  const attr = async (name: string): Promise<string> => (await nix.run('nix-build', [file, '-A', name, '--no-out-link',
+    '--argstr', 'nonce', nonce, '--arg', 'withBig', String(opts.withBig ?? true)])).trim()
+  const top = await attr('top')
+  const [tree, big] = [await attr('tree'), await attr('big')]
+  const paths = (await nix.run('nix-store', ['-qR', top])).trim().split('\n').sort()
+  const note = paths.find(p => p.endsWith(`-note-${nonce}.txt`))!
+  const secretKeyFile = join(nix.dir, 'cache.secret')
+  const secretKey = (await nix.run('nix', ['key', 'generate-secret', '--key-name', `narswarm-test-${nonce}`])).trim()
+  await writeFile(secretKeyFile, secretKey)
+  const publicKey = (await nix.run('nix', ['key', 'convert-secret-to-public'], { input: secretKey })).trim()
+  return { top, tree, big, note, paths, secretKeyFile, publicKey, secretKey }
+}
+
+/** `nix copy` of `paths` (and their closure) into a new file:// binary cache at `dir`. */
+export async function copyTo (nix: NixEnv, closure: Closure, dir: string, compression: string, paths = [closure.top]): Promise<void> {
+  await nix.run('nix', ['copy', '--to', `file://${dir}?compression=${compression}&secret-key=${closure.secretKeyFile}`, ...paths])
+}
+
+/** The narinfo Nix wrote for a store path into cache `dir`. */
+export async function readNarInfo (dir: string, storePath: string): Promise<string> {
+  return await readFile(join(dir, `${hashPartOf(storePath)}.narinfo`), 'utf8')
+}
+
+export function hashPartOf (storePath: string): string {
+  return storePath.slice('/nix/store/'.length, '/nix/store/'.length + 32)
+}
