@@ -114,7 +114,8 @@ export function createApp (init: AppInit): Server {
   const server = createServer({ keepAliveTimeout: 60_000, requestTimeout: 0 }, (req, res) => {
     handle(req, res).catch((err: unknown) => {
       const status = statusFor(err)
-      if (status >= 500) log.error({ url: req.url, err: (err as Error).message, stack: (err as Error).stack }, 'request failed')
+      if (status === 502 || status === 504) log.warn({ url: req.url, err: (err as Error).message }, 'request failed: no source could deliver')
+      else if (status >= 500) log.error({ url: req.url, err: (err as Error).message, stack: (err as Error).stack }, 'request failed')
       else log.debug({ url: req.url, err: (err as Error).message }, 'request refused')
       if (!res.headersSent) sendStatus(res, status)
       else res.destroy()

@@ -54,7 +54,7 @@ export async function startNarswarm (args: string[], opts: { env?: NodeJS.Proces
       const found = logs.find(match)
       if (found !== undefined) return found
       if (child.exitCode !== null || Date.now() > deadline) {
-        throw new Error(`narswarm did not log the expected line (exit ${child.exitCode}); stderr:\n${raw.slice(-4000)}`)
+        throw new Error(`narswarm did not log the expected line (exit ${child.exitCode}); stderr:\n${raw.slice(0, 6000)}`)
       }
       await new Promise<void>(resolve => {
         const t = setTimeout(resolve, 100)

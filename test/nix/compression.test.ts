@@ -1,0 +1,227 @@
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { COMPRESSIONS, compress, decompress, findBinary } from '../../src/nix/compression.ts'
+import type { Compression } from '../../src/nix/compression.ts'
+import { dumpPath } from '../../src/nix/nar/dump.ts'
+import { validateNar } from '../../src/nix/nar/reader.ts'
+import { NixHash } from '../../src/nix/hash.ts'
+import { makeNixEnv, nixSkip } from '../helpers/nix.ts'
+
+type Engine = 'library' | 'process'
+const binaryOf = (c: Compression): string => c === 'bzip2' ? 'bzip2' : c
+/** The engines this machine has for a codec: the in-process one always, the binary when on PATH. */
+function engines (c: Compression): Engine[] {
+  if (c === 'none' || c === 'br') return ['library']
+  return findBinary(binaryOf(c)) !== false ? ['library', 'process'] : ['library']
+}
+const cases = COMPRESSIONS.flatMap(c => engines(c).map(e => [c, e] as const))
+
+async function * chunked (b: Uint8Array, size = 65536): AsyncGenerator<Uint8Array> {
+  for (let i = 0; i < b.length; i += size) yield b.subarray(i, i + size)
+}
+async function collect (it: AsyncIterable<Uint8Array>): Promise<Buffer> {
+  const parts: Uint8Array[] = []
+  for await (const c of it) parts.push(c)
+  return Buffer.concat(parts)
+}
+const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
+
+/** Text-like bytes: compressible, but not trivially. */
+function sample (size: number, seed = 1): Buffer {
+  const words = ['nix', 'store', 'archive', 'lib', 'share', '/', '\n', 'hash', 'sha256', 'swarm', '0', '1', 'zstd']
+  const parts: string[] = []
+  let x = seed
+  let n = 0
+  while (n < size) {
+    x = (x * 1103515245 + 12345) >>> 0
+    const w = words[x % words.length]! + (x >>> 24).toString(16)
+    parts.push(w)
+    n += w.length
+  }
+  return Buffer.from(parts.join('')).subarray(0, size)
+}
+
+let dir: string
+before(async () => { dir = await mkdtemp(join(tmpdir(), 'narswarm-codec-')) })
+after(async () => { await rm(dir, { recursive: true, force: true }) })
+
+test('unknown compression names are a FormatError listing the supported ones', async () => {
+  for (const name of ['gzip', '', 'XZ', 'lz4']) {
+    assert.throws(() => decompress(name, chunked(Buffer.alloc(1))), { name: 'FormatError', message: /supported: none, xz, zstd, bzip2, br/ })
+    assert.throws(() => compress(name, chunked(Buffer.alloc(1))), { name: 'FormatError' })
+  }
+})
+
+test('every codec and engine round-trips empty, 1-byte and multi-MiB inputs', async () => {
+  const inputs = [Buffer.alloc(0), Buffer.from('x'), sample(3 * 1024 * 1024 + 17)]
+  for (const [c, engine] of cases) {
+    for (const input of inputs) {
+      const packed = await collect(compress(c, chunked(input), { engine }))
+      for (const other of engines(c)) {
+        // Each engine reads the other's output: the library and the binary speak the same format.
+        const back = await collect(decompress(c, chunked(packed, 4093), { engine: other }))
+        assert.equal(back.length, input.length, `${c} ${engine} → ${other}, ${input.length} bytes`)
+        assert.equal(sha256(back), sha256(input), `${c} ${engine} → ${other}`)
+      }
+    }
+  }
+})
+
+test('levels are checked and honoured', async () => {
+  const input = sample(200_000)
+  const small = await collect(compress('zstd', chunked(input), { level: 19 }))
+  const fast = await collect(compress('zstd', chunked(input), { level: 1 }))
+  assert.ok(small.length < fast.length)
+  assert.throws(() => compress('br', chunked(input), { level: 12 }), RangeError)
+  assert.throws(() => compress('xz', chunked(input), { level: 0 }), RangeError)
+})
+
+test('output of the real xz, zstd and bzip2 programs decodes to the right NAR', async () => {
+  const nar = await collect(dumpPath('/usr/share/perl5'))
+  const narHash = NixHash.of('sha256', nar)
+  for (const c of ['xz', 'zstd', 'bzip2'] as const) {
+    if (findBinary(binaryOf(c)) === false) continue
+    const packed = spawnSync(binaryOf(c), ['-c'], { input: nar, maxBuffer: 1 << 30 }).stdout
+    for (const engine of engines(c)) {
+      const out = await collect(validateNar(decompress(c, chunked(packed, 10_000), { engine })))
+      assert.ok(NixHash.of('sha256', out).equals(narHash), `${c} via ${engine}`)
+    }
+  }
+})
+
+test('corrupt, truncated and foreign input is a FormatError for every codec and engine', async () => {
+  const input = sample(1 << 20, 7)
+  for (const [c, engine] of cases) {
+    if (c === 'none') continue
+    const packed = await collect(compress(c, chunked(input), { engine }))
+    const flipped = Buffer.from(packed)
+    for (let i = Math.floor(packed.length / 2); i < Math.floor(packed.length / 2) + 16; i++) flipped[i]! ^= 0x55
+    const bad: Array<[string, Uint8Array]> = [
+      ['truncated', packed.subarray(0, Math.floor(packed.length / 2))],
+      ['cut short by one byte', packed.subarray(0, packed.length - 1)],
+      ['not compressed at all', Buffer.from('this is plainly not a compressed stream, just some text')],
+      ['empty', Buffer.alloc(0)],
+      ['bad header', Buffer.concat([Buffer.from([0x42, 0x42, 0x42, 0x42]), packed.subarray(4)])]
+    ]
+    // Brotli has no checksum: a flipped byte can decode to other bytes, which NarHash then catches.
+    if (c !== 'br') bad.push(['corrupted in the middle', flipped])
+    for (const [label, bytes] of bad) {
+      for (const other of engines(c)) {
+        await assert.rejects(collect(decompress(c, chunked(bytes, 8192), { engine: other })),
+          (err: Error) => err.name === 'FormatError' && err.message.startsWith(`${c}: corrupt or truncated input`),
+          `${c} (${engine} → ${other}): ${label}`)
+      }
+    }
+  }
+})
+
+test('failures of the source pass through unchanged', async () => {
+  for (const [c, engine] of cases) {
+    const failing = async function * (): AsyncGenerator<Uint8Array> {
+      yield sample(100_000)
+      throw new Error('the network went away')
+    }
+    await assert.rejects(collect(compress(c, failing(), { engine })), /the network went away/, `${c} ${engine}`)
+  }
+})
+
+/** Child processes of this test process (the codec binaries), by command name. */
+function children (): string[] {
+  const r = spawnSync('ps', ['-o', 'comm=', '--ppid', String(process.pid)], { encoding: 'utf8' })
+  return r.stdout.split('\n').map(s => s.trim()).filter(s => s !== '' && s !== 'ps')
+}
+
+test('an abort mid-stream rejects and leaves no process behind, even when the source hangs', async () => {
+  for (const [c, engine] of cases) {
+    // Compressing an endless source: the codec always has work when the abort comes.
+    const ac = new AbortController()
+    async function * endless (): AsyncGenerator<Uint8Array> { for (let i = 0; ; i++) yield sample(65536, i) }
+    let n = 0
+    await assert.rejects((async () => {
+      for await (const _ of compress(c, endless(), { engine, signal: ac.signal, level: c === 'xz' ? 1 : undefined })) if (++n === 2) ac.abort()
+    })(), { name: 'AbortError' }, `${c} ${engine} compress`)
+
+    // Decompressing from a source that stalls forever after its first bytes.
+    const packed = await collect(compress(c, chunked(sample(300_000)), { engine }))
+    const stalled = new AbortController()
+    async function * stuck (): AsyncGenerator<Uint8Array> { yield packed.subarray(0, packed.length >> 1); await new Promise(() => {}) }
+    const pending = collect(decompress(c, stuck(), { engine, signal: stalled.signal }))
+    setTimeout(() => stalled.abort(), 50)
+    await assert.rejects(pending, { name: 'AbortError' }, `${c} ${engine} decompress`)
+  }
+  assert.deepEqual(children(), [])
+  // An already-aborted signal refuses at once.
+  await assert.rejects(collect(decompress('xz', chunked(Buffer.alloc(10)), { signal: AbortSignal.abort() })), { name: 'AbortError' })
+})
+
+test('a consumer that stops early frees the codec and its process', async () => {
+  for (const [c, engine] of cases) {
+    let released = false
+    async function * source (): AsyncGenerator<Uint8Array> {
+      try { for (let i = 0; ; i++) yield sample(65536, i) } finally { released = true }
+    }
+    for await (const _ of compress(c, source(), { engine, level: c === 'xz' ? 1 : undefined })) break
+    await new Promise(resolve => setTimeout(resolve, 20))
+    assert.ok(released, `${c} ${engine}: source released`)
+  }
+  assert.deepEqual(children(), [])
+})
+
+test('256 MiB stream through compress and decompress with bounded memory', async () => {
+  const MiB = 1 << 20
+  const block = sample(MiB, 3)
+  for (const engine of engines('zstd')) {
+    const expected = createHash('sha256')
+    async function * big (): AsyncGenerator<Uint8Array> {
+      for (let i = 0; i < 256; i++) {
+        const b = Buffer.from(block)
+        b.writeUInt32LE(i, 0)
+        expected.update(b)
+        yield b
+      }
+    }
+    const before = process.memoryUsage().rss
+    let peak = before
+    const got = createHash('sha256')
+    let length = 0
+    for await (const c of decompress('zstd', compress('zstd', big(), { engine }), { engine })) {
+      got.update(c)
+      length += c.length
+      peak = Math.max(peak, process.memoryUsage().rss)
+    }
+    assert.equal(length, 256 * MiB)
+    assert.equal(got.digest('hex'), expected.digest('hex'))
+    assert.ok(peak - before < 192 * MiB, `${engine}: RSS grew by ${((peak - before) / MiB).toFixed(0)} MiB`)
+  }
+})
+
+test('NARs written by nix copy in every compression decode to their NarHash', { skip: nixSkip() }, async () => {
+  const nix = await makeNixEnv()
+  try {
+    const src = join(dir, 'nixsrc')
+    await mkdir(join(src, 'sub'), { recursive: true })
+    await writeFile(join(src, 'sub', 'data.txt'), sample(2 * 1024 * 1024, 11))
+    await writeFile(join(src, 'run.sh'), '#!/bin/sh\necho hi\n', { mode: 0o755 })
+    const path = (await nix.run('nix-store', ['--add', src])).trim()
+    for (const c of ['xz', 'zstd', 'bzip2', 'br'] as const) {
+      const cache = join(nix.dir, `cache-${c}`)
+      await nix.run('nix', ['copy', '--to', `file://${cache}?compression=${c}`, path])
+      const narinfo = (await readdir(cache)).find(f => f.endsWith('.narinfo'))!
+      const fields = new Map((await readFile(join(cache, narinfo), 'utf8')).trim().split('\n').map(l => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 2)]))
+      assert.equal(fields.get('Compression'), c)
+      const packed = await readFile(join(cache, fields.get('URL')!))
+      for (const engine of engines(c)) {
+        const nar = await collect(validateNar(decompress(c, chunked(packed), { engine })))
+        assert.equal(nar.length, Number(fields.get('NarSize')), `${c} ${engine}`)
+        assert.ok(NixHash.of('sha256', nar).equals(NixHash.parse(fields.get('NarHash')!)), `${c} ${engine}`)
+      }
+    }
+  } finally {
+    await nix.cleanup()
+  }
+})
