@@ -64,7 +64,8 @@ export class NarInfoCache {
 
   /** Live positive entries whose NarHash (nix32 sha256) is `narHash`, newest first. */
   findByNarHash (narHash: string): Array<{ text: string, upstream: string }> {
-    return this.#byNarHash.all(narHash, this.#now() - this.#positiveTtl) as Array<{ text: string, upstream: string }>
+    const rows = this.#byNarHash.all(narHash, this.#now() - this.#positiveTtl) as Array<{ text: string, upstream: string }>
+    return rows.map(r => ({ text: r.text, upstream: r.upstream }))
   }
 
   putPresent (hashPart: string, narHash: string, text: string, upstream: string): void {

@@ -1,0 +1,108 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtemp, writeFile, rm, readFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { loadConfig, parseListen } from '../../src/cli/config.ts'
+import { parseUpstreamSpec } from '../../src/upstream/spec.ts'
+
+const KEY = 'cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY='
+const PLUS_KEY = 'test-cache-1:9vWTHAyto6fyke3tnep6YUL8gs8S7lGGXBhBqGZh5Vs='
+
+test('embedded defaults: 127.0.0.1:37515, cache.nixos.org with its key, XDG state dir', () => {
+  const c = loadConfig({ flags: {}, env: { HOME: '/home/u' } })
+  assert.deepEqual(c.listen, { host: '127.0.0.1', port: 37515 })
+  assert.equal(c.stateDir, '/home/u/.local/share/narswarm')
+  assert.equal(c.upstreams.length, 1)
+  assert.equal(c.upstreams[0]!.url, 'https://cache.nixos.org')
+  assert.deepEqual(c.upstreams[0]!.trustedPublicKeys, [KEY])
+  assert.equal(c.upstreams[0]!.requireSigs, true)
+  assert.equal(loadConfig({ flags: {}, env: { XDG_DATA_HOME: '/data' } }).stateDir, '/data/narswarm')
+})
+
+test('the example configuration file loads, and file < env < flags', async () => {
+  const example = new URL('../../narswarm.example.toml', import.meta.url)
+  const fromExample = loadConfig({ flags: { config: example.pathname }, env: {} })
+  assert.equal(fromExample.upstreams[0]!.url, 'https://cache.nixos.org')
+  const dir = await mkdtemp(join(tmpdir(), 'narswarm-conf-'))
+  try {
+    const file = join(dir, 'c.toml')
+    await writeFile(file, `listen = "127.0.0.1:1000"\npriority = 10\nnarinfo-negative-ttl = "5m"\n\n[[upstream]]\nurl = "http://127.0.0.1:9/"\nrequire-sigs = false\npriority = 3\nnarinfo-timeout = "250ms"\n`)
+    const c = loadConfig({ flags: { config: file }, env: {} })
+    assert.deepEqual(c.listen, { host: '127.0.0.1', port: 1000 })
+    assert.equal(c.narinfoNegativeTtl, 300_000)
+    assert.equal(c.upstreams[0]!.url, 'http://127.0.0.1:9')
+    assert.equal(c.upstreams[0]!.narinfoTimeout, 250)
+    const env = loadConfig({ flags: { config: file }, env: { NARSWARM_PRIORITY: '20', NARSWARM_LISTEN: '127.0.0.1:2000' } })
+    assert.equal(env.priority, 20)
+    const flags = loadConfig({ flags: { config: file, listen: '[::1]:3000' }, env: { NARSWARM_LISTEN: '127.0.0.1:2000' } })
+    assert.deepEqual(flags.listen, { host: '::1', port: 3000 })
+    const viaEnv = loadConfig({ flags: {}, env: { NARSWARM_CONFIG: file, NARSWARM_UPSTREAM: `https://a.example?trusted-public-keys=${KEY} https://b.example?require-sigs=false` } })
+    assert.deepEqual(viaEnv.upstreams.map(u => u.url), ['https://a.example', 'https://b.example'])
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+})
+
+test('bad configuration is refused with a message that names the problem', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'narswarm-conf-'))
+  const write = async (text: string) => { const f = join(dir, `${Math.random()}.toml`); await writeFile(f, text); return f }
+  try {
+    const cases: Array<[() => unknown, RegExp]> = [
+      [async () => loadConfig({ flags: { config: await write('lisen = "x"\n') }, env: {} }), /unknown key 'lisen'/],
+      [async () => loadConfig({ flags: { config: await write('listen = \n') }, env: {} }), /not valid TOML/],
+      [async () => loadConfig({ flags: { config: join(dir, 'missing.toml') }, env: {} }), /cannot read config file/],
+      [async () => loadConfig({ flags: { config: await write('[[upstream]]\nurl = "https://x"\nrequire-sig = false\n') }, env: {} }), /unknown option 'require-sig'/],
+      [async () => loadConfig({ flags: { config: await write('upstream = "https://x"\n') }, env: {} }), /must be an array/],
+      [() => loadConfig({ flags: {}, env: { NARSWARM_LISTN: 'x' } }), /unknown environment variable NARSWARM_LISTN/],
+      [() => loadConfig({ flags: { listen: 'localhost' }, env: {} }), /listen must be HOST:PORT/],
+      [() => loadConfig({ flags: { listen: '127.0.0.1:99999' }, env: {} }), /listen must be HOST:PORT/],
+      [() => loadConfig({ flags: { priority: 'high' }, env: {} }), /priority must be an integer/],
+      [() => loadConfig({ flags: { 'log-level': 'loud' }, env: {} }), /log-level must be one of/],
+      [() => loadConfig({ flags: { 'narinfo-positive-ttl': '3 weeks' }, env: {} }), /narinfo-positive-ttl must be a duration/],
+      [() => loadConfig({ flags: { upstream: ['https://a.example', 'https://a.example?require-sigs=false'] }, env: {} }), /require-sigs is on but no trusted-public-keys/],
+      [() => loadConfig({ flags: { upstream: [`https://a.example?trusted-public-keys=${KEY}`, `https://a.example?trusted-public-keys=${KEY}`] }, env: {} }), /configured twice/]
+    ]
+    for (const [fn, message] of cases) {
+      await assert.rejects(async () => fn(), (err: Error) => err.name === 'ConfigError' && message.test(err.message), String(message))
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+})
+
+test('upstream specs: valid and invalid, with the + of base64 keys kept', () => {
+  const u = parseUpstreamSpec(`https://cache.example/sub/?priority=7&trusted-public-keys=${PLUS_KEY}&trusted-public-keys=${KEY}&nar-timeout=2m&connections=4`)
+  assert.equal(u.url, 'https://cache.example/sub')
+  assert.equal(u.priority, 7)
+  assert.deepEqual(u.trustedPublicKeys, [PLUS_KEY, KEY])
+  assert.equal(u.narTimeout, 120_000)
+  assert.equal(u.connections, 4)
+  assert.equal(parseUpstreamSpec(`https://x.example?trusted-public-keys=${encodeURIComponent(PLUS_KEY)}`).trustedPublicKeys[0], PLUS_KEY)
+  const invalid: Array<[string, RegExp]> = [
+    ['not a url', /is not a URL/],
+    ['ftp://x.example?require-sigs=false', /only http:\/\/ and https:\/\//],
+    ['https://x.example?trusted-public-keys=broken', /trusted public key 'broken'/],
+    ['https://x.example?priority=1.5&require-sigs=false', /priority must be an integer/],
+    ['https://x.example?require-sigs=maybe', /require-sigs must be true or false/],
+    ['https://x.example?compression=xz&require-sigs=false', /unknown option 'compression'/],
+    ['https://x.example?require-sigs=false&stall-timeout=soon', /stall-timeout must be a duration/]
+  ]
+  for (const [spec, message] of invalid) assert.throws(() => parseUpstreamSpec(spec), { name: 'ConfigError', message }, spec)
+})
+
+test('listen addresses', () => {
+  assert.deepEqual(parseListen('0.0.0.0:80'), { host: '0.0.0.0', port: 80 })
+  assert.deepEqual(parseListen('[::]:8080'), { host: '::', port: 8080 })
+  assert.deepEqual(parseListen('9000'), { host: '127.0.0.1', port: 9000 })
+})
+
+test('every setting is documented in narswarm.example.toml and the README', async () => {
+  const example = await readFile(new URL('../../narswarm.example.toml', import.meta.url), 'utf8')
+  const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8')
+  const { SETTINGS } = await import('../../src/cli/config.ts')
+  for (const key of [...Object.keys(SETTINGS), 'upstream', 'trusted-public-keys', 'require-sigs', 'narinfo-timeout', 'nar-timeout', 'stall-timeout', 'connect-timeout', 'connections']) {
+    assert.match(example, new RegExp(`^#? ?\\[?\\[?${key}\\]?\\]? ?=?`, 'm'), `${key} in narswarm.example.toml`)
+    assert.ok(readme.includes(key), `${key} in README.md`)
+  }
+})
