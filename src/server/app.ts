@@ -33,7 +33,7 @@ export interface AppInit {
 
 export function createApp (init: AppInit): Server {
   const { substituter, log } = init
-  const cacheInfo = serializeCacheInfo({ storeDir: init.storeDir, wantMassQuery: true, priority: init.priority })
+  const cacheInfo = Buffer.from(serializeCacheInfo({ storeDir: init.storeDir, wantMassQuery: true, priority: init.priority }))
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -51,7 +51,7 @@ export function createApp (init: AppInit): Server {
       if (answer.kind === 'found') sendText(res, answer.body, 'text/x-nix-narinfo', 'public, max-age=3600')
       else if (answer.kind === 'absent') sendStatus(res, 404)
       else {
-        log.warn({ hashPart: m[1], err: answer.error.message }, 'narinfo unavailable: upstream failure')
+        log.debug({ hashPart: m[1], err: answer.error.message }, 'narinfo unavailable: upstream failure')
         sendStatus(res, statusFor(answer.error))
       }
       return

@@ -18,10 +18,11 @@ import type { NarInfoCache } from '../state/narinfo-cache.ts'
 import type { SourceHealth } from '../upstream/health.ts'
 import type { Upstream } from '../upstream/upstream.ts'
 import { queryNarInfo } from '../upstream/upstreams.ts'
+import { ExpiringLru } from '../util/lru.ts'
 import { verifyNar } from '../util/verify.ts'
 
 export type NarInfoResponse =
-  | { kind: 'found', body: string }
+  | { kind: 'found', body: Buffer }
   | { kind: 'absent' }
   | { kind: 'failed', error: UpstreamError }
 
@@ -45,6 +46,8 @@ export class Substituter {
   readonly #cache: NarInfoCache
   readonly #health: SourceHealth
   readonly #log: Logger
+  /** Rendered answers, so a hit costs neither SQLite nor a re-serialization; same expiry as the cache. */
+  readonly #answers = new ExpiringLru<string, NarInfoResponse>(50_000)
   /** Concurrent requests for one hash part share one upstream query. */
   readonly #inFlight = new Map<string, Promise<NarInfoResponse>>()
 
@@ -58,10 +61,11 @@ export class Substituter {
 
   /** The narinfo to serve for `hashPart` (already validated as 32 nix32 characters). */
   async narInfo (hashPart: string): Promise<NarInfoResponse> {
+    const answer = this.#answers.get(hashPart)
+    if (answer !== undefined) return answer
     const cached = this.#cache.get(hashPart)
     if (cached !== undefined) {
-      if (!cached.present) return { kind: 'absent' }
-      return { kind: 'found', body: rewrite(NarInfo.parse(cached.text)) }
+      return this.#remember(hashPart, cached.present ? { kind: 'found', body: rewrite(NarInfo.parse(cached.text)) } : ABSENT, cached.expiresAt)
     }
     let pending = this.#inFlight.get(hashPart)
     if (pending === undefined) {
@@ -82,14 +86,14 @@ export class Substituter {
           this.#log.warn({ upstream: upstream.name, storePath: narInfo.storePath }, 'narinfo NarHash is not sha256; ignored')
           return { kind: 'absent' }
         }
-        this.#cache.putPresent(hashPart, narInfo.narHash.toNix32(), text, upstream.name)
+        const expiresAt = this.#cache.putPresent(hashPart, narInfo.narHash.toNix32(), text, upstream.name)
         this.#log.debug({ upstream: upstream.name, storePath: narInfo.storePath, ms }, 'narinfo fetched')
-        return { kind: 'found', body: rewrite(narInfo) }
+        return this.#remember(hashPart, { kind: 'found', body: rewrite(narInfo) }, expiresAt)
       }
       case 'absent':
-        if (outcome.negativeCacheable) this.#cache.putAbsent(hashPart)
         this.#log.debug({ hashPart, ms }, 'narinfo absent from every upstream')
-        return { kind: 'absent' }
+        if (outcome.negativeCacheable) return this.#remember(hashPart, ABSENT, this.#cache.putAbsent(hashPart))
+        return ABSENT
       case 'failed': {
         const error = outcome.errors.length === 1
           ? outcome.errors[0]!
@@ -97,6 +101,11 @@ export class Substituter {
         return { kind: 'failed', error }
       }
     }
+  }
+
+  #remember (hashPart: string, answer: NarInfoResponse, expiresAt: number): NarInfoResponse {
+    this.#answers.set(hashPart, answer, expiresAt)
+    return answer
   }
 
   /** Metadata of the NAR with this NarHash (nix32), or undefined when no live narinfo names it. */
@@ -181,12 +190,14 @@ export class Substituter {
   }
 }
 
+const ABSENT: NarInfoResponse = { kind: 'absent' }
+
 /** The narinfo as served: our own URL, uncompressed, everything signed kept as it was. */
-export function rewrite (narInfo: NarInfo): string {
-  return narInfo.withTransport({
+export function rewrite (narInfo: NarInfo): Buffer {
+  return Buffer.from(narInfo.withTransport({
     url: `nar/${narInfo.narHash.toNix32()}.nar`,
     compression: 'none',
     fileHash: narInfo.narHash,
     fileSize: narInfo.narSize
-  }).toString()
+  }).toString())
 }

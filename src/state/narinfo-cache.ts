@@ -10,8 +10,8 @@
 import type { DatabaseSync, StatementSync } from 'node:sqlite'
 
 export type CachedNarInfo =
-  | { present: true, text: string, upstream: string, fetchedAt: number }
-  | { present: false, fetchedAt: number }
+  | { present: true, text: string, upstream: string, fetchedAt: number, expiresAt: number }
+  | { present: false, fetchedAt: number, expiresAt: number }
 
 export interface NarInfoCacheInit {
   positiveTtl: number
@@ -56,10 +56,10 @@ export class NarInfoCache {
     const age = this.#now() - row.fetched_at
     if (row.present === 1) {
       if (age >= this.#positiveTtl) return undefined
-      return { present: true, text: row.text!, upstream: row.upstream!, fetchedAt: row.fetched_at }
+      return { present: true, text: row.text!, upstream: row.upstream!, fetchedAt: row.fetched_at, expiresAt: row.fetched_at + this.#positiveTtl }
     }
     if (age >= this.#negativeTtl) return undefined
-    return { present: false, fetchedAt: row.fetched_at }
+    return { present: false, fetchedAt: row.fetched_at, expiresAt: row.fetched_at + this.#negativeTtl }
   }
 
   /** Live positive entries whose NarHash (nix32 sha256) is `narHash`, newest first. */
@@ -68,12 +68,18 @@ export class NarInfoCache {
     return rows.map(r => ({ text: r.text, upstream: r.upstream }))
   }
 
-  putPresent (hashPart: string, narHash: string, text: string, upstream: string): void {
-    this.#put.run(hashPart, 1, narHash, text, upstream, this.#now())
+  /** Stores a positive entry; returns when it expires. */
+  putPresent (hashPart: string, narHash: string, text: string, upstream: string): number {
+    const now = this.#now()
+    this.#put.run(hashPart, 1, narHash, text, upstream, now)
+    return now + this.#positiveTtl
   }
 
-  putAbsent (hashPart: string): void {
-    this.#put.run(hashPart, 0, null, null, null, this.#now())
+  /** Stores a negative entry; returns when it expires. */
+  putAbsent (hashPart: string): number {
+    const now = this.#now()
+    this.#put.run(hashPart, 0, null, null, null, now)
+    return now + this.#negativeTtl
   }
 
   /** Deletes expired entries; returns how many. */

@@ -8,8 +8,8 @@ test('positive and negative entries expire after their own TTLs and are purged',
   const cache = new NarInfoCache(openDatabase(':memory:'), { positiveTtl: 1000, negativeTtl: 100, now: () => now })
   cache.putPresent('a'.repeat(32), 'h1', 'text-a', 'up1')
   cache.putAbsent('b'.repeat(32))
-  assert.deepEqual(cache.get('a'.repeat(32)), { present: true, text: 'text-a', upstream: 'up1', fetchedAt: 1_000_000 })
-  assert.deepEqual(cache.get('b'.repeat(32)), { present: false, fetchedAt: 1_000_000 })
+  assert.deepEqual(cache.get('a'.repeat(32)), { present: true, text: 'text-a', upstream: 'up1', fetchedAt: 1_000_000, expiresAt: 1_001_000 })
+  assert.deepEqual(cache.get('b'.repeat(32)), { present: false, fetchedAt: 1_000_000, expiresAt: 1_000_100 })
   assert.equal(cache.get('c'.repeat(32)), undefined)
   assert.deepEqual(cache.findByNarHash('h1'), [{ text: 'text-a', upstream: 'up1' }])
   now += 100
