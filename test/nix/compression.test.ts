@@ -2,6 +2,7 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
+import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -82,7 +83,7 @@ test('levels are checked and honoured', async () => {
 })
 
 test('output of the real xz, zstd and bzip2 programs decodes to the right NAR', async () => {
-  const nar = await collect(dumpPath('/usr/share/perl5'))
+  const nar = await collect(dumpPath(existsSync('/usr/share/perl5') ? '/usr/share/perl5' : '/usr/share/zoneinfo'))
   const narHash = NixHash.of('sha256', nar)
   for (const c of ['xz', 'zstd', 'bzip2'] as const) {
     if (findBinary(binaryOf(c)) === false) continue

@@ -163,7 +163,7 @@ test('our dump is byte-identical to nix-store --dump on a 20 MB file and on real
 
 test('every event of a real NAR is well-formed', async () => {
   const kinds = new Map<NarEvent['type'], number>()
-  for await (const ev of parseNar(dumpPath('/usr/share/doc'))) {
+  for await (const ev of parseNar(dumpPath(existsSync('/usr/share/doc') ? '/usr/share/doc' : '/usr/share'))) {
     kinds.set(ev.type, (kinds.get(ev.type) ?? 0) + 1)
     assert.ok(ev.depth === 0 ? ev.path === '' : ev.path.split('/').length === ev.depth)
   }

@@ -271,15 +271,16 @@ export async function * parseNar (source: AsyncIterable<Uint8Array>, opts: NarRe
         }
         const size = await readLength(Number.MAX_SAFE_INTEGER, 'file')
         const offset = input.offset
+        const path = node.path
         let remaining = size
         let current = true
         let taken = false
         const contents: AsyncIterable<Uint8Array> = {
           [Symbol.asyncIterator]: async function * () {
-            if (taken) throw new Error(`contents of '${node.path}' can be read only once`)
+            if (taken) throw new Error(`contents of '${path}' can be read only once`)
             taken = true
             while (remaining > 0 || !current) {
-              if (!current) throw new Error(`contents of '${node.path}' read after the next NAR event was requested`)
+              if (!current) throw new Error(`contents of '${path}' read after the next NAR event was requested`)
               const chunk = await input.readSome(Math.min(remaining, 1 << 20))
               remaining -= chunk.length
               yield chunk
