@@ -6,21 +6,11 @@ import { join } from 'node:path'
 import { NixHash } from '../../src/nix/hash.ts'
 import { NarInfo } from '../../src/nix/narinfo.ts'
 import { makeNixEnv, nixSkip } from '../helpers/nix.ts'
+import { EXAMPLE_NARINFO, SIG1 } from '../helpers/vectors.ts'
 
-// The narinfo Nix 2.8 wrote in the protocol reference §1.2.
-const EXAMPLE = `StorePath: /nix/store/ar1a8iyh9msjjy5v4k9gbhyha8j2c5y0-ref.txt
-URL: nar/1bsmx0a644caqb6530x9c6fa1l6vrr5m32s26a3pivl9vd1yqhkq.nar
-Compression: none
-FileHash: sha256:1bsmx0a644caqb6530x9c6fa1l6vrr5m32s26a3pivl9vd1yqhkq
-FileSize: 224
-NarHash: sha256:1bsmx0a644caqb6530x9c6fa1l6vrr5m32s26a3pivl9vd1yqhkq
-NarSize: 224
-References: i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt vcx8yx1zp6jvx5mdjccdq56ihnxrzg24-dir
-Sig: test-cache-1:NF6bBuilfUdrFXCVapjgycU/lzj+kyUZgDXeX9M2zq8w0ill6e5slEHYi11QDDRd8AZy1lAKpSeIvYlXkPYjBg==
-CA: text:sha256:12fadgv2fid55mpz90bqbcq9iic0l9r3ki1sq2ibf8a82pbsixcw
-`
+const EXAMPLE = EXAMPLE_NARINFO
 const NAR_HASH = 'sha256:1bsmx0a644caqb6530x9c6fa1l6vrr5m32s26a3pivl9vd1yqhkq'
-const SIG = 'test-cache-1:NF6bBuilfUdrFXCVapjgycU/lzj+kyUZgDXeX9M2zq8w0ill6e5slEHYi11QDDRd8AZy1lAKpSeIvYlXkPYjBg=='
+const SIG = SIG1
 const HELLO = 'i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt'
 const DIR = 'vcx8yx1zp6jvx5mdjccdq56ihnxrzg24-dir'
 

@@ -9,26 +9,16 @@ import {
   fingerprint, generateSecretKey, narInfoFingerprint, parsePublicKey, parseSecretKey, publicKeyOf, sign, verifyNarInfo, verifySignature
 } from '../../src/nix/signature.ts'
 import { makeNixEnv, nixSkip } from '../helpers/nix.ts'
+import { EXAMPLE_NARINFO, PUBLIC_KEY, SIG1 } from '../helpers/vectors.ts'
 
 // The throw-away key and vectors of the protocol reference §4.4.
 const SECRET = 'test-cache-1:xlGieSvfvc3x1C+zOBfq0YMmfsGE1wTTzvPx5cBSTir29ZMcDK2jp/KR7e2d6nphQvyCzxLuUYZcGEGoZmHlWw=='
-const PUBLIC = 'test-cache-1:9vWTHAyto6fyke3tnep6YUL8gs8S7lGGXBhBqGZh5Vs='
+const PUBLIC = PUBLIC_KEY
 const FP1 = '1;/nix/store/ar1a8iyh9msjjy5v4k9gbhyha8j2c5y0-ref.txt;sha256:1bsmx0a644caqb6530x9c6fa1l6vrr5m32s26a3pivl9vd1yqhkq;224;/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt,/nix/store/vcx8yx1zp6jvx5mdjccdq56ihnxrzg24-dir'
-const SIG1 = 'test-cache-1:NF6bBuilfUdrFXCVapjgycU/lzj+kyUZgDXeX9M2zq8w0ill6e5slEHYi11QDDRd8AZy1lAKpSeIvYlXkPYjBg=='
 const FP2 = '1;/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt;sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw;120;'
 const SIG2 = 'test-cache-1:xcgICfbCWwg7iD8kchUiDpFSCRK9IJxnAvuusABky1ukybI8g/hS2LgAmN2CiZIukFTKVEHzVDhGoJmweRrrBQ=='
 
-const EXAMPLE = `StorePath: /nix/store/ar1a8iyh9msjjy5v4k9gbhyha8j2c5y0-ref.txt
-URL: nar/1bsmx0a644caqb6530x9c6fa1l6vrr5m32s26a3pivl9vd1yqhkq.nar
-Compression: none
-FileHash: sha256:1bsmx0a644caqb6530x9c6fa1l6vrr5m32s26a3pivl9vd1yqhkq
-FileSize: 224
-NarHash: sha256:1bsmx0a644caqb6530x9c6fa1l6vrr5m32s26a3pivl9vd1yqhkq
-NarSize: 224
-References: i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt vcx8yx1zp6jvx5mdjccdq56ihnxrzg24-dir
-Sig: ${SIG1}
-CA: text:sha256:12fadgv2fid55mpz90bqbcq9iic0l9r3ki1sq2ibf8a82pbsixcw
-`
+const EXAMPLE = EXAMPLE_NARINFO
 const NO_CA = EXAMPLE.replace(/^CA: .*\n/m, '')
 
 function flipByte (sig: string, index = 10): string {
