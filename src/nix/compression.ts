@@ -175,24 +175,31 @@ function libraryStream (c: 'xz' | 'zstd' | 'br', unpack: boolean, level: number)
   }
 }
 
-/** `source`, but a pending read rejects as soon as `signal` aborts, even if the source is stuck. */
+/**
+ * `source`, but a pending read rejects as soon as `signal` aborts, even if the source is stuck.
+ * Each read gets its own abort race: racing every read against one long-lived promise would keep
+ * every chunk reachable until the stream ends (nodejs/node#17469), so memory would grow with the
+ * NAR's size.
+ */
 async function * abortable (source: Source, signal?: AbortSignal): AsyncGenerator<Uint8Array, void, undefined> {
   signal?.throwIfAborted()
   if (signal === undefined) { yield * source; return }
   const it = source[Symbol.asyncIterator]()
-  let onAbort = (): void => {}
-  const aborted = new Promise<never>((_resolve, reject) => { onAbort = () => reject(signal.reason) })
-  aborted.catch(() => {})
-  signal.addEventListener('abort', onAbort, { once: true })
   let finished = false
   try {
     for (;;) {
-      const r = await Promise.race([it.next(), aborted])
+      signal.throwIfAborted()
+      const r = await new Promise<IteratorResult<Uint8Array>>((resolve, reject) => {
+        const onAbort = (): void => reject(signal.reason)
+        signal.addEventListener('abort', onAbort, { once: true })
+        it.next().then(
+          value => { signal.removeEventListener('abort', onAbort); resolve(value) },
+          (err: unknown) => { signal.removeEventListener('abort', onAbort); reject(err) })
+      })
       if (r.done === true) { finished = true; return }
       yield r.value
     }
   } finally {
-    signal.removeEventListener('abort', onAbort)
     // Not awaited: a stuck source would never answer.
     if (!finished) it.return?.()?.catch(() => {})
   }

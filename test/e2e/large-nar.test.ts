@@ -2,7 +2,7 @@
  * A large NAR flows through narswarm with bounded memory. The upstream generates the bytes on the
  * fly (a random 1 MiB block repeated), so nothing of that size is ever held in memory or on disk;
  * narswarm relays and verifies it; the test hashes what arrives and reads narswarm's peak RSS
- * (VmHWM). Size: NARSWARM_TEST_LARGE_NAR_MIB, default 1024 (4096 proves the 4 GB case).
+ * (VmHWM). Size: TEST_LARGE_NAR_MIB, default 1024 (4096 proves the 4 GB case).
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -19,7 +19,7 @@ import { generateSecretKey, narInfoFingerprint, sign } from '../../src/nix/signa
 import { startNarswarm } from '../helpers/narswarm.ts'
 
 const MIB = 1 << 20
-const sizeMib = Number(process.env.NARSWARM_TEST_LARGE_NAR_MIB ?? 1024)
+const sizeMib = Number(process.env.TEST_LARGE_NAR_MIB ?? 1024)
 const RSS_CEILING_MIB = 250
 
 test(`a ${sizeMib} MiB NAR is relayed and verified with peak RSS under ${RSS_CEILING_MIB} MiB`, async () => {
