@@ -65,9 +65,9 @@ export function createApp (init: AppInit): Server {
   }
 
   const serveNar = async (narHash: string, req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    const known = substituter.narInfoForNar(narHash)
-    if (known === undefined) { sendStatus(res, 404); return }
-    const size = known.narSize
+    const nar = substituter.findNar(narHash)
+    if (nar === undefined) { sendStatus(res, 404); return }
+    const size = nar.narInfo.narSize
     let range: [number, number] | undefined
     try {
       range = parseRange(req.headers.range, size)
@@ -89,7 +89,7 @@ export function createApp (init: AppInit): Server {
     }
     const abort = new AbortController()
     res.once('close', () => { if (!res.writableFinished) abort.abort(new Error('client went away')) })
-    const opened = await substituter.openNar(narHash, abort.signal)
+    const opened = await nar.open(abort.signal)
     if (opened === undefined) { sendStatus(res, 404); return }
     const started = performance.now()
     let body = opened.body

@@ -33,6 +33,11 @@ export interface OpenedNar {
   source: string
 }
 
+export interface NarHandle {
+  narInfo: NarInfo
+  open: (signal?: AbortSignal) => Promise<OpenedNar | undefined>
+}
+
 export interface SubstituterInit {
   upstreams: Upstream[]
   cache: NarInfoCache
@@ -81,11 +86,8 @@ export class Substituter {
     const ms = Math.round(performance.now() - started)
     switch (outcome.kind) {
       case 'found': {
+        // NarInfo.parse accepts only sha256 NarHashes, the one algorithm Nix checks NARs with.
         const { narInfo, upstream, text } = outcome
-        if (narInfo.narHash.algorithm !== 'sha256') {
-          this.#log.warn({ upstream: upstream.name, storePath: narInfo.storePath }, 'narinfo NarHash is not sha256; ignored')
-          return { kind: 'absent' }
-        }
         const expiresAt = this.#cache.putPresent(hashPart, narInfo.narHash.toNix32(), text, upstream.name)
         this.#log.debug({ upstream: upstream.name, storePath: narInfo.storePath, ms }, 'narinfo fetched')
         return this.#remember(hashPart, { kind: 'found', body: rewrite(narInfo) }, expiresAt)
@@ -108,19 +110,21 @@ export class Substituter {
     return answer
   }
 
-  /** Metadata of the NAR with this NarHash (nix32), or undefined when no live narinfo names it. */
-  narInfoForNar (narHash: string): NarInfo | undefined {
-    const row = this.#cache.findByNarHash(narHash)[0]
-    return row === undefined ? undefined : NarInfo.parse(row.text)
+  /**
+   * The NAR with this NarHash (nix32): its narinfo, and a way to open it from the best source.
+   * Undefined when no live narinfo names it.
+   */
+  findNar (narHash: string): NarHandle | undefined {
+    const rows = this.#cache.findByNarHash(narHash)
+    if (rows.length === 0) return undefined
+    return { narInfo: NarInfo.parse(rows[0]!.text), open: signal => this.#openNar(narHash, rows, signal) }
   }
 
   /**
-   * Opens the NAR with this NarHash from the best source: undefined when no live narinfo names it
-   * or every source says it is gone; throws UpstreamError when sources failed or all are known bad.
+   * Opens the NAR from the best source: undefined when every source says it is gone; throws
+   * UpstreamError when sources failed or all are known bad.
    */
-  async openNar (narHash: string, signal?: AbortSignal): Promise<OpenedNar | undefined> {
-    const rows = this.#cache.findByNarHash(narHash)
-    if (rows.length === 0) return undefined
+  async #openNar (narHash: string, rows: Array<{ text: string, upstream: string }>, signal?: AbortSignal): Promise<OpenedNar | undefined> {
     const errors: UpstreamError[] = []
     let skipped = 0
     for await (const { upstream, narInfo } of this.#sources(rows, signal)) {
