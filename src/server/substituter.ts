@@ -136,7 +136,7 @@ export class Substituter {
           continue
         }
         const what = `NAR of ${narInfo.storePath} from ${upstream.name}`
-        const verified = verifyNar(decompress(stream.compression, stream.body, { signal }), narInfo, what)
+        const verified = verifyNar(decompress(stream.compression, stream.body, { signal, sizeHint: stream.fileSize ?? narInfo.fileSize }), narInfo, what)
         return { narInfo, source: upstream.name, body: this.#guard(verified, upstream.name, narInfo) }
       } catch (err) {
         if (signal?.aborted === true) throw err

@@ -51,8 +51,6 @@ export class Upstream {
     }).compose(interceptors.redirect({ maxRedirections: 10 }))
   }
 
-  get trustedKeys (): ReadonlyMap<string, PublicKey> { return this.#keys }
-
   /** Resolves a narinfo `URL` field against this upstream, as Nix 2.8 does (absolute URLs verbatim). */
   resolve (relative: string): string {
     if (/^https?:\/\//.test(relative)) return relative
