@@ -1,0 +1,163 @@
+/**
+ * The `file` backend: a directory of NARs on a local (or mounted) file system, e.g.
+ * `file:///srv/nars?compression=xz`. It opens any file under that directory whose locator is a
+ * `file://` URL naming it, in whatever compression the locator says, and publishes NARs into it
+ * under content-addressed names, `nar/<nix32 NarHash>.nar[.xz|.zst|.bz2|.br]`, the layout
+ * `nix copy --to file://` uses, so the directory can also be served as a binary cache.
+ *
+ * Publishing is crash-safe: the bytes go to a temporary file in the same directory, are flushed
+ * to disk, and only then renamed into place, so a reader never sees a half-written NAR under its
+ * final name. The NarHash and NarSize are checked while writing; a mismatch removes the
+ * temporary file and throws IntegrityError, so nothing unverified is ever stored.
+ *
+ * A locator outside the directory resolves to undefined (it is not this backend's to serve, and
+ * the directory is the only thing it was told it may read), as does a file that does not exist.
+ */
+import { createReadStream, createWriteStream } from 'node:fs'
+import { mkdir, open, rename, stat, unlink } from 'node:fs/promises'
+import { isAbsolute, join, relative, resolve, sep } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import { pipeline } from 'node:stream/promises'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import { ConfigError } from '../errors.ts'
+import { COMPRESSIONS, compress, type Compression } from '../nix/compression.ts'
+import type { AbortOptions, Backend, BackendPlugin, Components, Locator, NarSource, NarUpload } from '../types.ts'
+import { verifyNar } from '../util/verify.ts'
+
+export interface FileBackendInit {
+  /** Absolute path of the directory. */
+  directory: string
+  /** Compression of the NARs this backend publishes. */
+  compression: Compression
+}
+
+/** File name extensions of compressed NARs, as Nix names them. */
+export const COMPRESSION_EXTENSION: Readonly<Record<Compression, string>> = {
+  none: '', xz: '.xz', zstd: '.zst', bzip2: '.bz2', br: '.br'
+}
+
+const READ_CHUNK = 1 << 20
+
+export class FileBackend implements Backend {
+  readonly name: string
+  readonly schemes = ['file'] as const
+  readonly directory: string
+  readonly compression: Compression
+
+  constructor (init: FileBackendInit) {
+    this.directory = resolve(init.directory)
+    this.compression = init.compression
+    this.name = pathToFileURL(this.directory).href
+  }
+
+  async open (locator: Locator, options: AbortOptions = {}): Promise<NarSource | undefined> {
+    options.signal?.throwIfAborted()
+    const path = this.#pathOf(locator.url)
+    if (path === undefined) return undefined
+    let size: number
+    try {
+      const st = await stat(path)
+      if (!st.isFile()) return undefined
+      size = st.size
+    } catch (err) {
+      if (isAbsent(err)) return undefined
+      throw err
+    }
+    return { body: readFile(path, options.signal), compression: locator.compression, fileSize: size }
+  }
+
+  async publish (nar: NarUpload, options: AbortOptions = {}): Promise<Locator> {
+    const signal = options.signal
+    signal?.throwIfAborted()
+    const name = `nar/${nar.narHash.toNix32()}.nar${COMPRESSION_EXTENSION[this.compression]}`
+    const target = join(this.directory, name)
+    // Content-addressed: a file under this name was verified when it was written.
+    const existing = await stat(target).catch((err: unknown) => { if (isAbsent(err)) return undefined; throw err })
+    if (existing?.isFile() === true) return this.#locator(target, existing.size)
+
+    await mkdir(join(this.directory, 'nar'), { recursive: true })
+    const temp = join(this.directory, 'nar', `.${nar.narHash.toNix32()}.${randomBytes(6).toString('hex')}.tmp`)
+    try {
+      const verified = verifyNar(nar.body, nar, `publishing ${name}`)
+      const body = compress(this.compression, verified, signal === undefined ? { sizeHint: nar.narSize } : { signal, sizeHint: nar.narSize })
+      await pipeline(body, createWriteStream(temp, { flags: 'wx' }), signal === undefined ? {} : { signal })
+      // Flushed before the rename: after a crash the final name holds the whole NAR or nothing.
+      const handle = await open(temp, 'r')
+      try { await handle.sync() } finally { await handle.close() }
+      await rename(temp, target)
+    } catch (err) {
+      await unlink(temp).catch(() => {})
+      throw err
+    }
+    return this.#locator(target, (await stat(target)).size)
+  }
+
+  async close (): Promise<void> {}
+
+  #locator (path: string, fileSize: number): Locator {
+    return { url: pathToFileURL(path).href, compression: this.compression, fileSize }
+  }
+
+  /** The file a locator names, or undefined when it is not a file URL inside the directory. */
+  #pathOf (url: string): string | undefined {
+    let path: string
+    try {
+      const u = new URL(url)
+      if (u.protocol !== 'file:' || (u.host !== '' && u.host !== 'localhost')) return undefined
+      path = resolve(fileURLToPath(u))
+    } catch {
+      return undefined
+    }
+    const rel = relative(this.directory, path)
+    if (rel === '' || isAbsolute(rel) || rel === '..' || rel.startsWith(`..${sep}`)) return undefined
+    return path
+  }
+}
+
+async function * readFile (path: string, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+  // Opened only when read, so a source that is never read holds no file descriptor.
+  const stream = createReadStream(path, signal === undefined ? { highWaterMark: READ_CHUNK } : { highWaterMark: READ_CHUNK, signal })
+  try {
+    for await (const chunk of stream) yield chunk as Uint8Array
+  } finally {
+    stream.destroy()
+  }
+}
+
+function isAbsent (err: unknown): boolean {
+  const code = (err as { code?: string }).code
+  return code === 'ENOENT' || code === 'ENOTDIR'
+}
+
+function parse (spec: URL): FileBackendInit {
+  const where = `file backend '${spec.protocol}//${spec.host}${spec.pathname}'`
+  if (spec.protocol !== 'file:') throw new ConfigError(`${where}: expected a file:///absolute/path spec`)
+  if (spec.host !== '' && spec.host !== 'localhost') {
+    throw new ConfigError(`${where}: the path must be absolute (file:///${spec.host}${spec.pathname}), not relative to '${spec.host}'`)
+  }
+  if (spec.hash !== '') throw new ConfigError(`${where}: a fragment ('${spec.hash}') is not allowed`)
+  let compression: Compression = 'zstd'
+  for (const [key, value] of spec.searchParams) {
+    if (key === 'compression') {
+      if (!(COMPRESSIONS as readonly string[]).includes(value)) {
+        throw new ConfigError(`${where}: compression must be one of ${COMPRESSIONS.join(', ')}, got '${value}'`)
+      }
+      compression = value as Compression
+    } else {
+      throw new ConfigError(`${where}: unknown option '${key}' (known: compression)`)
+    }
+  }
+  const directory = fileURLToPath(new URL(`file://${spec.pathname}`)).replace(/(.)\/+$/, '$1')
+  if (directory === '/') throw new ConfigError(`${where}: refusing to use the root directory`)
+  return { directory, compression }
+}
+
+export const plugin: BackendPlugin<FileBackendInit> = {
+  scheme: 'file',
+  summary: 'a local directory of NARs (file:///srv/nars?compression=zstd); publishes content-addressed, crash-safe',
+  parse,
+  create: async (init: FileBackendInit, _components: Components) => {
+    await mkdir(init.directory, { recursive: true })
+    return new FileBackend(init)
+  }
+}
