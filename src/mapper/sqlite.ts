@@ -1,0 +1,211 @@
+/**
+ * The embedded index: NarHash → locators (and signed narinfos) in one SQLite file, the default
+ * mapper of a single machine. `sqlite:///var/lib/narswarm/index.db` names the file; a bare `sqlite:`
+ * uses `index.sqlite` in narswarm's state directory. Three tables: locators keyed by (NarHash, URL),
+ * so recording a pair twice keeps one row; narinfos keyed by store-path hash part; and FileHash →
+ * NarHash, so a key in nix-subsubd's terms (the sha256 of the compressed file) finds the same NAR.
+ * The tables carry a `mapper_` prefix so the file may be shared with the rest of the state.
+ *
+ * It also exports the few checks every mapper shares (spec paths and options, locators read from an
+ * index, narinfos handed to `record`), so each mapper reads specs and data the same way.
+ */
+import type { DatabaseSync, StatementSync } from 'node:sqlite'
+import { join } from 'node:path'
+import { ConfigError, FormatError } from '../errors.ts'
+import type { NixHash } from '../nix/hash.ts'
+import { NarInfo } from '../nix/narinfo.ts'
+import { openDatabase } from '../state/db.ts'
+import type { AbortOptions, Locator, Mapper, MapperPlugin } from '../types.ts'
+
+export interface SqliteMapperInit {
+  name: string
+  /** Absolute path of the database file; undefined for `<stateDir>/index.sqlite`. */
+  file: string | undefined
+}
+
+interface LocatorRow { url: string, compression: string, file_size: number | null }
+
+export class SqliteMapper implements Mapper {
+  readonly name: string
+  readonly #db: DatabaseSync
+  readonly #byNarHash: StatementSync
+  readonly #narHashOfFile: StatementSync
+  readonly #narInfo: StatementSync
+  readonly #putLocator: StatementSync
+  readonly #putNarInfo: StatementSync
+  readonly #putFileHash: StatementSync
+  #closed = false
+
+  constructor (name: string, db: DatabaseSync) {
+    this.name = name
+    this.#db = db
+    db.exec(`CREATE TABLE IF NOT EXISTS mapper_locator (
+      nar_hash    TEXT NOT NULL,
+      url         TEXT NOT NULL,
+      compression TEXT NOT NULL,
+      file_size   INTEGER,
+      UNIQUE (nar_hash, url)
+    ) STRICT;
+    CREATE TABLE IF NOT EXISTS mapper_narinfo (
+      hash_part TEXT PRIMARY KEY,
+      nar_hash  TEXT NOT NULL,
+      file_hash TEXT,
+      text      TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE IF NOT EXISTS mapper_file_hash (
+      file_hash TEXT PRIMARY KEY,
+      nar_hash  TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID;`)
+    // Hashes are stored as Nix prints them (`sha256:<nix32>`), so the file reads well in sqlite3.
+    this.#byNarHash = db.prepare('SELECT url, compression, file_size FROM mapper_locator WHERE nar_hash = ? ORDER BY rowid')
+    this.#narHashOfFile = db.prepare('SELECT nar_hash FROM mapper_file_hash WHERE file_hash = ?')
+    this.#narInfo = db.prepare('SELECT text FROM mapper_narinfo WHERE hash_part = ?')
+    // A second record of the same (NarHash, URL) refreshes what is known about it and keeps its row.
+    this.#putLocator = db.prepare(`INSERT INTO mapper_locator (nar_hash, url, compression, file_size) VALUES (?, ?, ?, ?)
+      ON CONFLICT (nar_hash, url) DO UPDATE SET compression = excluded.compression, file_size = excluded.file_size`)
+    this.#putNarInfo = db.prepare(`INSERT INTO mapper_narinfo (hash_part, nar_hash, file_hash, text) VALUES (?, ?, ?, ?)
+      ON CONFLICT (hash_part) DO UPDATE SET nar_hash = excluded.nar_hash, file_hash = excluded.file_hash, text = excluded.text`)
+    this.#putFileHash = db.prepare(`INSERT INTO mapper_file_hash (file_hash, nar_hash) VALUES (?, ?)
+      ON CONFLICT (file_hash) DO UPDATE SET nar_hash = excluded.nar_hash`)
+  }
+
+  async lookup (key: NixHash, options?: AbortOptions): Promise<Locator[]> {
+    options?.signal?.throwIfAborted()
+    this.#open()
+    const text = key.toString()
+    let rows = this.#byNarHash.all(text) as unknown as LocatorRow[]
+    if (rows.length === 0) {
+      const mapped = this.#narHashOfFile.get(text) as { nar_hash: string } | undefined
+      if (mapped !== undefined) rows = this.#byNarHash.all(mapped.nar_hash) as unknown as LocatorRow[]
+    }
+    return rows.map(r => r.file_size === null
+      ? { url: r.url, compression: r.compression }
+      : { url: r.url, compression: r.compression, fileSize: r.file_size })
+  }
+
+  async narInfo (hashPart: string, options?: AbortOptions): Promise<string | undefined> {
+    options?.signal?.throwIfAborted()
+    this.#open()
+    const row = this.#narInfo.get(hashPart) as { text: string } | undefined
+    return row?.text
+  }
+
+  async record (narHash: NixHash, locator: Locator, options?: AbortOptions & { narInfo?: string }): Promise<void> {
+    options?.signal?.throwIfAborted()
+    this.#open()
+    parseLocator(locator, 'locator to record')
+    const info = options?.narInfo === undefined ? undefined : parseRecordedNarInfo(options.narInfo, narHash)
+    const nar = narHash.toString()
+    // One transaction: a narinfo is never visible without its locator, nor its FileHash key without either.
+    this.#db.exec('BEGIN IMMEDIATE')
+    try {
+      this.#putLocator.run(nar, locator.url, locator.compression, locator.fileSize ?? null)
+      if (info !== undefined) {
+        const fileHash = info.fileHash?.toString() ?? null
+        this.#putNarInfo.run(info.hashPart, nar, fileHash, options!.narInfo!)
+        if (fileHash !== null) this.#putFileHash.run(fileHash, nar)
+      }
+      this.#db.exec('COMMIT')
+    } catch (err) {
+      this.#db.exec('ROLLBACK')
+      throw err
+    }
+  }
+
+  async close (): Promise<void> {
+    if (this.#closed) return
+    this.#closed = true
+    this.#db.close()
+  }
+
+  #open (): void {
+    if (this.#closed) throw new Error(`mapper ${this.name} is closed`)
+  }
+}
+
+/** Validates a narinfo handed to `record`: it must parse, and describe the NAR it is recorded for. */
+export function parseRecordedNarInfo (text: string, narHash: NixHash): NarInfo {
+  const info = NarInfo.parse(text)
+  if (!info.narHash.equals(narHash)) {
+    throw new FormatError(`narinfo of ${info.storePath} has NarHash ${info.narHash.toString()}, but it is recorded for ${narHash.toString()}`)
+  }
+  return info
+}
+
+/**
+ * Checks one locator as it comes out of (or goes into) an index: `{url, compression, fileSize?}`,
+ * unknown keys ignored. Throws FormatError naming `where`.
+ */
+export function parseLocator (value: unknown, where: string): Locator {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new FormatError(`${where}: a locator must be an object`)
+  const { url, compression, fileSize } = value as Record<string, unknown>
+  if (typeof url !== 'string' || url === '') throw new FormatError(`${where}: locator 'url' must be a non-empty string`)
+  if (typeof compression !== 'string' || compression === '') throw new FormatError(`${where}: locator 'compression' must be a non-empty string`)
+  if (fileSize === undefined || fileSize === null) return { url, compression }
+  if (typeof fileSize !== 'number' || !Number.isSafeInteger(fileSize) || fileSize < 0) {
+    throw new FormatError(`${where}: locator 'fileSize' must be a non-negative integer`)
+  }
+  return { url, compression, fileSize }
+}
+
+/** A list of locators (see parseLocator). */
+export function parseLocators (value: unknown, where: string): Locator[] {
+  if (!Array.isArray(value)) throw new FormatError(`${where}: 'locators' must be a list`)
+  return value.map((l, i) => parseLocator(l, `${where}, locator ${i + 1}`))
+}
+
+/** The name of a mapper in logs: its spec without credentials or query. */
+export function specName (spec: URL): string {
+  const u = new URL(spec.href)
+  u.username = ''
+  u.password = ''
+  u.search = ''
+  u.hash = ''
+  return u.href
+}
+
+/** The absolute local path of a `scheme:///abs/path` spec; `what` names the spec in errors. */
+export function localPath (spec: URL, what: string, optional: boolean): string | undefined {
+  if (spec.host !== '' || spec.username !== '' || spec.password !== '') {
+    throw new ConfigError(`${what}: a host ('${spec.host}') is not allowed; write ${spec.protocol}///absolute/path`)
+  }
+  if (spec.hash !== '') throw new ConfigError(`${what}: a fragment ('${spec.hash}') is not allowed`)
+  const path = decodeURIComponent(spec.pathname)
+  if (path === '') {
+    if (optional) return undefined
+    throw new ConfigError(`${what}: the path is missing; write ${spec.protocol}///absolute/path`)
+  }
+  if (!path.startsWith('/')) throw new ConfigError(`${what}: the path '${path}' is relative; write ${spec.protocol}///absolute/path`)
+  if (path.includes('\0')) throw new ConfigError(`${what}: the path contains a NUL byte`)
+  return path
+}
+
+/** Throws ConfigError for a query option outside `known`. */
+export function checkOptions (spec: URL, what: string, known: readonly string[]): void {
+  for (const key of new Set(spec.searchParams.keys())) {
+    if (!known.includes(key)) {
+      throw new ConfigError(`${what}: unknown option '${key}'${known.length === 0 ? ' (this mapper takes no options)' : ` (known: ${known.join(', ')})`}`)
+    }
+  }
+}
+
+export const plugin: MapperPlugin<SqliteMapperInit> = {
+  scheme: 'sqlite',
+  summary: 'NarHash → locators and narinfos in a SQLite file (sqlite:///path/index.db; sqlite: for the state directory)',
+  parse (spec) {
+    const what = `mapper '${specName(spec)}'`
+    if (spec.protocol !== 'sqlite:') throw new ConfigError(`${what}: expected a sqlite: spec`)
+    checkOptions(spec, what, [])
+    return { name: specName(spec), file: localPath(spec, what, true) }
+  },
+  async create (init, components) {
+    const file = init.file ?? join(components.stateDir, 'index.sqlite')
+    let db: DatabaseSync
+    try {
+      db = openDatabase(file)
+    } catch (err) {
+      throw new ConfigError(`mapper '${init.name}': cannot open ${file}: ${(err as Error).message}`, { cause: err })
+    }
+    return new SqliteMapper(init.name, db)
+  }
+}
