@@ -1,0 +1,65 @@
+/**
+ * The server side of narswarm's HTTP index API, version 1 (docs/index-formats.md), over any Mapper:
+ * `GET /narswarm/v1/locators/<nix32 sha256>` → `{"locators":[…]}` (404 when there are none) and
+ * `GET /narswarm/v1/narinfo/<hashPart>` → the narinfo text (404 when unknown). Other proxies read it
+ * with the `http+http(s)://` mapper. A 404 always means "not in this index"; a mapper that fails
+ * answers 502/504, so no client mistakes a broken index for an empty one.
+ */
+import type { ServerResponse } from 'node:http'
+import { NixHash } from '../nix/hash.ts'
+import { isNix32, nix32Length } from '../nix/nix32.ts'
+import { HASH_PART_LENGTH } from '../nix/store-path.ts'
+import type { Mapper } from '../types.ts'
+import { sendStatus, sendText, statusFor } from './respond.ts'
+
+const PREFIX = '/narswarm/'
+const LOCATORS = '/narswarm/v1/locators/'
+const NARINFO = '/narswarm/v1/narinfo/'
+const SHA256_NIX32 = nix32Length(32)
+
+/**
+ * Answers `path` (the request path, query ignored) when it lies under `/narswarm/`; returns false
+ * for any other path, leaving `res` untouched.
+ */
+export async function handleIndexRequest (path: string, mapper: Mapper, res: ServerResponse): Promise<boolean> {
+  const q = path.indexOf('?')
+  if (q >= 0) path = path.slice(0, q)
+  if (!path.startsWith(PREFIX)) return false
+  const method = res.req.method
+  if (method !== 'GET' && method !== 'HEAD') {
+    sendStatus(res, 405, { allow: 'GET, HEAD' })
+    return true
+  }
+  // Stop asking the index once the client has gone.
+  const controller = new AbortController()
+  const onClose = (): void => { if (!res.writableFinished) controller.abort() }
+  res.once('close', onClose)
+  try {
+    if (path.startsWith(LOCATORS)) {
+      const key = path.slice(LOCATORS.length)
+      if (key.length !== SHA256_NIX32 || !isNix32(key)) { sendStatus(res, 404); return true }
+      const locators = await mapper.lookup(NixHash.parseDigest('sha256', key), { signal: controller.signal })
+      if (locators.length === 0) { sendStatus(res, 404); return true }
+      // Locators accumulate over time, so an answer may be cached only briefly.
+      sendText(res, `${JSON.stringify({ locators })}\n`, 'application/json', 'max-age=60')
+      return true
+    }
+    if (path.startsWith(NARINFO)) {
+      const hashPart = path.slice(NARINFO.length)
+      if (hashPart.length !== HASH_PART_LENGTH || !isNix32(hashPart) || mapper.narInfo === undefined) { sendStatus(res, 404); return true }
+      const text = await mapper.narInfo(hashPart, { signal: controller.signal })
+      if (text === undefined) { sendStatus(res, 404); return true }
+      sendText(res, text, 'text/x-nix-narinfo', 'max-age=3600')
+      return true
+    }
+    sendStatus(res, 404)
+    return true
+  } catch (err) {
+    if (controller.signal.aborted) { res.destroy(); return true }
+    if (!res.headersSent) sendStatus(res, statusFor(err))
+    else res.destroy()
+    return true
+  } finally {
+    res.off('close', onClose)
+  }
+}
