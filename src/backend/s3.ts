@@ -100,7 +100,8 @@ function parseEndpoint (text: string): string {
 export function parseLocator (url: string): { bucket: string, key: string } {
   let u: URL
   try { u = new URL(url) } catch { throw new FormatError(`'${url}' is not an s3 locator`) }
-  const key = u.protocol === 's3:' ? decodeURIComponent(u.pathname).replace(/^\/+/, '') : ''
+  let key = ''
+  try { if (u.protocol === 's3:') key = decodeURIComponent(u.pathname).replace(/^\/+/, '') } catch {}
   if (!BUCKET.test(u.hostname) || key === '' || u.search !== '' || u.username !== '') throw new FormatError(`'${url}' is not an s3://bucket/key locator`)
   return { bucket: u.hostname, key }
 }

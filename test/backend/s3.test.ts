@@ -10,7 +10,7 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { ConfigError, IntegrityError, UpstreamError } from '../../src/errors.ts'
+import { ConfigError, FormatError, IntegrityError, UpstreamError } from '../../src/errors.ts'
 import { silentLogger } from '../../src/log.ts'
 import { NixHash } from '../../src/nix/hash.ts'
 import { plugin, type S3Init } from '../../src/backend/s3.ts'
@@ -105,6 +105,17 @@ describe('s3 backend: failures are not absence', { skip }, () => {
       await assert.rejects(backend.open({ url: `s3://${BUCKET}/cache/nar/x.nar.zst`, compression: 'zstd' }), UpstreamError)
       const bytes = randomBytes(10)
       await assert.rejects(backend.publish!({ narHash: NixHash.of('sha256', bytes), narSize: 10, body: once(bytes) }), UpstreamError)
+    } finally {
+      await backend.close?.()
+    }
+  })
+
+  it('a locator that is not s3://bucket/key is refused, not taken for absence', async () => {
+    const backend = await open(`s3://${BUCKET}/cache?endpoint=${endpoint}`)
+    try {
+      for (const url of ['https://example/nar/x.nar', `s3://${BUCKET}`, `s3://${BUCKET}/%E0%A4%A`]) {
+        await assert.rejects(backend.open({ url, compression: 'none' }), FormatError, url)
+      }
     } finally {
       await backend.close?.()
     }
