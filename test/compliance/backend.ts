@@ -1,5 +1,6 @@
 /**
- * The compliance suite every Backend passes, run once per implementation. Backends that cannot
+ * The compliance suite every Backend passes, run once per implementation. A source may deliver the
+ * bytes as stored (compressed, labelled) or decoded (`none`); the suite decodes by the label. Backends that cannot
  * publish are given `seed`, which stores bytes the way the backend's source expects them and
  * returns their locator.
  */
@@ -7,7 +8,8 @@ import { describe, it, beforeEach, afterEach } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { NixHash } from '../../src/nix/hash.ts'
-import type { Backend, Locator } from '../../src/types.ts'
+import { decompress } from '../../src/nix/compression.ts'
+import type { Backend, Locator, NarSource } from '../../src/types.ts'
 
 export interface BackendHarness {
   setup: () => Promise<Backend>
@@ -29,10 +31,11 @@ async function * once (bytes: Uint8Array): AsyncGenerator<Uint8Array> {
   for (let i = 0; i < bytes.length; i += MIB) yield bytes.subarray(i, i + MIB)
 }
 
-async function sha (body: AsyncIterable<Uint8Array>): Promise<{ hex: string, size: number }> {
+/** Hash of the NAR a source delivers, decoded by the compression the source says it has. */
+async function sha (source: NarSource): Promise<{ hex: string, size: number }> {
   const h = createHash('sha256')
   let size = 0
-  for await (const c of body) { h.update(c); size += c.length }
+  for await (const c of decompress(source.compression, source.body)) { h.update(c); size += c.length }
   return { hex: h.digest('hex'), size }
 }
 
@@ -66,7 +69,7 @@ export function backendCompliance (label: string, harness: BackendHarness): void
         assert.ok(backend.schemes.includes(new URL(locator.url).protocol.slice(0, -1).split('+')[0]!), `locator ${locator.url} in a scheme of ${backend.schemes.join(', ')}`)
         const source = await backend.open(locator)
         assert.ok(source !== undefined)
-        const { hex, size: got } = await sha(source.body)
+        const { hex, size: got } = await sha(source)
         assert.equal(got, size)
         assert.equal(hex, createHash('sha256').update(bytes).digest('hex'))
       })
@@ -101,7 +104,7 @@ export function backendCompliance (label: string, harness: BackendHarness): void
       const want = createHash('sha256').update(bytes).digest('hex')
       const results = await Promise.all(Array.from({ length: 100 }, async () => {
         const source = await backend.open(locator)
-        return (await sha(source!.body)).hex
+        return (await sha(source!)).hex
       }))
       assert.ok(results.every(r => r === want))
     })
