@@ -38,6 +38,13 @@ backendCompliance('file (compression=none)', {
   missing: backend => ({ url: `${pathToFileURL(dirs.get(backend)!).href}/nar/absent.nar`, compression: 'none' })
 })
 
+backendCompliance('file (default compression, zstd)', {
+  publishes: true,
+  setup: async () => await fresh('zstd'),
+  teardown: async backend => { await rm(dirs.get(backend)!, { recursive: true, force: true }) },
+  missing: backend => ({ url: `${pathToFileURL(dirs.get(backend)!).href}/nar/absent.nar.zst`, compression: 'zstd' })
+})
+
 describe('file backend spec', () => {
   const valid: Array<[string, object]> = [
     ['file:///srv/nars', { directory: '/srv/nars', compression: 'zstd' }],
