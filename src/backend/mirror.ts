@@ -9,8 +9,8 @@
  * times out. A mirror that fails `failures` times in a row is marked down for `backoff` and skipped
  * while any other mirror is up; after the back-off it is tried again, and one success brings it
  * back. A 404 is an answer, not a failure: the NAR is absent only when every mirror said so, and a
- * mix of 404s and failures is a failure (Nix remembers a 404 for an hour; a broken mirror is not
- * absence).
+ * mix of 404s with failures or skipped mirrors is a failure (Nix remembers a 404 for an hour; a
+ * broken mirror is not absence).
  *
  * Connections are pooled in one undici Agent; redirects are followed; connect, header and stall
  * timeouts bound every request, as for upstreams.
@@ -107,7 +107,8 @@ export class MirrorBackend implements Backend {
     if (path === undefined) return undefined
     const errors: string[] = []
     let timeout = false
-    for (const mirror of this.#order()) {
+    const { tried, skipped } = this.#order()
+    for (const mirror of tried) {
       const url = mirror.url + path
       mirror.requests++
       let res: Dispatcher.ResponseData
@@ -142,7 +143,8 @@ export class MirrorBackend implements Backend {
       }
       errors.push(this.#failed(mirror, `answered ${res.statusCode}`))
     }
-    const failures = errors.filter(e => e !== '')
+    // Mirrors that are down were not asked, so they cannot vouch for absence.
+    const failures = [...errors.filter(e => e !== ''), ...skipped.map(m => `${redactUrl(m.url)}: down (${m.lastError ?? 'failing'})`)]
     if (failures.length === 0) return undefined
     throw new UpstreamError(this.name, `no mirror delivered ${path}: ${failures.join('; ')}`, { timeout })
   }
@@ -154,16 +156,19 @@ export class MirrorBackend implements Backend {
   }
 
   /**
-   * The mirrors to try for one open: those that are up, starting at the round-robin cursor, then
-   * those still down (so an open is never refused without trying, when every mirror is down).
+   * The mirrors to try for one open: those that are up, starting at the round-robin cursor. A
+   * mirror that is down is skipped (asking it would cost a timeout on every open), unless every
+   * mirror is down: then all are tried rather than failing without a request.
    */
-  #order (): MirrorState[] {
+  #order (): { tried: MirrorState[], skipped: MirrorState[] } {
     const n = this.#mirrors.length
     const start = this.#next
     this.#next = (this.#next + 1) % n
     const now = this.#now()
     const rotated = Array.from({ length: n }, (_, i) => this.#mirrors[(start + i) % n]!)
-    return [...rotated.filter(m => m.downUntil <= now), ...rotated.filter(m => m.downUntil > now)]
+    const up = rotated.filter(m => m.downUntil <= now)
+    if (up.length === 0) return { tried: rotated, skipped: [] }
+    return { tried: up, skipped: rotated.filter(m => m.downUntil > now) }
   }
 
   #succeeded (mirror: MirrorState): void {

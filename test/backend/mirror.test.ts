@@ -163,6 +163,19 @@ describe('mirror backend', () => {
     await assert.rejects(backend.open({ url: 'nar/absent.nar', compression: 'none' }), UpstreamError)
   })
 
+  it('when every mirror is down, all are still tried', async () => {
+    a.server.faults.push({ match: () => true, fault: { kind: 'status', status: 500 } })
+    b.server.faults.push({ match: () => true, fault: { kind: 'status', status: 500 } })
+    for (let i = 0; i < 2; i++) await assert.rejects(backend.open({ url: 'nar/x.nar', compression: 'none' }), UpstreamError)
+    assert.ok(backend.health().every(h => !h.up))
+    a.server.faults.length = 0
+    const bytes = randomBytes(10)
+    const path = await seedAll([a, b], bytes)
+    assert.deepEqual(await drain((await backend.open({ url: path, compression: 'none' }))!.body), bytes)
+    assert.equal(backend.health()[0]!.up, true)
+    assert.equal(backend.health()[1]!.up, false)
+  })
+
   it('every mirror failing is an UpstreamError naming them', async () => {
     a.server.faults.push({ match: () => true, fault: { kind: 'status', status: 500 } })
     b.server.faults.push({ match: () => true, fault: { kind: 'status', status: 502 } })
@@ -208,6 +221,10 @@ describe('mirror backend with a dead mirror', () => {
       // Down: skipped while the other mirror is up.
       const triedDead = deadHealth!.requests
       for (let i = 0; i < 4; i++) await drain((await backend.open({ url: path, compression: 'none' }))!.body)
+      assert.equal(backend.health()[0]!.requests, triedDead)
+      // While it is down, the live mirror's 404 does not prove absence.
+      await assert.rejects(backend.open({ url: 'nar/absent.nar', compression: 'none' }), (err: unknown) =>
+        err instanceof UpstreamError && /down/.test(err.message))
       assert.equal(backend.health()[0]!.requests, triedDead)
       // After the back-off it is tried again.
       now += 3_600_001
