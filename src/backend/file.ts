@@ -85,6 +85,7 @@ export class FileBackend implements Backend {
       const handle = await open(temp, 'r')
       try { await handle.sync() } finally { await handle.close() }
       await rename(temp, target)
+      await syncDirectory(join(this.directory, 'nar'))
     } catch (err) {
       await unlink(temp).catch(() => {})
       throw err
@@ -119,9 +120,21 @@ async function * readFile (path: string, signal?: AbortSignal): AsyncGenerator<U
   const stream = createReadStream(path, signal === undefined ? { highWaterMark: READ_CHUNK } : { highWaterMark: READ_CHUNK, signal })
   try {
     for await (const chunk of stream) yield chunk as Uint8Array
+  } catch (err) {
+    // The stream reports a generic AbortError; the caller wants its own reason back.
+    if (signal?.aborted === true) throw signal.reason
+    throw err
   } finally {
     stream.destroy()
   }
+}
+
+/** Makes a rename in `dir` durable; some file systems refuse to sync a directory, which is fine. */
+async function syncDirectory (dir: string): Promise<void> {
+  try {
+    const handle = await open(dir, 'r')
+    try { await handle.sync() } finally { await handle.close() }
+  } catch {}
 }
 
 function isAbsent (err: unknown): boolean {

@@ -101,6 +101,15 @@ describe('file backend', () => {
     assert.ok(!(await readdir(join(dir, 'nar'))).some(f => f.endsWith('.tmp')))
   })
 
+  it('aborting a read rejects with the caller\'s reason', async () => {
+    const bytes = randomBytes(4 << 20)
+    const locator = await backend.publish({ narHash: NixHash.of('sha256', bytes), narSize: bytes.length, body: chunks(bytes) })
+    const controller = new AbortController()
+    const source = await backend.open({ ...locator, compression: 'none' }, { signal: controller.signal })
+    const reason = new Error('no longer needed')
+    await assert.rejects((async () => { for await (const _ of source!.body) controller.abort(reason) })(), (err: unknown) => err === reason)
+  })
+
   it('a locator outside the directory resolves to undefined', async () => {
     const outside = join(dir, '..', `outside-${randomBytes(4).toString('hex')}.nar`)
     await writeFile(outside, 'secret')
