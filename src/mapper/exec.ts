@@ -203,6 +203,8 @@ export class ExecMapper implements Mapper {
   #exchange (run: Run, message: Answer, signal: AbortSignal | undefined): Promise<Answer> {
     const id = this.#nextId++
     const op = String(message.op)
+    // The program may have died between being chosen and being written to; its exit has passed.
+    if (run.exited) return Promise.reject(new UpstreamError(this.name, `the program ${run.killedBecause ?? 'exited'} before ${op} was sent`))
     return new Promise<Answer>((resolve, reject) => {
       const settle = (): void => {
         clearTimeout(timer)
@@ -306,7 +308,9 @@ export const plugin: MapperPlugin<ExecMapperInit> = {
     const program = localPath(spec, what, false)!
     const timeout = duration(spec.searchParams.get('timeout') ?? undefined, 10_000, `${what}: option 'timeout'`)
     if (timeout <= 0) throw new ConfigError(`${what}: option 'timeout' must be more than 0`)
-    return { name: specName(spec), program, args: spec.searchParams.getAll('arg'), timeout }
+    const args = spec.searchParams.getAll('arg')
+    if (args.some(a => a.includes('\0'))) throw new ConfigError(`${what}: option 'arg' contains a NUL byte`)
+    return { name: specName(spec), program, args, timeout }
   },
   async create (init, components) {
     return await ExecMapper.start(init, components.log.child({ mapper: init.name }))

@@ -44,7 +44,8 @@ describe('exec mapper spec', () => {
     ['exec://host/usr/bin/my-mapper', /host/],
     ['exec:///usr/bin/my-mapper?retries=2', /unknown option 'retries'/],
     ['exec:///usr/bin/my-mapper?timeout=forever', /'timeout' must be a duration/],
-    ['exec:///usr/bin/my-mapper?timeout=0', /'timeout' must be more than 0/]
+    ['exec:///usr/bin/my-mapper?timeout=0', /'timeout' must be more than 0/],
+    ['exec:///usr/bin/my-mapper?arg=a%00b', /NUL/]
   ]
   for (const [spec, message] of invalid) {
     it(`rejects ${spec}`, () => assert.throws(() => plugin.parse(new URL(spec)), (err: unknown) => err instanceof ConfigError && message.test(err.message)))
