@@ -1,0 +1,63 @@
+/**
+ * Which implementation a spec names. The scheme before any `+` picks the plug-in
+ * (`mirror+https://a/,https://b/` → `mirror`, `http+https://index/` → `http`); each plug-in module
+ * is imported only when a spec names it, so a heavy dependency (the S3 SDK, later IPFS or
+ * BitTorrent) costs nothing unless it is configured. Adding an implementation costs one line here.
+ */
+import { ConfigError } from './errors.ts'
+import type { Backend, BackendPlugin, Components, Mapper, MapperPlugin } from './types.ts'
+
+const MAPPERS: Record<string, () => Promise<MapperPlugin<any>>> = {
+  sqlite: async () => (await import('./mapper/sqlite.ts')).plugin,
+  folder: async () => (await import('./mapper/folder.ts')).plugin,
+  http: async () => (await import('./mapper/http.ts')).plugin,
+  exec: async () => (await import('./mapper/exec.ts')).plugin
+}
+
+const BACKENDS: Record<string, () => Promise<BackendPlugin<any>>> = {
+  file: async () => (await import('./backend/file.ts')).plugin,
+  mirror: async () => (await import('./backend/mirror.ts')).plugin,
+  s3: async () => (await import('./backend/s3.ts')).plugin,
+  exec: async () => (await import('./backend/exec.ts')).plugin
+}
+
+export const MAPPER_SCHEMES: readonly string[] = Object.keys(MAPPERS)
+export const BACKEND_SCHEMES: readonly string[] = Object.keys(BACKENDS)
+
+/** The registry key of a spec and the spec as a URL. */
+export function parseSpec (spec: string, kind: 'mapper' | 'backend'): { scheme: string, url: URL } {
+  let url: URL
+  try {
+    url = new URL(spec)
+  } catch {
+    throw new ConfigError(`${kind} '${spec}' is not a URL-style spec (e.g. ${kind === 'mapper' ? 'sqlite:, folder:///srv/index' : 'file:///srv/nars, mirror+https://a/,https://b/'})`)
+  }
+  const scheme = url.protocol.slice(0, -1).split('+')[0]!
+  const known = kind === 'mapper' ? MAPPER_SCHEMES : BACKEND_SCHEMES
+  if (!known.includes(scheme)) throw new ConfigError(`unknown ${kind} scheme '${scheme}' in '${redact(spec)}' (known: ${known.join(', ')})`)
+  return { scheme, url }
+}
+
+/** Validates a spec without opening anything: for configuration checks at start-up. */
+export async function checkSpec (spec: string, kind: 'mapper' | 'backend'): Promise<void> {
+  const { scheme, url } = parseSpec(spec, kind)
+  const plugin = await (kind === 'mapper' ? MAPPERS : BACKENDS)[scheme]!()
+  plugin.parse(url)
+}
+
+export async function openMapper (spec: string, components: Components): Promise<Mapper> {
+  const { scheme, url } = parseSpec(spec, 'mapper')
+  const plugin = await MAPPERS[scheme]!()
+  return await plugin.create(plugin.parse(url), components)
+}
+
+export async function openBackend (spec: string, components: Components): Promise<Backend> {
+  const { scheme, url } = parseSpec(spec, 'backend')
+  const plugin = await BACKENDS[scheme]!()
+  return await plugin.create(plugin.parse(url), components)
+}
+
+/** A spec fit for an error message: no credentials, no query (it may hold secrets). */
+function redact (spec: string): string {
+  return spec.replace(/\/\/[^/@]*@/, '//').replace(/\?.*$/, '')
+}

@@ -1,0 +1,51 @@
+/**
+ * Specs across every scheme, through the registry: each valid spec loads its plug-in and parses;
+ * each invalid one is a ConfigError that names the problem. (Each plug-in's own table tests go
+ * deeper; this pins the registry's routing and its errors.)
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { BACKEND_SCHEMES, MAPPER_SCHEMES, checkSpec, openBackend, openMapper } from '../src/registry.ts'
+import { silentLogger } from '../src/log.ts'
+
+test('valid specs of every scheme are accepted', async () => {
+  const mappers = ['sqlite:', 'sqlite:///var/lib/narswarm/index.db', 'folder:///srv/nss-map', 'http+https://index.example/v1', 'http+http://127.0.0.1:8080', 'exec:///usr/local/bin/my-mapper?timeout=5s']
+  const backends = ['file:///srv/nars', 'mirror+https://a.example/,https://b.example/', 's3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1', 'exec:///usr/bin/fetcher']
+  for (const spec of mappers) await checkSpec(spec, 'mapper')
+  for (const spec of backends) await checkSpec(spec, 'backend')
+  assert.deepEqual([...MAPPER_SCHEMES].sort(), ['exec', 'folder', 'http', 'sqlite'])
+  assert.deepEqual([...BACKEND_SCHEMES].sort(), ['exec', 'file', 'mirror', 's3'])
+})
+
+test('invalid specs are ConfigErrors that say what is wrong', async () => {
+  const cases: Array<[string, 'mapper' | 'backend', RegExp]> = [
+    ['not a spec', 'mapper', /is not a URL-style spec/],
+    ['redis://x', 'mapper', /unknown mapper scheme 'redis'.*known: sqlite, folder, http, exec/],
+    ['ipfs+ftp://x', 'backend', /unknown backend scheme 'ipfs'/],
+    ['s3://user:secret@bucket/x?token=abc', 'mapper', /unknown mapper scheme 's3' in 's3:\/\/bucket\/x'/],
+    ['folder:relative/dir', 'mapper', /.+/],
+    ['file:///srv/nars?colour=blue', 'backend', /colour/],
+    ['mirror+https://only-one.example/', 'backend', /.+/]
+  ]
+  for (const [spec, kind, message] of cases) {
+    await assert.rejects(checkSpec(spec, kind), (err: Error) => err.name === 'ConfigError' && message.test(err.message) && !err.message.includes('secret'), spec)
+  }
+})
+
+test('openMapper and openBackend create working instances', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'narswarm-registry-'))
+  try {
+    const components = { log: silentLogger(), stateDir: dir }
+    const mapper = await openMapper('sqlite:', components)
+    assert.deepEqual(await mapper.lookup((await import('../src/nix/hash.ts')).NixHash.of('sha256', 'x')), [])
+    await mapper.close?.()
+    const backend = await openBackend(`file://${dir}/nars`, components)
+    assert.ok(backend.schemes.includes('file'))
+    await backend.close?.()
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+})
