@@ -26,6 +26,8 @@ export interface RaceOptions {
   /** Milliseconds a candidate may take to its first byte before it counts as failed. */
   firstByteTimeout: number
   signal?: AbortSignal
+  /** False: keep the caller's order (it ranked the candidates itself). Default true. */
+  rank?: boolean
 }
 
 export interface RaceWinner {
@@ -42,7 +44,7 @@ type Outcome =
 export async function race (candidates: readonly RaceCandidate[], options: RaceOptions): Promise<RaceWinner | undefined> {
   const { scores, signal } = options
   signal?.throwIfAborted()
-  const ordered = scores.rank(candidates, c => c.name)
+  const ordered = options.rank === false ? [...candidates] : scores.rank(candidates, c => c.name)
   const controllers: AbortController[] = []
   const running = new Map<number, Promise<Outcome>>()
   const errors: Error[] = []

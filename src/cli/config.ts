@@ -12,6 +12,7 @@ import { ConfigError } from '../errors.ts'
 import { LOG_LEVELS, type LogLevel } from '../log.ts'
 import { DEFAULT_UPSTREAM, parseUpstreamSpec, upstreamFromTable, type UpstreamConfig } from '../upstream/spec.ts'
 import { duration, integer } from '../util/values.ts'
+import { parsePublicKey } from '../nix/signature.ts'
 
 export interface Config {
   listen: { host: string, port: number }
@@ -22,7 +23,15 @@ export interface Config {
   narinfoNegativeTtl: number
   badSourceCooldown: number
   shutdownGrace: number
+  hedgeDelay: number
+  firstByteTimeout: number
   upstreams: UpstreamConfig[]
+  /** Mapper specs, asked in order. */
+  mappers: string[]
+  /** Backend specs; the upstreams' own NAR URLs are always the last resort. */
+  backends: string[]
+  /** Keys that make a narinfo from an index (mapper) usable; default: every upstream's keys. */
+  trustedPublicKeys: string[]
 }
 
 type Kind = 'string' | 'integer' | 'duration' | 'log-level'
@@ -36,8 +45,14 @@ export const SETTINGS: Record<string, { kind: Kind, default: string | number }> 
   'narinfo-positive-ttl': { kind: 'duration', default: '30d' },
   'narinfo-negative-ttl': { kind: 'duration', default: '10m' },
   'bad-source-cooldown': { kind: 'duration', default: '10m' },
-  'shutdown-grace': { kind: 'duration', default: '10s' }
+  'shutdown-grace': { kind: 'duration', default: '10s' },
+  'hedge-delay': { kind: 'duration', default: '250ms' },
+  'first-byte-timeout': { kind: 'duration', default: '30s' }
 }
+
+/** Settings that take a list: repeatable flags, space-separated environment variables, TOML arrays. */
+export const LIST_SETTINGS = ['upstream', 'mapper', 'backend', 'trusted-public-keys'] as const
+type ListSetting = typeof LIST_SETTINGS[number]
 
 export interface ConfigSources {
   /** Parsed flags: setting key → value; `upstream` → list of specs; `config` → file. */
@@ -47,31 +62,36 @@ export interface ConfigSources {
 
 export function loadConfig ({ flags, env }: ConfigSources): Config {
   const raw: Record<string, unknown> = {}
-  let upstreams: unknown[] | undefined
+  const lists: Partial<Record<ListSetting, unknown[]>> = {}
+  const isList = (key: string): key is ListSetting => (LIST_SETTINGS as readonly string[]).includes(key)
 
   const file = (flags.config as string | undefined) ?? env.NARSWARM_CONFIG
   if (file !== undefined && file !== '') {
     const table = readToml(file)
     for (const [key, value] of Object.entries(table)) {
-      if (key === 'upstream') {
-        if (!Array.isArray(value)) throw new ConfigError(`${file}: 'upstream' must be an array of tables ([[upstream]]) or of URL strings`)
-        upstreams = value
+      if (isList(key)) {
+        if (!Array.isArray(value)) {
+          throw new ConfigError(key === 'upstream'
+            ? `${file}: 'upstream' must be an array of tables ([[upstream]]) or of URL strings`
+            : `${file}: '${key}' must be an array of strings`)
+        }
+        lists[key] = value
       } else if (key in SETTINGS) raw[key] = value
-      else throw new ConfigError(`${file}: unknown key '${key}' (known: ${[...Object.keys(SETTINGS), 'upstream'].join(', ')})`)
+      else throw new ConfigError(`${file}: unknown key '${key}' (known: ${[...Object.keys(SETTINGS), ...LIST_SETTINGS].join(', ')})`)
     }
   }
 
   for (const [name, value] of Object.entries(env)) {
     if (!name.startsWith('NARSWARM_') || value === undefined || name === 'NARSWARM_CONFIG') continue
     const key = name.slice('NARSWARM_'.length).toLowerCase().replaceAll('_', '-')
-    if (key === 'upstream') upstreams = value.split(/\s+/).filter(Boolean)
+    if (isList(key)) lists[key] = value.split(/\s+/).filter(Boolean)
     else if (key in SETTINGS) raw[key] = value
-    else throw new ConfigError(`unknown environment variable ${name} (known: ${[...Object.keys(SETTINGS), 'upstream', 'config'].map(envName).join(', ')})`)
+    else throw new ConfigError(`unknown environment variable ${name} (known: ${[...Object.keys(SETTINGS), ...LIST_SETTINGS, 'config'].map(envName).join(', ')})`)
   }
 
   for (const [key, value] of Object.entries(flags)) {
     if (value === undefined || key === 'config') continue
-    if (key === 'upstream') upstreams = value as string[]
+    if (isList(key)) lists[key] = value as string[]
     else raw[key] = value
   }
 
@@ -81,6 +101,7 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
     throw new ConfigError(`log-level must be one of ${LOG_LEVELS.join(', ')}, got '${logLevel}'`)
   }
   const stateDir = String(get('state-dir'))
+  const upstreams = parseUpstreams(lists.upstream ?? [DEFAULT_UPSTREAM])
   return {
     listen: parseListen(String(get('listen'))),
     stateDir: stateDir === '' ? defaultStateDir(env) : resolve(stateDir),
@@ -90,8 +111,27 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
     narinfoNegativeTtl: duration(get('narinfo-negative-ttl'), 0, 'narinfo-negative-ttl'),
     badSourceCooldown: duration(get('bad-source-cooldown'), 0, 'bad-source-cooldown'),
     shutdownGrace: duration(get('shutdown-grace'), 0, 'shutdown-grace'),
-    upstreams: parseUpstreams(upstreams ?? [DEFAULT_UPSTREAM])
+    hedgeDelay: duration(get('hedge-delay'), 0, 'hedge-delay'),
+    firstByteTimeout: duration(get('first-byte-timeout'), 0, 'first-byte-timeout'),
+    upstreams,
+    mappers: stringList(lists.mapper ?? ['sqlite:'], 'mapper'),
+    backends: stringList(lists.backend ?? [], 'backend'),
+    trustedPublicKeys: lists['trusted-public-keys'] === undefined
+      ? [...new Set(upstreams.flatMap(u => u.trustedPublicKeys))]
+      : keyList(stringList(lists['trusted-public-keys'], 'trusted-public-keys'))
   }
+}
+
+function stringList (list: unknown[], key: string): string[] {
+  if (!list.every(v => typeof v === 'string')) throw new ConfigError(`${key} must be a list of strings`)
+  return list
+}
+
+function keyList (keys: string[]): string[] {
+  for (const k of keys) {
+    try { parsePublicKey(k) } catch (err) { throw new ConfigError(`trusted public key '${k}': ${(err as Error).message}`) }
+  }
+  return keys
 }
 
 export function envName (key: string): string {

@@ -23,6 +23,11 @@ Options of 'serve' (each also settable as NARSWARM_<NAME> or in the TOML file):
   --config FILE                TOML configuration file (see narswarm.example.toml)
   --upstream URL               an upstream binary cache; repeat for several. Options go in the
                                query: ?priority=N&trusted-public-keys=name:key&require-sigs=false
+  --mapper SPEC                an index: where NARs are (repeatable; default sqlite:). Schemes:
+                               sqlite:, folder:///dir, http+https://host/prefix, exec:///program
+  --backend SPEC               a NAR source (repeatable): file:///dir, mirror+https://a/,https://b/,
+                               s3://bucket/prefix?endpoint=…, exec:///program
+  --trusted-public-keys KEY    a key for narinfos from an index (repeatable; default: the upstreams')
 ${Object.entries(SETTINGS).map(([k, s]) => `  --${k} ${s.kind === 'integer' ? 'N' : s.kind === 'duration' ? 'DURATION' : 'VALUE'}`.padEnd(31) + `default: ${s.default === '' ? '$XDG_DATA_HOME/narswarm' : s.default}   (${envName(k)})`).join('\n')}
 `
 
@@ -37,6 +42,9 @@ async function main (argv: string[]): Promise<number> {
   const options: ParseArgsOptionsConfig = {
     config: { type: 'string' },
     upstream: { type: 'string', multiple: true },
+    mapper: { type: 'string', multiple: true },
+    backend: { type: 'string', multiple: true },
+    'trusted-public-keys': { type: 'string', multiple: true },
     help: { type: 'boolean', short: 'h' }
   }
   for (const key of Object.keys(SETTINGS)) options[key] = { type: 'string' }

@@ -14,6 +14,8 @@ import { openDatabase } from '../state/db.ts'
 import { NarInfoCache } from '../state/narinfo-cache.ts'
 import { SourceHealth } from '../upstream/health.ts'
 import { Upstream } from '../upstream/upstream.ts'
+import { openBackend, openMapper } from '../registry.ts'
+import type { Backend, Mapper } from '../types.ts'
 
 export interface RunningSubstituter {
   /** Base URL, e.g. http://127.0.0.1:37515 */
@@ -27,13 +29,32 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
   cache.purgeExpired()
   const purge = setInterval(() => cache.purgeExpired(), 3_600_000).unref()
   const upstreams = config.upstreams.map(u => new Upstream(u))
+  const components = { log, stateDir: config.stateDir }
+  const mappers: Mapper[] = []
+  const backends: Backend[] = []
+  const closePlugins = async (): Promise<void> => {
+    await Promise.all([...mappers, ...backends].map(async p => await p.close?.()))
+  }
+  try {
+    for (const spec of config.mappers) mappers.push(await openMapper(spec, components))
+    for (const spec of config.backends) backends.push(await openBackend(spec, components))
+  } catch (err) {
+    await closePlugins()
+    db.close()
+    throw err
+  }
   const substituter = new Substituter({
     upstreams,
     cache,
     health: new SourceHealth({ cooldown: config.badSourceCooldown }),
-    log
+    log,
+    mappers,
+    backends,
+    indexKeys: config.trustedPublicKeys,
+    hedgeDelay: config.hedgeDelay,
+    firstByteTimeout: config.firstByteTimeout
   })
-  const server = createApp({ substituter, log, priority: config.priority, storeDir: STORE_DIR })
+  const server = createApp({ substituter, log, priority: config.priority, storeDir: STORE_DIR, index: mappers[0] })
   server.listen(config.listen.port, config.listen.host)
   try {
     await once(server, 'listening')
@@ -44,7 +65,7 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
   const address = server.address() as AddressInfo
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
   const url = `http://${host}:${address.port}`
-  log.info({ url, stateDir: config.stateDir, upstreams: upstreams.map(u => u.name) }, 'narswarm substituter listening')
+  log.info({ url, stateDir: config.stateDir, upstreams: upstreams.map(u => u.name), mappers: mappers.map(m => m.name), backends: backends.map(b => b.name) }, 'narswarm substituter listening')
 
   let closing: Promise<void> | undefined
   const close = async (): Promise<void> => {
@@ -57,6 +78,7 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
       await closed
       clearTimeout(grace)
       await Promise.all(upstreams.map(u => u.close()))
+      await closePlugins()
       db.close()
       log.info('narswarm substituter stopped')
     })()

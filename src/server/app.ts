@@ -4,6 +4,7 @@
  *   GET|HEAD /nix-cache-info              StoreDir, WantMassQuery, Priority
  *   GET|HEAD /<32-char hash>.narinfo       narinfo, rewritten to point at our NAR URL
  *   GET|HEAD /nar/<52-char narHash>.nar    the NAR, uncompressed and verified; Range: bytes=N-
+ *   GET|HEAD /narswarm/v1/…                this narswarm's index, for other narswarms' http+ mappers
  *
  * Everything else is 404, including malformed hashes (a 400 would abort Nix). Paths are matched
  * after dropping the query string and collapsing `//` (Nix 2.8 produces `//nar/…` for absolute-path
@@ -19,6 +20,8 @@ import { parseRange } from './range.ts'
 import { sendStatus, sendText, statusFor } from './respond.ts'
 import { sliceBytes } from '../util/verify.ts'
 import type { Substituter } from './substituter.ts'
+import { handleIndexRequest } from './index-api.ts'
+import type { Mapper } from '../types.ts'
 
 const NARINFO = /^\/([0-9a-df-np-sv-z]{32})\.narinfo$/
 const NAR = /^\/nar\/([0-9a-df-np-sv-z]{52})\.nar$/
@@ -29,6 +32,8 @@ export interface AppInit {
   /** Advertised in nix-cache-info; lower is preferred by Nix. */
   priority: number
   storeDir: string
+  /** The mapper whose contents `/narswarm/v1/…` serves to other narswarms (the first configured). */
+  index?: Mapper
 }
 
 export function createApp (init: AppInit): Server {
@@ -61,6 +66,7 @@ export function createApp (init: AppInit): Server {
       await serveNar(m[1]!, req, res)
       return
     }
+    if (init.index !== undefined && path.startsWith('/narswarm/') && await handleIndexRequest(path, init.index, res)) return
     sendStatus(res, 404)
   }
 

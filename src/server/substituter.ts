@@ -1,14 +1,19 @@
 /**
  * The substituter's logic, free of HTTP: answer a narinfo request and open a verified NAR.
  *
- * Narinfo: the SQLite cache first, else every upstream (see `queryNarInfo`). What Nix gets is the
+ * Narinfo: the SQLite cache first, else the index (mappers that keep signed narinfos, checked
+ * against the index keys), else every upstream (see `queryNarInfo`). What Nix gets is the
  * upstream's narinfo with only URL/Compression/FileHash/FileSize rewritten (signatures do not cover
  * them) to point at our own uncompressed, NarHash-addressed URL `nar/<nix32 narHash>.nar`; every
  * other line, every `Sig` included, is kept byte for byte.
  *
- * NAR: found through the NarHash index of the cache, fetched from the upstream that vouched for it
- * (then the others), decompressed, and passed through `verifyNar`, so what leaves here is either
- * the exact signed bytes or a stream that fails before its end.
+ * NAR: its narinfo is found through the NarHash index of the cache; its sources are raced (see
+ * `race`): first every locator the mappers know (by NarHash, and by FileHash for indexes keyed the
+ * nix-subsubd way), opened by the backend for the locator's scheme and ordered by learnt score; then
+ * the upstreams, the upstream that vouched for the narinfo first. The winner's bytes are
+ * decompressed and passed through `verifyNar`, so what leaves here is either the exact signed bytes
+ * or a stream that fails before its end; a source whose bytes fail is never used for that NAR
+ * again and loses every later race.
  */
 import { IntegrityError, UpstreamError } from '../errors.ts'
 import type { Logger } from '../log.ts'
@@ -20,6 +25,10 @@ import type { Upstream } from '../upstream/upstream.ts'
 import { queryNarInfo } from '../upstream/upstreams.ts'
 import { ExpiringLru } from '../util/lru.ts'
 import { verifyNar } from '../util/verify.ts'
+import { race, type RaceCandidate } from '../backend/race.ts'
+import { SourceScores } from '../backend/scores.ts'
+import { parsePublicKey, verifyNarInfo, type PublicKey } from '../nix/signature.ts'
+import type { Backend, Locator, Mapper } from '../types.ts'
 
 export type NarInfoResponse =
   | { kind: 'found', body: Buffer }
@@ -43,6 +52,13 @@ export interface SubstituterInit {
   cache: NarInfoCache
   health: SourceHealth
   log: Logger
+  mappers?: Mapper[]
+  backends?: Backend[]
+  /** Keys that make a narinfo from a mapper usable. */
+  indexKeys?: string[]
+  scores?: SourceScores
+  hedgeDelay?: number
+  firstByteTimeout?: number
 }
 
 export class Substituter {
@@ -51,6 +67,12 @@ export class Substituter {
   readonly #cache: NarInfoCache
   readonly #health: SourceHealth
   readonly #log: Logger
+  readonly #mappers: Mapper[]
+  readonly #backends: Backend[]
+  readonly #indexKeys: PublicKey[]
+  readonly #scores: SourceScores
+  readonly #hedgeDelay: number
+  readonly #firstByteTimeout: number
   /** Rendered answers, so a hit costs neither SQLite nor a re-serialization; same expiry as the cache. */
   readonly #answers = new ExpiringLru<string, NarInfoResponse>(50_000)
   /** Concurrent requests for one hash part share one upstream query. */
@@ -62,6 +84,12 @@ export class Substituter {
     this.#cache = init.cache
     this.#health = init.health
     this.#log = init.log
+    this.#mappers = init.mappers ?? []
+    this.#backends = init.backends ?? []
+    this.#indexKeys = (init.indexKeys ?? []).map(k => parsePublicKey(k))
+    this.#scores = init.scores ?? new SourceScores()
+    this.#hedgeDelay = init.hedgeDelay ?? 250
+    this.#firstByteTimeout = init.firstByteTimeout ?? 30_000
   }
 
   /** The narinfo to serve for `hashPart` (already validated as 32 nix32 characters). */
@@ -81,6 +109,12 @@ export class Substituter {
   }
 
   async #fetchNarInfo (hashPart: string): Promise<NarInfoResponse> {
+    const indexed = await this.#narInfoFromIndex(hashPart)
+    if (indexed !== undefined) {
+      const expiresAt = this.#cache.putPresent(hashPart, indexed.narInfo.narHash.toNix32(), indexed.text, `index:${indexed.mapper}`)
+      this.#log.debug({ mapper: indexed.mapper, storePath: indexed.narInfo.storePath }, 'narinfo from the index')
+      return this.#remember(hashPart, { kind: 'found', body: rewrite(indexed.narInfo) }, expiresAt)
+    }
     const started = performance.now()
     const outcome = await queryNarInfo(this.#upstreams, hashPart, this.#log)
     const ms = Math.round(performance.now() - started)
@@ -105,6 +139,24 @@ export class Substituter {
     }
   }
 
+  /** The first narinfo a mapper has for `hashPart` that is signed by an index key. */
+  async #narInfoFromIndex (hashPart: string): Promise<{ narInfo: NarInfo, text: string, mapper: string } | undefined> {
+    for (const mapper of this.#mappers) {
+      if (mapper.narInfo === undefined) continue
+      try {
+        const text = await mapper.narInfo(hashPart)
+        if (text === undefined) continue
+        const narInfo = NarInfo.parse(text)
+        const verdict = verifyNarInfo(narInfo, this.#indexKeys)
+        if (narInfo.hashPart === hashPart && verdict.valid) return { narInfo, text, mapper: mapper.name }
+        this.#log.warn({ mapper: mapper.name, hashPart, problems: verdict.problems }, 'index narinfo rejected: not signed by a trusted key')
+      } catch (err) {
+        this.#log.warn({ mapper: mapper.name, hashPart, err: (err as Error).message }, 'index narinfo unavailable')
+      }
+    }
+    return undefined
+  }
+
   #remember (hashPart: string, answer: NarInfoResponse, expiresAt: number): NarInfoResponse {
     this.#answers.set(hashPart, answer, expiresAt)
     return answer
@@ -125,58 +177,82 @@ export class Substituter {
    * UpstreamError when sources failed or all are known bad.
    */
   async #openNar (narHash: string, rows: Array<{ text: string, upstream: string }>, signal?: AbortSignal): Promise<OpenedNar | undefined> {
-    const errors: UpstreamError[] = []
-    let skipped = 0
-    for await (const { upstream, narInfo } of this.#sources(rows, signal)) {
-      if (this.#health.isBadFor(upstream.name, narHash)) { skipped++; continue }
-      try {
-        const stream = await upstream.openNar(narInfo, { signal })
-        if (stream === undefined) {
-          this.#log.warn({ upstream: upstream.name, storePath: narInfo.storePath }, 'upstream no longer has the NAR')
+    const expected = NarInfo.parse(rows[0]!.text)
+    const all = [...this.#scores.rank(await this.#indexCandidates(expected, signal), c => c.name), ...this.#upstreamCandidates(rows, expected)]
+    const candidates = all.filter(c => !this.#health.isBadFor(c.name, narHash))
+    if (candidates.length === 0) {
+      throw new UpstreamError('sources', `every source of NAR ${narHash} delivered bytes that do not match its NarHash`)
+    }
+    const winner = await race(candidates, {
+      scores: this.#scores, hedgeDelay: this.#hedgeDelay, firstByteTimeout: this.#firstByteTimeout, signal, rank: false
+    })
+    if (winner === undefined) {
+      this.#log.warn({ storePath: expected.storePath }, 'no source has the NAR any more')
+      return undefined
+    }
+    const { source, name } = winner
+    const what = `NAR of ${expected.storePath} from ${name}`
+    const verified = verifyNar(decompress(source.compression, source.body, { signal, sizeHint: source.fileSize ?? expected.fileSize }), expected, what)
+    return { narInfo: expected, source: name, body: this.#guard(verified, name, expected) }
+  }
+
+  /** Every locator the mappers know for this NAR, as race candidates of the backend for its scheme. */
+  async #indexCandidates (expected: NarInfo, signal?: AbortSignal): Promise<RaceCandidate[]> {
+    if (this.#mappers.length === 0 || this.#backends.length === 0) return []
+    const keys = expected.fileHash === undefined ? [expected.narHash] : [expected.narHash, expected.fileHash]
+    const seen = new Set<string>()
+    const candidates: RaceCandidate[] = []
+    for (const mapper of this.#mappers) {
+      for (const key of keys) {
+        let locators: Locator[]
+        try {
+          locators = await mapper.lookup(key, { signal })
+        } catch (err) {
+          if (signal?.aborted === true) throw err
+          this.#log.warn({ mapper: mapper.name, err: (err as Error).message }, 'index lookup failed')
           continue
         }
-        const what = `NAR of ${narInfo.storePath} from ${upstream.name}`
-        const verified = verifyNar(decompress(stream.compression, stream.body, { signal, sizeHint: stream.fileSize ?? narInfo.fileSize }), narInfo, what)
-        return { narInfo, source: upstream.name, body: this.#guard(verified, upstream.name, narInfo) }
-      } catch (err) {
-        if (signal?.aborted === true) throw err
-        const error = err instanceof UpstreamError ? err : new UpstreamError(upstream.name, (err as Error).message, { cause: err })
-        this.#log.warn({ upstream: upstream.name, storePath: narInfo.storePath, err: error.message }, 'opening NAR failed')
-        errors.push(error)
+        for (const locator of locators) {
+          if (seen.has(locator.url)) continue
+          seen.add(locator.url)
+          const scheme = locator.url.slice(0, Math.max(locator.url.indexOf(':'), 0))
+          const backend = this.#backends.find(b => b.schemes.includes(scheme))
+          if (backend === undefined) {
+            this.#log.debug({ mapper: mapper.name, scheme }, 'no backend for a locator scheme')
+            continue
+          }
+          candidates.push({ name: backend.name, open: async s => await backend.open(locator, { signal: s }) })
+        }
       }
     }
-    if (skipped > 0) errors.push(new UpstreamError('upstreams', `${skipped} source(s) of NAR ${narHash} skipped: they delivered bytes that do not match its NarHash`))
-    if (errors.length === 0) return undefined
-    throw errors.length === 1 ? errors[0]! : new UpstreamError('upstreams', errors.map(e => e.message).join('; '))
+    return candidates
   }
 
   /**
-   * Sources of a NAR, best first: the upstreams whose narinfo we hold (sources on probation after
-   * the others, then by priority), then — asked only if those fail — every other upstream that has
-   * a narinfo for the same path with the same NarHash.
+   * The upstreams as the last resort: those whose narinfo we hold first (sources on probation
+   * after the others, then by priority), then every other upstream, which is asked for its narinfo
+   * only when its turn in the race comes and counts only with the same NarHash.
    */
-  async * #sources (rows: Array<{ text: string, upstream: string }>, signal?: AbortSignal): AsyncGenerator<{ upstream: Upstream, narInfo: NarInfo }> {
+  #upstreamCandidates (rows: Array<{ text: string, upstream: string }>, expected: NarInfo): RaceCandidate[] {
     const rank = (u: Upstream): number => (this.#health.onProbation(u.name) ? 1 : 0)
     const byPreference = (a: Upstream, b: Upstream): number => rank(a) - rank(b) || a.priority - b.priority
     const known = rows.flatMap(r => {
       const upstream = this.#byName.get(r.upstream)
       return upstream === undefined ? [] : [{ upstream, narInfo: NarInfo.parse(r.text) }]
     }).sort((a, b) => byPreference(a.upstream, b.upstream))
-    yield * known
-    const expected = NarInfo.parse(rows[0]!.text)
     const asked = new Set(known.map(k => k.upstream))
-    for (const upstream of [...this.#upstreams].sort(byPreference)) {
-      if (asked.has(upstream)) continue
-      try {
-        const answer = await upstream.fetchNarInfo(expected.hashPart, { signal })
-        if (answer.kind === 'found' && answer.narInfo.narHash.equals(expected.narHash) && answer.narInfo.narSize === expected.narSize) {
-          yield { upstream, narInfo: answer.narInfo }
+    const others = [...this.#upstreams].sort(byPreference).filter(u => !asked.has(u))
+    return [
+      ...known.map(({ upstream, narInfo }) => ({ name: upstream.name, open: async (signal: AbortSignal) => await upstream.openNar(narInfo, { signal }) })),
+      ...others.map(upstream => ({
+        name: upstream.name,
+        open: async (signal: AbortSignal) => {
+          const answer = await upstream.fetchNarInfo(expected.hashPart, { signal })
+          if (answer.kind !== 'found' || !answer.narInfo.narHash.equals(expected.narHash) || answer.narInfo.narSize !== expected.narSize) return undefined
+          return await upstream.openNar(answer.narInfo, { signal })
         }
-      } catch (err) {
-        if (signal?.aborted === true) throw err
-        this.#log.debug({ upstream: upstream.name, err: (err as Error).message }, 'alternative NAR source unavailable')
-      }
-    }
+      }))
+    ]
   }
 
   /** Marks the source bad and logs when the bytes fail verification; rethrows either way. */
@@ -186,6 +262,7 @@ export class Substituter {
     } catch (err) {
       if (err instanceof IntegrityError || (err as Error).name === 'FormatError') {
         this.#health.markBad(source, narInfo.narHash.toNix32())
+        this.#scores.integrityFailure(source)
         this.#log.error({ storePath: narInfo.storePath, narHash: narInfo.narHash.toString(), source, err: (err as Error).message },
           'NAR failed verification; response aborted, source marked bad')
       }
