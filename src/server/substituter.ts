@@ -216,12 +216,13 @@ export class Substituter {
           if (seen.has(locator.url)) continue
           seen.add(locator.url)
           const scheme = locator.url.slice(0, Math.max(locator.url.indexOf(':'), 0))
-          const backend = this.#backends.find(b => b.schemes.includes(scheme))
-          if (backend === undefined) {
-            this.#log.debug({ mapper: mapper.name, scheme }, 'no backend for a locator scheme')
-            continue
+          // Several backends may share a scheme (two mirror sets, two directories): each gets a
+          // turn, and one that does not hold the locator answers "not here" at once.
+          const backends = this.#backends.filter(b => b.schemes.includes(scheme))
+          if (backends.length === 0) this.#log.debug({ mapper: mapper.name, scheme }, 'no backend for a locator scheme')
+          for (const backend of backends) {
+            candidates.push({ name: backend.name, open: async s => await backend.open(locator, { signal: s }) })
           }
-          candidates.push({ name: backend.name, open: async s => await backend.open(locator, { signal: s }) })
         }
       }
     }
