@@ -19,7 +19,7 @@ import { isNix32 } from '../nix/nix32.ts'
 import { HASH_PART_LENGTH } from '../nix/store-path.ts'
 import type { AbortOptions, Locator, Mapper, MapperPlugin } from '../types.ts'
 import { duration } from '../util/values.ts'
-import { checkOptions, localPath, parseLocator, parseLocators, parseRecordedNarInfo, specName } from './sqlite.ts'
+import { checkOptions, localPath, parseLocator, parseLocators, parseRecordedNarInfo, specName } from './common.ts'
 
 export interface ExecMapperInit {
   name: string

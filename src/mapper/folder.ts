@@ -21,7 +21,7 @@ import { NixHash } from '../nix/hash.ts'
 import { isNix32 } from '../nix/nix32.ts'
 import { HASH_PART_LENGTH } from '../nix/store-path.ts'
 import type { AbortOptions, Locator, Mapper, MapperPlugin } from '../types.ts'
-import { checkOptions, localPath, parseLocators, parseLocator, parseRecordedNarInfo, specName } from './sqlite.ts'
+import { checkOptions, localPath, parseLocators, parseLocator, parseRecordedNarInfo, specName } from './common.ts'
 
 export interface FolderMapperInit {
   name: string

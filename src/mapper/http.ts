@@ -16,7 +16,7 @@ import { isNix32 } from '../nix/nix32.ts'
 import { HASH_PART_LENGTH } from '../nix/store-path.ts'
 import type { AbortOptions, Locator, Mapper, MapperPlugin } from '../types.ts'
 import { integer, duration } from '../util/values.ts'
-import { checkOptions, parseLocators, specName } from './sqlite.ts'
+import { checkOptions, parseLocators, specName } from './common.ts'
 
 export interface HttpMapperInit {
   name: string

@@ -11,11 +11,11 @@
  */
 import type { DatabaseSync, StatementSync } from 'node:sqlite'
 import { join } from 'node:path'
-import { ConfigError, FormatError } from '../errors.ts'
+import { ConfigError } from '../errors.ts'
 import type { NixHash } from '../nix/hash.ts'
-import { NarInfo } from '../nix/narinfo.ts'
 import { openDatabase } from '../state/db.ts'
 import type { AbortOptions, Locator, Mapper, MapperPlugin } from '../types.ts'
+import { checkOptions, localPath, parseLocator, parseRecordedNarInfo, specName } from './common.ts'
 
 export interface SqliteMapperInit {
   name: string
@@ -120,72 +120,6 @@ export class SqliteMapper implements Mapper {
 
   #open (): void {
     if (this.#closed) throw new Error(`mapper ${this.name} is closed`)
-  }
-}
-
-/** Validates a narinfo handed to `record`: it must parse, and describe the NAR it is recorded for. */
-export function parseRecordedNarInfo (text: string, narHash: NixHash): NarInfo {
-  const info = NarInfo.parse(text)
-  if (!info.narHash.equals(narHash)) {
-    throw new FormatError(`narinfo of ${info.storePath} has NarHash ${info.narHash.toString()}, but it is recorded for ${narHash.toString()}`)
-  }
-  return info
-}
-
-/**
- * Checks one locator as it comes out of (or goes into) an index: `{url, compression, fileSize?}`,
- * unknown keys ignored. Throws FormatError naming `where`.
- */
-export function parseLocator (value: unknown, where: string): Locator {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new FormatError(`${where}: a locator must be an object`)
-  const { url, compression, fileSize } = value as Record<string, unknown>
-  if (typeof url !== 'string' || url === '') throw new FormatError(`${where}: locator 'url' must be a non-empty string`)
-  if (typeof compression !== 'string' || compression === '') throw new FormatError(`${where}: locator 'compression' must be a non-empty string`)
-  if (fileSize === undefined || fileSize === null) return { url, compression }
-  if (typeof fileSize !== 'number' || !Number.isSafeInteger(fileSize) || fileSize < 0) {
-    throw new FormatError(`${where}: locator 'fileSize' must be a non-negative integer`)
-  }
-  return { url, compression, fileSize }
-}
-
-/** A list of locators (see parseLocator). */
-export function parseLocators (value: unknown, where: string): Locator[] {
-  if (!Array.isArray(value)) throw new FormatError(`${where}: 'locators' must be a list`)
-  return value.map((l, i) => parseLocator(l, `${where}, locator ${i + 1}`))
-}
-
-/** The name of a mapper in logs: its spec without credentials or query. */
-export function specName (spec: URL): string {
-  const u = new URL(spec.href)
-  u.username = ''
-  u.password = ''
-  u.search = ''
-  u.hash = ''
-  return u.href
-}
-
-/** The absolute local path of a `scheme:///abs/path` spec; `what` names the spec in errors. */
-export function localPath (spec: URL, what: string, optional: boolean): string | undefined {
-  if (spec.host !== '' || spec.username !== '' || spec.password !== '') {
-    throw new ConfigError(`${what}: a host ('${spec.host}') is not allowed; write ${spec.protocol}///absolute/path`)
-  }
-  if (spec.hash !== '') throw new ConfigError(`${what}: a fragment ('${spec.hash}') is not allowed`)
-  const path = decodeURIComponent(spec.pathname)
-  if (path === '') {
-    if (optional) return undefined
-    throw new ConfigError(`${what}: the path is missing; write ${spec.protocol}///absolute/path`)
-  }
-  if (!path.startsWith('/')) throw new ConfigError(`${what}: the path '${path}' is relative; write ${spec.protocol}///absolute/path`)
-  if (path.includes('\0')) throw new ConfigError(`${what}: the path contains a NUL byte`)
-  return path
-}
-
-/** Throws ConfigError for a query option outside `known`. */
-export function checkOptions (spec: URL, what: string, known: readonly string[]): void {
-  for (const key of new Set(spec.searchParams.keys())) {
-    if (!known.includes(key)) {
-      throw new ConfigError(`${what}: unknown option '${key}'${known.length === 0 ? ' (this mapper takes no options)' : ` (known: ${known.join(', ')})`}`)
-    }
   }
 }
 
