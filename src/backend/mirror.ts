@@ -15,9 +15,10 @@
  * Connections are pooled in one undici Agent; redirects are followed; connect, header and stall
  * timeouts bound every request, as for upstreams.
  */
-import { Agent, interceptors, request, type Dispatcher } from 'undici'
+import { request, type Dispatcher } from 'undici'
 import { ConfigError, UpstreamError } from '../errors.ts'
 import { redactUrl } from '../log.ts'
+import { createHttpDispatcher, describeHttpError, isTimeout } from '../util/http-client.ts'
 import type { AbortOptions, Backend, BackendPlugin, Components, Locator, NarSource } from '../types.ts'
 import { duration, integer } from '../util/values.ts'
 
@@ -83,11 +84,7 @@ export class MirrorBackend implements Backend {
     this.#now = options.now ?? Date.now
     this.#mirrors = init.mirrors.map(url => ({ url, consecutiveFailures: 0, downUntil: 0, requests: 0 }))
     this.name = `mirror+${init.mirrors.map(m => redactUrl(m)).join(',')}`
-    this.#dispatcher = new Agent({
-      connections: init.connections,
-      connect: { timeout: init.connectTimeout },
-      keepAliveTimeout: 30_000
-    }).compose(interceptors.redirect({ maxRedirections: 10 }))
+    this.#dispatcher = createHttpDispatcher(init)
   }
 
   health (): MirrorHealth[] {
@@ -125,7 +122,7 @@ export class MirrorBackend implements Backend {
         // The caller gave up: that says nothing about the mirror.
         if (signal?.aborted === true) throw signal.reason
         timeout ||= isTimeout(err)
-        errors.push(this.#failed(mirror, describe(err)))
+        errors.push(this.#failed(mirror, describeHttpError(err)))
         continue
       }
       if (res.statusCode === 200) {
@@ -202,21 +199,11 @@ export class MirrorBackend implements Backend {
     } catch (err) {
       if (signal?.aborted === true) throw signal.reason
       if ((err as Error).name === 'AbortError') throw err
-      throw new UpstreamError(this.name, `reading ${path} from ${this.#failed(mirror, describe(err))}`, { cause: err, timeout: isTimeout(err) })
+      throw new UpstreamError(this.name, `reading ${path} from ${this.#failed(mirror, describeHttpError(err))}`, { cause: err, timeout: isTimeout(err) })
     }
   }
 }
 
-function isTimeout (err: unknown): boolean {
-  const code = (err as { code?: string } | undefined)?.code
-  return code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT'
-}
-
-function describe (err: unknown): string {
-  const e = err as { code?: string, message?: string, cause?: { code?: string } }
-  const code = e.code ?? e.cause?.code
-  return code !== undefined ? `${code} (${e.message ?? ''})` : String(e.message ?? err)
-}
 
 const OPTIONS = ['connect-timeout', 'timeout', 'stall-timeout', 'failures', 'backoff', 'connections'] as const
 

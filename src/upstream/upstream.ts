@@ -7,11 +7,12 @@
  * failure (timeout, refused, 5xx: thrown as `UpstreamError`) apart, because only the first may
  * become a 404 for Nix.
  */
-import { Agent, interceptors, request, type Dispatcher } from 'undici'
+import { request, type Dispatcher } from 'undici'
 import { FormatError, UpstreamError } from '../errors.ts'
 import { NarInfo } from '../nix/narinfo.ts'
 import { parsePublicKey, verifyNarInfo, type PublicKey } from '../nix/signature.ts'
 import { redactUrl } from '../log.ts'
+import { createHttpDispatcher, describeHttpError, isTimeout } from '../util/http-client.ts'
 import type { UpstreamConfig } from './spec.ts'
 
 export type NarInfoAnswer =
@@ -44,11 +45,7 @@ export class Upstream {
     this.priority = config.priority
     this.requireSigs = config.requireSigs
     this.#keys = new Map(config.trustedPublicKeys.map(k => { const key = parsePublicKey(k); return [key.name, key] }))
-    this.#dispatcher = new Agent({
-      connections: config.connections,
-      connect: { timeout: config.connectTimeout },
-      keepAliveTimeout: 30_000
-    }).compose(interceptors.redirect({ maxRedirections: 10 }))
+    this.#dispatcher = createHttpDispatcher(config)
   }
 
   /** Resolves a narinfo `URL` field against this upstream, as Nix 2.8 does (absolute URLs verbatim). */
@@ -138,7 +135,7 @@ export class Upstream {
       })
     } catch (err) {
       if (signal?.aborted === true) throw signal.reason
-      throw new UpstreamError(this.name, `GET ${redactUrl(url)} failed: ${describe(err)}`, { cause: err, timeout: isTimeout(err) })
+      throw new UpstreamError(this.name, `GET ${redactUrl(url)} failed: ${describeHttpError(err)}`, { cause: err, timeout: isTimeout(err) })
     }
   }
 
@@ -148,7 +145,7 @@ export class Upstream {
       yield * body
     } catch (err) {
       if ((err as Error).name === 'AbortError') throw err
-      throw new UpstreamError(this.name, `reading ${what} failed: ${describe(err)}`, { cause: err, timeout: isTimeout(err) })
+      throw new UpstreamError(this.name, `reading ${what} failed: ${describeHttpError(err)}`, { cause: err, timeout: isTimeout(err) })
     }
   }
 }
@@ -164,13 +161,3 @@ async function readLimited (body: AsyncIterable<Uint8Array>, limit: number): Pro
   return Buffer.concat(parts).toString('utf8')
 }
 
-function isTimeout (err: unknown): boolean {
-  const code = (err as { code?: string } | undefined)?.code
-  return code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT'
-}
-
-function describe (err: unknown): string {
-  const e = err as { code?: string, message?: string, cause?: { code?: string } }
-  const code = e.code ?? e.cause?.code
-  return code !== undefined ? `${code} (${e.message ?? ''})` : String(e.message ?? err)
-}
