@@ -6,7 +6,6 @@
  */
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -113,18 +112,7 @@ export function installCleanupHandlers (): void {
   }
 }
 
-/** A port that was free a moment ago on 127.0.0.1. */
-export async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address()
-      const port = typeof address === 'object' && address !== null ? address.port : 0
-      server.close(() => resolve(port))
-    })
-  })
-}
+export { freePort } from '../../test/helpers/net.ts'
 
 /** Polls `url` until it answers with any HTTP status; throws if `proc` dies or `timeoutMs` passes. */
 export async function waitForHttp (url: string, proc: Tracked, timeoutMs = 20_000): Promise<void> {

@@ -6,7 +6,6 @@
 import { after, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -16,6 +15,7 @@ import { NixHash } from '../../src/nix/hash.ts'
 import { plugin, type S3Init } from '../../src/backend/s3.ts'
 import type { Backend } from '../../src/types.ts'
 import { backendCompliance } from '../compliance/backend.ts'
+import { freePort } from '../helpers/net.ts'
 
 const BUCKET = 'narswarm-test'
 // s3rver checks signatures against its one built-in key pair.
@@ -152,11 +152,3 @@ describe('s3 backend: failures are not absence', { skip }, () => {
 })
 
 async function * once (bytes: Uint8Array): AsyncGenerator<Uint8Array> { yield bytes }
-
-async function freePort (): Promise<number> {
-  const s = createServer()
-  await new Promise<void>(resolve => s.listen(0, '127.0.0.1', resolve))
-  const { port } = s.address() as { port: number }
-  await new Promise<void>(resolve => s.close(() => resolve()))
-  return port
-}

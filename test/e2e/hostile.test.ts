@@ -6,7 +6,6 @@
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { makeNixEnv, nixSkip, type NixEnv } from '../helpers/nix.ts'
 import { buildClosure, copyTo, hashPartOf, readNarInfo, type Closure } from '../helpers/closure.ts'
@@ -14,6 +13,7 @@ import { startCacheServer, type CacheServer, type Fault } from '../helpers/cache
 import { startNarswarm, type LogLine, type NarswarmProcess } from '../helpers/narswarm.ts'
 import { NarInfo } from '../../src/nix/narinfo.ts'
 import { generateSecretKey, narInfoFingerprint, sign } from '../../src/nix/signature.ts'
+import { freePort } from '../helpers/net.ts'
 
 describe('hostile and broken upstreams', { skip: nixSkip() }, () => {
   let nix: NixEnv
@@ -175,12 +175,4 @@ function fieldsOf (n: NarInfo) {
     storePath: n.storePath, url: n.url, compression: n.compression, narHash: n.narHash, narSize: n.narSize,
     references: n.references, deriver: n.deriver, ca: n.ca
   }
-}
-
-async function freePort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as { port: number }).port
-  await new Promise(resolve => server.close(resolve))
-  return port
 }

@@ -7,7 +7,6 @@
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { cp, readFile, readdir, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { makeNixEnv, nixSkip, type NixEnv } from '../helpers/nix.ts'
 import { buildClosure, copyTo, type Closure } from '../helpers/closure.ts'
@@ -16,6 +15,7 @@ import { startNarswarm } from '../helpers/narswarm.ts'
 import { NarInfo } from '../../src/nix/narinfo.ts'
 import { openMapper } from '../../src/registry.ts'
 import { silentLogger } from '../../src/log.ts'
+import { freePort } from '../helpers/net.ts'
 
 describe('substitution through mappers and backends, upstream down', { skip: nixSkip() }, () => {
   let nix: NixEnv
@@ -106,11 +106,3 @@ describe('substitution through mappers and backends, upstream down', { skip: nix
     assert.ok(narswarm.logs.filter(l => l.msg === 'NAR served').every(l => l.source !== failed[0]!.source), 'nothing was served from it')
   })
 })
-
-async function freePort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as { port: number }).port
-  await new Promise(resolve => server.close(resolve))
-  return port
-}
