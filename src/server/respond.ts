@@ -9,7 +9,7 @@
 import type { ServerResponse } from 'node:http'
 import { STATUS_CODES } from 'node:http'
 import {
-  ConfigError, FormatError, IntegrityError, RangeNotSatisfiableError, SignatureError, UpstreamError
+  FormatError, IntegrityError, RangeNotSatisfiableError, SignatureError, UpstreamError
 } from '../errors.ts'
 
 export function statusFor (err: unknown): number {
@@ -17,7 +17,7 @@ export function statusFor (err: unknown): number {
   // Bytes from a source that fail to parse or verify are that source's fault, not the client's.
   if (err instanceof IntegrityError || err instanceof FormatError || err instanceof SignatureError) return 502
   if (err instanceof RangeNotSatisfiableError) return 416
-  if (err instanceof ConfigError) return 500
+  // Everything else (ConfigError included) is our own fault.
   return 500
 }
 

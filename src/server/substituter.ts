@@ -15,7 +15,7 @@
  * or a stream that fails before its end; a source whose bytes fail is never used for that NAR
  * again and loses every later race.
  */
-import { IntegrityError, UpstreamError } from '../errors.ts'
+import { FormatError, IntegrityError, UpstreamError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { NarInfo } from '../nix/narinfo.ts'
 import { decompress } from '../nix/compression.ts'
@@ -169,15 +169,15 @@ export class Substituter {
   findNar (narHash: string): NarHandle | undefined {
     const rows = this.#cache.findByNarHash(narHash)
     if (rows.length === 0) return undefined
-    return { narInfo: NarInfo.parse(rows[0]!.text), open: signal => this.#openNar(narHash, rows, signal) }
+    const narInfo = NarInfo.parse(rows[0]!.text)
+    return { narInfo, open: signal => this.#openNar(narHash, narInfo, rows, signal) }
   }
 
   /**
    * Opens the NAR from the best source: undefined when every source says it is gone; throws
    * UpstreamError when sources failed or all are known bad.
    */
-  async #openNar (narHash: string, rows: Array<{ text: string, upstream: string }>, signal?: AbortSignal): Promise<OpenedNar | undefined> {
-    const expected = NarInfo.parse(rows[0]!.text)
+  async #openNar (narHash: string, expected: NarInfo, rows: Array<{ text: string, upstream: string }>, signal?: AbortSignal): Promise<OpenedNar | undefined> {
     const all = [...this.#scores.rank(await this.#indexCandidates(expected, signal), c => c.name), ...this.#upstreamCandidates(rows, expected)]
     const candidates = all.filter(c => !this.#health.isBadFor(c.name, narHash))
     if (candidates.length === 0) {
@@ -237,9 +237,9 @@ export class Substituter {
   #upstreamCandidates (rows: Array<{ text: string, upstream: string }>, expected: NarInfo): RaceCandidate[] {
     const rank = (u: Upstream): number => (this.#health.onProbation(u.name) ? 1 : 0)
     const byPreference = (a: Upstream, b: Upstream): number => rank(a) - rank(b) || a.priority - b.priority
-    const known = rows.flatMap(r => {
+    const known = rows.flatMap((r, i) => {
       const upstream = this.#byName.get(r.upstream)
-      return upstream === undefined ? [] : [{ upstream, narInfo: NarInfo.parse(r.text) }]
+      return upstream === undefined ? [] : [{ upstream, narInfo: i === 0 ? expected : NarInfo.parse(r.text) }]
     }).sort((a, b) => byPreference(a.upstream, b.upstream))
     const asked = new Set(known.map(k => k.upstream))
     const others = [...this.#upstreams].sort(byPreference).filter(u => !asked.has(u))
@@ -261,7 +261,7 @@ export class Substituter {
     try {
       yield * body
     } catch (err) {
-      if (err instanceof IntegrityError || (err as Error).name === 'FormatError') {
+      if (err instanceof IntegrityError || err instanceof FormatError) {
         this.#health.markBad(source, narInfo.narHash.toNix32())
         this.#scores.integrityFailure(source)
         this.#log.error({ storePath: narInfo.storePath, narHash: narInfo.narHash.toString(), source, err: (err as Error).message },
