@@ -55,8 +55,8 @@ export function mapperCompliance (label: string, harness: MapperHarness): void {
       assert.deepEqual([...both].sort((a, b) => a.url.localeCompare(b.url)), [locator(1), locator(2)])
     })
 
-    it('a narinfo recorded with a locator is found by hash part and keys the NAR by its FileHash too', { skip: readOnly }, async () => {
-      if (mapper.narInfo === undefined) return
+    it('a narinfo recorded with a locator is found by hash part and keys the NAR by its FileHash too', { skip: readOnly }, async (t) => {
+      if (mapper.narInfo === undefined) { t.skip('this mapper keeps no narinfos'); return }
       const narHash = randomHash()
       const fileHash = randomHash()
       const hashPart = '0'.repeat(31) + '1'
