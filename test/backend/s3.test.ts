@@ -16,33 +16,15 @@ import { plugin, type S3Init } from '../../src/backend/s3.ts'
 import type { Backend } from '../../src/types.ts'
 import { backendCompliance } from '../compliance/backend.ts'
 import { freePort } from '../helpers/net.ts'
+import { startS3Server } from '../helpers/s3-server.ts'
 
 const BUCKET = 'narswarm-test'
-// s3rver checks signatures against its one built-in key pair.
-process.env.AWS_ACCESS_KEY_ID = 'S3RVER'
-process.env.AWS_SECRET_ACCESS_KEY = 'S3RVER'
-
-interface S3rverInstance { run: () => Promise<{ address: string, port: number }>, close: () => Promise<void> }
-type S3rverClass = new (options: Record<string, unknown>) => S3rverInstance
-
-const dir = await mkdtemp(join(tmpdir(), 'narswarm-s3-'))
-let server: S3rverInstance | undefined
-let endpoint = ''
-let skip: string | false = false
-try {
-  // Through a variable: the package ships no types, and a missing package only skips these tests.
-  const name = 's3rver'
-  const S3rver = (await import(name) as { default: S3rverClass }).default
-  server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: dir, configureBuckets: [{ name: BUCKET }] })
-  const { port } = await server.run()
-  endpoint = `http://127.0.0.1:${port}`
-} catch (err) {
-  skip = `no local S3 server: ${(err as Error).message}`
-  console.log(`# skipping S3 tests: ${skip}`)
-}
+const s3 = await startS3Server(BUCKET)
+const { endpoint, skip } = s3
+const dir = await mkdtemp(join(tmpdir(), 'narswarm-s3-state-'))
 
 after(async () => {
-  await server?.close()
+  await s3.close()
   await rm(dir, { recursive: true, force: true })
 })
 

@@ -1,8 +1,10 @@
 /**
- * The routing layer with the real Nix client and the upstream down: a closure's narinfos and NARs
- * are reachable only through an index (mapper) and a NAR source (backend). Once through `folder:` +
- * `file://`, once through `sqlite:` + `mirror+http://` with one dead mirror, and once with a hostile
- * source that serves altered bytes first: the closure still arrives intact from the other source.
+ * The routing layer with the real Nix client. With the upstream down, a closure's narinfos and NARs
+ * are reachable only through an index (mapper) and a NAR source (backend): through `folder:` +
+ * `file://`, through `sqlite:` + `mirror+http://` with one dead mirror, through `sqlite:` + `s3://`
+ * (a real S3-protocol server, NARs published by narswarm), and with a hostile source that serves
+ * altered bytes first: the closure still arrives intact from the other source. With the upstream up
+ * and the indexed source slow to its first byte, the hedge starts the upstream and it wins.
  */
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -16,8 +18,12 @@ import { NarInfo } from '../../src/nix/narinfo.ts'
 import { openMapper } from '../../src/registry.ts'
 import { silentLogger } from '../../src/log.ts'
 import { freePort } from '../helpers/net.ts'
+import { startS3Server } from '../helpers/s3-server.ts'
+import { openBackend } from '../../src/registry.ts'
+import { decompress } from '../../src/nix/compression.ts'
+import { createReadStream } from 'node:fs'
 
-describe('substitution through mappers and backends, upstream down', { skip: nixSkip() }, () => {
+describe('substitution through mappers and backends', { skip: nixSkip() }, () => {
   let nix: NixEnv
   let closure: Closure
   let cache: string
@@ -51,8 +57,8 @@ describe('substitution through mappers and backends, upstream down', { skip: nix
     }
   }
 
-  async function substitute (args: string[]) {
-    const narswarm = await startNarswarm(['--upstream', deadUpstream, '--trusted-public-keys', closure.publicKey, '--hedge-delay', '100ms', ...args])
+  async function substitute (args: string[], upstream = deadUpstream) {
+    const narswarm = await startNarswarm(['--upstream', upstream, '--trusted-public-keys', closure.publicKey, '--hedge-delay', '100ms', ...args])
     const store = `local?root=${join(nix.dir, `store-${run++}`)}`
     try {
       await nix.run('nix-store', ['--store', store, '--realise', closure.top,
@@ -104,5 +110,55 @@ describe('substitution through mappers and backends, upstream down', { skip: nix
     const failed = narswarm.logs.filter(l => l.msg.startsWith('NAR failed verification'))
     assert.ok(failed.length > 0, 'the hostile source was tried and caught')
     assert.ok(narswarm.logs.filter(l => l.msg === 'NAR served').every(l => l.source !== failed[0]!.source), 'nothing was served from it')
+  })
+
+  test('sqlite: index + s3:// backend, NARs published into the bucket by narswarm', async (t) => {
+    const s3 = await startS3Server('narswarm-e2e')
+    if (s3.skip !== false) { t.skip(s3.skip); return }
+    try {
+      const spec = `s3://narswarm-e2e/cache?endpoint=${s3.endpoint}`
+      const backend = await openBackend(spec, { log: silentLogger(), stateDir: nix.dir })
+      const db = join(nix.dir, 's3.sqlite')
+      const mapper = await openMapper(`sqlite://${db}`, { log: silentLogger(), stateDir: nix.dir })
+      try {
+        for (const n of narinfos) {
+          const body = decompress(n.compression, createReadStream(join(cache, n.url)))
+          const locator = await backend.publish!({ narHash: n.narHash, narSize: n.narSize, body })
+          assert.ok(locator.url.startsWith('s3://narswarm-e2e/cache/nar/'))
+          await mapper.record!(n.narHash, locator, { narInfo: n.toString() })
+        }
+      } finally {
+        await mapper.close?.()
+        await backend.close?.()
+      }
+      const narswarm = await substitute(['--mapper', `sqlite://${db}`, '--backend', spec])
+      assert.ok(narswarm.logs.filter(l => l.msg === 'NAR served').every(l => String(l.source).startsWith('s3')))
+    } finally {
+      await s3.close()
+    }
+  })
+
+  test('the upstream is up and the indexed mirror slow to its first byte: the hedge takes the upstream', async () => {
+    // The mirrors are ranked first (index locators come before the upstream) but answer every NAR
+    // after 20 s; with a 100 ms hedge delay the upstream starts too and wins.
+    const slow = await startCacheServer(cache)
+    const slow2 = await startCacheServer(cache)
+    for (const s of [slow, slow2]) s.faults.push({ match: p => p.startsWith('/nar/'), fault: { kind: 'delay', ms: 20_000 } })
+    const upstream = await startCacheServer(cache)
+    try {
+      const db = join(nix.dir, 'hedge.sqlite')
+      await index(`sqlite://${db}`, n => `${slow.url}/${n.url}`)
+      const narswarm = await substitute(['--mapper', `sqlite://${db}`, '--backend', `mirror+${slow.url}/,${slow2.url}/`],
+        `${upstream.url}?trusted-public-keys=${closure.publicKey}`)
+      assert.ok([...slow.requests, ...slow2.requests].some(r => r.startsWith('GET /nar/')), 'a slow mirror was asked first')
+      const served = narswarm.logs.filter(l => l.msg === 'NAR served')
+      assert.ok(served.length >= closure.paths.length)
+      assert.ok(served.every(l => !String(l.source).startsWith('mirror')), `every NAR came from the upstream: ${served.map(l => String(l.source)).join(', ')}`)
+      assert.ok(upstream.requests.filter(r => r.startsWith('GET /nar/')).length >= closure.paths.length)
+    } finally {
+      await slow.close()
+      await slow2.close()
+      await upstream.close()
+    }
   })
 })
