@@ -17,12 +17,12 @@ export interface NarswarmServer {
   stop: () => Promise<void>
 }
 
-export async function startNarswarm (upstream: string, stateDir: string, opts: { cpuProfDir?: string } = {}): Promise<NarswarmServer> {
+export async function startNarswarm (upstream: string, stateDir: string, opts: { cpuProfDir?: string, args?: string[] } = {}): Promise<NarswarmServer> {
   const port = await freePort()
   const nodeArgs = ['--disable-warning=ExperimentalWarning']
   if (opts.cpuProfDir !== undefined) nodeArgs.push('--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir)
   const [cmd, args] = pinned(SERVER_CPU, process.execPath, [...nodeArgs, MAIN, 'serve',
-    '--listen', `127.0.0.1:${port}`, '--state-dir', stateDir, '--log-level', 'warn', '--upstream', upstream])
+    '--listen', `127.0.0.1:${port}`, '--state-dir', stateDir, '--log-level', 'warn', '--upstream', upstream, ...(opts.args ?? [])])
   const proc = spawnTracked('narswarm', cmd, args)
   const url = `http://127.0.0.1:${port}`
   await waitForHttp(`${url}/nix-cache-info`, proc)

@@ -63,7 +63,7 @@ export class FileBackend implements Backend {
       if (isAbsent(err)) return undefined
       throw err
     }
-    return { body: readFile(path, options.signal), compression: locator.compression, fileSize: size }
+    return { body: readFile(path, size, options.signal), compression: locator.compression, fileSize: size }
   }
 
   async publish (nar: NarUpload, options: AbortOptions = {}): Promise<Locator> {
@@ -115,9 +115,12 @@ export class FileBackend implements Backend {
   }
 }
 
-async function * readFile (path: string, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
-  // Opened only when read, so a source that is never read holds no file descriptor.
-  const stream = createReadStream(path, signal === undefined ? { highWaterMark: READ_CHUNK } : { highWaterMark: READ_CHUNK, signal })
+async function * readFile (path: string, size: number, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+  // Opened only when read, so a source that is never read holds no file descriptor. The read
+  // buffer fits the file: a 1 MiB buffer for every small NAR made garbage collection a fifth of
+  // the work of serving them.
+  const highWaterMark = Math.min(READ_CHUNK, Math.max(size + 1, 16 * 1024))
+  const stream = createReadStream(path, signal === undefined ? { highWaterMark } : { highWaterMark, signal })
   try {
     for await (const chunk of stream) yield chunk as Uint8Array
   } catch (err) {
