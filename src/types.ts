@@ -48,8 +48,20 @@ export interface Mapper {
    * one entry. Safe to call concurrently.
    */
   record?: (narHash: NixHash, locator: Locator, options?: AbortOptions & { narInfo?: string }) => Promise<void>
+  /**
+   * Every entry of the index, each NarHash once, for `narswarm index export`; only indexes that
+   * can be listed have it.
+   */
+  entries?: (options?: AbortOptions) => AsyncIterable<IndexEntry>
   /** Releases resources. Idempotent. */
   close?: () => Promise<void>
+}
+
+/** One NAR as an index knows it: where it is, and the narinfos (store paths) that name it. */
+export interface IndexEntry {
+  narHash: NixHash
+  locators: Locator[]
+  narInfos: string[]
 }
 
 /** The bytes a backend delivers. */

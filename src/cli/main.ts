@@ -9,6 +9,9 @@ import { ConfigError } from '../errors.ts'
 import { createLogger } from '../log.ts'
 import { envName, loadConfig, SETTINGS } from './config.ts'
 import { startSubstituter } from './serve.ts'
+import { publishCommand } from './publish.ts'
+import { keysCommand } from './keys.ts'
+import { indexCommand } from './index-command.ts'
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
@@ -16,6 +19,13 @@ const USAGE = `narswarm ${VERSION} — a peer-to-peer binary cache for Nix and L
 
 Usage:
   narswarm serve [options]     run the substituter (default 127.0.0.1:37515)
+  narswarm publish [options] [PATHS…]
+                               put store paths into the backends and the index
+                               ('narswarm publish --help')
+  narswarm keys generate|public
+                               Nix signing keys ('narswarm keys help')
+  narswarm index export|import DIR
+                               the index as static files ('narswarm index help')
   narswarm help                show this text
   narswarm version             print the version
 
@@ -35,6 +45,9 @@ async function main (argv: string[]): Promise<number> {
   const [command = 'serve', ...rest] = argv
   if (command === 'help' || command === '--help' || command === '-h') { process.stdout.write(USAGE); return 0 }
   if (command === 'version' || command === '--version') { process.stdout.write(`${VERSION}\n`); return 0 }
+  if (command === 'publish') return await publishCommand(rest)
+  if (command === 'keys') return await keysCommand(rest)
+  if (command === 'index') return await indexCommand(rest)
   if (command !== 'serve') {
     process.stderr.write(`narswarm: unknown command '${command}'\n\n${USAGE}`)
     return 2

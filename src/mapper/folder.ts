@@ -20,7 +20,7 @@ import { ConfigError, FormatError } from '../errors.ts'
 import { NixHash } from '../nix/hash.ts'
 import { isNix32 } from '../nix/nix32.ts'
 import { HASH_PART_LENGTH } from '../nix/store-path.ts'
-import type { AbortOptions, Locator, Mapper, MapperPlugin } from '../types.ts'
+import type { AbortOptions, IndexEntry, Locator, Mapper, MapperPlugin } from '../types.ts'
 import { checkOptions, localPath, parseLocators, parseLocator, parseRecordedNarInfo, specName } from './common.ts'
 
 export interface FolderMapperInit {
@@ -166,6 +166,21 @@ export class FolderMapper implements Mapper {
     this.#queues.set(queueKey, tail)
     void tail.then(() => { if (this.#queues.get(queueKey) === tail) this.#queues.delete(queueKey) })
     await mine
+  }
+
+  async * entries (options?: AbortOptions): AsyncIterable<IndexEntry> {
+    for (const c of '0123456789abcdef') {
+      let names: string[]
+      try { names = (await fs.readdir(join(this.dir, c))).filter(n => /^[0-9a-f]{64}\.yaml$/.test(n)).sort() } catch { continue }
+      for (const name of names) {
+        options?.signal?.throwIfAborted()
+        const key = NixHash.parseDigest('sha256', name.slice(0, 64))
+        const entry = await this.#read(key)
+        // The copy kept under a FileHash is the same entry: listed once, under its NarHash.
+        if (entry === undefined || !entry.narHash.equals(key)) continue
+        yield { narHash: entry.narHash, locators: entry.locators, narInfos: entry.narInfo === undefined ? [] : [entry.narInfo] }
+      }
+    }
   }
 
   async close (): Promise<void> {

@@ -12,9 +12,9 @@
 import type { DatabaseSync, StatementSync } from 'node:sqlite'
 import { join } from 'node:path'
 import { ConfigError } from '../errors.ts'
-import type { NixHash } from '../nix/hash.ts'
+import { NixHash } from '../nix/hash.ts'
 import { openDatabase } from '../state/db.ts'
-import type { AbortOptions, Locator, Mapper, MapperPlugin } from '../types.ts'
+import type { AbortOptions, IndexEntry, Locator, Mapper, MapperPlugin } from '../types.ts'
 import { checkOptions, localPath, parseLocator, parseRecordedNarInfo, specName } from './common.ts'
 
 export interface SqliteMapperInit {
@@ -109,6 +109,18 @@ export class SqliteMapper implements Mapper {
     } catch (err) {
       this.#db.exec('ROLLBACK')
       throw err
+    }
+  }
+
+  async * entries (options?: AbortOptions): AsyncIterable<IndexEntry> {
+    this.#open()
+    // Collected first: a statement iterating while records are written would see them change.
+    const hashes = (this.#db.prepare('SELECT nar_hash FROM mapper_locator UNION SELECT nar_hash FROM mapper_narinfo ORDER BY 1').all() as Array<{ nar_hash: string }>).map(r => r.nar_hash)
+    const narInfos = this.#db.prepare('SELECT text FROM mapper_narinfo WHERE nar_hash = ? ORDER BY hash_part')
+    for (const text of hashes) {
+      options?.signal?.throwIfAborted()
+      const narHash = NixHash.parse(text)
+      yield { narHash, locators: await this.lookup(narHash), narInfos: (narInfos.all(text) as Array<{ text: string }>).map(r => r.text) }
     }
   }
 
