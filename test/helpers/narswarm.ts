@@ -79,3 +79,18 @@ export async function startNarswarm (args: string[], opts: { env?: NodeJS.Proces
     }
   }
 }
+
+/** Runs a one-shot `narswarm` command (publish, keys, index…) to completion. */
+export async function runNarswarm (args: string[], opts: { env?: NodeJS.ProcessEnv, input?: string } = {}): Promise<{ code: number | null, stdout: string, stderr: string }> {
+  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', MAIN, ...args], {
+    env: { ...process.env, ...opts.env },
+    stdio: ['pipe', 'pipe', 'pipe']
+  })
+  let stdout = ''
+  let stderr = ''
+  child.stdout!.setEncoding('utf8').on('data', (s: string) => { stdout += s })
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => { stderr += s })
+  child.stdin!.end(opts.input ?? '')
+  const code = await new Promise<number | null>(resolve => child.once('close', c => resolve(c)))
+  return { code, stdout, stderr }
+}
