@@ -67,6 +67,15 @@ export class EmbeddedIpfsBackend implements Backend {
     return source
   }
 
+  /**
+   * A block from this node's own store, never from the network; undefined when it is not here.
+   * For serving blocks to others (a gateway in front of this node).
+   */
+  async localBlock (cid: CID, options: AbortOptions = {}): Promise<Uint8Array | undefined> {
+    if (!await this.#helia.blockstore.has(cid, options)) return undefined
+    return await collect(this.#helia.blockstore.get(cid, { ...options, offline: true }))
+  }
+
   async publish (nar: NarUpload, options: AbortOptions = {}): Promise<Locator> {
     const cid = await importNar(nar, this.#helia.blockstore, options)
     this.#announcer?.add(cid)
@@ -95,5 +104,3 @@ async function collect (chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>
   for await (const c of chunks) parts.push(c)
   return parts.length === 1 ? parts[0]! : Buffer.concat(parts)
 }
-
-export type { CID }

@@ -6,13 +6,22 @@
  * locator reaches).
  */
 import { importByteStream, type WritableStorage } from 'ipfs-unixfs-importer'
-import type { CID } from 'multiformats/cid'
+import { CID } from 'multiformats/cid'
+import { sha256 } from 'multiformats/hashes/sha2'
 import type { AbortOptions, NarUpload } from '../../types.ts'
 import { verifyNar } from '../../util/verify.ts'
 import { importOptions } from './import-params.ts'
+import { RAW } from './locator.ts'
 
 export async function importNar (nar: NarUpload, blocks: WritableStorage, options: AbortOptions = {}): Promise<CID> {
   const body = verifyNar(abortable(nar.body, options.signal), nar, `publishing ${nar.narHash.toString()}`)
+  if (nar.narSize === 0) {
+    // The importer refuses an empty file; its CID is the empty raw block (as kubo's with raw leaves).
+    for await (const _ of body) {}
+    const cid = CID.createV1(RAW, await sha256.digest(new Uint8Array(0)))
+    await blocks.put(cid, new Uint8Array(0))
+    return cid
+  }
   const result = await importByteStream(body, blocks, importOptions())
   return result.cid
 }

@@ -73,7 +73,10 @@ const KEYS = {
 export function parseIpfs (spec: URL): IpfsInit {
   const scheme = spec.protocol.slice(0, -1)
   if (scheme === 'ipfs') return parseEmbedded(spec)
-  if (scheme === 'ipfs+http' || scheme === 'ipfs+https') return { kind: 'kubo', api: base(spec, scheme.slice(5), 'ipfs+http').replace(/\/$/, ''), pin: true, ...fetchOptions(spec, 'kubo') }
+  if (scheme === 'ipfs+http' || scheme === 'ipfs+https') {
+    const pin = boolean(options(spec, 'kubo')('pin'), true, 'ipfs backend: pin')
+    return { kind: 'kubo', api: base(spec, scheme.slice(5), 'ipfs+http').replace(/\/$/, ''), pin, ...fetchOptions(spec, 'kubo') }
+  }
   if (scheme === 'ipfs+gateway+http' || scheme === 'ipfs+gateway+https') return { kind: 'gateway', base: base(spec, scheme.slice(13), 'ipfs+gateway'), ...fetchOptions(spec, 'gateway') }
   throw new ConfigError(`ipfs backend: unknown scheme '${scheme}:' (expected ipfs:, ipfs+http://host:port or ipfs+gateway+https://host/)`)
 }
