@@ -10,7 +10,7 @@
  * At start-up the daemon must answer `id`: a wrong address is one clear configuration error, not a
  * failure on every later request.
  */
-import { create, type KuboRPCClient } from 'kubo-rpc-client'
+import { create, type BlockPutOptions, type KuboRPCClient } from 'kubo-rpc-client'
 import type { CID } from 'multiformats/cid'
 import { ConfigError, IntegrityError, UpstreamError } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
@@ -42,9 +42,11 @@ export class KuboBackend implements Backend {
     const signal = options.signal
     const put = async (cid: CID, block: Uint8Array | Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<CID> => {
       const bytes = block instanceof Uint8Array ? block : await collect(block)
-      const got = await this.#call('block/put', async () => await this.#client.block.put(bytes, {
-        format: cid.code === DAG_PB ? 'dag-pb' : 'raw', mhtype: 'sha2-256', version: 1, allowBigBlock: true, ...(signal === undefined ? {} : { signal })
-      }))
+      // kubo's own option names (cid-codec), not the client's legacy `format`; our blocks are at most
+      // 1 MiB, kubo's limit, so no allow-big-block.
+      // The client copies unknown options into the query string as they are.
+      const params = { 'cid-codec': cid.code === DAG_PB ? 'dag-pb' : 'raw', mhtype: 'sha2-256' } as BlockPutOptions
+      const got = await this.#call('block/put', async () => await this.#client.block.put(bytes, signal === undefined ? params : { ...params, signal }))
       if (got.code !== cid.code || !Buffer.from(got.multihash.bytes).equals(Buffer.from(cid.multihash.bytes))) {
         throw new IntegrityError(`${this.name}: kubo stored block ${cid.toString()} as ${got.toString()}`)
       }
