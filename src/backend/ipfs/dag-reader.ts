@@ -71,8 +71,11 @@ export async function * readFile (root: FileRoot, getBlock: GetBlock, options: {
   const plan = leaves(root, getBlock, signal)
   const window: Array<Promise<Uint8Array>> = []
   let planDone = false
+  // Slow start: the first leaf is asked for alone, so that a peer sends it at once instead of
+  // batching it with the next ones (time to first byte); the window then doubles per leaf.
+  let limit = 1
   const fill = async (): Promise<void> => {
-    while (!planDone && window.length < options.readAhead) {
+    while (!planDone && window.length < limit) {
       const next = await plan.next()
       if (next.done === true) { planDone = true; break }
       const piece = next.value
@@ -87,6 +90,7 @@ export async function * readFile (root: FileRoot, getBlock: GetBlock, options: {
       const head = window.shift()
       if (head === undefined) return
       const bytes = await head
+      limit = Math.min(limit * 2, options.readAhead)
       // Blocks already in the window must not outlive a caller's abort.
       options.signal?.throwIfAborted()
       if (bytes.length > 0) yield bytes
