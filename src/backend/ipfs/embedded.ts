@@ -20,6 +20,9 @@ import { openFile } from './open-file.ts'
 import { importNar } from './publish.ts'
 import { repoPath, type EmbeddedInit } from './spec.ts'
 
+/** Longer than bitswap's 5 s window in which a peer does not resend a block it has just sent. */
+const REWANT_MS = 6_000
+
 export class EmbeddedIpfsBackend implements Backend {
   readonly name = 'ipfs:'
   readonly schemes = ['ipfs'] as const
@@ -52,7 +55,7 @@ export class EmbeddedIpfsBackend implements Backend {
     let local = 0
     const source = await openFile(this.name, locator, async (cid, o) => {
       const had = await this.#helia.blockstore.has(cid, o)
-      const block = await collect(this.#helia.blockstore.get(cid, o))
+      const block = had ? await collect(this.#helia.blockstore.get(cid, o)) : await this.#want(cid, o.signal)
       if (had) local += block.length
       else { network += block.length; this.networkBytes += block.length }
       return block
@@ -65,6 +68,24 @@ export class EmbeddedIpfsBackend implements Backend {
       log.debug({ locator: locator.url, bytes: source.fileSize, networkBytes: network, localBytes: local }, 'ipfs file read')
     })()
     return source
+  }
+
+  /**
+   * A block from the network. A want that goes unanswered for REWANT_MS is withdrawn and made
+   * again: a peer may drop a message it could not queue (Helia does when its send queue for a peer
+   * is full), and a fresh want makes it send the block again. `signal` carries the caller's
+   * deadline (stall-timeout), which ends the retries.
+   */
+  async #want (cid: CID, signal: AbortSignal): Promise<Uint8Array> {
+    for (;;) {
+      const attempt = AbortSignal.timeout(REWANT_MS)
+      try {
+        return await collect(this.#helia.blockstore.get(cid, { signal: AbortSignal.any([signal, attempt]) }))
+      } catch (err) {
+        if (signal.aborted || !attempt.aborted) throw err
+        this.#log.debug({ cid: cid.toString() }, 'ipfs block not delivered yet; asking again')
+      }
+    }
   }
 
   /**

@@ -70,7 +70,10 @@ export async function startNode (init: EmbeddedInit, dir: string, log: Logger): 
     // Helia waits 10 ms to batch wants and blocks into one message; on a LAN that is most of the
     // time to first byte. 1 ms still batches what is asked in the same turn.
     sendWantlistDebounce: 1,
-    sendBlocksDebounce: 1
+    sendBlocksDebounce: 1,
+    // Helia drops (silently, for the peer) a message to send once 10 are queued for that peer;
+    // with short debounces a fast reader can exceed that, so allow more (each message ≤ 2 MiB).
+    sendBlocksMaxQueueLength: 32
   }) as Helia
   try {
     await helia.start()
