@@ -67,10 +67,10 @@ export async function startNode (init: EmbeddedInit, dir: string, log: Logger): 
     peerDiscovery: [],
     services
   }), {
-    // Helia waits 10 ms to batch wants and blocks into one message; on a LAN that is most of the
-    // time to first byte. 1 ms still batches what is asked in the same turn.
+    // Helia waits 10 ms to batch wants into one message; on a LAN that is much of the time to
+    // first byte. 1 ms still batches what is asked in the same turn. Blocks keep the 10 ms
+    // batching: fewer, larger messages keep the peer's send queue short.
     sendWantlistDebounce: 1,
-    sendBlocksDebounce: 1,
     // Helia drops (silently, for the peer) a message to send once 10 are queued for that peer;
     // with short debounces a fast reader can exceed that, so allow more (each message ≤ 2 MiB).
     sendBlocksMaxQueueLength: 32
