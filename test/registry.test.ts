@@ -17,14 +17,14 @@ test('valid specs of every scheme are accepted', async () => {
   for (const spec of mappers) await checkSpec(spec, 'mapper')
   for (const spec of backends) await checkSpec(spec, 'backend')
   assert.deepEqual([...MAPPER_SCHEMES].sort(), ['exec', 'folder', 'http', 'sqlite'])
-  assert.deepEqual([...BACKEND_SCHEMES].sort(), ['exec', 'file', 'mirror', 's3'])
+  assert.deepEqual([...BACKEND_SCHEMES].sort(), ['exec', 'file', 'ipfs', 'mirror', 's3'])
 })
 
 test('invalid specs are ConfigErrors that say what is wrong', async () => {
   const cases: Array<[string, 'mapper' | 'backend', RegExp]> = [
     ['not a spec', 'mapper', /is not a URL-style spec/],
     ['redis://x', 'mapper', /unknown mapper scheme 'redis'.*known: sqlite, folder, http, exec/],
-    ['ipfs+ftp://x', 'backend', /unknown backend scheme 'ipfs'/],
+    ['gopher+ftp://x', 'backend', /unknown backend scheme 'gopher'/],
     ['s3://user:secret@bucket/x?token=abc', 'mapper', /unknown mapper scheme 's3' in 's3:\/\/bucket\/x'/],
     ['folder:relative/dir', 'mapper', /.+/],
     ['file:///srv/nars?colour=blue', 'backend', /colour/],

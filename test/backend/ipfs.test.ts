@@ -1,0 +1,205 @@
+/**
+ * The embedded IPFS backend (`ipfs:`): the spec table, the backend compliance suite on one node,
+ * and two nodes on 127.0.0.1 exchanging NARs over bitswap — the bytes arrive intact, content-defined
+ * chunking lets a changed NAR reuse the blocks of its predecessor, a CID nobody provides is a
+ * timeout (never absence), and the node keeps its peer id across restarts.
+ */
+import { after, describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { once } from 'node:events'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { CID } from 'multiformats/cid'
+import { sha256 } from 'multiformats/hashes/sha2'
+import { ConfigError, IntegrityError, UpstreamError } from '../../src/errors.ts'
+import { NixHash } from '../../src/nix/hash.ts'
+import { plugin } from '../../src/backend/ipfs/plugin.ts'
+import { cidOf, locatorOf } from '../../src/backend/ipfs/locator.ts'
+import { PUBLIC_BOOTSTRAP, type IpfsInit } from '../../src/backend/ipfs/spec.ts'
+import type { NarSource } from '../../src/types.ts'
+import { backendCompliance } from '../compliance/backend.ts'
+import { embeddedNode } from '../helpers/ipfs.ts'
+
+const MIB = 1 << 20
+const dirs: string[] = []
+after(async () => { await Promise.all(dirs.map(async d => await rm(d, { recursive: true, force: true }))) })
+async function tempDir (): Promise<string> {
+  const d = await mkdtemp(join(tmpdir(), 'narswarm-ipfs-test-'))
+  dirs.push(d)
+  return d
+}
+
+async function * chunks (bytes: Uint8Array, size = MIB): AsyncGenerator<Uint8Array> {
+  for (let i = 0; i < bytes.length; i += size) yield bytes.subarray(i, i + size)
+}
+const upload = (bytes: Uint8Array) => ({ narHash: NixHash.of('sha256', bytes), narSize: bytes.length, body: chunks(bytes) })
+async function digest (source: NarSource): Promise<string> {
+  const h = createHash('sha256')
+  for await (const c of source.body) h.update(c)
+  return h.digest('hex')
+}
+const hex = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex')
+/** A CID in the ipfs scheme that cannot name a file (dag-cbor): the backend knows it holds no NAR. */
+const NOT_A_FILE = `ipfs://${CID.create(1, 0x71, await sha256.digest(new Uint8Array([1, 2, 3]))).toString()}`
+
+backendCompliance('ipfs: (embedded node)', {
+  publishes: true,
+  setup: async () => await embeddedNode('', await tempDir()),
+  missing: () => ({ url: NOT_A_FILE, compression: 'none' })
+})
+
+describe('ipfs backend: specs', () => {
+  const fetch = { timeout: 30_000, stallTimeout: 60_000, readAhead: 16 }
+  const embedded = { kind: 'embedded', path: 'ipfs', announceBatch: 8, announceInterval: 10_000, ...fetch }
+  const valid: Array<[string, IpfsInit]> = [
+    ['ipfs:', { ...embedded, listen: ['/ip4/0.0.0.0/tcp/4001', '/ip6/::/tcp/4001'], bootstrap: PUBLIC_BOOTSTRAP, routing: 'dht-client', announce: true } as IpfsInit],
+    ['ipfs:?listen=/ip4/127.0.0.1/tcp/0&routing=none&bootstrap=/ip4/127.0.0.1/tcp/4002/p2p/12D3KooWNy4ifXZJ5by3uz9A9R9cwkEmMxQxcTeMneoYAbaz133s',
+      { ...embedded, listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: ['/ip4/127.0.0.1/tcp/4002/p2p/12D3KooWNy4ifXZJ5by3uz9A9R9cwkEmMxQxcTeMneoYAbaz133s'], routing: 'none', announce: false } as IpfsInit],
+    ['ipfs:?routing=lan-dht&listen=/ip4/192.168.1.5/tcp/4001&announce-batch=2&announce-interval=1m&path=/srv/ipfs&timeout=5s&stall-timeout=10s&read-ahead=4',
+      { ...embedded, path: '/srv/ipfs', listen: ['/ip4/192.168.1.5/tcp/4001'], bootstrap: [], routing: 'lan-dht', announce: true, announceBatch: 2, announceInterval: 60_000, timeout: 5000, stallTimeout: 10_000, readAhead: 4 } as IpfsInit],
+    ['ipfs:?routing=dht-server&announce=false', { ...embedded, listen: ['/ip4/0.0.0.0/tcp/4001', '/ip6/::/tcp/4001'], bootstrap: PUBLIC_BOOTSTRAP, routing: 'dht-server', announce: false } as IpfsInit],
+    ['ipfs+http://127.0.0.1:5001', { kind: 'kubo', api: 'http://127.0.0.1:5001', pin: true, ...fetch }],
+    ['ipfs+https://kubo.example/?pin=false&timeout=1m', { kind: 'kubo', api: 'https://kubo.example', pin: false, ...fetch, timeout: 60_000 }],
+    ['ipfs+gateway+https://gw.example', { kind: 'gateway', base: 'https://gw.example/', ...fetch }],
+    ['ipfs+gateway+http://127.0.0.1:8080/sub?read-ahead=32', { kind: 'gateway', base: 'http://127.0.0.1:8080/sub/', ...fetch, readAhead: 32 }]
+  ]
+  for (const [spec, want] of valid) {
+    it(`parses ${spec}`, () => assert.deepEqual(plugin.parse(new URL(spec)), want))
+  }
+
+  const invalid: Array<[string, RegExp]> = [
+    ['ipfs:?colour=blue', /unknown option 'colour'/],
+    ['ipfs:?routing=gossip', /routing must be one of none, dht-client, dht-server, lan-dht/],
+    ['ipfs:?listen=/ip4/127.0.0.1/udp/4001/quic', /listen address .* must be a TCP multiaddr/],
+    ['ipfs:?listen=', /listen must name at least one address/],
+    ['ipfs:?bootstrap=/ip4/127.0.0.1/tcp/4001', /bootstrap peer .* must be a multiaddr ending in \/p2p/],
+    ['ipfs:?routing=none&announce=true', /announce=true needs a routing/],
+    ['ipfs:?announce=maybe', /announce must be true or false/],
+    ['ipfs:?announce-batch=0', /announce-batch must be greater than 0/],
+    ['ipfs:?announce-interval=soon', /announce-interval must be a duration/],
+    ['ipfs:?timeout=0', /timeout must be greater than 0/],
+    ['ipfs:?read-ahead=many', /read-ahead must be an integer/],
+    ['ipfs:?path=', /path must not be empty/],
+    ['ipfs:?routing=none&routing=dht-client', /given twice/],
+    ['ipfs://bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy', /takes options only/],
+    ['ipfs+http://127.0.0.1:5001?routing=none', /unknown option 'routing' for ipfs\+http:/],
+    ['ipfs+http://user:secret@127.0.0.1:5001', /must not carry credentials/],
+    ['ipfs+gateway+https://gw.example/?pin=true', /unknown option 'pin' for ipfs\+gateway:/],
+    ['ipfs+ftp://x/', /unknown scheme 'ipfs\+ftp:'/]
+  ]
+  for (const [spec, message] of invalid) {
+    it(`rejects ${spec}`, () => {
+      assert.throws(() => plugin.parse(new URL(spec)), (err: unknown) => err instanceof ConfigError && message.test(err.message))
+    })
+  }
+})
+
+describe('ipfs locators', () => {
+  it('are ipfs://<CIDv1 base32>; ipfs:<cid> and CIDv0 are read as the same root', async () => {
+    const v0 = CID.createV0(await sha256.digest(new Uint8Array([7])))
+    assert.equal(locatorOf(v0), `ipfs://${v0.toV1().toString()}`)
+    assert.ok(cidOf(`ipfs:${v0.toString()}`)?.equals(v0))
+    assert.ok(cidOf(locatorOf(v0))?.toV1().equals(v0.toV1()))
+  })
+  it('anything else is not an IPFS file locator', () => {
+    for (const url of ['https://x/ipfs/bafy', 'ipfs://not-a-cid', 'ipns://example.org', NOT_A_FILE, 'ipfs://bafkqaaa']) {
+      assert.equal(cidOf(url), undefined, url)
+    }
+  })
+})
+
+describe('ipfs backend: two nodes on 127.0.0.1', () => {
+  it('node B fetches what node A published, streaming, and keeps the blocks', async () => {
+    const a = await embeddedNode('', await tempDir())
+    const b = await embeddedNode(`bootstrap=${a.multiaddrs[0]}`, await tempDir())
+    try {
+      const bytes = randomBytes(20 * MIB)
+      const locator = await a.publish(upload(bytes))
+      assert.match(locator.url, /^ipfs:\/\/bafybei[a-z2-7]+$/)
+      assert.deepEqual({ compression: locator.compression, fileSize: locator.fileSize }, { compression: 'none', fileSize: bytes.length })
+      const source = await b.open(locator)
+      assert.ok(source !== undefined)
+      assert.equal(source.fileSize, bytes.length)
+      assert.equal(await digest(source), hex(bytes))
+      const fetched = b.networkBytes
+      assert.ok(fetched >= bytes.length, `B fetched ${fetched} bytes over bitswap`)
+      // A second read is served from B's own blockstore.
+      assert.equal(await digest((await b.open(locator))!), hex(bytes))
+      assert.equal(b.networkBytes, fetched)
+    } finally {
+      await b.close()
+      await a.close()
+    }
+  })
+
+  it('a NAR that differs by a few bytes near its start transfers only the blocks it lacks', async () => {
+    const a = await embeddedNode('', await tempDir())
+    const b = await embeddedNode(`bootstrap=${a.multiaddrs[0]}`, await tempDir())
+    try {
+      const v1 = randomBytes(16 * MIB)
+      // v2: a store path rewritten 1 KiB in, and 100 bytes inserted at 5 MiB.
+      const v2 = Buffer.concat([v1.subarray(0, 1024), Buffer.from('x'.repeat(32)), v1.subarray(1056, 5 * MIB), randomBytes(100), v1.subarray(5 * MIB)])
+      const [l1, l2] = [await a.publish(upload(v1)), await a.publish(upload(v2))]
+      assert.notEqual(l1.url, l2.url)
+      assert.equal(await digest((await b.open(l1))!), hex(v1))
+      const before = b.networkBytes
+      assert.equal(await digest((await b.open(l2))!), hex(v2))
+      const second = b.networkBytes - before
+      assert.ok(second < v2.length * 0.25, `the second version moved ${second} of ${v2.length} bytes`)
+    } finally {
+      await b.close()
+      await a.close()
+    }
+  })
+
+  it('a CID that no peer provides fails as a timeout, not as absence', async () => {
+    const a = await embeddedNode('', await tempDir())
+    const b = await embeddedNode(`bootstrap=${a.multiaddrs[0]}&timeout=500ms`, await tempDir())
+    try {
+      const nowhere = `ipfs://${CID.createV1(0x55, await sha256.digest(randomBytes(32))).toString()}`
+      await assert.rejects(b.open({ url: nowhere, compression: 'none' }), (err: unknown) => err instanceof UpstreamError && err.timeout)
+    } finally {
+      await b.close()
+      await a.close()
+    }
+  })
+
+  it('refuses to publish bytes that do not match NarHash or NarSize', async () => {
+    const a = await embeddedNode('', await tempDir())
+    try {
+      const bytes = randomBytes(3 * MIB)
+      await assert.rejects(a.publish({ narHash: NixHash.of('sha256', 'other'), narSize: bytes.length, body: chunks(bytes) }), IntegrityError)
+      await assert.rejects(a.publish({ narHash: NixHash.of('sha256', bytes), narSize: bytes.length + 1, body: chunks(bytes) }), IntegrityError)
+    } finally {
+      await a.close()
+    }
+  })
+
+  it('keeps its peer id across restarts, and logs it with its addresses', async () => {
+    const dir = await tempDir()
+    const first = await embeddedNode('', dir)
+    const id = first.multiaddrs[0]!.split('/p2p/')[1]
+    await first.close()
+    const second = await embeddedNode('', dir)
+    try {
+      assert.equal(second.multiaddrs[0]!.split('/p2p/')[1], id)
+    } finally {
+      await second.close()
+    }
+  })
+
+  it('a listen address that is taken is one ConfigError at start-up', async () => {
+    const blocker = createServer().listen(0, '127.0.0.1')
+    await once(blocker, 'listening')
+    const port = (blocker.address() as { port: number }).port
+    try {
+      await assert.rejects(plugin.create(plugin.parse(new URL(`ipfs:?listen=/ip4/127.0.0.1/tcp/${port}&routing=none`)), { log: (await import('../../src/log.ts')).silentLogger(), stateDir: await tempDir() }),
+        (err: unknown) => err instanceof ConfigError && /cannot start/.test(err.message))
+    } finally {
+      blocker.close()
+    }
+  })
+})
