@@ -1,0 +1,137 @@
+/**
+ * The publisher's speed (`npm run bench:publish`), each figure against a ceiling measured in the
+ * same run:
+ *
+ *   mapping     `narswarm publish --from-cache URL --narinfo-only` of `BENCH_PATHS` (10,000) signed
+ *               narinfos served by nginx: paths/s, every signature verified, every record one
+ *               sqlite transaction (target ≥ 700 paths/s, 1000× nix-subsubd's 0.7)
+ *   publishing  `narswarm publish --from-cache file://…` of one `BENCH_NAR_MIB` (200) MiB NAR into
+ *               a file:// backend (zstd, and uncompressed): MiB/s against this process's sha256
+ *               and zstd-compression speed over the same bytes
+ *
+ * The command runs as a child process, exactly as a user runs it; wall time includes its start.
+ */
+import { createHash, randomBytes } from 'node:crypto'
+import { createReadStream, writeFileSync, mkdirSync, chmodSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { NixHash } from '../src/nix/hash.ts'
+import { NarInfo } from '../src/nix/narinfo.ts'
+import { generateSecretKey, narInfoFingerprint, sign } from '../src/nix/signature.ts'
+import { makeStorePath } from '../src/nix/store-path.ts'
+import { compress } from '../src/nix/compression.ts'
+import { makeEntry, writeSignedCache } from '../test/helpers/signed-cache.ts'
+import { fmt, median, MiB, table } from './lib/measure.ts'
+import { startNginx } from './lib/nginx.ts'
+import { cleanup, installCleanupHandlers, interrupted, makeTempDir } from './lib/procs.ts'
+
+const intEnv = (name: string, def: number): number => {
+  const n = Number(process.env[name] ?? def)
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, not '${process.env[name]}'`)
+  return n
+}
+const PATHS = intEnv('BENCH_PATHS', 10_000)
+const NAR_MIB = intEnv('BENCH_NAR_MIB', 200)
+const REPS = intEnv('BENCH_REPS', 3)
+const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url))
+
+const t0 = performance.now()
+const progress = (msg: string): void => { process.stderr.write(`[${((performance.now() - t0) / 1000).toFixed(1).padStart(5)} s] ${msg}\n`) }
+
+async function narswarm (args: string[]): Promise<{ seconds: number, stdout: string }> {
+  const started = performance.now()
+  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.setEncoding('utf8').on('data', (s: string) => { stdout += s })
+  child.stderr.setEncoding('utf8').on('data', (s: string) => { stderr += s })
+  const code = await new Promise(resolve => child.once('close', resolve))
+  if (code !== 0 || !/failed 0/.test(stdout)) throw new Error(`narswarm ${args[0]} exited ${String(code)}:\n${stdout}\n${stderr.slice(0, 2000)}`)
+  return { seconds: (performance.now() - started) / 1000, stdout }
+}
+
+/** N signed narinfos of realistic shape (references, deriver) in `dir`; returns their hash parts. */
+function writeNarInfos (dir: string, n: number, key: string): string[] {
+  mkdirSync(dir, { recursive: true })
+  writeFileSync(join(dir, 'nix-cache-info'), 'StoreDir: /nix/store\n')
+  const paths = Array.from({ length: n }, (_, i) => makeStorePath('output:out', NixHash.of('sha256', randomBytes(32)), `pkg-${i}`))
+  return paths.map((storePath, i) => {
+    const refs = Array.from({ length: i % 9 }, (_, k) => paths[(i * 7 + k * 131 + 1) % n]!)
+    const unsigned = NarInfo.build({
+      storePath, url: `nar/${NixHash.of('sha256', randomBytes(32)).toNix32()}.nar.xz`, compression: 'xz',
+      fileHash: NixHash.of('sha256', randomBytes(32)), fileSize: 1000 + i, narHash: NixHash.of('sha256', randomBytes(32)), narSize: 3000 + i, references: refs
+    })
+    const hashPart = storePath.slice(11, 43)
+    writeFileSync(join(dir, `${hashPart}.narinfo`), unsigned.withSigs([sign(key, narInfoFingerprint(unsigned))]).toString())
+    return hashPart
+  })
+}
+
+async function ceiling (file: string, work: (source: AsyncIterable<Uint8Array>) => AsyncIterable<unknown>): Promise<number> {
+  const started = performance.now()
+  let bytes = 0
+  for await (const _ of work((async function * () { for await (const c of createReadStream(file, { highWaterMark: MiB })) { bytes += (c as Buffer).length; yield c as Uint8Array } })())) { /* drained */ }
+  return bytes / MiB / ((performance.now() - started) / 1000)
+}
+
+async function * sha256 (source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  const h = createHash('sha256')
+  for await (const c of source) { h.update(c); yield c }
+  h.digest()
+}
+
+async function main (): Promise<void> {
+  installCleanupHandlers()
+  const work = makeTempDir('narswarm-bench-publish-')
+  chmodSync(work, 0o755)
+  const key = generateSecretKey('bench-publish-1')
+  progress(`fixture: ${PATHS} signed narinfos, and a cache with one ${NAR_MIB} MiB NAR, in ${work}`)
+  const hashParts = writeNarInfos(join(work, 'narinfos'), PATHS, key.secret)
+  const big = makeEntry('big', randomBytes(NAR_MIB * MiB))
+  await writeSignedCache(join(work, 'big'), [big], key)
+  const nginx = await startNginx(join(work, 'narinfos'), join(work, 'nginx'))
+
+  const mapping: number[] = []
+  for (let rep = 0; rep < REPS; rep++) {
+    const r = await narswarm(['publish', '--from-cache', `${nginx.url}?trusted-public-keys=${key.public}`, '--narinfo-only', ...hashParts,
+      '--state-dir', join(work, `state-map-${rep}`), '--log-level', 'warn'])
+    mapping.push(PATHS / r.seconds)
+    progress(`mapping rep ${rep + 1}/${REPS}: ${PATHS} paths in ${fmt(r.seconds, 2)} s = ${fmt(mapping.at(-1)!)} paths/s`)
+  }
+
+  const bigFile = join(work, 'big', NarInfo.parse((await import('node:fs')).readFileSync(join(work, 'big', `${big.hashPart}.narinfo`), 'utf8')).url)
+  const full: Record<'zstd' | 'none', number[]> = { zstd: [], none: [] }
+  const ceil: Record<'sha' | 'zstd' | 'both', number[]> = { sha: [], zstd: [], both: [] }
+  for (let rep = 0; rep < REPS; rep++) {
+    for (const c of ['zstd', 'none'] as const) {
+      const r = await narswarm(['publish', '--from-cache', `file://${join(work, 'big')}?trusted-public-keys=${key.public}`, '--jobs', '1',
+        '--backend', `file://${join(work, `nars-${c}-${rep}`)}?compression=${c}`, '--state-dir', join(work, `state-full-${c}-${rep}`), '--log-level', 'warn'])
+      full[c].push(NAR_MIB / r.seconds)
+    }
+    ceil.sha.push(await ceiling(bigFile, sha256))
+    ceil.zstd.push(await ceiling(bigFile, s => compress('zstd', s)))
+    ceil.both.push(await ceiling(bigFile, s => compress('zstd', sha256(s))))
+    progress(`publishing rep ${rep + 1}/${REPS}: zstd ${fmt(full.zstd.at(-1)!)}, none ${fmt(full.none.at(-1)!)} MiB/s; ceilings sha256 ${fmt(ceil.sha.at(-1)!)}, zstd ${fmt(ceil.zstd.at(-1)!)}, both ${fmt(ceil.both.at(-1)!)} MiB/s`)
+  }
+  const ratio = (a: number[], b: number[]): number => median(a.map((x, i) => x / b[i]!))
+  console.log(`\nnarswarm publish bench — ${new Date().toISOString()} — node ${process.version}; ${REPS} repetitions, medians\n`)
+  console.log(table([
+    ['measure', 'value', 'reference', 'ratio', 'target'],
+    [`narinfo-only mapping, ${PATHS} paths over HTTP: paths/s`, fmt(median(mapping)), '0.7 (nix-subsubd)', fmt(median(mapping) / 0.7), '≥ 700 paths/s'],
+    [`publish ${NAR_MIB} MiB NAR → file:// zstd: MiB/s vs sha256+zstd in-process`, fmt(median(full.zstd)), fmt(median(ceil.both)), fmt(ratio(full.zstd, ceil.both), 2), ''],
+    ['  vs zstd compression alone', fmt(median(full.zstd)), fmt(median(ceil.zstd)), fmt(ratio(full.zstd, ceil.zstd), 2), ''],
+    [`publish ${NAR_MIB} MiB NAR → file:// none: MiB/s vs sha256 alone`, fmt(median(full.none)), fmt(median(ceil.sha)), fmt(ratio(full.none, ceil.sha), 2), '']
+  ]))
+  await nginx.stop()
+  progress('done')
+}
+
+try {
+  await main()
+} catch (err) {
+  if (!interrupted()) process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`)
+  process.exitCode = 1
+} finally {
+  await cleanup()
+}
