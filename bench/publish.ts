@@ -24,13 +24,8 @@ import { compress } from '../src/nix/compression.ts'
 import { makeEntry, writeSignedCache } from '../test/helpers/signed-cache.ts'
 import { fmt, median, MiB, table } from './lib/measure.ts'
 import { startNginx } from './lib/nginx.ts'
-import { cleanup, installCleanupHandlers, interrupted, makeTempDir } from './lib/procs.ts'
+import { intEnv, makeTempDir, runBench } from './lib/procs.ts'
 
-const intEnv = (name: string, def: number): number => {
-  const n = Number(process.env[name] ?? def)
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, not '${process.env[name]}'`)
-  return n
-}
 const PATHS = intEnv('BENCH_PATHS', 10_000)
 const NAR_MIB = intEnv('BENCH_NAR_MIB', 200)
 const REPS = intEnv('BENCH_REPS', 3)
@@ -82,7 +77,6 @@ async function * sha256 (source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint
 }
 
 async function main (): Promise<void> {
-  installCleanupHandlers()
   const work = makeTempDir('narswarm-bench-publish-')
   chmodSync(work, 0o755)
   const key = generateSecretKey('bench-publish-1')
@@ -127,11 +121,4 @@ async function main (): Promise<void> {
   progress('done')
 }
 
-try {
-  await main()
-} catch (err) {
-  if (!interrupted()) process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`)
-  process.exitCode = 1
-} finally {
-  await cleanup()
-}
+await runBench(main)

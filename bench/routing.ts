@@ -28,14 +28,9 @@ import { makeEntry, writeSignedCache, type CacheEntry } from '../test/helpers/si
 import { curlDownload, fmt, median, MiB, table, type Download } from './lib/measure.ts'
 import { startNarswarm, type NarswarmServer } from './lib/narswarm.ts'
 import { startNginx, type Nginx } from './lib/nginx.ts'
-import { cleanup, freePort, hasTaskset, installCleanupHandlers, interrupted, makeTempDir } from './lib/procs.ts'
+import { freePort, hasTaskset, intEnv, makeTempDir, runBench } from './lib/procs.ts'
 import { readFile } from 'node:fs/promises'
 
-const intEnv = (name: string, def: number): number => {
-  const n = Number(process.env[name] ?? def)
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, not '${process.env[name]}'`)
-  return n
-}
 const NAR_MIB = intEnv('BENCH_NAR_MIB', 200)
 const SMALL = intEnv('BENCH_SMALL', 300)
 const REPS = intEnv('BENCH_REPS', 3)
@@ -105,7 +100,6 @@ async function fileBackendRead (cache: Cache): Promise<Download> {
 }
 
 async function main (): Promise<void> {
-  installCleanupHandlers()
   const work = makeTempDir('narswarm-bench-routing-')
   chmodSync(work, 0o755)
   progress(`fixture: a signed cache with a ${NAR_MIB} MiB NAR and ${SMALL} NARs of 64 KiB in ${work}`)
@@ -174,12 +168,4 @@ async function main (): Promise<void> {
   progress('done')
 }
 
-try {
-  await main()
-} catch (err) {
-  if (!interrupted()) process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`)
-  process.exitCode = 1
-} finally {
-  await agent.close()
-  await cleanup()
-}
+await runBench(main, async () => await agent.close())

@@ -24,16 +24,9 @@ import { curlDownload, fetchDigest, fmt, machineBusy, median, MiB, sha256Ceiling
 import { startBaseline, startNarswarm, procStatusKb, type NarswarmServer } from './lib/narswarm.ts'
 import { startNginx, type Nginx } from './lib/nginx.ts'
 import { summarizeProfile, type ProfileSummary } from './lib/profile.ts'
-import { cleanup, hasTaskset, installCleanupHandlers, interrupted, makeTempDir } from './lib/procs.ts'
+import { hasTaskset, intEnv, makeTempDir, runBench } from './lib/procs.ts'
 import { runWrk, writeWrkScript, type WrkResult } from './lib/wrk.ts'
 
-const intEnv = (name: string, def: number): number => {
-  const v = process.env[name]
-  if (v === undefined || v === '') return def
-  const n = Number(v)
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, not '${v}'`)
-  return n
-}
 const NARINFOS = intEnv('BENCH_NARINFOS', 2000)
 const NAR_MIB = intEnv('BENCH_NAR_MIB', 200)
 const DURATION = intEnv('BENCH_DURATION', 5)
@@ -137,7 +130,6 @@ function ratio (a: readonly number[], b: readonly number[]): number {
 }
 
 async function main (): Promise<void> {
-  installCleanupHandlers()
   requireTools()
   const work = makeTempDir('narswarm-bench-')
   chmodSync(work, 0o755) // nginx's worker may run as another user (nobody, www-data) when started as root
@@ -292,12 +284,4 @@ async function main (): Promise<void> {
   progress('done')
 }
 
-try {
-  await main()
-} catch (err) {
-  if (!interrupted()) process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`)
-  process.exitCode = 1
-} finally {
-  await cleanup()
-}
-
+await runBench(main)

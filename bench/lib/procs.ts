@@ -132,3 +132,26 @@ export async function waitForHttp (url: string, proc: Tracked, timeoutMs = 20_00
 }
 
 export const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))
+
+/** A positive integer setting from the environment (`BENCH_REPS=5`), or its default. */
+export function intEnv (name: string, def: number): number {
+  const v = process.env[name]
+  if (v === undefined || v === '') return def
+  const n = Number(v)
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer, not '${v}'`)
+  return n
+}
+
+/** Runs a bench's main: its failure is printed and sets the exit code; started processes are always stopped. */
+export async function runBench (main: () => Promise<void>, finish?: () => Promise<void>): Promise<void> {
+  installCleanupHandlers()
+  try {
+    await main()
+  } catch (err) {
+    if (!interrupted()) process.stderr.write(`bench failed: ${(err as Error).stack ?? String(err)}\n`)
+    process.exitCode = 1
+  } finally {
+    await finish?.()
+    await cleanup()
+  }
+}

@@ -9,12 +9,12 @@ import { createReadStream } from 'node:fs'
 import { readdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { ConfigError, FormatError } from '../errors.ts'
+import { ConfigError } from '../errors.ts'
 import { NarInfo } from '../nix/narinfo.ts'
 import { verifyNarInfo } from '../nix/signature.ts'
 import { isHashPart } from '../nix/store-path.ts'
 import { parseUpstreamSpec, type UpstreamConfig } from '../upstream/spec.ts'
-import { Upstream, type NarInfoAnswer, type NarStream } from '../upstream/upstream.ts'
+import { parseServedNarInfo, Upstream, type NarInfoAnswer, type NarStream } from '../upstream/upstream.ts'
 
 export interface BinaryCache {
   readonly name: string
@@ -73,14 +73,9 @@ class FileCache implements BinaryCache {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'absent', status: 404 }
       throw err
     }
-    let narInfo: NarInfo
-    try {
-      narInfo = NarInfo.parse(text)
-    } catch (err) {
-      if (err instanceof FormatError) return { kind: 'rejected', reason: `malformed narinfo: ${err.message}` }
-      throw err
-    }
-    if (narInfo.hashPart !== hashPart) return { kind: 'rejected', reason: `narinfo for ${hashPart} describes ${narInfo.storePath}` }
+    const parsed = parseServedNarInfo(text, hashPart)
+    if (parsed.kind === 'rejected') return parsed
+    const narInfo = parsed.narInfo
     if (this.#options.requireSigs) {
       const verdict = verifyNarInfo(narInfo, this.#options.trustedPublicKeys)
       if (!verdict.valid) return { kind: 'rejected', reason: `no valid signature by a trusted key${verdict.problems.length > 0 ? `: ${verdict.problems.join('; ')}` : ''}` }

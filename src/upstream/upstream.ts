@@ -71,16 +71,9 @@ export class Upstream {
     } catch (err) {
       throw new UpstreamError(this.name, `reading ${hashPart}.narinfo failed: ${(err as Error).message}`, { cause: err, timeout: isTimeout(err) })
     }
-    let narInfo: NarInfo
-    try {
-      narInfo = NarInfo.parse(text)
-    } catch (err) {
-      if (err instanceof FormatError) return { kind: 'rejected', reason: `malformed narinfo: ${err.message}` }
-      throw err
-    }
-    if (narInfo.hashPart !== hashPart) {
-      return { kind: 'rejected', reason: `narinfo for ${hashPart} describes ${narInfo.storePath}` }
-    }
+    const parsed = parseServedNarInfo(text, hashPart)
+    if (parsed.kind === 'rejected') return parsed
+    const narInfo = parsed.narInfo
     const trust = this.checkTrust(narInfo)
     if (trust !== undefined) return { kind: 'rejected', reason: trust }
     return { kind: 'found', narInfo, text }
@@ -148,6 +141,19 @@ export class Upstream {
       throw new UpstreamError(this.name, `reading ${what} failed: ${describeHttpError(err)}`, { cause: err, timeout: isTimeout(err) })
     }
   }
+}
+
+/** A narinfo as a cache served it for `hashPart`: parsed, and about that path; else why not. */
+export function parseServedNarInfo (text: string, hashPart: string): { kind: 'parsed', narInfo: NarInfo } | { kind: 'rejected', reason: string } {
+  let narInfo: NarInfo
+  try {
+    narInfo = NarInfo.parse(text)
+  } catch (err) {
+    if (err instanceof FormatError) return { kind: 'rejected', reason: `malformed narinfo: ${err.message}` }
+    throw err
+  }
+  if (narInfo.hashPart !== hashPart) return { kind: 'rejected', reason: `narinfo for ${hashPart} describes ${narInfo.storePath}` }
+  return { kind: 'parsed', narInfo }
 }
 
 async function readLimited (body: AsyncIterable<Uint8Array>, limit: number): Promise<string> {
