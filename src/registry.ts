@@ -18,7 +18,8 @@ const BACKENDS: Record<string, () => Promise<BackendPlugin<any>>> = {
   file: async () => (await import('./backend/file.ts')).plugin,
   mirror: async () => (await import('./backend/mirror.ts')).plugin,
   s3: async () => (await import('./backend/s3.ts')).plugin,
-  exec: async () => (await import('./backend/exec.ts')).plugin
+  exec: async () => (await import('./backend/exec.ts')).plugin,
+  torrent: async () => (await import('./backend/torrent/index.ts')).plugin
 }
 
 export const MAPPER_SCHEMES: readonly string[] = Object.keys(MAPPERS)
