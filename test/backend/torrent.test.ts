@@ -79,7 +79,7 @@ describe('torrent backend: specs', () => {
     ['torrent:///srv/t/?tracker=udp://t.example:6969&tracker=http://u.example/announce',
       { directory: '/srv/t', trackers: ['udp://t.example:6969', 'http://u.example/announce'] }],
     ['torrent:?upload-limit=1MiB&download-limit=2M&max-seeds=5&reseed=false', { uploadLimit: 1 << 20, downloadLimit: 2e6, maxSeeds: 5, reseed: false }],
-    ['torrent:?web-seed=https://cache.example/nix&piece-length=256KiB', { webSeeds: ['https://cache.example/nix/'], pieceLength: 256 * 1024 }],
+    ['torrent:?web-seed=https://cache.example/nix&piece-length=256KiB&piece-order=rarest', { webSeeds: ['https://cache.example/nix/'], pieceLength: 256 * 1024, pieceOrder: 'rarest' }],
     ['torrent:?metadata-timeout=2s&stall-timeout=1m&lsd=0&pex=false&nat=true&upload-limit=unlimited',
       { metadataTimeout: 2000, stallTimeout: 60_000, lsd: false, pex: false, nat: true, uploadLimit: -1 }]
   ]
@@ -98,6 +98,7 @@ describe('torrent backend: specs', () => {
     ['torrent:?reseed=yes', /reseed must be true or false/],
     ['torrent:?piece-length=1000000', /piece-length must be a power of two/],
     ['torrent:?piece-length=32MiB', /piece-length must be a power of two/],
+    ['torrent:?piece-order=random', /piece-order must be sequential or rarest/],
     ['torrent:?tracker=not-a-url', /tracker is not a URL/],
     ['torrent:?tracker=ftp://t.example/', /tracker must be a http\/https\/udp\/ws\/wss URL/],
     ['torrent:?web-seed=udp://x.example/', /web-seed must be a http\/https URL/],

@@ -31,6 +31,12 @@ export interface TorrentInit {
   maxSeeds: number
   reseed: boolean
   pieceLength: number
+  /**
+   * Which pieces behind the reader's head are fetched first. `sequential` by default: WebTorrent's
+   * rarest-first picker is quadratic in the number of pieces (a 200 MiB NAR between two local
+   * peers: 30 MiB/s against 112 MiB/s sequential).
+   */
+  pieceOrder: 'sequential' | 'rarest'
   /** Milliseconds to wait for a torrent's metadata from the swarm before the web seed is used directly, or the fetch fails. */
   metadataTimeout: number
   /** Milliseconds a download may make no progress before it fails. */
@@ -51,13 +57,14 @@ export const TORRENT_DEFAULTS: TorrentInit = {
   maxSeeds: 100,
   reseed: true,
   pieceLength: DEFAULT_PIECE_LENGTH,
+  pieceOrder: 'sequential',
   metadataTimeout: 10_000,
   stallTimeout: 30_000
 }
 
 const REPEATABLE = new Set(['tracker', 'web-seed'])
 const KNOWN = ['tracker', 'web-seed', 'dht', 'lsd', 'pex', 'nat', 'utp', 'port', 'upload-limit', 'download-limit',
-  'max-seeds', 'reseed', 'piece-length', 'metadata-timeout', 'stall-timeout']
+  'max-seeds', 'reseed', 'piece-length', 'piece-order', 'metadata-timeout', 'stall-timeout']
 
 export function parseTorrentSpec (spec: URL): TorrentInit {
   const where = `torrent backend '${spec.protocol}${spec.pathname === '' ? '' : `//${spec.host}${spec.pathname}`}'`
@@ -108,6 +115,10 @@ export function parseTorrentSpec (spec: URL): TorrentInit {
         init.pieceLength = n
         break
       }
+      case 'piece-order':
+        if (value !== 'sequential' && value !== 'rarest') throw new ConfigError(`${what} must be sequential or rarest, got '${value}'`)
+        init.pieceOrder = value
+        break
       case 'metadata-timeout': init.metadataTimeout = positive(duration(value, 0, what), what); break
       case 'stall-timeout': init.stallTimeout = positive(duration(value, 0, what), what); break
     }

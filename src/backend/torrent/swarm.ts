@@ -1,8 +1,9 @@
 /**
  * Fetching one NAR from the swarm and streaming it in order as pieces arrive. The torrent is added
- * by magnet link (metadata from peers, BEP 9); pieces are picked rarest-first, while the reader asks
- * for the next pieces it needs as critical, so the head of the NAR comes first and Nix starts
- * unpacking at once. WebTorrent checks each piece against its SHA-1 as it completes; the routing
+ * by magnet link (metadata from peers, BEP 9); the next pieces the reader needs are
+ * requested before all others (see HeadWindow), so the head of the NAR comes first and Nix starts
+ * unpacking at once; behind it pieces come in order (`piece-order=sequential`, the default) or
+ * rarest first. WebTorrent checks each piece against its SHA-1 as it completes; the routing
  * layer checks the NarHash on top, and this module checks it too before keeping a download as a
  * seed (the NarHash is in the torrent's name).
  *
@@ -45,7 +46,7 @@ export class Swarm {
     let download = this.#downloads.get(magnet.infoHash)
     if (download === undefined) {
       const announce = [...new Set([...magnet.trackers, ...this.#init.trackers])]
-      const torrent = this.#client.add(magnetOf(magnet), { path: this.#seeds.dataDir(magnet.infoHash), announce, strategy: 'rarest' })
+      const torrent = this.#client.add(magnetOf(magnet), { path: this.#seeds.dataDir(magnet.infoHash), announce, strategy: this.#init.pieceOrder })
       const d: Download = { torrent, readers: 0 }
       // Without a listener WebTorrent re-emits a torrent's error on the client.
       torrent.on('error', (err: Error) => { d.error = err })
@@ -106,10 +107,12 @@ export class Swarm {
     const expected = narHashOfName(file.name)
     const hash = createHash('sha256')
     const iterator = file[Symbol.asyncIterator]()
+    const head = new HeadWindow(torrent, file.length)
     let read = 0
     let progress = { at: Date.now(), downloaded: torrent.downloaded }
     try {
       while (read < file.length) {
+        head.moveTo(read)
         const next = await guard(iterator.next(), { signal, torrent, download, stallTimeout: this.#init.stallTimeout, progress: () => {
           if (torrent.downloaded !== progress.downloaded) progress = { at: Date.now(), downloaded: torrent.downloaded }
           return progress.at
@@ -122,6 +125,7 @@ export class Swarm {
       }
     } finally {
       iterator.destroy()
+      head.clear()
     }
     // WebTorrent ends the iterator quietly when its store fails; a short body is a failure.
     if (read !== file.length) throw new UpstreamError(source, `the stream ended after ${read} of ${file.length} bytes${download.error === undefined ? '' : `: ${download.error.message}`}`)
@@ -145,6 +149,43 @@ function magnetOf (m: Magnet): string {
   if (m.name !== undefined) parts.push(`dn=${encodeURIComponent(m.name)}`)
   for (const w of m.webSeeds) parts.push(`ws=${encodeURIComponent(w)}`)
   return `magnet:?${parts.join('&')}`
+}
+
+/** Pieces just ahead of the reader, fetched first: the head of the stream in order. */
+const AHEAD = 4
+
+/**
+ * Sequential selection for the head, whatever the order behind it (`piece-order`). WebTorrent's file iterator selects
+ * the whole file and marks the next pieces critical, but with the rarest-first strategy critical
+ * pieces get no precedence in the request pipeline, and the first byte waited for most of the file
+ * (6 s instead of 0.2 s for 200 MiB between two local peers). A small stream selection of higher
+ * priority over the next AHEAD pieces is requested before everything else; as the reader moves on,
+ * the window moves with it. (`_select`/`_deselect` with the stream flag are WebTorrent's own calls
+ * for this, pinned with its version; a stream selection is removed by its exact range, so the
+ * window never cuts into other selections.)
+ */
+class HeadWindow {
+  readonly #torrent: WtTorrent
+  readonly #last: number
+  #window: [number, number] | undefined
+
+  constructor (torrent: WtTorrent, length: number) {
+    this.#torrent = torrent
+    this.#last = Math.ceil(length / torrent.pieceLength) - 1
+  }
+
+  moveTo (offset: number): void {
+    const piece = Math.floor(offset / this.#torrent.pieceLength)
+    if (this.#window?.[0] === piece || piece > this.#last || this.#torrent.destroyed) return
+    this.clear()
+    this.#window = [piece, Math.min(piece + AHEAD - 1, this.#last)]
+    this.#torrent._select(this.#window[0], this.#window[1], 2, undefined, true)
+  }
+
+  clear (): void {
+    if (this.#window !== undefined && !this.#torrent.destroyed) this.#torrent._deselect(this.#window[0], this.#window[1], true)
+    this.#window = undefined
+  }
 }
 
 interface Guard {

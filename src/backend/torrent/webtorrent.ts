@@ -35,6 +35,9 @@ export interface WtTorrent extends EventEmitter {
   path: string
   progress: number
   addPeer: (peer: string) => boolean
+  /** Internal: a (stream) selection of pieces `start..end` at `priority`. */
+  _select: (start: number, end: number, priority: number, notify: undefined, isStreamSelection: boolean) => void
+  _deselect: (start: number, end: number, isStreamSelection: boolean) => void
   destroy: (opts?: { destroyStore?: boolean }, cb?: (err?: Error) => void) => void
 }
 
