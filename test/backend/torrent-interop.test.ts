@@ -2,7 +2,9 @@
  * Interop with a real BitTorrent client from Debian, aria2c, on 127.0.0.1 with a tracker started
  * here (DHT, local discovery and peer exchange off on both sides): aria2c downloads a NAR that
  * narswarm seeds, from narswarm's own magnet link; and narswarm downloads a NAR that aria2c seeds.
- * Either way the bytes must match the NarHash. Skipped, with the reason printed, without aria2c.
+ * Either way the bytes must match the NarHash. And mktorrent, given the same piece length, builds
+ * the same info hash as narswarm (the torrent format is part of the index format). Each is skipped,
+ * with the reason printed, where the tool is missing.
  */
 import { after, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
@@ -15,13 +17,16 @@ import { silentLogger } from '../../src/log.ts'
 import { NixHash } from '../../src/nix/hash.ts'
 import { plugin, type TorrentBackend } from '../../src/backend/torrent/index.ts'
 import { formatMagnet } from '../../src/backend/torrent/magnet.ts'
-import { infoHashOf, PieceHasher, torrentFile } from '../../src/backend/torrent/metainfo.ts'
+import { infoHashOf, parseTorrentFile, PieceHasher, torrentFile } from '../../src/backend/torrent/metainfo.ts'
 import { freePort } from '../helpers/net.ts'
 import { startTracker, type Tracker } from '../helpers/torrent-tracker.ts'
 
 const version = spawnSync('aria2c', ['--version'], { encoding: 'utf8' })
 const skip = version.status === 0 ? false : 'aria2c is not installed (apt-get install aria2)'
 if (skip !== false) console.log(`# skipping aria2c interop: ${skip}`)
+
+const mktorrentSkip = spawnSync('mktorrent', ['-h'], { encoding: 'utf8' }).error === undefined ? false : 'mktorrent is not installed (apt-get install mktorrent)'
+if (mktorrentSkip !== false) console.log(`# skipping mktorrent check: ${mktorrentSkip}`)
 
 const root = await mkdtemp(join(tmpdir(), 'narswarm-aria2-'))
 let tracker: Tracker | undefined
@@ -95,5 +100,23 @@ describe('torrent interop with aria2c', { skip }, () => {
       for (const c of children) if (c.exitCode === null) c.kill('SIGTERM')
       await seeding
     }
+  })
+})
+
+describe('torrent format interop with mktorrent', { skip: mktorrentSkip }, () => {
+  it('mktorrent -l 20 gives the info hash narswarm publishes', async () => {
+    const bytes = randomBytes(2 * (1 << 20) + 4321)
+    const narHash = NixHash.of('sha256', bytes)
+    const name = `${narHash.toNix32()}.nar`
+    const dir = join(root, 'mktorrent')
+    await mkdir(dir, { recursive: true })
+    await writeFile(join(dir, name), bytes)
+    const r = spawnSync('mktorrent', ['-l', '20', '-a', 'http://127.0.0.1:1/announce', '-o', join(dir, 'm.torrent'), join(dir, name)], { encoding: 'utf8' })
+    assert.equal(r.status, 0, r.stderr)
+    const seeder = await plugin.create(plugin.parse(new URL('torrent:?dht=false&lsd=false&pex=false&utp=false&port=0')), { log: silentLogger(), stateDir: join(dir, 'state') }) as TorrentBackend
+    try {
+      const locator = await seeder.publish({ narHash, narSize: bytes.length, body: (async function * () { yield bytes })() })
+      assert.equal(locator.url.slice('magnet:?xt=urn:btih:'.length, 'magnet:?xt=urn:btih:'.length + 40), parseTorrentFile(await readFile(join(dir, 'm.torrent'))).infoHash)
+    } finally { await seeder.close() }
   })
 })
