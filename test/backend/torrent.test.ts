@@ -190,6 +190,29 @@ describe('torrent backend: between peers on 127.0.0.1', { skip }, () => {
     } finally { await b.close() }
   })
 
+  it('stopping a swarm download mid-stream removes the torrent and its partial data', async () => {
+    const bytes = randomBytes(24 * (1 << 20))
+    const locator = await a.publish(upload(bytes))
+    const dir = join(root, 'aborted')
+    const b = await open(offline(), dir)
+    try {
+      const controller = new AbortController()
+      const source = await b.open(locator, { signal: controller.signal })
+      let read = 0
+      await assert.rejects((async () => {
+        for await (const chunk of source!.body) {
+          read += chunk.length
+          controller.abort(new Error('enough'))
+        }
+      })(), /enough/)
+      assert.ok(read > 0 && read < bytes.length)
+      assert.equal(b.seeding, 0)
+      assert.deepEqual(await readdir(join(dir, 'torrent', 'data')), [])
+      // The next reader starts afresh and gets all of it.
+      assert.equal(sha(await drain(await b.open(locator))), sha(bytes))
+    } finally { await b.close() }
+  })
+
   it('an info hash nobody offers fails as a timeout, never as absence', async () => {
     const b = await open(offline('&metadata-timeout=500ms'))
     try {
