@@ -3,7 +3,8 @@
  * tracker started here, no DHT and no outside network. Node A publishes the NARs of a real closure
  * as torrents and serves its index; node B, fresh, with the upstream down, learns the locators from
  * A's index and substitutes the whole closure from the swarm. Then, with no peer online at all, a
- * third node substitutes it from the torrents' web seed alone (an uncompressed binary cache).
+ * third node substitutes it from the torrents' web seed alone (an uncompressed binary cache). And a
+ * swarm that never answers does not hold Nix up: the hedged race starts the upstream as well.
  */
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -18,7 +19,7 @@ import { freePort } from '../helpers/net.ts'
 import { publishCache } from '../helpers/publish.ts'
 import { startTracker, type Tracker } from '../helpers/torrent-tracker.ts'
 
-describe('substitution over BitTorrent, upstream down', { skip: nixSkip() }, () => {
+describe('substitution over BitTorrent with the real Nix client', { skip: nixSkip() }, () => {
   let nix: NixEnv
   let closure: Closure
   let tracker: Tracker
@@ -97,5 +98,26 @@ describe('substitution over BitTorrent, upstream down', { skip: nixSkip() }, () 
         assert.ok(c.logs.some(l => l.msg === 'seeding a NAR fetched from its web seed'))
       } finally { await c.stop() }
     } finally { await server.close() }
+  })
+
+  test('a swarm with nobody in it does not hold up substitution: the upstream runs alongside', async () => {
+    const upstream = await startCacheServer(cache)
+    try {
+      const index = join(await stateDir(), 'index')
+      await publishCache({ cacheDir: cache, backend: spec(), mapper: `folder://${index}`, stateDir: await stateDir() })
+      // The torrents are in the index but nobody seeds them, and the swarm is given all the time in the world.
+      const d = await startNarswarm(['--mapper', `folder://${index}`, '--backend', spec('&metadata-timeout=10m'),
+        '--upstream', `${upstream.url}?trusted-public-keys=${closure.publicKey}`, '--trusted-public-keys', closure.publicKey, '--hedge-delay', '100ms'])
+      try {
+        const store = `local?root=${join(nix.dir, `store-${run++}`)}`
+        await nix.run('nix-store', ['--store', store, '--realise', closure.top,
+          '--option', 'substituters', d.url, '--option', 'trusted-public-keys', closure.publicKey])
+        for (const path of closure.paths) {
+          const served = await d.waitForLog(l => l.msg === 'NAR served' && l.storePath === path)
+          assert.notEqual(served.source, 'torrent')
+        }
+        assert.ok(upstream.requests.filter(r => r.startsWith('GET /nar/')).length >= closure.paths.length)
+      } finally { await d.stop() }
+    } finally { await upstream.close() }
   })
 })
