@@ -213,6 +213,20 @@ describe('torrent backend: between peers on 127.0.0.1', { skip }, () => {
     } finally { await b.close() }
   })
 
+  it('two readers share one download; the one that stops last does not undo the other\'s complete read', async () => {
+    const bytes = randomBytes(6 * (1 << 20))
+    const locator = await a.publish(upload(bytes))
+    const b = await open(offline())
+    try {
+      const quitter = (await b.open(locator))!.body[Symbol.asyncIterator]()
+      assert.ok((await quitter.next()).value.length > 0)
+      assert.equal(sha(await drain(await b.open(locator))), sha(bytes))
+      // The quitter stops reading only after the other reader got the whole NAR.
+      await quitter.return!()
+      assert.equal(b.seeding, 1)
+    } finally { await b.close() }
+  })
+
   it('an info hash nobody offers fails as a timeout, never as absence', async () => {
     const b = await open(offline('&metadata-timeout=500ms'))
     try {

@@ -78,17 +78,16 @@ export class TorrentBackend implements Backend {
       return
     }
     const download = this.#swarm.acquire(magnet)
-    let verified = false
     let released = false
     try {
       if (await this.#swarm.metadata(download, this.#init.metadataTimeout, signal)) {
-        yield * this.#swarm.read(magnet, download, signal, () => { verified = true })
+        yield * this.#swarm.read(magnet, download, signal)
         return
       }
       const peers = download.torrent.numPeers
       // The torrent without metadata goes first, so that what the web seed delivers can take its place.
       released = true
-      await this.#swarm.release(magnet, download, false)
+      await this.#swarm.release(magnet, download)
       if (magnet.webSeeds.length === 0) {
         throw new UpstreamError(`torrent ${magnet.infoHash}`, `no peer sent the torrent's metadata within ${this.#init.metadataTimeout} ms (${peers} peers)`, { timeout: true })
       }
@@ -103,7 +102,7 @@ export class TorrentBackend implements Backend {
         inClient: async h => (await this.#client.get(h)) !== null
       }, signal)
     } finally {
-      if (!released) await this.#swarm.release(magnet, download, verified)
+      if (!released) await this.#swarm.release(magnet, download)
     }
   }
 

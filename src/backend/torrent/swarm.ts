@@ -22,7 +22,13 @@ import type { SeedStore } from './seeds.ts'
 import type { TorrentInit } from './spec.ts'
 import type { WtClient, WtTorrent } from './webtorrent.ts'
 
-interface Download { torrent: WtTorrent, readers: number, error?: Error }
+interface Download {
+  torrent: WtTorrent
+  readers: number
+  /** Some reader read the whole NAR and it matched the NarHash in the torrent's name. */
+  verified: boolean
+  error?: Error
+}
 
 export class Swarm {
   readonly #client: WtClient
@@ -39,15 +45,15 @@ export class Swarm {
   }
 
   /**
-   * Waits for the torrent's metadata; false when none came within the timeout. The caller must
-   * call `release` whatever happens.
+   * Joins the download of the torrent a magnet link names, starting it if nobody else is
+   * fetching it. The caller must call `release` once, whatever happens.
    */
   acquire (magnet: Magnet): Download {
     let download = this.#downloads.get(magnet.infoHash)
     if (download === undefined) {
       const announce = [...new Set([...magnet.trackers, ...this.#init.trackers])]
       const torrent = this.#client.add(magnetOf(magnet), { path: this.#seeds.dataDir(magnet.infoHash), announce, strategy: this.#init.pieceOrder })
-      const d: Download = { torrent, readers: 0 }
+      const d: Download = { torrent, readers: 0, verified: false }
       // Without a listener WebTorrent re-emits a torrent's error on the client.
       torrent.on('error', (err: Error) => { d.error = err })
       torrent.on('warning', (err: Error) => this.#log.debug({ infoHash: magnet.infoHash, err: err.message }, 'torrent warning'))
@@ -58,12 +64,12 @@ export class Swarm {
     return download
   }
 
-  async release (magnet: Magnet, download: Download, verified: boolean): Promise<void> {
+  async release (magnet: Magnet, download: Download): Promise<void> {
     download.readers--
     if (download.readers > 0) return
     this.#downloads.delete(magnet.infoHash)
     const { torrent } = download
-    if (verified && this.#init.reseed && torrent.done && !torrent.destroyed) {
+    if (download.verified && this.#init.reseed && torrent.done && !torrent.destroyed) {
       await this.#seeds.adopt(torrent.torrentFile, { inClient: true })
       this.#log.info({ infoHash: magnet.infoHash, name: torrent.name }, 'seeding a fetched NAR')
       return
@@ -96,7 +102,7 @@ export class Swarm {
   }
 
   /** The NAR's bytes in order; hashes them so that a complete, matching download can be seeded. */
-  async * read (magnet: Magnet, download: Download, signal: AbortSignal | undefined, onVerified: () => void): AsyncGenerator<Uint8Array> {
+  async * read (magnet: Magnet, download: Download, signal: AbortSignal | undefined): AsyncGenerator<Uint8Array> {
     const { torrent } = download
     const source = `torrent ${magnet.infoHash}`
     const file = torrent.files[0]
@@ -129,7 +135,7 @@ export class Swarm {
     }
     // WebTorrent ends the iterator quietly when its store fails; a short body is a failure.
     if (read !== file.length) throw new UpstreamError(source, `the stream ended after ${read} of ${file.length} bytes${download.error === undefined ? '' : `: ${download.error.message}`}`)
-    if (expected !== undefined && expected.equals(new NixHash('sha256', hash.digest()))) onVerified()
+    if (expected !== undefined && expected.equals(new NixHash('sha256', hash.digest()))) download.verified = true
   }
 }
 
