@@ -79,7 +79,10 @@ describe('substitution over BitTorrent with the real Nix client', { skip: nixSki
       try {
         await substituteFrom(b)
         assert.ok(b.logs.some(l => l.msg === 'seeding a fetched NAR'), 'B seeds what it fetched')
+        // Exiting by itself on SIGTERM means the BitTorrent client left no socket or timer behind.
+        assert.equal(await b.stop(), 0, 'B shut down cleanly')
       } finally { await b.stop() }
+      assert.equal(await a.stop(), 0, 'A shut down cleanly')
     } finally { await a.stop() }
   })
 
