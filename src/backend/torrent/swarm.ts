@@ -54,6 +54,10 @@ export class Swarm {
       const announce = [...new Set([...magnet.trackers, ...this.#init.trackers])]
       const torrent = this.#client.add(magnetOf(magnet), { path: this.#seeds.dataDir(magnet.infoHash), announce, strategy: this.#init.pieceOrder })
       const d: Download = { torrent, readers: 0, verified: false }
+      const started = performance.now()
+      const ms = (): number => Math.round(performance.now() - started)
+      torrent.once('wire', () => this.#log.debug({ infoHash: magnet.infoHash, ms: ms() }, 'torrent: first peer connected'))
+      torrent.once('metadata', () => this.#log.debug({ infoHash: magnet.infoHash, ms: ms(), peers: torrent.numPeers }, 'torrent: metadata received'))
       // Without a listener WebTorrent re-emits a torrent's error on the client.
       torrent.on('error', (err: Error) => { d.error = err })
       torrent.on('warning', (err: Error) => this.#log.debug({ infoHash: magnet.infoHash, err: err.message }, 'torrent warning'))
