@@ -23,6 +23,7 @@ import type { NarSource } from '../../src/types.ts'
 import { backendCompliance } from '../compliance/backend.ts'
 import { startTracker, type Tracker } from '../helpers/torrent-tracker.ts'
 import { startCacheServer } from '../helpers/cache-server.ts'
+import { startRangeServer } from '../helpers/range-server.ts'
 
 const root = await mkdtemp(join(tmpdir(), 'narswarm-torrent-'))
 let tracker: Tracker | undefined
@@ -259,6 +260,28 @@ describe('torrent backend: between peers on 127.0.0.1', { skip }, () => {
     } finally {
       await b.close()
       await cache.close()
+    }
+  })
+
+  it('once a peer sent the metadata, the web seed is one more source inside the torrent (BEP 19)', async () => {
+    const bytes = randomBytes(6 * (1 << 20))
+    const narHash = NixHash.of('sha256', bytes)
+    const webDir = join(root, 'in-torrent-web-seed')
+    await mkdir(join(webDir, 'nar'), { recursive: true })
+    await writeFile(join(webDir, 'nar', `${narHash.toNix32()}.nar`), bytes)
+    const web = await startRangeServer(webDir)
+    // The only peer uploads at 256 KiB/s: most pieces must come from the web seed.
+    const slow = await open(offline(`&upload-limit=256KiB&web-seed=${web.url}/`))
+    const b = await open(offline())
+    try {
+      const locator = await slow.publish(upload(bytes))
+      assert.equal(sha(await drain(await b.open(locator))), sha(bytes))
+      const ranged = web.requests.filter(r => r.path === `/nar/${narHash.toNix32()}.nar` && r.range !== undefined)
+      assert.ok(ranged.length > 0, 'the web seed got range requests from the swarm client')
+    } finally {
+      await b.close()
+      await slow.close()
+      await web.close()
     }
   })
 
