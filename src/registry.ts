@@ -19,7 +19,8 @@ const BACKENDS: Record<string, () => Promise<BackendPlugin<any>>> = {
   mirror: async () => (await import('./backend/mirror.ts')).plugin,
   s3: async () => (await import('./backend/s3.ts')).plugin,
   exec: async () => (await import('./backend/exec.ts')).plugin,
-  ipfs: async () => (await import('./backend/ipfs/plugin.ts')).plugin
+  ipfs: async () => (await import('./backend/ipfs/plugin.ts')).plugin,
+  torrent: async () => (await import('./backend/torrent/index.ts')).plugin
 }
 
 export const MAPPER_SCHEMES: readonly string[] = Object.keys(MAPPERS)

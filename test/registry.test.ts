@@ -13,11 +13,11 @@ import { silentLogger } from '../src/log.ts'
 
 test('valid specs of every scheme are accepted', async () => {
   const mappers = ['sqlite:', 'sqlite:///var/lib/narswarm/index.db', 'folder:///srv/nss-map', 'http+https://index.example/v1', 'http+http://127.0.0.1:8080', 'exec:///usr/local/bin/my-mapper?timeout=5s']
-  const backends = ['file:///srv/nars', 'mirror+https://a.example/,https://b.example/', 's3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1', 'exec:///usr/bin/fetcher']
+  const backends = ['file:///srv/nars', 'mirror+https://a.example/,https://b.example/', 's3://bucket/prefix?endpoint=http://127.0.0.1:9000&region=us-east-1', 'exec:///usr/bin/fetcher', 'torrent:?dht=false&tracker=udp://t.example:6969']
   for (const spec of mappers) await checkSpec(spec, 'mapper')
   for (const spec of backends) await checkSpec(spec, 'backend')
   assert.deepEqual([...MAPPER_SCHEMES].sort(), ['exec', 'folder', 'http', 'sqlite'])
-  assert.deepEqual([...BACKEND_SCHEMES].sort(), ['exec', 'file', 'ipfs', 'mirror', 's3'])
+  assert.deepEqual([...BACKEND_SCHEMES].sort(), ['exec', 'file', 'ipfs', 'mirror', 's3', 'torrent'])
 })
 
 test('invalid specs are ConfigErrors that say what is wrong', async () => {

@@ -1,0 +1,158 @@
+/**
+ * What this node seeds, on disk and in the client, within the seeding cap. Layout under the
+ * backend's directory:
+ *
+ *   torrents/<info hash>.torrent     one per seeded NAR; its modification time is its last use
+ *   data/<info hash>/<nix32 NarHash>.nar   the uncompressed NAR (the torrent's single file)
+ *   tmp/                             NARs being written; emptied at start
+ *
+ * A .torrent file is written (atomically) only once its data is complete and verified, so after a
+ * restart every .torrent with a data file of the right size is seeded again without re-hashing
+ * (peers check every piece anyway). Beyond `maxSeeds`, the least recently used torrent that nobody
+ * is reading is removed, its data with it.
+ */
+import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import type { Logger } from '../../log.ts'
+import { parseTorrentFile, type ParsedTorrent } from './metainfo.ts'
+import type { WtClient } from './webtorrent.ts'
+
+export interface Seed {
+  infoHash: string
+  name: string
+  length: number
+  /** The data file. */
+  file: string
+  torrent: ParsedTorrent
+}
+
+export class SeedStore {
+  readonly directory: string
+  readonly #client: WtClient
+  readonly #log: Logger
+  readonly #maxSeeds: number
+  /** In least-recently-used order: the first entry is evicted first. */
+  readonly #seeds = new Map<string, Seed>()
+  readonly #byName = new Map<string, string>()
+  /** Info hashes being read right now, with a count; never evicted. */
+  readonly #inUse = new Map<string, number>()
+
+  constructor (directory: string, client: WtClient, maxSeeds: number, log: Logger) {
+    this.directory = directory
+    this.#client = client
+    this.#maxSeeds = maxSeeds
+    this.#log = log
+  }
+
+  get size (): number { return this.#seeds.size }
+  get tmpDir (): string { return join(this.directory, 'tmp') }
+  dataDir (infoHash: string): string { return join(this.directory, 'data', infoHash) }
+
+  /** Creates the layout and seeds again what was seeded before, most recent first, within the cap. */
+  async resume (): Promise<void> {
+    await rm(this.tmpDir, { recursive: true, force: true })
+    for (const d of ['torrents', 'data', 'tmp']) await mkdir(join(this.directory, d), { recursive: true })
+    const found: Array<{ infoHash: string, mtime: number }> = []
+    for (const entry of await readdir(join(this.directory, 'torrents'))) {
+      const m = /^([0-9a-f]{40})\.torrent$/.exec(entry)
+      if (m === null) continue
+      found.push({ infoHash: m[1]!, mtime: (await stat(join(this.directory, 'torrents', entry))).mtimeMs })
+    }
+    found.sort((a, b) => a.mtime - b.mtime)
+    for (const [i, { infoHash }] of found.entries()) {
+      if (i < found.length - this.#maxSeeds) { await this.#delete(infoHash); continue }
+      try {
+        const torrent = parseTorrentFile(await readFile(this.#torrentPath(infoHash)))
+        const file = join(this.dataDir(infoHash), torrent.info.name)
+        if (torrent.infoHash !== infoHash || (await stat(file)).size !== torrent.info.length) throw new Error('data does not match the torrent')
+        this.#register({ infoHash, name: torrent.info.name, length: torrent.info.length, file, torrent })
+        this.#client.add(await readFile(this.#torrentPath(infoHash)), { path: this.dataDir(infoHash), skipVerify: true })
+      } catch (err) {
+        this.#log.warn({ infoHash, err: (err as Error).message }, 'dropping a seeded torrent that cannot be resumed')
+        await this.#delete(infoHash)
+      }
+    }
+    if (found.length > 0) this.#log.info({ seeding: this.#seeds.size }, 'torrents resumed')
+  }
+
+  get (infoHash: string): Seed | undefined { return this.#seeds.get(infoHash) }
+  byName (name: string): Seed | undefined {
+    const infoHash = this.#byName.get(name)
+    return infoHash === undefined ? undefined : this.#seeds.get(infoHash)
+  }
+
+  /** Marks a seed as just used (LRU order, and on disk for the next start). */
+  touch (infoHash: string): void {
+    const seed = this.#seeds.get(infoHash)
+    if (seed === undefined) return
+    this.#seeds.delete(infoHash)
+    this.#seeds.set(infoHash, seed)
+    const now = new Date()
+    utimes(this.#torrentPath(infoHash), now, now).catch(() => {})
+  }
+
+  /** Holds a seed against eviction while it is read; returns the release function. */
+  hold (infoHash: string): () => void {
+    this.#inUse.set(infoHash, (this.#inUse.get(infoHash) ?? 0) + 1)
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      const n = (this.#inUse.get(infoHash) ?? 1) - 1
+      if (n === 0) this.#inUse.delete(infoHash); else this.#inUse.set(infoHash, n)
+    }
+  }
+
+  /**
+   * Records a complete, verified torrent whose data is already at `dataDir(infoHash)/<name>`, adds
+   * it to the client unless it is there (a finished download is), and evicts beyond the cap.
+   */
+  async adopt (torrentBytes: Uint8Array, options: { inClient: boolean }): Promise<Seed> {
+    const torrent = parseTorrentFile(torrentBytes)
+    const { infoHash } = torrent
+    const temp = join(this.tmpDir, `${infoHash}.${randomBytes(4).toString('hex')}.torrent`)
+    await writeFile(temp, torrentBytes)
+    await rename(temp, this.#torrentPath(infoHash))
+    const seed: Seed = { infoHash, name: torrent.info.name, length: torrent.info.length, file: join(this.dataDir(infoHash), torrent.info.name), torrent }
+    this.#register(seed)
+    if (!options.inClient && await this.#client.get(infoHash) === null) {
+      this.#client.add(torrentBytes, { path: this.dataDir(infoHash), skipVerify: true })
+    }
+    await this.#evict()
+    return seed
+  }
+
+  /** Removes a torrent that is not (or no longer) a seed: from the client and from disk. */
+  async discard (infoHash: string): Promise<void> {
+    if (this.#seeds.has(infoHash)) return
+    await this.#delete(infoHash)
+  }
+
+  #register (seed: Seed): void {
+    this.#seeds.delete(seed.infoHash)
+    this.#seeds.set(seed.infoHash, seed)
+    this.#byName.set(seed.name, seed.infoHash)
+  }
+
+  async #evict (): Promise<void> {
+    for (const infoHash of [...this.#seeds.keys()]) {
+      if (this.#seeds.size <= this.#maxSeeds) return
+      if (this.#inUse.has(infoHash)) continue
+      this.#log.debug({ infoHash }, 'seeding cap reached: removing the least recently used torrent')
+      await this.#delete(infoHash)
+    }
+  }
+
+  async #delete (infoHash: string): Promise<void> {
+    const seed = this.#seeds.get(infoHash)
+    this.#seeds.delete(infoHash)
+    if (seed !== undefined && this.#byName.get(seed.name) === infoHash) this.#byName.delete(seed.name)
+    const torrent = await this.#client.get(infoHash)
+    if (torrent !== null) await new Promise<void>(resolve => { this.#client.remove(torrent, { destroyStore: false }, () => resolve()).catch(() => resolve()) })
+    await rm(this.#torrentPath(infoHash), { force: true })
+    await rm(this.dataDir(infoHash), { recursive: true, force: true })
+  }
+
+  #torrentPath (infoHash: string): string { return join(this.directory, 'torrents', `${infoHash}.torrent`) }
+}
