@@ -13,7 +13,7 @@
  * A locator outside the directory resolves to undefined (it is not this backend's to serve, and
  * the directory is the only thing it was told it may read), as does a file that does not exist.
  */
-import { createReadStream, createWriteStream } from 'node:fs'
+import { createWriteStream } from 'node:fs'
 import { mkdir, open, rename, stat, unlink } from 'node:fs/promises'
 import { isAbsolute, join, relative, resolve, sep } from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -22,6 +22,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import { ConfigError } from '../errors.ts'
 import { COMPRESSIONS, compress, type Compression } from '../nix/compression.ts'
 import type { AbortOptions, Backend, BackendPlugin, Components, Locator, NarSource, NarUpload } from '../types.ts'
+import { readFileChunks } from '../util/file-stream.ts'
 import { verifyNar } from '../util/verify.ts'
 
 export interface FileBackendInit {
@@ -35,8 +36,6 @@ export interface FileBackendInit {
 export const COMPRESSION_EXTENSION: Readonly<Record<Compression, string>> = {
   none: '', xz: '.xz', zstd: '.zst', bzip2: '.bz2', br: '.br'
 }
-
-const READ_CHUNK = 1 << 20
 
 export class FileBackend implements Backend {
   readonly name: string
@@ -63,7 +62,7 @@ export class FileBackend implements Backend {
       if (isAbsent(err)) return undefined
       throw err
     }
-    return { body: readFile(path, size, options.signal), compression: locator.compression, fileSize: size }
+    return { body: readFileChunks(path, options.signal === undefined ? { size } : { size, signal: options.signal }), compression: locator.compression, fileSize: size }
   }
 
   async publish (nar: NarUpload, options: AbortOptions = {}): Promise<Locator> {
@@ -112,23 +111,6 @@ export class FileBackend implements Backend {
     const rel = relative(this.directory, path)
     if (rel === '' || isAbsolute(rel) || rel === '..' || rel.startsWith(`..${sep}`)) return undefined
     return path
-  }
-}
-
-async function * readFile (path: string, size: number, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
-  // Opened only when read, so a source that is never read holds no file descriptor. The read
-  // buffer fits the file: a 1 MiB buffer for every small NAR made garbage collection a fifth of
-  // the work of serving them.
-  const highWaterMark = Math.min(READ_CHUNK, Math.max(size + 1, 16 * 1024))
-  const stream = createReadStream(path, signal === undefined ? { highWaterMark } : { highWaterMark, signal })
-  try {
-    for await (const chunk of stream) yield chunk as Uint8Array
-  } catch (err) {
-    // The stream reports a generic AbortError; the caller wants its own reason back.
-    if (signal?.aborted === true) throw signal.reason
-    throw err
-  } finally {
-    stream.destroy()
   }
 }
 

@@ -5,7 +5,6 @@
  * and only a `file://` cache can be listed — HTTP caches have no listing, so their paths must be
  * named.
  */
-import { createReadStream } from 'node:fs'
 import { readdir, readFile, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -13,6 +12,7 @@ import { ConfigError } from '../errors.ts'
 import { NarInfo } from '../nix/narinfo.ts'
 import { verifyNarInfo } from '../nix/signature.ts'
 import { isHashPart } from '../nix/store-path.ts'
+import { readFileChunks } from '../util/file-stream.ts'
 import { parseUpstreamSpec, type UpstreamConfig } from '../upstream/spec.ts'
 import { parseServedNarInfo, Upstream, type NarInfoAnswer, type NarStream } from '../upstream/upstream.ts'
 
@@ -87,7 +87,7 @@ class FileCache implements BinaryCache {
     const file = join(this.#dir, narInfo.url)
     const st = await stat(file).catch(() => undefined)
     if (st?.isFile() !== true) return undefined
-    return { body: createReadStream(file, { highWaterMark: 1 << 20 }), compression: narInfo.compression, fileSize: st.size }
+    return { body: readFileChunks(file, { size: st.size }), compression: narInfo.compression, fileSize: st.size }
   }
 
   narUrl (narInfo: NarInfo): string {

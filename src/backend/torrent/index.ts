@@ -9,7 +9,7 @@
  * Absence and failure: a magnet link naming no BitTorrent content is not this backend's (undefined);
  * an info hash nobody offers is a timeout (UpstreamError), never absence — the swarm may just be slow.
  */
-import { createReadStream, createWriteStream } from 'node:fs'
+import { createWriteStream } from 'node:fs'
 import { mkdir, rename, rm } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -18,6 +18,7 @@ import type { Dispatcher } from 'undici'
 import { UpstreamError } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
 import { createHttpDispatcher } from '../../util/http-client.ts'
+import { readFileChunks } from '../../util/file-stream.ts'
 import { verifyNar } from '../../util/verify.ts'
 import type { AbortOptions, Backend, BackendPlugin, Components, Locator, NarSource, NarUpload } from '../../types.ts'
 import { formatMagnet, parseMagnet, type Magnet } from './magnet.ts'
@@ -109,14 +110,9 @@ export class TorrentBackend implements Backend {
   async * #readSeed (seed: Seed, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
     const release = this.#seeds.hold(seed.infoHash)
     this.#seeds.touch(seed.infoHash)
-    const stream = createReadStream(seed.file, signal === undefined ? { highWaterMark: 1 << 20 } : { highWaterMark: 1 << 20, signal })
     try {
-      for await (const chunk of stream) yield chunk as Uint8Array
-    } catch (err) {
-      if (signal?.aborted === true) throw signal.reason
-      throw err
+      yield * readFileChunks(seed.file, signal === undefined ? {} : { signal })
     } finally {
-      stream.destroy()
       release()
     }
   }

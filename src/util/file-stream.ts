@@ -1,0 +1,23 @@
+/**
+ * A file's bytes as an async iterable, for backends that serve NARs from disk. The file is opened
+ * only when read, so a source that is never read holds no descriptor; the read buffer fits the
+ * file (a 1 MiB buffer for every small NAR made garbage collection a fifth of the work of serving
+ * them); an abort rethrows the caller's own reason rather than Node's generic AbortError.
+ */
+import { createReadStream } from 'node:fs'
+
+const READ_CHUNK = 1 << 20
+
+export async function * readFileChunks (path: string, options: { size?: number, signal?: AbortSignal } = {}): AsyncGenerator<Uint8Array> {
+  const { size, signal } = options
+  const highWaterMark = size === undefined ? READ_CHUNK : Math.min(READ_CHUNK, Math.max(size + 1, 16 * 1024))
+  const stream = createReadStream(path, signal === undefined ? { highWaterMark } : { highWaterMark, signal })
+  try {
+    for await (const chunk of stream) yield chunk as Uint8Array
+  } catch (err) {
+    if (signal?.aborted === true) throw signal.reason
+    throw err
+  } finally {
+    stream.destroy()
+  }
+}
