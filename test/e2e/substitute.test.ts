@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { makeNixEnv, nixSkip, type NixEnv } from '../helpers/nix.ts'
 import { buildClosure, copyTo, type Closure } from '../helpers/closure.ts'
 import { startCacheServer, type CacheServer } from '../helpers/cache-server.ts'
-import { startNarswarm, type NarswarmProcess } from '../helpers/narswarm.ts'
+import { startNarswarm } from '../helpers/narswarm.ts'
 
 describe('a fresh Nix store substitutes a real closure through narswarm', { skip: nixSkip() }, () => {
   let nix: NixEnv

@@ -12,7 +12,7 @@ import { join } from 'node:path'
 import { generateSecretKey } from '../../src/nix/signature.ts'
 import { startCacheServer, type CacheServer } from '../helpers/cache-server.ts'
 import { startNarswarm } from '../helpers/narswarm.ts'
-import { makeEntry, writeSignedCache, type CacheEntry } from '../helpers/signed-cache.ts'
+import { makeEntry, writeSignedCache } from '../helpers/signed-cache.ts'
 
 describe('substituter with several upstreams', () => {
   let dir: string
