@@ -5,7 +5,7 @@
  */
 import { parseArgs } from 'node:util'
 import { ConfigError } from '../errors.ts'
-import { createLogger, type Logger } from '../log.ts'
+import { createLogger } from '../log.ts'
 import { openBackend, openMapper } from '../registry.ts'
 import type { Backend, Mapper } from '../types.ts'
 import { openBinaryCache } from '../publish/binary-cache.ts'
@@ -117,7 +117,7 @@ export async function publishCommand (args: string[]): Promise<number> {
     }
     if (!mappers.some(m => m.record !== undefined)) throw new ConfigError('no mapper that can record is configured (--mapper sqlite:, folder:///dir)')
 
-    const gathered = await gather(flags, positionals, closureOf, config.trustedPublicKeys, log, controller.signal)
+    const gathered = await gather(flags, positionals, closureOf, config.trustedPublicKeys, controller.signal)
     closeSource = gathered.close
     const items: PublishItem[] = []
     const excluded: Array<{ path: string, reason: string }> = []
@@ -158,7 +158,7 @@ export async function publishCommand (args: string[]): Promise<number> {
 }
 
 async function gather (flags: { all?: boolean, 'from-cache'?: string, 'narinfo-only'?: boolean }, positionals: string[], closureOf: string[],
-  trustedKeys: string[], log: Logger, signal: AbortSignal): Promise<Gathered & { close?: () => Promise<void> }> {
+  trustedKeys: string[], signal: AbortSignal): Promise<Gathered & { close?: () => Promise<void> }> {
   const fromCache = flags['from-cache']
   if (fromCache === undefined) {
     const explicit = await fromLocalStore(positionals, { closure: false, all: flags.all === true, trustedKeys, signal })
@@ -168,7 +168,7 @@ async function gather (flags: { all?: boolean, 'from-cache'?: string, 'narinfo-o
   }
   const cache = openBinaryCache(fromCache, trustedKeys)
   try {
-    const options = { narInfoOnly: flags['narinfo-only'] === true, trustedKeys, concurrency: 32, log, signal }
+    const options = { narInfoOnly: flags['narinfo-only'] === true, concurrency: 32, signal }
     const closures = closureOf.length === 0 ? undefined : await fromBinaryCache(cache, closureOf, { ...options, closure: true })
     const explicit = positionals.length === 0 && closures !== undefined ? undefined : await fromBinaryCache(cache, positionals, { ...options, closure: false })
     const gathered = closures === undefined ? explicit! : explicit === undefined ? closures : merge(explicit, closures)

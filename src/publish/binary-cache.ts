@@ -18,6 +18,8 @@ import { parseServedNarInfo, Upstream, type NarInfoAnswer, type NarStream } from
 
 export interface BinaryCache {
   readonly name: string
+  /** The keys its narinfos are checked with: signatures by them are the ones worth keeping. */
+  readonly trustedKeys: readonly string[]
   narInfo: (hashPart: string, signal?: AbortSignal) => Promise<NarInfoAnswer>
   /** The compressed NAR file a narinfo names; undefined when the cache says it is gone. */
   openNar: (narInfo: NarInfo, signal?: AbortSignal) => Promise<NarStream | undefined>
@@ -34,9 +36,11 @@ export function openBinaryCache (spec: string, defaultKeys: readonly string[]): 
     ? spec
     : `${spec}${spec.includes('?') ? '&' : '?'}trusted-public-keys=${defaultKeys.map(encodeURIComponent).join('%20')}`
   if (!spec.startsWith('file:')) {
-    const upstream = new Upstream(parseUpstreamSpec(withKeys))
+    const config = parseUpstreamSpec(withKeys)
+    const upstream = new Upstream(config)
     return {
       name: upstream.name,
+      trustedKeys: config.trustedPublicKeys,
       narInfo: async (hashPart, signal) => await upstream.fetchNarInfo(hashPart, signal === undefined ? {} : { signal }),
       openNar: async (narInfo, signal) => await upstream.openNar(narInfo, signal === undefined ? {} : { signal }),
       narUrl: narInfo => upstream.resolve(narInfo.url),
@@ -56,12 +60,14 @@ export function openBinaryCache (spec: string, defaultKeys: readonly string[]): 
 
 class FileCache implements BinaryCache {
   readonly name: string
+  readonly trustedKeys: readonly string[]
   readonly #dir: string
   readonly #options: UpstreamConfig
 
   constructor (dir: string, options: UpstreamConfig) {
     this.#dir = dir
     this.#options = options
+    this.trustedKeys = options.trustedPublicKeys
     this.name = `file://${dir}`
   }
 

@@ -5,7 +5,6 @@
  * had (not in the store, absent or unsigned in the cache) becomes a failure with its reason, and
  * the others go on.
  */
-import type { Logger } from '../log.ts'
 import { decompress } from '../nix/compression.ts'
 import { dumpPath } from '../nix/nar/dump.ts'
 import type { NarInfo } from '../nix/narinfo.ts'
@@ -64,10 +63,8 @@ export interface CacheOptions {
   closure: boolean
   /** Record where the NAR is in the cache instead of publishing its bytes. */
   narInfoOnly: boolean
-  trustedKeys: readonly string[]
   /** Narinfos fetched at once. */
   concurrency: number
-  log: Logger
   signal?: AbortSignal
 }
 
@@ -133,7 +130,8 @@ function cacheItem (cache: BinaryCache, narInfo: NarInfo, text: string, options:
     references: [...narInfo.references],
     ...(narInfo.deriver === undefined ? {} : { deriver: narInfo.deriver }),
     ...(narInfo.ca === undefined ? {} : { ca: narInfo.ca }),
-    sigs: verifiedSigs(narInfo.sigs, narInfoFingerprint(narInfo), options.trustedKeys)
+    // Kept: the signatures by the keys the cache was checked with.
+    sigs: verifiedSigs(narInfo.sigs, narInfoFingerprint(narInfo), cache.trustedKeys)
   }
   if (options.narInfoOnly) {
     const locator = { url: cache.narUrl(narInfo), compression: narInfo.compression, ...(narInfo.fileSize === undefined ? {} : { fileSize: narInfo.fileSize }) }

@@ -12,11 +12,15 @@ import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { makeNixEnv, nixSkip, type NixEnv } from '../helpers/nix.ts'
-import { buildClosure, copyTo, type Closure } from '../helpers/closure.ts'
+import { buildClosure, copyTo, hashPartOf, type Closure } from '../helpers/closure.ts'
 import { runNarswarm, startNarswarm } from '../helpers/narswarm.ts'
 import { startCacheServer } from '../helpers/cache-server.ts'
 import { freePort } from '../helpers/net.ts'
 import { parseEntry } from '../../src/mapper/folder.ts'
+import { NarInfo } from '../../src/nix/narinfo.ts'
+import { verifyNarInfo } from '../../src/nix/signature.ts'
+import { openMapper } from '../../src/registry.ts'
+import { silentLogger } from '../../src/log.ts'
 
 describe('narswarm publish with the real Nix', { skip: nixSkip() }, () => {
   let nix: NixEnv
@@ -78,6 +82,14 @@ describe('narswarm publish with the real Nix', { skip: nixSkip() }, () => {
     assert.equal(r.code, 0, r.stderr)
     assert.match(r.stdout, new RegExp(`^published ${closure.paths.length},`))
     await substitute(['--mapper', `sqlite://${db}`, '--backend', `file://${nars}`])
+    // The cache's own signature, which verified, is kept next to ours.
+    const index = await openMapper(`sqlite://${db}`, { log: silentLogger(), stateDir: nix.dir })
+    try {
+      const kept = NarInfo.parse((await index.narInfo!(hashPartOf(closure.top)))!)
+      assert.deepEqual(verifyNarInfo(kept, [closure.publicKey, key.public]).validKeyNames.sort(), [closure.publicKey.split(':')[0]!, 'narswarm-publish-test-1'].sort())
+    } finally {
+      await index.close?.()
+    }
     // A cache that is not signed by the key it is said to be signed by gives nothing.
     const refused = await publish(['--from-cache', `file://${cache}?trusted-public-keys=${key.public}`, '--backend', `file://${nars}`, '--mapper', `sqlite://${db}`])
     assert.equal(refused.code, 1)
