@@ -17,10 +17,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { makeNixEnv, nixSkip, type NixEnv } from '../helpers/nix.ts'
 import { startNarswarm, type LogLine, type NarswarmProcess } from '../helpers/narswarm.ts'
-import { publishCache } from '../helpers/ipfs.ts'
+import { publishCache } from '../helpers/publish.ts'
 import { freePort } from '../helpers/net.ts'
-import { openBackend, openMapper } from '../../src/registry.ts'
-import { silentLogger } from '../../src/log.ts'
 
 // lib is the same in both closures; dep is rebuilt (new DEP_VERSION); app refers to dep, so it
 // is rebuilt too. Each holds about 4.5 MB of deterministic, incompressible-looking text.
@@ -83,17 +81,10 @@ describe('IPFS: a closure published by node A, substituted through node B', { sk
   test('A publishes, B serves both closures to Nix from IPFS, and the second moves only its new blocks', async () => {
     const portA = await freePort()
     const specA = `ipfs:?listen=/ip4/127.0.0.1/tcp/${portA}&routing=none`
-    const components = { log: silentLogger(), stateDir: stateA }
-    const backend = await openBackend(specA, components)
-    const mapper = await openMapper('sqlite:', components)
-    const published: Array<Awaited<ReturnType<typeof publishCache>>> = []
-    try {
-      for (const cache of caches) published.push(await publishCache(cache, backend, mapper))
-    } finally {
-      await mapper.close?.()
-      await backend.close?.()
-    }
-    assert.ok(published.every(p => p.every(e => e.url.startsWith('ipfs://'))))
+    // Published by the real command into A's state directory, whose node then serves the blocks.
+    const published = []
+    for (const cache of caches) published.push(await publishCache({ cacheDir: cache, publicKey, backend: specA, stateDir: stateA }))
+    assert.ok(published.every(p => p.every(e => e.locators.length === 1 && e.locators[0]!.url.startsWith('ipfs://'))))
 
     a = await startNarswarm(['--state-dir', stateA, '--backend', specA, '--upstream', deadUpstream, '--trusted-public-keys', publicKey])
     const listening = await a.waitForLog(l => l.msg === 'ipfs node listening')

@@ -68,9 +68,9 @@ describe('substitution over BitTorrent with the real Nix client', { skip: nixSki
 
   test('node A publishes and seeds; node B, fresh, substitutes the closure from the swarm', async () => {
     const stateA = await stateDir()
-    const published = await publishCache({ cacheDir: cache, backend: spec(), mapper: 'sqlite:', stateDir: stateA })
+    const published = await publishCache({ cacheDir: cache, publicKey: closure.publicKey, backend: spec(), stateDir: stateA })
     assert.equal(published.length, closure.paths.length)
-    assert.ok(published.every(p => p.locator.url.startsWith('magnet:?xt=urn:btih:')))
+    assert.ok(published.every(p => p.locators.length === 1 && p.locators[0]!.url.startsWith('magnet:?xt=urn:btih:')))
     const common = ['--upstream', deadUpstream, '--trusted-public-keys', closure.publicKey, '--hedge-delay', '100ms']
     const a = await startNarswarm(['--state-dir', stateA, '--backend', spec(), ...common])
     try {
@@ -92,7 +92,7 @@ describe('substitution over BitTorrent with the real Nix client', { skip: nixSki
       const statePublisher = await stateDir()
       const index = join(await stateDir(), 'index')
       // Published and gone: nobody seeds; the magnet links carry the web seed.
-      await publishCache({ cacheDir: cache, backend: spec(`&web-seed=${server.url}/`), mapper: `folder://${index}`, stateDir: statePublisher })
+      await publishCache({ cacheDir: cache, publicKey: closure.publicKey, backend: spec(`&web-seed=${server.url}/`), mapper: `folder://${index}`, stateDir: statePublisher })
       const c = await startNarswarm(['--mapper', `folder://${index}`, '--backend', spec('&metadata-timeout=1s'),
         '--upstream', deadUpstream, '--trusted-public-keys', closure.publicKey])
       try {
@@ -107,7 +107,7 @@ describe('substitution over BitTorrent with the real Nix client', { skip: nixSki
     const upstream = await startCacheServer(cache)
     try {
       const index = join(await stateDir(), 'index')
-      await publishCache({ cacheDir: cache, backend: spec(), mapper: `folder://${index}`, stateDir: await stateDir() })
+      await publishCache({ cacheDir: cache, publicKey: closure.publicKey, backend: spec(), mapper: `folder://${index}`, stateDir: await stateDir() })
       // The torrents are in the index but nobody seeds them, and the swarm is given all the time in the world.
       const d = await startNarswarm(['--mapper', `folder://${index}`, '--backend', spec('&metadata-timeout=10m'),
         '--upstream', `${upstream.url}?trusted-public-keys=${closure.publicKey}`, '--trusted-public-keys', closure.publicKey, '--hedge-delay', '100ms'])

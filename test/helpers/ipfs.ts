@@ -1,23 +1,17 @@
 /**
- * IPFS test helpers: a fresh embedded node on 127.0.0.1 with no public defaults, a small trustless
- * gateway (raw blocks) in front of an embedded node, and `publishCache`, which publishes every NAR
- * of a Nix binary cache directory into a backend and records the locator (with the signed
- * narinfo) in a mapper: what a `narswarm publish` does, through the plug-in API.
+ * IPFS test helpers: a fresh embedded node on 127.0.0.1 with no public defaults, and a small
+ * trustless gateway (raw blocks) in front of an embedded node.
  */
 import { createServer } from 'node:http'
 import { once } from 'node:events'
-import { createReadStream } from 'node:fs'
-import { mkdtemp, readdir, readFile } from 'node:fs/promises'
+import { mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { AddressInfo } from 'node:net'
 import { CID } from 'multiformats/cid'
 import { silentLogger } from '../../src/log.ts'
-import { decompress } from '../../src/nix/compression.ts'
-import { NarInfo } from '../../src/nix/narinfo.ts'
 import type { EmbeddedIpfsBackend } from '../../src/backend/ipfs/embedded.ts'
 import { plugin } from '../../src/backend/ipfs/plugin.ts'
-import type { Backend, Mapper } from '../../src/types.ts'
 
 /** An embedded node in a new temp dir (or `stateDir`), listening on a free loopback port. */
 export async function embeddedNode (options: string = '', stateDir?: string): Promise<EmbeddedIpfsBackend> {
@@ -58,20 +52,4 @@ export async function startGateway (node: EmbeddedIpfsBackend): Promise<TestGate
     faults,
     close: async () => { server.closeAllConnections(); await new Promise(resolve => server.close(resolve)) }
   }
-}
-
-/**
- * Publishes every NAR of the binary cache in `dir` (as `nix copy --to file://` wrote it) into
- * `backend` and records it in `mapper` with its signed narinfo. Returns the narinfos and locators.
- */
-export async function publishCache (dir: string, backend: Backend, mapper: Mapper): Promise<Array<{ narInfo: NarInfo, url: string }>> {
-  const out: Array<{ narInfo: NarInfo, url: string }> = []
-  for (const name of (await readdir(dir)).filter(n => n.endsWith('.narinfo')).sort()) {
-    const narInfo = NarInfo.parse(await readFile(join(dir, name), 'utf8'))
-    const body = decompress(narInfo.compression, createReadStream(join(dir, narInfo.url)) as AsyncIterable<Uint8Array>)
-    const locator = await backend.publish!({ narHash: narInfo.narHash, narSize: narInfo.narSize, body })
-    await mapper.record!(narInfo.narHash, locator, { narInfo: narInfo.toString() })
-    out.push({ narInfo, url: locator.url })
-  }
-  return out
 }
