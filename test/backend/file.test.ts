@@ -12,6 +12,7 @@ import { NixHash } from '../../src/nix/hash.ts'
 import { decompress } from '../../src/nix/compression.ts'
 import { silentLogger } from '../../src/log.ts'
 import type { Backend } from '../../src/types.ts'
+import { chunks } from '../helpers/bytes.ts'
 
 const components = { log: silentLogger(), stateDir: tmpdir() }
 const dirs = new Map<Backend, string>()
@@ -23,7 +24,6 @@ async function fresh (compression = 'none'): Promise<FileBackend> {
   return backend
 }
 
-async function * chunks (bytes: Uint8Array): AsyncGenerator<Uint8Array> { yield bytes }
 
 async function collect (body: AsyncIterable<Uint8Array>): Promise<Buffer> {
   const parts: Uint8Array[] = []

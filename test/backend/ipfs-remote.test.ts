@@ -6,7 +6,7 @@
  */
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { createServer, type Server } from 'node:http'
 import { once } from 'node:events'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -18,14 +18,14 @@ import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { ConfigError, IntegrityError, UpstreamError } from '../../src/errors.ts'
 import { silentLogger } from '../../src/log.ts'
-import { NixHash } from '../../src/nix/hash.ts'
 import { plugin } from '../../src/backend/ipfs/plugin.ts'
 import { cidOf } from '../../src/backend/ipfs/locator.ts'
 import type { EmbeddedIpfsBackend } from '../../src/backend/ipfs/embedded.ts'
-import type { Backend, NarSource } from '../../src/types.ts'
+import type { Backend } from '../../src/types.ts'
 import { backendCompliance } from '../compliance/backend.ts'
 import { embeddedNode, startGateway, type TestGateway } from '../helpers/ipfs.ts'
 import { freePort } from '../helpers/net.ts'
+import { sha256Hex, sourceDigest, upload } from '../helpers/bytes.ts'
 
 const MIB = 1 << 20
 const dir = await mkdtemp(join(tmpdir(), 'narswarm-ipfs-remote-'))
@@ -33,16 +33,6 @@ const components = { log: silentLogger(), stateDir: dir }
 async function open (spec: string): Promise<Backend> {
   return await plugin.create(plugin.parse(new URL(spec)), components)
 }
-async function * chunks (bytes: Uint8Array): AsyncGenerator<Uint8Array> {
-  for (let i = 0; i < bytes.length; i += MIB) yield bytes.subarray(i, i + MIB)
-}
-const upload = (bytes: Uint8Array) => ({ narHash: NixHash.of('sha256', bytes), narSize: bytes.length, body: chunks(bytes) })
-async function digest (source: NarSource): Promise<string> {
-  const h = createHash('sha256')
-  for await (const c of source.body) h.update(c)
-  return h.digest('hex')
-}
-const hex = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex')
 const NOT_A_FILE = `ipfs://${CID.create(1, 0x71, await sha256.digest(new Uint8Array([1]))).toString()}`
 
 let node: EmbeddedIpfsBackend
@@ -70,7 +60,7 @@ describe('ipfs gateway backend: answers and failures', () => {
     const locator = await node.publish(upload(bytes))
     const backend = await open(`ipfs+gateway+${gateway.url}`)
     gateway.requests.length = 0
-    assert.equal(await digest((await backend.open(locator))!), hex(bytes))
+    assert.equal(await sourceDigest((await backend.open(locator))!), sha256Hex(bytes))
     assert.ok(gateway.requests.length > 6, `${gateway.requests.length} block requests`)
     assert.ok(gateway.requests.every(r => r.endsWith('?format=raw')))
   })
@@ -95,7 +85,7 @@ describe('ipfs gateway backend: answers and failures', () => {
     const source = await backend.open(locator)
     const links = dagPb.decode((await node.localBlock(cidOf(locator.url)!))!).Links
     gateway.faults.set(links[1]!.Hash.toString(), { status: 404 })
-    await assert.rejects(digest(source!), UpstreamError)
+    await assert.rejects(sourceDigest(source!), UpstreamError)
     gateway.faults.clear()
   })
 
@@ -176,7 +166,7 @@ describe('ipfs+http (kubo RPC), against a stub of the API', () => {
     assert.equal(locator.url, (await node.publish(upload(bytes))).url)
     assert.deepEqual(stub.pins, [cidOf(locator.url)!.toString()])
     assert.ok(stub.blocks.size > 5)
-    assert.equal(await digest((await backend.open(locator))!), hex(bytes))
+    assert.equal(await sourceDigest((await backend.open(locator))!), sha256Hex(bytes))
   })
 
   it('pin=false does not pin', async () => {
@@ -194,7 +184,7 @@ describe('ipfs+http (kubo RPC), against a stub of the API', () => {
     const links = dagPb.decode(stub.blocks.get(cidOf(locator.url)!.toString())!).Links
     stub.tamper.add(links.at(-1)!.Hash.toString())
     try {
-      await assert.rejects(digest(source!), IntegrityError)
+      await assert.rejects(sourceDigest(source!), IntegrityError)
     } finally {
       stub.tamper.clear()
     }

@@ -6,7 +6,7 @@
  */
 import { after, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { once } from 'node:events'
@@ -19,9 +19,9 @@ import { NixHash } from '../../src/nix/hash.ts'
 import { plugin } from '../../src/backend/ipfs/plugin.ts'
 import { cidOf, locatorOf } from '../../src/backend/ipfs/locator.ts'
 import { PUBLIC_BOOTSTRAP, type IpfsInit } from '../../src/backend/ipfs/spec.ts'
-import type { NarSource } from '../../src/types.ts'
 import { backendCompliance } from '../compliance/backend.ts'
 import { embeddedNode } from '../helpers/ipfs.ts'
+import { chunks, sha256Hex, sourceDigest, upload } from '../helpers/bytes.ts'
 
 const MIB = 1 << 20
 const dirs: string[] = []
@@ -32,16 +32,6 @@ async function tempDir (): Promise<string> {
   return d
 }
 
-async function * chunks (bytes: Uint8Array, size = MIB): AsyncGenerator<Uint8Array> {
-  for (let i = 0; i < bytes.length; i += size) yield bytes.subarray(i, i + size)
-}
-const upload = (bytes: Uint8Array) => ({ narHash: NixHash.of('sha256', bytes), narSize: bytes.length, body: chunks(bytes) })
-async function digest (source: NarSource): Promise<string> {
-  const h = createHash('sha256')
-  for await (const c of source.body) h.update(c)
-  return h.digest('hex')
-}
-const hex = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex')
 /** A CID in the ipfs scheme that cannot name a file (dag-cbor): the backend knows it holds no NAR. */
 const NOT_A_FILE = `ipfs://${CID.create(1, 0x71, await sha256.digest(new Uint8Array([1, 2, 3]))).toString()}`
 
@@ -123,11 +113,11 @@ describe('ipfs backend: two nodes on 127.0.0.1', () => {
       const source = await b.open(locator)
       assert.ok(source !== undefined)
       assert.equal(source.fileSize, bytes.length)
-      assert.equal(await digest(source), hex(bytes))
+      assert.equal(await sourceDigest(source), sha256Hex(bytes))
       const fetched = b.networkBytes
       assert.ok(fetched >= bytes.length, `B fetched ${fetched} bytes over bitswap`)
       // A second read is served from B's own blockstore.
-      assert.equal(await digest((await b.open(locator))!), hex(bytes))
+      assert.equal(await sourceDigest((await b.open(locator))!), sha256Hex(bytes))
       assert.equal(b.networkBytes, fetched)
     } finally {
       await b.close()
@@ -144,9 +134,9 @@ describe('ipfs backend: two nodes on 127.0.0.1', () => {
       const v2 = Buffer.concat([v1.subarray(0, 1024), Buffer.from('x'.repeat(32)), v1.subarray(1056, 5 * MIB), randomBytes(100), v1.subarray(5 * MIB)])
       const [l1, l2] = [await a.publish(upload(v1)), await a.publish(upload(v2))]
       assert.notEqual(l1.url, l2.url)
-      assert.equal(await digest((await b.open(l1))!), hex(v1))
+      assert.equal(await sourceDigest((await b.open(l1))!), sha256Hex(v1))
       const before = b.networkBytes
-      assert.equal(await digest((await b.open(l2))!), hex(v2))
+      assert.equal(await sourceDigest((await b.open(l2))!), sha256Hex(v2))
       const second = b.networkBytes - before
       assert.ok(second < v2.length * 0.25, `the second version moved ${second} of ${v2.length} bytes`)
     } finally {

@@ -17,6 +17,7 @@ import type { Backend } from '../../src/types.ts'
 import { backendCompliance } from '../compliance/backend.ts'
 import { freePort } from '../helpers/net.ts'
 import { startS3Server } from '../helpers/s3-server.ts'
+import { chunks } from '../helpers/bytes.ts'
 
 const BUCKET = 'narswarm-test'
 const s3 = await startS3Server(BUCKET)
@@ -86,7 +87,7 @@ describe('s3 backend: failures are not absence', { skip }, () => {
     try {
       await assert.rejects(backend.open({ url: `s3://${BUCKET}/cache/nar/x.nar.zst`, compression: 'zstd' }), UpstreamError)
       const bytes = randomBytes(10)
-      await assert.rejects(backend.publish!({ narHash: NixHash.of('sha256', bytes), narSize: 10, body: once(bytes) }), UpstreamError)
+      await assert.rejects(backend.publish!({ narHash: NixHash.of('sha256', bytes), narSize: 10, body: chunks(bytes) }), UpstreamError)
     } finally {
       await backend.close?.()
     }
@@ -108,11 +109,11 @@ describe('s3 backend: failures are not absence', { skip }, () => {
     try {
       const bytes = Buffer.alloc(100_000, 7)
       const hash = NixHash.of('sha256', bytes)
-      const locator = await backend.publish!({ narHash: hash, narSize: bytes.length, body: once(bytes) })
+      const locator = await backend.publish!({ narHash: hash, narSize: bytes.length, body: chunks(bytes) })
       assert.equal(locator.url, `s3://${BUCKET}/layout/nar/${hash.toNix32()}.nar.zst`)
       assert.equal(locator.compression, 'zstd')
       assert.ok(locator.fileSize !== undefined && locator.fileSize > 0 && locator.fileSize < bytes.length)
-      const again = await backend.publish!({ narHash: hash, narSize: bytes.length, body: once(bytes) })
+      const again = await backend.publish!({ narHash: hash, narSize: bytes.length, body: chunks(bytes) })
       assert.deepEqual(again, locator)
     } finally {
       await backend.close?.()
@@ -124,13 +125,11 @@ describe('s3 backend: failures are not absence', { skip }, () => {
     try {
       const bytes = randomBytes(1000)
       const wrongHash = NixHash.of('sha256', 'something else')
-      await assert.rejects(backend.publish!({ narHash: wrongHash, narSize: 1000, body: once(bytes) }), IntegrityError)
+      await assert.rejects(backend.publish!({ narHash: wrongHash, narSize: 1000, body: chunks(bytes) }), IntegrityError)
       assert.equal(await backend.open({ url: `s3://${BUCKET}/bad/nar/${wrongHash.toNix32()}.nar.zst`, compression: 'zstd' }), undefined)
-      await assert.rejects(backend.publish!({ narHash: NixHash.of('sha256', bytes), narSize: 999, body: once(bytes) }), IntegrityError)
+      await assert.rejects(backend.publish!({ narHash: NixHash.of('sha256', bytes), narSize: 999, body: chunks(bytes) }), IntegrityError)
     } finally {
       await backend.close?.()
     }
   })
 })
-
-async function * once (bytes: Uint8Array): AsyncGenerator<Uint8Array> { yield bytes }

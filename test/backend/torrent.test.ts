@@ -24,6 +24,7 @@ import { backendCompliance } from '../compliance/backend.ts'
 import { startTracker, type Tracker } from '../helpers/torrent-tracker.ts'
 import { startCacheServer } from '../helpers/cache-server.ts'
 import { startRangeServer } from '../helpers/range-server.ts'
+import { chunks, upload } from '../helpers/bytes.ts'
 
 const root = await mkdtemp(join(tmpdir(), 'narswarm-torrent-'))
 let tracker: Tracker | undefined
@@ -49,12 +50,6 @@ function offline (extra = ''): string {
 async function open (spec: string, stateDir?: string): Promise<TorrentBackend> {
   const dir = stateDir ?? join(root, `node-${n++}`)
   return await plugin.create(plugin.parse(new URL(spec)), { log: silentLogger(), stateDir: dir }) as TorrentBackend
-}
-async function * chunks (bytes: Uint8Array): AsyncGenerator<Uint8Array> {
-  for (let i = 0; i < bytes.length; i += 1 << 20) yield bytes.subarray(i, i + (1 << 20))
-}
-function upload (bytes: Uint8Array) {
-  return { narHash: NixHash.of('sha256', bytes), narSize: bytes.length, body: chunks(bytes) }
 }
 async function drain (source: NarSource | undefined): Promise<Buffer> {
   assert.ok(source !== undefined)

@@ -10,6 +10,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { NixHash } from '../../src/nix/hash.ts'
 import { decompress } from '../../src/nix/compression.ts'
 import type { Backend, Locator, NarSource } from '../../src/types.ts'
+import { chunks } from '../helpers/bytes.ts'
 
 export interface BackendHarness {
   setup: () => Promise<Backend>
@@ -27,9 +28,6 @@ const MIB = 1 << 20
 /** Sizes from attic's chunking tests: the empty NAR, one byte, chunk boundaries, 32 MiB ± 1. */
 export const BODY_SIZES = [0, 1, 64 * 1024 - 1, 64 * 1024, 64 * 1024 + 1, 32 * MIB - 1, 32 * MIB, 32 * MIB + 1]
 
-async function * once (bytes: Uint8Array): AsyncGenerator<Uint8Array> {
-  for (let i = 0; i < bytes.length; i += MIB) yield bytes.subarray(i, i + MIB)
-}
 
 /** Hash of the NAR a source delivers, decoded by the compression the source says it has. */
 async function sha (source: NarSource): Promise<{ hex: string, size: number }> {
@@ -47,7 +45,7 @@ export function backendCompliance (label: string, harness: BackendHarness): void
 
     const put = async (bytes: Uint8Array): Promise<Locator> => {
       if (backend.publish !== undefined) {
-        return await backend.publish({ narHash: NixHash.of('sha256', bytes), narSize: bytes.length, body: once(bytes) })
+        return await backend.publish({ narHash: NixHash.of('sha256', bytes), narSize: bytes.length, body: chunks(bytes) })
       }
       assert.ok(harness.seed, 'a backend without publish needs a seed function in its harness')
       return await harness.seed(backend, bytes)

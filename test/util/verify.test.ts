@@ -3,10 +3,7 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { NixHash } from '../../src/nix/hash.ts'
 import { sliceBytes, verifyNar } from '../../src/util/verify.ts'
-
-async function * chunks (data: Uint8Array, size: number): AsyncGenerator<Uint8Array> {
-  for (let i = 0; i < data.length; i += size) yield data.subarray(i, i + size)
-}
+import { chunks } from '../helpers/bytes.ts'
 
 async function collect (source: AsyncIterable<Uint8Array>, into: Uint8Array[] = []): Promise<Buffer> {
   for await (const c of source) into.push(c)
