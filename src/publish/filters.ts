@@ -5,6 +5,7 @@
  * matches no exclude, and is not larger than the maximum.
  */
 import { ConfigError } from '../errors.ts'
+import { parseStorePath } from '../nix/store-path.ts'
 
 export interface PathFilter {
   include: string[]
@@ -22,7 +23,7 @@ export function compileFilter (filter: PathFilter): (storePath: string, narSize:
   const include = filter.include.map(globToRegExp)
   const exclude = filter.exclude.map(g => ({ g, re: globToRegExp(g) }))
   return (storePath, narSize) => {
-    const name = storePath.slice(storePath.lastIndexOf('/') + 34)
+    const name = parseStorePath(storePath).name
     if (include.length > 0 && !include.some(re => re.test(name))) return 'matches no --include'
     const hit = exclude.find(e => e.re.test(name))
     if (hit !== undefined) return `matches --exclude ${hit.g}`

@@ -12,6 +12,7 @@ import type { Logger } from '../log.ts'
 import type { NixHash } from '../nix/hash.ts'
 import { NarInfo } from '../nix/narinfo.ts'
 import { narInfoFingerprint, sign, type SecretKey } from '../nix/signature.ts'
+import { parseStorePath } from '../nix/store-path.ts'
 import type { Backend, Locator, Mapper } from '../types.ts'
 import { tee } from '../util/tee.ts'
 import { verifyNar } from '../util/verify.ts'
@@ -149,7 +150,7 @@ export class Publisher {
   /** Whether every mapper has the narinfo and a locator for every publishing backend. */
   async #isRecorded (item: PublishItem, signal?: AbortSignal): Promise<boolean> {
     if (this.#mappers.length === 0) return false
-    const hashPart = item.storePath.slice(item.storePath.lastIndexOf('/') + 1, item.storePath.lastIndexOf('/') + 33)
+    const hashPart = parseStorePath(item.storePath).hashPart
     const options = signal === undefined ? {} : { signal }
     for (const mapper of this.#mappers) {
       if (mapper.narInfo !== undefined && await mapper.narInfo(hashPart, options) === undefined) return false
