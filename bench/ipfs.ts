@@ -72,7 +72,7 @@ async function fetcher (dir: string, locator: string, bootstrap: string, sha: st
   const init = plugin.parse(new URL(`ipfs:?listen=/ip4/127.0.0.1/tcp/0&routing=none&bootstrap=${bootstrap}`))
   const { createEmbedded } = await import('../src/backend/ipfs/embedded.ts')
   const t1 = performance.now()
-  const backend = await createEmbedded(init as import('../src/backend/ipfs/spec.ts').EmbeddedInit, dir, silentLogger())
+  const backend = await createEmbedded(init as import('../src/backend/ipfs/spec.ts').EmbeddedInit, dir, process.env.IPFS_BENCH_LOG === undefined ? silentLogger() : (await import('../src/log.ts')).createLogger(process.env.IPFS_BENCH_LOG as 'debug'))
   const t2 = performance.now()
   const rss = rssSampler()
   // Measured on an established connection: a node's peers are connected long before a request.

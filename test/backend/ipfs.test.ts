@@ -21,6 +21,7 @@ import { cidOf, locatorOf } from '../../src/backend/ipfs/locator.ts'
 import { PUBLIC_BOOTSTRAP, type IpfsInit } from '../../src/backend/ipfs/spec.ts'
 import { backendCompliance } from '../compliance/backend.ts'
 import { embeddedNode } from '../helpers/ipfs.ts'
+import type { EmbeddedIpfsBackend } from '../../src/backend/ipfs/embedded.ts'
 import { chunks, sha256Hex, sourceDigest, upload } from '../helpers/bytes.ts'
 
 const MIB = 1 << 20
@@ -43,14 +44,14 @@ backendCompliance('ipfs: (embedded node)', {
 
 describe('ipfs backend: specs', () => {
   const fetch = { timeout: 30_000, stallTimeout: 60_000, readAhead: 16 }
-  const embedded = { kind: 'embedded', path: 'ipfs', announceBatch: 8, announceInterval: 10_000, ...fetch }
+  const embedded = { kind: 'embedded', path: 'ipfs', announceBatch: 8, announceInterval: 10_000, libp2pGateway: true, ...fetch }
   const valid: Array<[string, IpfsInit]> = [
     ['ipfs:', { ...embedded, listen: ['/ip4/0.0.0.0/tcp/4001', '/ip6/::/tcp/4001'], bootstrap: PUBLIC_BOOTSTRAP, routing: 'dht-client', announce: true } as IpfsInit],
     ['ipfs:?listen=/ip4/127.0.0.1/tcp/0&routing=none&bootstrap=/ip4/127.0.0.1/tcp/4002/p2p/12D3KooWNy4ifXZJ5by3uz9A9R9cwkEmMxQxcTeMneoYAbaz133s',
       { ...embedded, listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: ['/ip4/127.0.0.1/tcp/4002/p2p/12D3KooWNy4ifXZJ5by3uz9A9R9cwkEmMxQxcTeMneoYAbaz133s'], routing: 'none', announce: false } as IpfsInit],
     ['ipfs:?routing=lan-dht&listen=/ip4/192.168.1.5/tcp/4001&announce-batch=2&announce-interval=1m&path=/srv/ipfs&timeout=5s&stall-timeout=10s&read-ahead=4',
       { ...embedded, path: '/srv/ipfs', listen: ['/ip4/192.168.1.5/tcp/4001'], bootstrap: [], routing: 'lan-dht', announce: true, announceBatch: 2, announceInterval: 60_000, timeout: 5000, stallTimeout: 10_000, readAhead: 4 } as IpfsInit],
-    ['ipfs:?routing=dht-server&announce=false', { ...embedded, listen: ['/ip4/0.0.0.0/tcp/4001', '/ip6/::/tcp/4001'], bootstrap: PUBLIC_BOOTSTRAP, routing: 'dht-server', announce: false } as IpfsInit],
+    ['ipfs:?routing=dht-server&announce=false&libp2p-gateway=false', { ...embedded, listen: ['/ip4/0.0.0.0/tcp/4001', '/ip6/::/tcp/4001'], bootstrap: PUBLIC_BOOTSTRAP, routing: 'dht-server', announce: false, libp2pGateway: false } as IpfsInit],
     ['ipfs+http://127.0.0.1:5001', { kind: 'kubo', api: 'http://127.0.0.1:5001', pin: true, ...fetch }],
     ['ipfs+https://kubo.example/?pin=false&timeout=1m', { kind: 'kubo', api: 'https://kubo.example', pin: false, ...fetch, timeout: 60_000 }],
     ['ipfs+gateway+https://gw.example', { kind: 'gateway', base: 'https://gw.example/', ...fetch }],
@@ -101,62 +102,73 @@ describe('ipfs locators', () => {
   })
 })
 
-describe('ipfs backend: two nodes on 127.0.0.1', () => {
-  it('node B fetches what node A published, streaming, and keeps the blocks', async () => {
-    const a = await embeddedNode('', await tempDir())
-    const b = await embeddedNode(`bootstrap=${a.multiaddrs[0]}`, await tempDir())
-    try {
-      const bytes = randomBytes(20 * MIB)
-      const locator = await a.publish(upload(bytes))
-      assert.match(locator.url, /^ipfs:\/\/bafybei[a-z2-7]+$/)
-      assert.deepEqual({ compression: locator.compression, fileSize: locator.fileSize }, { compression: 'none', fileSize: bytes.length })
-      const source = await b.open(locator)
-      assert.ok(source !== undefined)
-      assert.equal(source.fileSize, bytes.length)
-      assert.equal(await sourceDigest(source), sha256Hex(bytes))
-      const fetched = b.networkBytes
-      assert.ok(fetched >= bytes.length, `B fetched ${fetched} bytes over bitswap`)
-      // A second read is served from B's own blockstore.
-      assert.equal(await sourceDigest((await b.open(locator))!), sha256Hex(bytes))
-      assert.equal(b.networkBytes, fetched)
-    } finally {
-      await b.close()
-      await a.close()
-    }
-  })
+/** The two ways node B fetches: CAR streams from A's gateway over libp2p (the default), or bitswap. */
+const TRANSPORTS = [
+  { name: 'CAR streams over libp2p', options: 'libp2p-gateway=true', check: (b: EmbeddedIpfsBackend) => assert.equal(b.carBytes, b.networkBytes, 'every byte came in CAR streams') },
+  { name: 'bitswap', options: 'libp2p-gateway=false', check: (b: EmbeddedIpfsBackend) => assert.equal(b.carBytes, 0, 'no CAR stream was used') }
+]
 
-  it('a NAR that differs by a few bytes near its start transfers only the blocks it lacks', async () => {
-    const a = await embeddedNode('', await tempDir())
-    const b = await embeddedNode(`bootstrap=${a.multiaddrs[0]}`, await tempDir())
-    try {
-      const v1 = randomBytes(16 * MIB)
-      // v2: a store path rewritten 1 KiB in, and 100 bytes inserted at 5 MiB.
-      const v2 = Buffer.concat([v1.subarray(0, 1024), Buffer.from('x'.repeat(32)), v1.subarray(1056, 5 * MIB), randomBytes(100), v1.subarray(5 * MIB)])
-      const [l1, l2] = [await a.publish(upload(v1)), await a.publish(upload(v2))]
-      assert.notEqual(l1.url, l2.url)
-      assert.equal(await sourceDigest((await b.open(l1))!), sha256Hex(v1))
-      const before = b.networkBytes
-      assert.equal(await sourceDigest((await b.open(l2))!), sha256Hex(v2))
-      const second = b.networkBytes - before
-      assert.ok(second < v2.length * 0.25, `the second version moved ${second} of ${v2.length} bytes`)
-    } finally {
-      await b.close()
-      await a.close()
-    }
-  })
+for (const mode of TRANSPORTS) {
+  describe(`ipfs backend: two nodes on 127.0.0.1, ${mode.name}`, () => {
+    it('node B fetches what node A published, streaming, and keeps the blocks', async () => {
+      const a = await embeddedNode(mode.options, await tempDir())
+      const b = await embeddedNode(`${mode.options}&bootstrap=${a.multiaddrs[0]}`, await tempDir())
+      try {
+        const bytes = randomBytes(20 * MIB)
+        const locator = await a.publish(upload(bytes))
+        assert.match(locator.url, /^ipfs:\/\/bafybei[a-z2-7]+$/)
+        assert.deepEqual({ compression: locator.compression, fileSize: locator.fileSize }, { compression: 'none', fileSize: bytes.length })
+        const source = await b.open(locator)
+        assert.ok(source !== undefined)
+        assert.equal(source.fileSize, bytes.length)
+        assert.equal(await sourceDigest(source), sha256Hex(bytes))
+        const fetched = b.networkBytes
+        assert.ok(fetched >= bytes.length, `B fetched ${fetched} bytes`)
+        mode.check(b)
+        // A second read is served from B's own blockstore.
+        assert.equal(await sourceDigest((await b.open(locator))!), sha256Hex(bytes))
+        assert.equal(b.networkBytes, fetched)
+      } finally {
+        await b.close()
+        await a.close()
+      }
+    })
 
-  it('a CID that no peer provides fails as a timeout, not as absence', async () => {
-    const a = await embeddedNode('', await tempDir())
-    const b = await embeddedNode(`bootstrap=${a.multiaddrs[0]}&timeout=500ms`, await tempDir())
-    try {
-      const nowhere = `ipfs://${CID.createV1(0x55, await sha256.digest(randomBytes(32))).toString()}`
-      await assert.rejects(b.open({ url: nowhere, compression: 'none' }), (err: unknown) => err instanceof UpstreamError && err.timeout)
-    } finally {
-      await b.close()
-      await a.close()
-    }
-  })
+    it('a NAR that differs by a few bytes near its start transfers only the blocks it lacks', async () => {
+      const a = await embeddedNode(mode.options, await tempDir())
+      const b = await embeddedNode(`${mode.options}&bootstrap=${a.multiaddrs[0]}`, await tempDir())
+      try {
+        const v1 = randomBytes(16 * MIB)
+        // v2: a store path rewritten 1 KiB in, and 100 bytes inserted at 5 MiB.
+        const v2 = Buffer.concat([v1.subarray(0, 1024), Buffer.from('x'.repeat(32)), v1.subarray(1056, 5 * MIB), randomBytes(100), v1.subarray(5 * MIB)])
+        const [l1, l2] = [await a.publish(upload(v1)), await a.publish(upload(v2))]
+        assert.notEqual(l1.url, l2.url)
+        assert.equal(await sourceDigest((await b.open(l1))!), sha256Hex(v1))
+        const before = b.networkBytes
+        assert.equal(await sourceDigest((await b.open(l2))!), sha256Hex(v2))
+        const second = b.networkBytes - before
+        assert.ok(second < v2.length * 0.25, `the second version moved ${second} of ${v2.length} bytes`)
+      } finally {
+        await b.close()
+        await a.close()
+      }
+    })
 
+    it('a CID that no peer provides fails as a timeout, not as absence', async () => {
+      const a = await embeddedNode(mode.options, await tempDir())
+      const b = await embeddedNode(`${mode.options}&bootstrap=${a.multiaddrs[0]}&timeout=500ms`, await tempDir())
+      try {
+        const nowhere = `ipfs://${CID.createV1(0x55, await sha256.digest(randomBytes(32))).toString()}`
+        await assert.rejects(b.open({ url: nowhere, compression: 'none' }), (err: unknown) => err instanceof UpstreamError && err.timeout)
+      } finally {
+        await b.close()
+        await a.close()
+      }
+    })
+  })
+}
+
+describe('ipfs backend: one node', () => {
   it('refuses to publish bytes that do not match NarHash or NarSize', async () => {
     const a = await embeddedNode('', await tempDir())
     try {

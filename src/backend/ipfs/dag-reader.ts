@@ -17,7 +17,8 @@ import type { CID } from 'multiformats/cid'
 import { FormatError, IntegrityError } from '../../errors.ts'
 import { DAG_PB, RAW, SHA2_256 } from './locator.ts'
 
-export type GetBlock = (cid: CID, options: { signal: AbortSignal }) => Promise<Uint8Array>
+/** A block by CID; `offset` is where the block's bytes start in the file being read. */
+export type GetBlock = (cid: CID, options: { signal: AbortSignal, offset: number }) => Promise<Uint8Array>
 
 /** A file's root block, decoded: its total size and the pieces to read in order. */
 export interface FileRoot {
@@ -28,13 +29,18 @@ export interface FileRoot {
 /** Inline bytes, or a child block with the number of file bytes it must hold. */
 type Piece = { bytes: Uint8Array } | { cid: CID, size: number }
 
+/** True when `bytes` hash to `cid` (sha2-256, the only hash narswarm accepts). */
+export function blockMatches (cid: CID, bytes: Uint8Array): boolean {
+  if (cid.multihash.code !== SHA2_256) return false
+  return createHash('sha256').update(bytes).digest().equals(cid.multihash.digest)
+}
+
 /** Checks a block against its CID's sha2-256 digest; for sources that do not check themselves. */
 export function verifiedBlock (get: GetBlock, source: string): GetBlock {
   return async (cid, options) => {
     const bytes = await get(cid, options)
     if (cid.multihash.code !== SHA2_256) throw new IntegrityError(`${source}: block ${cid.toString()} uses a hash narswarm does not check`)
-    const digest = createHash('sha256').update(bytes).digest()
-    if (!digest.equals(cid.multihash.digest)) throw new IntegrityError(`${source}: block ${cid.toString()} does not match its CID`)
+    if (!blockMatches(cid, bytes)) throw new IntegrityError(`${source}: block ${cid.toString()} does not match its CID`)
     return bytes
   }
 }
@@ -79,7 +85,7 @@ export async function * readFile (root: FileRoot, getBlock: GetBlock, options: {
       const next = await plan.next()
       if (next.done === true) { planDone = true; break }
       const piece = next.value
-      const pending = 'bytes' in piece ? Promise.resolve(piece.bytes) : fetchLeaf(piece.cid, piece.size, getBlock, signal)
+      const pending = 'bytes' in piece ? Promise.resolve(piece.bytes) : fetchLeaf(piece, getBlock, signal)
       pending.catch(() => {}) // observed when its turn comes; never an unhandled rejection
       window.push(pending)
     }
@@ -101,21 +107,27 @@ export async function * readFile (root: FileRoot, getBlock: GetBlock, options: {
   }
 }
 
-async function fetchLeaf (cid: CID, size: number, getBlock: GetBlock, signal: AbortSignal): Promise<Uint8Array> {
-  const bytes = await getBlock(cid, { signal })
+async function fetchLeaf ({ cid, size, offset }: Placed, getBlock: GetBlock, signal: AbortSignal): Promise<Uint8Array> {
+  const bytes = await getBlock(cid, { signal, offset })
   if (bytes.length !== size) throw new IntegrityError(`${cid.toString()}: leaf holds ${bytes.length} bytes, its parent says ${size}`)
   return bytes
 }
+
+/** A child block and the file offset its bytes start at. */
+type Placed = { cid: CID, size: number, offset: number }
 
 /**
  * The file's pieces in order, reading interior (dag-pb with links) nodes as the walk reaches them;
  * raw leaves are left to the reader's window.
  */
-async function * leaves (node: FileRoot, getBlock: GetBlock, signal: AbortSignal): AsyncGenerator<Piece> {
+async function * leaves (node: FileRoot, getBlock: GetBlock, signal: AbortSignal, offset = 0): AsyncGenerator<{ bytes: Uint8Array } | Placed> {
+  let at = offset
   for (const piece of node.pieces) {
-    if ('bytes' in piece || piece.cid.code === RAW) { yield piece; continue }
-    const child = decodeFileNode(piece.cid, await getBlock(piece.cid, { signal }))
+    const start = at
+    at += 'bytes' in piece ? piece.bytes.length : piece.size
+    if ('bytes' in piece || piece.cid.code === RAW) { yield 'bytes' in piece ? piece : { ...piece, offset: start }; continue }
+    const child = decodeFileNode(piece.cid, await getBlock(piece.cid, { signal, offset: start }))
     if (child.size !== piece.size) throw new IntegrityError(`${piece.cid.toString()}: node holds ${child.size} bytes, its parent says ${piece.size}`)
-    yield * leaves(child, getBlock, signal)
+    yield * leaves(child, getBlock, signal, start)
   }
 }

@@ -14,8 +14,10 @@ import type { Logger } from '../../log.ts'
 import type { AbortOptions, Backend, Locator, NarSource, NarUpload } from '../../types.ts'
 import { Announcer } from './announcer.ts'
 import { IMPORT_PARAMS_TEXT } from './import-params.ts'
-import { locatorOf } from './locator.ts'
-import { startNode, type Helia, type IpfsNode } from './node.ts'
+import { CarFeed } from './car-feed.ts'
+import { peerCarSources } from './libp2p-gateway.ts'
+import { cidOf, locatorOf } from './locator.ts'
+import { collect, startNode, type Helia, type IpfsNode } from './node.ts'
 import { openFile } from './open-file.ts'
 import { importNar } from './publish.ts'
 import { repoPath, type EmbeddedInit } from './spec.ts'
@@ -32,8 +34,10 @@ export class EmbeddedIpfsBackend implements Backend {
   readonly #log: Logger
   readonly #announcer: Announcer | undefined
   #closing: Promise<void> | undefined
-  /** Bytes of blocks this node fetched from peers, since start. */
+  /** Bytes this node fetched from peers, since start: CAR streams and bitswap blocks. */
   networkBytes = 0
+  /** Of those, the bytes that came in CAR streams (trustless gateways over libp2p). */
+  carBytes = 0
 
   constructor (node: IpfsNode, init: EmbeddedInit, log: Logger) {
     this.#node = node
@@ -51,21 +55,48 @@ export class EmbeddedIpfsBackend implements Backend {
   }
 
   async open (locator: Locator, options: AbortOptions = {}): Promise<NarSource | undefined> {
+    const root = cidOf(locator.url)
+    if (root === undefined) return undefined
     let network = 0
     let local = 0
-    const source = await openFile(this.name, locator, async (cid, o) => {
-      const had = await this.#helia.blockstore.has(cid, o)
-      const block = had ? await collect(this.#helia.blockstore.get(cid, o)) : await this.#want(cid, o.signal)
-      if (had) local += block.length
-      else { network += block.length; this.networkBytes += block.length }
-      return block
-    }, this.#init, options.signal)
+    // Peers that serve a trustless gateway over libp2p stream the whole DAG in one CAR; bitswap
+    // fetches whatever the stream does not deliver (and everything from other peers).
+    const feed = new CarFeed(root, this.#init.libp2pGateway ? peerCarSources(this.#helia.libp2p, this.#log) : [], {
+      local: this.#node.local,
+      store: async block => { await this.#node.blocks.put(block.cid, block.bytes) },
+      log: this.#log
+    })
+    let source: NarSource | undefined
+    try {
+      source = await openFile(this.name, locator, async (cid, o) => {
+        const got = await feed.block(cid, o.offset, o.signal)
+        if (got?.local === true) { local += got.bytes.length; return got.bytes }
+        if (got !== undefined) return got.bytes
+        const block = await this.#want(cid, o.signal)
+        network += block.length
+        this.networkBytes += block.length
+        return block
+      }, this.#init, options.signal)
+    } finally {
+      if (source === undefined) feed.close()
+    }
     if (source === undefined) return undefined
     const log = this.#log
     const body = source.body
+    const count = (): void => {
+      this.networkBytes += feed.bytesReceived
+      this.carBytes += feed.bytesReceived
+      network += feed.bytesReceived
+    }
     source.body = (async function * () {
-      yield * body
-      log.debug({ locator: locator.url, bytes: source.fileSize, networkBytes: network, localBytes: local }, 'ipfs file read')
+      try {
+        yield * body
+      } finally {
+        feed.close()
+        await feed.settled()
+        count()
+      }
+      log.debug({ locator: locator.url, bytes: source.fileSize, networkBytes: network, carBytes: feed.bytesReceived, localBytes: local }, 'ipfs file read')
     })()
     return source
   }
@@ -93,8 +124,8 @@ export class EmbeddedIpfsBackend implements Backend {
    * For serving blocks to others (a gateway in front of this node).
    */
   async localBlock (cid: CID, options: AbortOptions = {}): Promise<Uint8Array | undefined> {
-    if (!await this.#helia.blockstore.has(cid, options)) return undefined
-    return await collect(this.#helia.blockstore.get(cid, { ...options, offline: true }))
+    options.signal?.throwIfAborted()
+    return await this.#node.local(cid)
   }
 
   async publish (nar: NarUpload, options: AbortOptions = {}): Promise<Locator> {
@@ -118,10 +149,4 @@ export async function createEmbedded (init: EmbeddedInit, stateDir: string, log:
   const backend = new EmbeddedIpfsBackend(node, init, log)
   log.info({ peerId: node.helia.libp2p.peerId.toString(), addresses: backend.multiaddrs, routing: init.routing, import: IMPORT_PARAMS_TEXT }, 'ipfs node listening')
   return backend
-}
-
-async function collect (chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<Uint8Array> {
-  const parts: Uint8Array[] = []
-  for await (const c of chunks) parts.push(c)
-  return parts.length === 1 ? parts[0]! : Buffer.concat(parts)
 }

@@ -34,7 +34,7 @@ export class KuboBackend implements Backend {
   }
 
   async open (locator: Locator, options: AbortOptions = {}): Promise<NarSource | undefined> {
-    const get = verifiedBlock(async (cid, o) => await this.#call('block/get', async () => await this.#client.block.get(cid, o)), this.name)
+    const get = verifiedBlock(async (cid, o) => await this.#call('block/get', async () => await this.#client.block.get(cid, { signal: o.signal })), this.name)
     return await openFile(this.name, locator, get, this.#init, options.signal)
   }
 

@@ -27,17 +27,23 @@ import { kadDHT, removePrivateAddressesMapper, removePublicAddressesMapper } fro
 import { KEEP_ALIVE } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
-import { FsBlockstore } from 'blockstore-fs'
 import { FsDatastore } from 'datastore-fs'
 import { ConfigError } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
+import { BlockFiles } from './blockstore.ts'
+import { gatewayService } from './libp2p-gateway.ts'
 import type { EmbeddedInit } from './spec.ts'
+import type { LocalBlock } from './trustless-gateway.ts'
 
 export type Helia = HeliaWithLibp2p<any>
 
 /** A running node and the way to stop it (the node, then its stores). */
 export interface IpfsNode {
   helia: Helia
+  /** This node's block store, without the network behind it. */
+  blocks: BlockFiles
+  /** A block of this node's store, never fetched from the network. */
+  local: LocalBlock
   stop: () => Promise<void>
 }
 
@@ -45,12 +51,13 @@ const KEEP_ALIVE_TAG = `${KEEP_ALIVE}-narswarm-bootstrap`
 
 export async function startNode (init: EmbeddedInit, dir: string, log: Logger): Promise<IpfsNode> {
   await mkdir(dir, { recursive: true })
-  // blockstore-fs writes each block to a temporary file and renames it: a crash leaves no torn block.
-  const blockstore = new FsBlockstore(join(dir, 'blocks'))
+  const blockstore = new BlockFiles(join(dir, 'blocks'))
   const datastore = new FsDatastore(join(dir, 'datastore'))
   await blockstore.open()
   await datastore.open()
+  const local: LocalBlock = async cid => await blockstore.read(cid)
   const services: Record<string, any> = { identify: identify(), ping: ping() }
+  if (init.libp2pGateway) services.http = gatewayService(local, log)
   if (init.routing !== 'none') {
     const lan = init.routing === 'lan-dht'
     services.dht = kadDHT({
@@ -63,7 +70,9 @@ export async function startNode (init: EmbeddedInit, dir: string, log: Logger): 
     addresses: { listen: init.listen },
     transports: [tcp()],
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
+    // A stream's window is capped at 4 MiB (of 16) so that a paused stream (a reader that lags)
+    // never holds more than its 8 MiB read buffer.
+    streamMuxers: [yamux({ streamOptions: { maxStreamWindowSize: 4 << 20, maxReadBufferLength: 8 << 20 } })],
     peerDiscovery: [],
     services
   }), {
@@ -91,7 +100,13 @@ export async function startNode (init: EmbeddedInit, dir: string, log: Logger): 
     }
     await Promise.all([blockstore.close(), datastore.close()]).catch(() => {})
   }
-  return { helia, stop }
+  return { helia, blocks: blockstore, local, stop }
+}
+
+export async function collect (chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<Uint8Array> {
+  const parts: Uint8Array[] = []
+  for await (const c of chunks) parts.push(c)
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts)
 }
 
 /**

@@ -18,18 +18,18 @@ import type { FetchOptions } from './spec.ts'
 export async function openFile (
   source: string,
   locator: Locator,
-  getBlock: (cid: CID, options: { signal: AbortSignal, root: boolean }) => Promise<Uint8Array | undefined>,
+  getBlock: (cid: CID, options: { signal: AbortSignal, root: boolean, offset: number }) => Promise<Uint8Array | undefined>,
   fetch: FetchOptions,
   signal?: AbortSignal
 ): Promise<NarSource | undefined> {
   signal?.throwIfAborted()
   const cid = cidOf(locator.url)
   if (cid === undefined) return undefined
-  const rootBlock = await timed(source, cid, fetch.timeout, signal, async s => await getBlock(cid, { signal: s, root: true }))
+  const rootBlock = await timed(source, cid, fetch.timeout, signal, async s => await getBlock(cid, { signal: s, root: true, offset: 0 }))
   if (rootBlock === undefined) return undefined
   const root = decodeFileNode(cid, rootBlock)
   const rest: GetBlock = async (c, o) => {
-    const block = await timed(source, c, fetch.stallTimeout, o.signal, async s => await getBlock(c, { signal: s, root: false }))
+    const block = await timed(source, c, fetch.stallTimeout, o.signal, async s => await getBlock(c, { signal: s, root: false, offset: o.offset }))
     if (block === undefined) throw new UpstreamError(source, `block ${c.toString()} of ${cid.toString()} is missing`)
     return block
   }

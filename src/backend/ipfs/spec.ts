@@ -46,6 +46,8 @@ export interface EmbeddedInit extends FetchOptions {
   /** Roots announced per batch, and the pause between batches (ms). */
   announceBatch: number
   announceInterval: number
+  /** Serve blocks to peers, and fetch from peers, as a trustless gateway over libp2p (CAR streams). */
+  libp2pGateway: boolean
 }
 
 export interface KuboInit extends FetchOptions {
@@ -65,7 +67,7 @@ export type IpfsInit = EmbeddedInit | KuboInit | GatewayInit
 
 const FETCH_KEYS = ['timeout', 'stall-timeout', 'read-ahead'] as const
 const KEYS = {
-  embedded: ['path', 'listen', 'bootstrap', 'routing', 'announce', 'announce-batch', 'announce-interval', ...FETCH_KEYS],
+  embedded: ['path', 'listen', 'bootstrap', 'routing', 'announce', 'announce-batch', 'announce-interval', 'libp2p-gateway', ...FETCH_KEYS],
   kubo: ['pin', ...FETCH_KEYS],
   gateway: [...FETCH_KEYS]
 } as const
@@ -111,6 +113,7 @@ function parseEmbedded (spec: URL): EmbeddedInit {
     announce,
     announceBatch: positive(integer(get('announce-batch'), 8, 'ipfs backend: announce-batch'), 'announce-batch'),
     announceInterval: duration(get('announce-interval'), 10_000, 'ipfs backend: announce-interval'),
+    libp2pGateway: boolean(get('libp2p-gateway'), true, 'ipfs backend: libp2p-gateway'),
     ...fetchOptions(spec, 'embedded')
   }
 }

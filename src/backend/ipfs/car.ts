@@ -1,0 +1,155 @@
+/**
+ * CAR v1 (content-addressed archive), the streaming form of a DAG that trustless gateways answer
+ * with: a varint-prefixed dag-cbor header `{ version: 1, roots: [cid] }`, then one section per
+ * block, `varint(len(cid) + len(bytes)) · cid · bytes`.
+ *
+ * The reader is written for bytes from strangers: it pulls from its source only as the caller
+ * takes blocks (so a fast sender cannot fill memory), refuses a header or a section larger than
+ * its limit before buffering it, and does not believe any CID it reads — the caller hashes every
+ * block against the CID it expected. Sections are never trusted to be in any order.
+ */
+import * as dagCbor from '@ipld/dag-cbor'
+import { varint } from 'multiformats'
+import { CID } from 'multiformats/cid'
+import { FormatError } from '../../errors.ts'
+
+export interface CarBlock { cid: CID, bytes: Uint8Array }
+
+/** The largest dag-cbor header accepted: a header names roots, nothing more. */
+const MAX_HEADER = 64 << 10
+
+/** The CAR header naming `root`, ready to send. */
+export function carHeader (root: CID): Uint8Array {
+  return withLength(dagCbor.encode({ version: 1, roots: [root] }))
+}
+
+/** One block's section, as two buffers (the prefix, then the block's own bytes, not copied). */
+export function carSection (block: CarBlock): [Uint8Array, Uint8Array] {
+  const length = block.cid.bytes.length + block.bytes.length
+  const prefix = new Uint8Array(varint.encodingLength(length) + block.cid.bytes.length)
+  varint.encodeTo(length, prefix)
+  prefix.set(block.cid.bytes, prefix.length - block.cid.bytes.length)
+  return [prefix, block.bytes]
+}
+
+function withLength (bytes: Uint8Array): Uint8Array {
+  const out = new Uint8Array(varint.encodingLength(bytes.length) + bytes.length)
+  varint.encodeTo(bytes.length, out)
+  out.set(bytes, out.length - bytes.length)
+  return out
+}
+
+/**
+ * Reads a CAR stream: resolves with its roots once the header is in, and gives its blocks one at
+ * a time. `maxBlock` bounds a section (CID and bytes); anything malformed is a FormatError.
+ */
+export async function readCar (source: AsyncIterable<Uint8Array>, maxBlock: number): Promise<{ roots: CID[], blocks: AsyncGenerator<CarBlock> }> {
+  const bytes = new ByteReader(source[Symbol.asyncIterator]())
+  const headerLength = await bytes.varint()
+  if (headerLength === undefined) throw new FormatError('CAR stream is empty')
+  if (headerLength > MAX_HEADER) throw new FormatError(`CAR header of ${headerLength} bytes is too large`)
+  let header: { version?: unknown, roots?: unknown }
+  try {
+    header = dagCbor.decode(await bytes.exactly(headerLength))
+  } catch (err) {
+    throw err instanceof FormatError ? err : new FormatError(`CAR header is not dag-cbor: ${(err as Error).message}`)
+  }
+  if (header?.version !== 1) throw new FormatError(`CAR version ${String(header?.version)} is not 1`)
+  const roots = Array.isArray(header.roots) ? header.roots.map(r => CID.asCID(r)) : []
+  if (roots.length === 0 || roots.some(r => r === null)) throw new FormatError('CAR header has no valid roots')
+  async function * blocks (): AsyncGenerator<CarBlock> {
+    try {
+      for (;;) {
+        const length = await bytes.varint()
+        if (length === undefined) return
+        if (length > maxBlock) throw new FormatError(`CAR section of ${length} bytes exceeds ${maxBlock}`)
+        const section = await bytes.exactly(length)
+        let cid: CID
+        let rest: Uint8Array
+        try {
+          [cid, rest] = CID.decodeFirst(section)
+        } catch (err) {
+          throw new FormatError(`CAR section has no valid CID: ${(err as Error).message}`)
+        }
+        yield { cid, bytes: rest }
+      }
+    } finally {
+      await bytes.close()
+    }
+  }
+  return { roots: roots as CID[], blocks: blocks() }
+}
+
+/** Pulls exactly the bytes asked for from a chunked source, keeping only what is not yet taken. */
+class ByteReader {
+  readonly #source: AsyncIterator<Uint8Array>
+  #chunks: Uint8Array[] = []
+  #buffered = 0
+
+  constructor (source: AsyncIterator<Uint8Array>) {
+    this.#source = source
+  }
+
+  /** Ensures `n` bytes are buffered; false when the source ends first. */
+  async #fill (n: number): Promise<boolean> {
+    while (this.#buffered < n) {
+      const next = await this.#source.next()
+      if (next.done === true) return false
+      if (next.value.length === 0) continue
+      this.#chunks.push(next.value)
+      this.#buffered += next.value.length
+    }
+    return true
+  }
+
+  /** A varint, or undefined at a clean end of the stream. */
+  async varint (): Promise<number | undefined> {
+    for (let n = 1; n <= 9; n++) {
+      if (!await this.#fill(n)) {
+        if (n === 1) return undefined
+        throw new FormatError('CAR stream ends inside a varint')
+      }
+      if (this.#peek(n)[n - 1]! < 0x80) return varint.decode(this.#take(n))[0]
+    }
+    throw new FormatError('CAR varint is too long')
+  }
+
+  async exactly (n: number): Promise<Uint8Array> {
+    if (!await this.#fill(n)) throw new FormatError(`CAR stream ends ${n - this.#buffered} bytes short`)
+    return this.#take(n)
+  }
+
+  async close (): Promise<void> {
+    await this.#source.return?.()
+  }
+
+  #peek (n: number): Uint8Array {
+    if (this.#chunks[0]!.length >= n) return this.#chunks[0]!.subarray(0, n)
+    return Buffer.concat(this.#chunks.slice(0, n)).subarray(0, n) // n ≤ 9: at most 9 chunks
+  }
+
+  #take (n: number): Uint8Array {
+    const first = this.#chunks[0]!
+    this.#buffered -= n
+    if (first.length >= n) {
+      if (first.length === n) this.#chunks.shift()
+      else this.#chunks[0] = first.subarray(n)
+      return first.subarray(0, n)
+    }
+    // Spread over several chunks: copied out, and the used chunks dropped in one splice (tiny
+    // chunks from a peer must not cost a shift per chunk).
+    const out = new Uint8Array(n)
+    let at = 0
+    let used = 0
+    while (at < n) {
+      const chunk = this.#chunks[used]!
+      const part = Math.min(chunk.length, n - at)
+      out.set(chunk.subarray(0, part), at)
+      at += part
+      if (part === chunk.length) used++
+      else this.#chunks[used] = chunk.subarray(part)
+    }
+    this.#chunks.splice(0, used)
+    return out
+  }
+}

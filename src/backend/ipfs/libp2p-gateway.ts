@@ -1,0 +1,190 @@
+/**
+ * The trustless gateway over libp2p: HTTP/1.1 on a libp2p stream (protocol `/http/1.1`, listed
+ * as `/ipfs/gateway` at path `/` in `/.well-known/libp2p/protocols`), the way kubo serves its
+ * gateway to peers with `Experimental.GatewayOverLibp2p`. The embedded node serves its own blocks
+ * this way (raw blocks and CAR streams, see trustless-gateway.ts) on the connections it already
+ * has, and fetches a NAR's DAG from a peer as one CAR stream — at the speed of the connection
+ * rather than a block per round trip as with bitswap.
+ *
+ * Both ends keep memory bounded: the server writes a chunk only when the stream has room, and
+ * the client pauses the stream (withholding the flow-control window, so the peer stops sending)
+ * while more than `CLIENT_BUFFER` bytes of body wait for the reader. A paused stream still takes
+ * in what the window allowed (at most 4 MiB, see node.ts), so a stream holds at most about 9 MiB.
+ */
+import { HTTPParser } from '@achingbrain/http-parser-js'
+import { http } from '@libp2p/http'
+import type { HeaderInfo } from '@libp2p/http-utils'
+import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
+import type { CID } from 'multiformats/cid'
+import type { Logger } from '../../log.ts'
+import type { CarSource } from './car-feed.ts'
+import { answerGatewayRequest, CAR_TYPE, type LocalBlock } from './trustless-gateway.ts'
+
+export const HTTP_PROTOCOL = '/http/1.1'
+const CLIENT_BUFFER = 4 << 20
+const SERVER_BUFFER = 4 << 20
+const MAX_RESPONSE_HEADER = 16 << 10
+
+/** The libp2p `http` service, answering gateway requests from `local`. */
+export function gatewayService (local: LocalBlock, log: Logger): ReturnType<typeof http> {
+  const service = http({
+    server: {
+      inject: async (info: HeaderInfo, stream: Stream) => {
+        await serve(info, stream, local).catch(err => {
+          log.debug({ url: info.url, err: (err as Error).message }, 'ipfs gateway answer not completed')
+          stream.abort(err as Error)
+        })
+      }
+    }
+  })
+  return components => {
+    const instance = service(components)
+    // Listed for peers that look the gateway up; requests go to the server above by path.
+    instance.handle('/ipfs/gateway', { path: '/', handler: async () => new Response('trustless gateway: GET /ipfs/<cid>\n', { status: 404 }) })
+    return instance
+  }
+}
+
+async function serve (info: HeaderInfo, stream: Stream, local: LocalBlock): Promise<void> {
+  const answer = await answerGatewayRequest(info.method, new URL(info.url, 'http://peer'), info.headers.get('accept'), local)
+  const head = [`HTTP/1.1 ${answer.status} ${STATUS_TEXT[answer.status] ?? ''}`, ...Object.entries(answer.headers).map(([k, v]) => `${k}: ${v}`), 'connection: close', '', '']
+  await send(stream, Buffer.from(head.join('\r\n')))
+  if (answer.body !== undefined) {
+    for await (const chunk of answer.body) await send(stream, chunk)
+  }
+  await stream.close()
+}
+
+/**
+ * Sends a chunk and waits while more than `SERVER_BUFFER` bytes are queued. `send` returning true
+ * is not enough: a yamux stream whose peer has not opened its window keeps accepting (and
+ * buffering) data, and says so only through its write buffer and a 'drain' on the next window
+ * update.
+ */
+async function send (stream: Stream, chunk: Uint8Array): Promise<void> {
+  if (!stream.send(chunk)) await stream.onDrain()
+  while (stream.writeBufferLength > SERVER_BUFFER) {
+    if (stream.status !== 'open') throw new Error(`stream ${stream.status}`)
+    await new Promise<void>(resolve => {
+      const done = (): void => { stream.removeEventListener('drain', done); stream.removeEventListener('close', done); resolve() }
+      stream.addEventListener('drain', done)
+      stream.addEventListener('close', done)
+    })
+  }
+}
+
+const STATUS_TEXT: Record<number, string> = { 200: 'OK', 400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed', 406: 'Not Acceptable', 501: 'Not Implemented' }
+
+export interface HttpAnswer {
+  status: number
+  headers: Headers
+  body: AsyncIterable<Uint8Array>
+  /** Drops the answer unread (resets the stream unless it is complete). */
+  cancel: () => void
+}
+
+/**
+ * `GET path` on a new `/http/1.1` stream of `connection`. The body is pulled: the stream is paused
+ * while the reader lags. Aborting `signal`, or leaving the body early, resets the stream.
+ */
+export async function httpGet (connection: Connection, path: string, headers: Record<string, string>, signal: AbortSignal): Promise<HttpAnswer> {
+  const stream = await connection.newStream(HTTP_PROTOCOL, { signal })
+  const onAbort = (): void => { stream.abort(signal.reason instanceof Error ? signal.reason : new Error('aborted')) }
+  signal.addEventListener('abort', onAbort, { once: true })
+  const queue: Uint8Array[] = []
+  let queued = 0
+  let ended = false
+  let failure: Error | undefined
+  let wake: (() => void) | undefined
+  const notify = (): void => { wake?.(); wake = undefined }
+  const answer = Promise.withResolvers<{ status: number, headers: Headers }>()
+  const parser = new HTTPParser('RESPONSE')
+  parser.maxHeaderSize = MAX_RESPONSE_HEADER
+  parser[HTTPParser.kOnHeadersComplete] = (info: { statusCode: number, headers: string[] }) => {
+    const h = new Headers()
+    for (let i = 0; i + 1 < info.headers.length; i += 2) h.append(info.headers[i]!, info.headers[i + 1]!)
+    answer.resolve({ status: info.statusCode, headers: h })
+  }
+  parser[HTTPParser.kOnBody] = (chunk: Uint8Array) => {
+    queue.push(chunk)
+    queued += chunk.length
+    // Paused after the current dispatch, not inside it: a pause made while `resume()` is
+    // dispatching the buffered data would be undone by the window update `resume()` sends next.
+    if (queued > CLIENT_BUFFER) queueMicrotask(() => { if (queued > CLIENT_BUFFER && stream.readStatus === 'readable') stream.pause() })
+    notify()
+  }
+  parser[HTTPParser.kOnMessageComplete] = () => { ended = true; notify() }
+  const fail = (err: Error): void => { failure ??= err; answer.reject(err); notify() }
+  stream.addEventListener('message', evt => {
+    const data = evt.data.subarray()
+    const result = parser.execute(data as Buffer, 0, data.byteLength)
+    if (result instanceof Error) { fail(result); stream.abort(result) }
+  })
+  stream.addEventListener('remoteCloseWrite', () => {
+    const result = parser.finish()
+    if (result instanceof Error) fail(new Error(`the answer is cut short: ${result.message}`))
+    ended = true
+    answer.reject(new Error('the peer closed the stream before answering'))
+    notify()
+  })
+  stream.addEventListener('close', evt => { if (evt.error !== undefined) fail(evt.error); else { ended = true; notify() } })
+  answer.promise.catch(() => {})
+  const request = [`GET ${path} HTTP/1.1`, 'host: peer', ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`), '', '']
+  stream.send(Buffer.from(request.join('\r\n')))
+  await stream.close({ signal }).catch(() => {}) // our half only: the request is complete
+  const cancel = (): void => {
+    signal.removeEventListener('abort', onAbort)
+    if (!ended || failure !== undefined) stream.abort(new Error('answer no longer read'))
+  }
+  let status: number
+  let responseHeaders: Headers
+  try {
+    ({ status, headers: responseHeaders } = await answer.promise)
+  } catch (err) {
+    cancel()
+    throw err
+  }
+  async function * body (): AsyncGenerator<Uint8Array> {
+    try {
+      for (;;) {
+        const chunk = queue.shift()
+        if (chunk !== undefined) {
+          queued -= chunk.length
+          if (queued <= CLIENT_BUFFER / 2 && stream.readStatus === 'paused') stream.resume()
+          yield chunk
+          continue
+        }
+        if (failure !== undefined) throw failure
+        if (ended) return
+        await new Promise<void>(resolve => { wake = resolve })
+      }
+    } finally {
+      cancel()
+    }
+  }
+  return { status, headers: responseHeaders, body: body(), cancel }
+}
+
+/** CAR sources: the connected peers that speak HTTP over libp2p, each asked for the file's CAR. */
+export function peerCarSources (libp2p: Libp2p, log: Logger): CarSource[] {
+  const peers = new Map<string, PeerId>()
+  for (const connection of libp2p.getConnections()) {
+    if (connection.status === 'open') peers.set(connection.remotePeer.toString(), connection.remotePeer)
+  }
+  return [...peers.values()].map(peer => ({
+    name: `peer ${peer.toString()}`,
+    open: async (root: CID, range: { from: number, to?: number }, signal: AbortSignal) => {
+      const known = await libp2p.peerStore.get(peer, { signal }).catch(() => undefined)
+      if (known?.protocols.includes(HTTP_PROTOCOL) !== true) return undefined
+      const connection = libp2p.getConnections(peer).find(c => c.status === 'open')
+      if (connection === undefined) return undefined
+      const path = `/ipfs/${root.toString()}?format=car&dag-scope=entity&entity-bytes=${range.from}:${range.to ?? '*'}`
+      const answer = await httpGet(connection, path, { accept: `${CAR_TYPE}; version=1; order=dfs; dups=n` }, signal)
+      if (answer.status !== 200) answer.cancel()
+      if (answer.status === 404 || answer.status === 410) return undefined
+      if (answer.status !== 200) throw new Error(`HTTP ${answer.status}`)
+      log.debug({ peer: peer.toString(), root: root.toString(), ...range }, 'ipfs CAR stream from peer')
+      return answer.body
+    }
+  }))
+}
