@@ -2,9 +2,10 @@
  * The IPFS backend's benchmark (`node bench/ipfs.ts`): two embedded IPFS nodes in two processes on
  * 127.0.0.1, against plain HTTP from the same machine.
  *
- *   speed    a NAR of IPFS_BENCH_MIB (200) MiB published by node A, fetched by node B over bitswap
- *            (through the backend's `open`, hashed as narswarm would) and, back to back, from a
- *            plain Node HTTP server over the same file: time to first byte and MiB/s, as a ratio.
+ *   speed    a NAR of IPFS_BENCH_MIB (200) MiB published by node A, fetched by node B as CAR streams
+ *            from A's trustless gateway over libp2p (the default), by a fresh node B' over bitswap
+ *            only (both through the backend's `open`, hashed as narswarm would) and, back to back,
+ *            from a plain Node HTTP server over the same file: time to first byte and MiB/s.
  *   memory   with IPFS_BENCH_MEMORY_MIB (1024) MiB: node A's peak RSS while publishing, then while
  *            serving the NAR to node B; node B's peak RSS while fetching.
  *   start-up import of the IPFS modules + start of a node, and the size of the modules installed.
@@ -66,10 +67,10 @@ async function seeder (dir: string, file: string, port: string, narHash: string,
 }
 
 /** Child: node B. Times the module import and node start, then fetches the locator. */
-async function fetcher (dir: string, locator: string, bootstrap: string, sha: string): Promise<void> {
+async function fetcher (dir: string, locator: string, bootstrap: string, sha: string, carStreams: string): Promise<void> {
   const t0 = performance.now()
   const { plugin } = await import('../src/backend/ipfs/plugin.ts')
-  const init = plugin.parse(new URL(`ipfs:?listen=/ip4/127.0.0.1/tcp/0&routing=none&bootstrap=${bootstrap}`))
+  const init = plugin.parse(new URL(`ipfs:?listen=/ip4/127.0.0.1/tcp/0&routing=none&libp2p-gateway=${carStreams}&bootstrap=${bootstrap}`))
   const { createEmbedded } = await import('../src/backend/ipfs/embedded.ts')
   const t1 = performance.now()
   const backend = await createEmbedded(init as import('../src/backend/ipfs/spec.ts').EmbeddedInit, dir, process.env.IPFS_BENCH_LOG === undefined ? silentLogger() : (await import('../src/log.ts')).createLogger(process.env.IPFS_BENCH_LOG as 'debug'))
@@ -82,7 +83,7 @@ async function fetcher (dir: string, locator: string, bootstrap: string, sha: st
   const source = await backend.open({ url: locator, compression: 'none' })
   if (source === undefined) throw new Error('absent')
   const result = await consume(source.body, start, sha)
-  send({ event: 'fetched', importMs: t1 - t0, startMs: t2 - t1, ...result, peakRss: rss.peak() })
+  send({ event: 'fetched', importMs: t1 - t0, startMs: t2 - t1, ...result, peakRss: rss.peak(), carBytes: backend.carBytes, networkBytes: backend.networkBytes })
   await backend.close()
 }
 
@@ -164,15 +165,21 @@ async function run (mib: number, dir: string, withHttp: boolean): Promise<Record
   try {
     process.stderr.write('node A publishing…\n')
     const published = await a.next('published')
-    process.stderr.write('node B fetching over bitswap…\n')
-    const b = child(CLIENT_CPU, 'fetch', join(dir, `b-${mib}`), published.locator, published.multiaddr, sha)
-    const got = await b.next('fetched')
+    process.stderr.write('node B fetching (CAR streams over libp2p)…\n')
+    const got = await child(CLIENT_CPU, 'fetch', join(dir, `b-${mib}`), published.locator, published.multiaddr, sha, 'true').next('fetched')
+    if (got.carBytes !== got.networkBytes) process.stderr.write(`note: ${got.networkBytes - got.carBytes} of ${got.networkBytes} bytes came over bitswap\n`)
+    let bitswap: any
+    if (withHttp) {
+      process.stderr.write('node B\' fetching over bitswap only…\n')
+      bitswap = await child(CLIENT_CPU, 'fetch', join(dir, `b2-${mib}`), published.locator, published.multiaddr, sha, 'false').next('fetched')
+    }
     a.proc.kill('SIGTERM')
     const served = await a.next('served')
     const out: Record<string, number> = {
       mib, addMiBs: mib / (published.addMs / 1000), addPeakRssMiB: published.addPeakRss / MiB, servePeakRssMiB: served.servePeakRss / MiB,
       fetchPeakRssMiB: got.peakRss / MiB, ipfsTtfbMs: got.ttfbMs, ipfsMiBs: got.mibPerSec, importMs: got.importMs, startMs: got.startMs
     }
+    if (bitswap !== undefined) Object.assign(out, { bitswapTtfbMs: bitswap.ttfbMs, bitswapMiBs: bitswap.mibPerSec })
     if (withHttp) {
       const port = await freePort()
       const server = child(SERVER_CPU, 'http-server', file, String(port))
@@ -196,7 +203,7 @@ function installSize (): number {
 async function main (): Promise<void> {
   const [role, ...args] = process.argv.slice(2)
   if (role === 'seed') return await seeder(args[0]!, args[1]!, args[2]!, args[3]!, Number(args[4]))
-  if (role === 'fetch') return await fetcher(args[0]!, args[1]!, args[2]!, args[3]!)
+  if (role === 'fetch') return await fetcher(args[0]!, args[1]!, args[2]!, args[3]!, args[4]!)
   if (role === 'http-server') return await httpServer(args[0]!, args[1]!)
   if (role === 'http-fetch') return await httpFetcher(args[0]!, args[1]!)
   const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined

@@ -184,13 +184,21 @@ describe('CAR feed', () => {
   function gatewaySource (blocks: Map<string, Uint8Array>, ranges: string[], alter?: (car: AsyncIterable<Uint8Array>) => AsyncIterable<Uint8Array>): CarSource {
     return {
       name: 'test',
-      open: async (root, range) => {
+      open: async (root, range, signal) => {
         ranges.push(`${range.from}:${range.to ?? '*'}`)
         const answer = await answerGatewayRequest('GET', new URL(`http://x/ipfs/${root}?format=car&dag-scope=entity&entity-bytes=${range.from}:${range.to ?? '*'}`), null, localOf(blocks))
         if (answer.status === 404) return undefined
         const body = toAsync(answer.body!)
-        return alter === undefined ? body : alter(body)
+        // Like a real stream, the answer ends when the signal it was opened with aborts.
+        return honour(alter === undefined ? body : alter(body), signal)
       }
+    }
+  }
+
+  async function * honour (body: AsyncIterable<Uint8Array>, signal: AbortSignal): AsyncGenerator<Uint8Array> {
+    for await (const chunk of body) {
+      signal.throwIfAborted()
+      yield chunk
     }
   }
 
@@ -287,6 +295,27 @@ describe('CAR feed', () => {
       assert.equal(sha256Hex(bytes), sha256Hex(big.bytes), what)
       assert.ok(fallbacks > 0, what)
     }
+  })
+
+  it('a stream slower in total than the stall limit, but never stalling, is kept to the end', async () => {
+    const small = randomBytes(4 * MIB)
+    const { root, blocks } = await imported(small)
+    const slow = async function * (car: AsyncIterable<Uint8Array>) {
+      for await (const chunk of car) { await new Promise(resolve => setTimeout(resolve, 25)); yield chunk }
+    }
+    const local = new Map<string, Uint8Array>()
+    const feed = new CarFeed(root, [gatewaySource(blocks, [], slow)], hooks(local, 200))
+    const getBlock = async (cid: CID, o: { signal: AbortSignal, offset: number }): Promise<Uint8Array> => {
+      const got = await feed.block(cid, o.offset, o.signal)
+      assert.ok(got !== undefined, 'the stream was not given up')
+      return got.bytes
+    }
+    const started = performance.now()
+    const rootBlock = await getBlock(root, { signal: AbortSignal.timeout(200), offset: 0 })
+    const bytes = Buffer.concat(await collect(readFile(decodeFileNode(root, rootBlock), getBlock, { readAhead: 16 })))
+    feed.close()
+    assert.ok(performance.now() - started > 400, 'the stream took longer than twice the stall limit')
+    assert.equal(sha256Hex(bytes), sha256Hex(small))
   })
 
   it('a source without the file is passed over for the next one', async () => {

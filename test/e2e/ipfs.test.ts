@@ -3,7 +3,8 @@
  * of two real closures (built here by Nix) into its embedded IPFS node and records them in its
  * index, then runs `narswarm serve` on that state directory so it serves blocks to the swarm and
  * its index at /narswarm/v1/. Node B starts fresh, with the upstream down, reads A's index over
- * HTTP and gets every NAR over bitswap from A; Nix substitutes both closures from B.
+ * HTTP and gets every NAR from A (as CAR streams from A's trustless gateway over libp2p, bitswap
+ * for anything those miss); Nix substitutes both closures from B.
  *
  * The second closure differs from the first only by a rebuilt dependency: its dependency's
  * version file and store path changed, and so did the application that refers to it. B already
@@ -97,7 +98,7 @@ describe('IPFS: a closure published by node A, substituted through node B', { sk
     const blocksB = join(b.stateDir, 'ipfs', 'blocks')
 
     const fetched = (from: number): LogLine[] => b!.logs.slice(from).filter(l => l.msg === 'ipfs file read')
-    const results: Array<{ narBytes: number, networkBytes: number, storeGrowth: number }> = []
+    const results: Array<{ narBytes: number, networkBytes: number, carBytes: number, storeGrowth: number }> = []
     for (const [i, top] of tops.entries()) {
       const mark = b.logs.length
       const storeBefore = await dirBytes(blocksB)
@@ -110,11 +111,12 @@ describe('IPFS: a closure published by node A, substituted through node B', { sk
       assert.ok(served.every(l => String(l.source).startsWith('ipfs')), 'every NAR came from IPFS')
       await b.waitForLog(() => fetched(mark).length >= paths.length)
       const narBytes = published[i]!.reduce((sum, e) => sum + e.narInfo.narSize, 0)
-      results.push({ narBytes, networkBytes: fetched(mark).reduce((s, l) => s + Number(l.networkBytes), 0), storeGrowth: (await dirBytes(blocksB)) - storeBefore })
+      results.push({ narBytes, networkBytes: fetched(mark).reduce((s, l) => s + Number(l.networkBytes), 0), carBytes: fetched(mark).reduce((s, l) => s + Number(l.carBytes), 0), storeGrowth: (await dirBytes(blocksB)) - storeBefore })
     }
     const [first, second] = results as [typeof results[0], typeof results[0]]
-    console.log(`# closure 1: ${first.narBytes} NAR bytes, ${first.networkBytes} over bitswap; closure 2: ${second.narBytes} NAR bytes, ${second.networkBytes} over bitswap (${(100 * second.networkBytes / second.narBytes).toFixed(1)} %), blockstore grew ${second.storeGrowth}`)
+    console.log(`# closure 1: ${first.narBytes} NAR bytes, ${first.networkBytes} from A (${first.carBytes} in CAR streams); closure 2: ${second.narBytes} NAR bytes, ${second.networkBytes} from A (${(100 * second.networkBytes / second.narBytes).toFixed(1)} %), blockstore grew ${second.storeGrowth}`)
     assert.ok(first.networkBytes >= first.narBytes, 'the first closure really came over the network')
+    assert.ok(first.carBytes >= first.narBytes, 'as CAR streams from A\'s gateway over libp2p')
     assert.ok(second.networkBytes < 0.5 * second.narBytes, `closure 2 moved ${second.networkBytes} of ${second.narBytes} bytes`)
     assert.ok(second.storeGrowth < 0.5 * second.narBytes, `B's blockstore grew ${second.storeGrowth} bytes for closure 2`)
   })

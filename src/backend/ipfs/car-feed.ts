@@ -182,7 +182,8 @@ export class CarFeed {
       const controller = new AbortController()
       const deadline = AbortSignal.timeout(this.#hooks.stallMs ?? STALL_MS)
       try {
-        const body = await source.open(this.#root, to === undefined ? { from: offset } : { from: offset, to }, AbortSignal.any([controller.signal, deadline, signal]))
+        // The stream lives on after this request (and its deadline): only the feed may end it.
+        const body = await withDeadline(source.open(this.#root, to === undefined ? { from: offset } : { from: offset, to }, controller.signal), deadline, signal)
         if (body === undefined) continue
         this.#stream = controller
         this.#source = source
