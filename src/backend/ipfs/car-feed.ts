@@ -6,15 +6,17 @@
  *
  * Nothing in the stream is believed. A block is handed out only when its bytes hash to the CID the
  * reader asked for; a block the reader already has locally (a chunk shared with another NAR, a
- * repeated chunk) is skipped; anything else ends the feed. Blocks the reader has locally are never
- * asked for: when the stream is behind the reader by more than `SKIP_BUDGET` bytes, it is dropped
- * and asked for again from the reader's byte offset (`entity-bytes=<offset>:*`). A feed that
- * cannot go on — no source has the file, the stream ends, stalls for `STALL_MS`, or sends
- * something unexpected — says so by returning undefined, and the caller fetches the block another
- * way (bitswap); it is never a failure of the read by itself.
+ * repeated chunk) is skipped; anything else ends the feed. Blocks the reader has are not asked
+ * for: a stream is opened for a byte range (`entity-bytes=<from>:<to>`) that ends just before the
+ * next block in the reader's window that is here, and an open stream is dropped when the reader
+ * reaches a block it has; should a stream still run more than `SKIP_BUDGET` bytes behind, it is
+ * asked for again from the reader's offset. A feed that cannot go on — no source has the file,
+ * the stream ends, stalls for `STALL_MS`, or sends something unexpected — says so by returning
+ * undefined, and the caller fetches the block another way (bitswap); it is never a failure of the
+ * read by itself.
  *
- * Memory: the stream is pulled only as blocks are taken, so at most one block and what the
- * transport buffers are held.
+ * Memory: the stream is pulled only as blocks are taken, so at most one block, what the transport
+ * buffers, and `STORING` blocks on their way to the store are held.
  */
 import { equals } from 'multiformats/bytes'
 import type { CID } from 'multiformats/cid'
