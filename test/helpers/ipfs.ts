@@ -1,6 +1,6 @@
 /**
- * IPFS test helpers: a fresh embedded node on 127.0.0.1 with no public defaults, and a small
- * trustless gateway (raw blocks) in front of an embedded node.
+ * IPFS test helpers: a fresh embedded node on 127.0.0.1 with no public defaults, and narswarm's
+ * trustless gateway served over plain HTTP in front of an embedded node.
  */
 import { createServer } from 'node:http'
 import { once } from 'node:events'
@@ -8,10 +8,12 @@ import { mkdtemp } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { AddressInfo } from 'node:net'
-import { CID } from 'multiformats/cid'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
 import { silentLogger } from '../../src/log.ts'
 import type { EmbeddedIpfsBackend } from '../../src/backend/ipfs/embedded.ts'
 import { plugin } from '../../src/backend/ipfs/plugin.ts'
+import { answerGatewayRequest, RAW_TYPE } from '../../src/backend/ipfs/trustless-gateway.ts'
 
 /** An embedded node in a new temp dir (or `stateDir`), listening on a free loopback port. */
 export async function embeddedNode (options: string = '', stateDir?: string): Promise<EmbeddedIpfsBackend> {
@@ -28,21 +30,23 @@ export interface TestGateway {
   close: () => Promise<void>
 }
 
-/** A trustless gateway serving `GET /ipfs/<cid>?format=raw` from an embedded node's own store. */
+/**
+ * narswarm's own trustless gateway answers (trustless-gateway.ts) over plain HTTP, from an
+ * embedded node's own store; `faults` replace the answer for chosen CIDs.
+ */
 export async function startGateway (node: EmbeddedIpfsBackend): Promise<TestGateway> {
   const requests: string[] = []
   const faults: TestGateway['faults'] = new Map()
   const server = createServer((req, res) => {
     requests.push(req.url ?? '')
-    const m = /^\/ipfs\/([a-z0-9]+)\?format=raw$/.exec(req.url ?? '')
-    if (m === null || req.headers.accept !== 'application/vnd.ipld.raw') { res.writeHead(400).end(); return }
-    const fault = faults.get(m[1]!)
+    const url = new URL(req.url ?? '/', 'http://gateway')
+    const fault = faults.get(/^\/ipfs\/([a-z0-9]+)/.exec(url.pathname)?.[1] ?? '')
     if (fault !== undefined && 'status' in fault) { res.writeHead(fault.status).end(); return }
-    if (fault !== undefined) { res.writeHead(200, { 'content-type': 'application/vnd.ipld.raw' }).end(fault.bytes); return }
-    node.localBlock(CID.parse(m[1]!)).then(block => {
-      if (block === undefined) res.writeHead(404).end()
-      else res.writeHead(200, { 'content-type': 'application/vnd.ipld.raw', 'content-length': block.length }).end(block)
-    }, () => res.writeHead(500).end())
+    if (fault !== undefined) { res.writeHead(200, { 'content-type': RAW_TYPE }).end(fault.bytes); return }
+    answerGatewayRequest(req.method ?? 'GET', url, req.headers.accept ?? null, async cid => await node.localBlock(cid)).then(async answer => {
+      res.writeHead(answer.status, answer.headers)
+      await pipeline(Readable.from(answer.body ?? []), res)
+    }).catch(() => { if (!res.headersSent) res.writeHead(500); res.end() })
   })
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')

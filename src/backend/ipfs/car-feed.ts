@@ -23,6 +23,7 @@ import type { CID } from 'multiformats/cid'
 import type { Logger } from '../../log.ts'
 import { readCar, type CarBlock } from './car.ts'
 import { blockMatches } from './dag-reader.ts'
+import { MAX_BLOCK } from './locator.ts'
 
 /**
  * Opens the CAR of the blocks `root`'s file needs for bytes `from` to `to` (inclusive; undefined:
@@ -38,8 +39,8 @@ const SKIP_BUDGET = 4 << 20
 const STALL_MS = 5_000
 /** Blocks being written to the store at once; the feed waits for the oldest beyond this. */
 const STORING = 32
-/** Larger than any block narswarm makes; a section beyond this ends the feed. */
-const MAX_SECTION = (4 << 20) + 128
+/** A section is a CID (under 128 bytes for sha2-256) and a block. */
+const MAX_SECTION = MAX_BLOCK + 128
 
 export interface FeedHooks {
   /** The block, when this node has it. */

@@ -29,6 +29,13 @@ export interface FileRoot {
 /** Inline bytes, or a child block with the number of file bytes it must hold. */
 type Piece = { bytes: Uint8Array } | { cid: CID, size: number }
 
+/** A block's bytes from the chunks a block store or an API hands them out in. */
+export async function blockBytes (chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<Uint8Array> {
+  const parts: Uint8Array[] = []
+  for await (const c of chunks) parts.push(c)
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts)
+}
+
 /** True when `bytes` hash to `cid` (sha2-256, the only hash narswarm accepts). */
 export function blockMatches (cid: CID, bytes: Uint8Array): boolean {
   if (cid.multihash.code !== SHA2_256) return false

@@ -17,7 +17,8 @@ import { IMPORT_PARAMS_TEXT } from './import-params.ts'
 import { CarFeed } from './car-feed.ts'
 import { peerCarSources } from './libp2p-gateway.ts'
 import { cidOf, locatorOf } from './locator.ts'
-import { collect, startNode, type Helia, type IpfsNode } from './node.ts'
+import { blockBytes } from './dag-reader.ts'
+import { startNode, type Helia, type IpfsNode } from './node.ts'
 import { openFile } from './open-file.ts'
 import { importNar } from './publish.ts'
 import { repoPath, type EmbeddedInit } from './spec.ts'
@@ -57,12 +58,12 @@ export class EmbeddedIpfsBackend implements Backend {
   async open (locator: Locator, options: AbortOptions = {}): Promise<NarSource | undefined> {
     const root = cidOf(locator.url)
     if (root === undefined) return undefined
-    let network = 0
+    let bitswap = 0
     let local = 0
     // Peers that serve a trustless gateway over libp2p stream the whole DAG in one CAR; bitswap
     // fetches whatever the stream does not deliver (and everything from other peers).
     const feed = new CarFeed(root, this.#init.libp2pGateway ? peerCarSources(this.#helia.libp2p, this.#log) : [], {
-      local: this.#node.local,
+      local: async cid => await this.#node.blocks.read(cid),
       store: async block => { await this.#node.blocks.put(block.cid, block.bytes) },
       log: this.#log
     })
@@ -70,10 +71,12 @@ export class EmbeddedIpfsBackend implements Backend {
     try {
       source = await openFile(this.name, locator, async (cid, o) => {
         const got = await feed.block(cid, o.offset, o.signal)
-        if (got?.local === true) { local += got.bytes.length; return got.bytes }
-        if (got !== undefined) return got.bytes
+        if (got !== undefined) {
+          if (got.local) local += got.bytes.length
+          return got.bytes
+        }
         const block = await this.#want(cid, o.signal)
-        network += block.length
+        bitswap += block.length
         this.networkBytes += block.length
         return block
       }, this.#init, options.signal)
@@ -81,23 +84,18 @@ export class EmbeddedIpfsBackend implements Backend {
       if (source === undefined) feed.close()
     }
     if (source === undefined) return undefined
-    const log = this.#log
     const body = source.body
-    const count = (): void => {
-      this.networkBytes += feed.bytesReceived
-      this.carBytes += feed.bytesReceived
-      network += feed.bytesReceived
-    }
-    source.body = (async function * () {
+    source.body = (async function * (this: EmbeddedIpfsBackend) {
       try {
         yield * body
       } finally {
         feed.close()
         await feed.settled()
-        count()
+        this.networkBytes += feed.bytesReceived
+        this.carBytes += feed.bytesReceived
       }
-      log.debug({ locator: locator.url, bytes: source.fileSize, networkBytes: network, carBytes: feed.bytesReceived, localBytes: local }, 'ipfs file read')
-    })()
+      this.#log.debug({ locator: locator.url, bytes: source.fileSize, networkBytes: bitswap + feed.bytesReceived, carBytes: feed.bytesReceived, localBytes: local }, 'ipfs file read')
+    }).call(this)
     return source
   }
 
@@ -111,7 +109,7 @@ export class EmbeddedIpfsBackend implements Backend {
     for (;;) {
       const attempt = AbortSignal.timeout(REWANT_MS)
       try {
-        return await collect(this.#helia.blockstore.get(cid, { signal: AbortSignal.any([signal, attempt]) }))
+        return await blockBytes(this.#helia.blockstore.get(cid, { signal: AbortSignal.any([signal, attempt]) }))
       } catch (err) {
         if (signal.aborted || !attempt.aborted) throw err
         this.#log.debug({ cid: cid.toString() }, 'ipfs block not delivered yet; asking again')
@@ -125,7 +123,7 @@ export class EmbeddedIpfsBackend implements Backend {
    */
   async localBlock (cid: CID, options: AbortOptions = {}): Promise<Uint8Array | undefined> {
     options.signal?.throwIfAborted()
-    return await this.#node.local(cid)
+    return await this.#node.blocks.read(cid)
   }
 
   async publish (nar: NarUpload, options: AbortOptions = {}): Promise<Locator> {

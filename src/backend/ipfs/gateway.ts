@@ -11,11 +11,9 @@
 import { UpstreamError } from '../../errors.ts'
 import type { AbortOptions, Backend, Locator, NarSource } from '../../types.ts'
 import { verifiedBlock } from './dag-reader.ts'
+import { MAX_BLOCK } from './locator.ts'
 import { openFile } from './open-file.ts'
 import type { GatewayInit } from './spec.ts'
-
-/** Larger than any block narswarm makes (1 MiB) and the 2 MiB bitswap limit; a longer answer is refused. */
-const MAX_BLOCK = 4 << 20
 
 export class GatewayBackend implements Backend {
   readonly name: string

@@ -15,7 +15,8 @@ import type { CID } from 'multiformats/cid'
 import { ConfigError, IntegrityError, UpstreamError } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
 import type { AbortOptions, Backend, Locator, NarSource, NarUpload } from '../../types.ts'
-import { verifiedBlock } from './dag-reader.ts'
+import { blockBytes, verifiedBlock } from './dag-reader.ts'
+import { describeHttpError } from '../../util/http-client.ts'
 import { DAG_PB, locatorOf } from './locator.ts'
 import { openFile } from './open-file.ts'
 import { importNar } from './publish.ts'
@@ -41,7 +42,7 @@ export class KuboBackend implements Backend {
   async publish (nar: NarUpload, options: AbortOptions = {}): Promise<Locator> {
     const signal = options.signal
     const put = async (cid: CID, block: Uint8Array | Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<CID> => {
-      const bytes = block instanceof Uint8Array ? block : await collect(block)
+      const bytes = block instanceof Uint8Array ? block : await blockBytes(block)
       // kubo's own option names (cid-codec), not the client's legacy `format`; our blocks are at most
       // 1 MiB, kubo's limit, so no allow-big-block.
       // The client copies unknown options into the query string as they are.
@@ -64,7 +65,7 @@ export class KuboBackend implements Backend {
       return await run()
     } catch (err) {
       if (err instanceof IntegrityError || (err as Error).name === 'AbortError' || (err as Error).name === 'TimeoutError') throw err
-      throw new UpstreamError(this.name, `${what}: ${describe(err)}`, { cause: err })
+      throw new UpstreamError(this.name, `${what}: ${describeHttpError(err)}`, { cause: err })
     }
   }
 }
@@ -75,18 +76,7 @@ export async function createKubo (init: KuboInit, log: Logger): Promise<KuboBack
     const id = await client.id({ signal: AbortSignal.timeout(Math.min(init.timeout, 10_000)) })
     log.info({ api: init.api, peerId: id.id.toString(), agent: id.agentVersion }, 'kubo daemon reachable')
   } catch (err) {
-    throw new ConfigError(`ipfs+http backend: no kubo RPC API answers at ${init.api} (${describe(err)}); is the daemon running, and is this its API address (kubo's Addresses.API)?`)
+    throw new ConfigError(`ipfs+http backend: no kubo RPC API answers at ${init.api} (${describeHttpError(err)}); is the daemon running, and is this its API address (kubo's Addresses.API)?`)
   }
   return new KuboBackend(init, client)
-}
-
-function describe (err: unknown): string {
-  const e = err as Error & { cause?: { code?: string, message?: string } }
-  return e.cause?.code ?? e.cause?.message ?? e.message
-}
-
-async function collect (chunks: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<Uint8Array> {
-  const parts: Uint8Array[] = []
-  for await (const c of chunks) parts.push(c)
-  return Buffer.concat(parts)
 }

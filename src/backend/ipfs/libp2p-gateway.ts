@@ -12,7 +12,8 @@
  * in what the window allowed (at most 4 MiB, see node.ts), so a stream holds at most about 9 MiB.
  */
 import { HTTPParser } from '@achingbrain/http-parser-js'
-import { http } from '@libp2p/http'
+import { STATUS_CODES } from 'node:http'
+import { HTTP_PROTOCOL, http } from '@libp2p/http'
 import type { HeaderInfo } from '@libp2p/http-utils'
 import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
 import type { CID } from 'multiformats/cid'
@@ -20,7 +21,6 @@ import type { Logger } from '../../log.ts'
 import type { CarSource } from './car-feed.ts'
 import { answerGatewayRequest, CAR_TYPE, type LocalBlock } from './trustless-gateway.ts'
 
-export const HTTP_PROTOCOL = '/http/1.1'
 const CLIENT_BUFFER = 4 << 20
 const SERVER_BUFFER = 4 << 20
 const MAX_RESPONSE_HEADER = 16 << 10
@@ -47,7 +47,7 @@ export function gatewayService (local: LocalBlock, log: Logger): ReturnType<type
 
 async function serve (info: HeaderInfo, stream: Stream, local: LocalBlock): Promise<void> {
   const answer = await answerGatewayRequest(info.method, new URL(info.url, 'http://peer'), info.headers.get('accept'), local)
-  const head = [`HTTP/1.1 ${answer.status} ${STATUS_TEXT[answer.status] ?? ''}`, ...Object.entries(answer.headers).map(([k, v]) => `${k}: ${v}`), 'connection: close', '', '']
+  const head = [`HTTP/1.1 ${answer.status} ${STATUS_CODES[answer.status] ?? ''}`, ...Object.entries(answer.headers).map(([k, v]) => `${k}: ${v}`), 'connection: close', '', '']
   await send(stream, Buffer.from(head.join('\r\n')))
   if (answer.body !== undefined) {
     for await (const chunk of answer.body) await send(stream, chunk)
@@ -72,8 +72,6 @@ async function send (stream: Stream, chunk: Uint8Array): Promise<void> {
     })
   }
 }
-
-const STATUS_TEXT: Record<number, string> = { 200: 'OK', 400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed', 406: 'Not Acceptable', 501: 'Not Implemented' }
 
 export interface HttpAnswer {
   status: number

@@ -11,6 +11,8 @@ export const RAW = 0x55
 export const DAG_PB = 0x70
 /** The only multihash narswarm creates and accepts: sha2-256. */
 export const SHA2_256 = 0x12
+/** The largest block accepted from anyone: above the 1 MiB narswarm makes and bitswap's 2 MiB. */
+export const MAX_BLOCK = 4 << 20
 
 /** The locator URL of a root CID. */
 export function locatorOf (cid: CID): string {

@@ -33,7 +33,6 @@ import type { Logger } from '../../log.ts'
 import { BlockFiles } from './blockstore.ts'
 import { gatewayService } from './libp2p-gateway.ts'
 import type { EmbeddedInit } from './spec.ts'
-import type { LocalBlock } from './trustless-gateway.ts'
 
 export type Helia = HeliaWithLibp2p<any>
 
@@ -42,8 +41,6 @@ export interface IpfsNode {
   helia: Helia
   /** This node's block store, without the network behind it. */
   blocks: BlockFiles
-  /** A block of this node's store, never fetched from the network. */
-  local: LocalBlock
   stop: () => Promise<void>
 }
 
@@ -55,9 +52,8 @@ export async function startNode (init: EmbeddedInit, dir: string, log: Logger): 
   const datastore = new FsDatastore(join(dir, 'datastore'))
   await blockstore.open()
   await datastore.open()
-  const local: LocalBlock = async cid => await blockstore.read(cid)
   const services: Record<string, any> = { identify: identify(), ping: ping() }
-  if (init.libp2pGateway) services.http = gatewayService(local, log)
+  if (init.libp2pGateway) services.http = gatewayService(async cid => await blockstore.read(cid), log)
   if (init.routing !== 'none') {
     const lan = init.routing === 'lan-dht'
     services.dht = kadDHT({
@@ -100,13 +96,7 @@ export async function startNode (init: EmbeddedInit, dir: string, log: Logger): 
     }
     await Promise.all([blockstore.close(), datastore.close()]).catch(() => {})
   }
-  return { helia, blocks: blockstore, local, stop }
-}
-
-export async function collect (chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<Uint8Array> {
-  const parts: Uint8Array[] = []
-  for await (const c of chunks) parts.push(c)
-  return parts.length === 1 ? parts[0]! : Buffer.concat(parts)
+  return { helia, blocks: blockstore, stop }
 }
 
 /**
