@@ -20,6 +20,7 @@
  */
 import { equals } from 'multiformats/bytes'
 import type { CID } from 'multiformats/cid'
+import { raceSignal } from 'race-signal'
 import type { Logger } from '../../log.ts'
 import { readCar, type CarBlock } from './car.ts'
 import { blockMatches } from './dag-reader.ts'
@@ -237,23 +238,12 @@ export class CarFeed {
   }
 }
 
-function sameCid (a: CID, b: CID): boolean {
-  return equals(a.bytes, b.bytes)
-}
-
 /** `work`, or a rejection when `deadline` or `signal` fires first. */
 async function withDeadline<T> (work: Promise<T>, deadline: AbortSignal, signal: AbortSignal): Promise<T> {
-  const both = AbortSignal.any([deadline, signal])
-  both.throwIfAborted()
-  let onAbort: (() => void) | undefined
-  const aborted = new Promise<never>((_resolve, reject) => {
-    onAbort = () => reject(both.reason instanceof Error ? both.reason : new Error('stalled'))
-    both.addEventListener('abort', onAbort, { once: true })
-  })
-  work.catch(() => {})
-  try {
-    return await Promise.race([work, aborted])
-  } finally {
-    both.removeEventListener('abort', onAbort!)
-  }
+  work.catch(() => {}) // a late failure after the race is lost is nobody's to handle
+  return await raceSignal(work, AbortSignal.any([deadline, signal]))
+}
+
+function sameCid (a: CID, b: CID): boolean {
+  return equals(a.bytes, b.bytes)
 }
