@@ -5,6 +5,7 @@
  * BitTorrent) costs nothing unless it is configured. Adding an implementation costs one line here.
  */
 import { ConfigError } from './errors.ts'
+import { redactUrl } from './log.ts'
 import type { Backend, BackendPlugin, Components, Mapper, MapperPlugin } from './types.ts'
 
 const MAPPERS: Record<string, () => Promise<MapperPlugin<any>>> = {
@@ -27,7 +28,7 @@ export const MAPPER_SCHEMES: readonly string[] = Object.keys(MAPPERS)
 export const BACKEND_SCHEMES: readonly string[] = Object.keys(BACKENDS)
 
 /** The registry key of a spec and the spec as a URL. */
-export function parseSpec (spec: string, kind: 'mapper' | 'backend'): { scheme: string, url: URL } {
+function parseSpec (spec: string, kind: 'mapper' | 'backend'): { scheme: string, url: URL } {
   let url: URL
   try {
     url = new URL(spec)
@@ -36,11 +37,11 @@ export function parseSpec (spec: string, kind: 'mapper' | 'backend'): { scheme: 
   }
   const scheme = url.protocol.slice(0, -1).split('+')[0]!
   const known = kind === 'mapper' ? MAPPER_SCHEMES : BACKEND_SCHEMES
-  if (!known.includes(scheme)) throw new ConfigError(`unknown ${kind} scheme '${scheme}' in '${redact(spec)}' (known: ${known.join(', ')})`)
+  if (!known.includes(scheme)) throw new ConfigError(`unknown ${kind} scheme '${scheme}' in '${redactUrl(url)}' (known: ${known.join(', ')})`)
   return { scheme, url }
 }
 
-/** Validates a spec without opening anything: for configuration checks at start-up. */
+/** Validates a spec without opening anything. */
 export async function checkSpec (spec: string, kind: 'mapper' | 'backend'): Promise<void> {
   const { scheme, url } = parseSpec(spec, kind)
   const plugin = await (kind === 'mapper' ? MAPPERS : BACKENDS)[scheme]!()
@@ -59,7 +60,31 @@ export async function openBackend (spec: string, components: Components): Promis
   return await plugin.create(plugin.parse(url), components)
 }
 
-/** A spec fit for an error message: no credentials, no query (it may hold secrets). */
-function redact (spec: string): string {
-  return spec.replace(/\/\/[^/@]*@/, '//').replace(/\?.*$/, '')
+export interface Plugins {
+  mappers: Mapper[]
+  backends: Backend[]
+  close: () => Promise<void>
+}
+
+/**
+ * Opens every configured mapper and backend, after checking all their specs: a mistake in the last
+ * spec is one error before anything starts (an IPFS node, a torrent client). If one fails to open,
+ * those already open are closed again.
+ */
+export async function openPlugins (mapperSpecs: readonly string[], backendSpecs: readonly string[], components: Components): Promise<Plugins> {
+  for (const spec of mapperSpecs) await checkSpec(spec, 'mapper')
+  for (const spec of backendSpecs) await checkSpec(spec, 'backend')
+  const plugins: Plugins = {
+    mappers: [],
+    backends: [],
+    close: async () => { await Promise.all([...plugins.mappers, ...plugins.backends].map(async p => await p.close?.())) }
+  }
+  try {
+    for (const spec of mapperSpecs) plugins.mappers.push(await openMapper(spec, components))
+    for (const spec of backendSpecs) plugins.backends.push(await openBackend(spec, components))
+  } catch (err) {
+    await plugins.close()
+    throw err
+  }
+  return plugins
 }

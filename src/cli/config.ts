@@ -10,9 +10,8 @@ import { join, resolve } from 'node:path'
 import { parse as parseToml } from 'smol-toml'
 import { ConfigError } from '../errors.ts'
 import { LOG_LEVELS, type LogLevel } from '../log.ts'
-import { DEFAULT_UPSTREAM, parseUpstreamSpec, upstreamFromTable, type UpstreamConfig } from '../upstream/spec.ts'
+import { checkedPublicKeys, DEFAULT_UPSTREAM, parseUpstreamSpec, upstreamFromTable, type UpstreamConfig } from '../upstream/spec.ts'
 import { duration, integer } from '../util/values.ts'
-import { parsePublicKey } from '../nix/signature.ts'
 
 export interface Config {
   listen: { host: string, port: number }
@@ -118,20 +117,13 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
     backends: stringList(lists.backend ?? [], 'backend'),
     trustedPublicKeys: lists['trusted-public-keys'] === undefined
       ? [...new Set(upstreams.flatMap(u => u.trustedPublicKeys))]
-      : keyList(stringList(lists['trusted-public-keys'], 'trusted-public-keys'))
+      : checkedPublicKeys(stringList(lists['trusted-public-keys'], 'trusted-public-keys'))
   }
 }
 
 function stringList (list: unknown[], key: string): string[] {
   if (!list.every(v => typeof v === 'string')) throw new ConfigError(`${key} must be a list of strings`)
   return list
-}
-
-function keyList (keys: string[]): string[] {
-  for (const k of keys) {
-    try { parsePublicKey(k) } catch (err) { throw new ConfigError(`trusted public key '${k}': ${(err as Error).message}`) }
-  }
-  return keys
 }
 
 export function envName (key: string): string {

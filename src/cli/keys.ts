@@ -6,7 +6,7 @@
 import { readFile, writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { ConfigError } from '../errors.ts'
-import { generateSecretKey, parseSecretKey, publicKeyOf } from '../nix/signature.ts'
+import { generateSecretKey, parseSecretKey, publicKeyOf, type SecretKey } from '../nix/signature.ts'
 
 export const KEYS_USAGE = `Usage:
   narswarm keys generate --name NAME [--secret-file FILE] [--public-file FILE]
@@ -57,13 +57,12 @@ export async function keysCommand (args: string[]): Promise<number> {
 }
 
 /** The secret keys of `--sign-key` files, each checked; a file that cannot be used is a ConfigError. */
-export async function readSignKeys (files: readonly string[]): Promise<string[]> {
-  const keys: string[] = []
+export async function readSignKeys (files: readonly string[]): Promise<SecretKey[]> {
+  const keys: SecretKey[] = []
   for (const file of files) {
     let text: string
     try { text = (await readFile(file, 'utf8')).trim() } catch (err) { throw new ConfigError(`--sign-key ${file}: ${(err as Error).message}`) }
-    try { parseSecretKey(text) } catch (err) { throw new ConfigError(`--sign-key ${file}: not a Nix secret key: ${(err as Error).message}`) }
-    keys.push(text)
+    try { keys.push(parseSecretKey(text)) } catch (err) { throw new ConfigError(`--sign-key ${file}: not a Nix secret key: ${(err as Error).message}`) }
   }
   return keys
 }

@@ -6,8 +6,7 @@
 import { parseArgs } from 'node:util'
 import { ConfigError } from '../errors.ts'
 import { createLogger } from '../log.ts'
-import { openBackend, openMapper } from '../registry.ts'
-import type { Backend, Mapper } from '../types.ts'
+import { openPlugins, type Plugins } from '../registry.ts'
 import { openBinaryCache } from '../publish/binary-cache.ts'
 import { compileFilter, parseSize } from '../publish/filters.ts'
 import { Progress } from '../publish/progress.ts'
@@ -102,16 +101,15 @@ export async function publishCommand (args: string[]): Promise<number> {
   const signKeys = await readSignKeys(flags['sign-key'] ?? [])
   const log = createLogger(config.logLevel)
   const components = { log, stateDir: config.stateDir }
-  const mappers: Mapper[] = []
-  const backends: Backend[] = []
+  let plugins: Plugins | undefined
   let closeSource: (() => Promise<void>) | undefined
   const controller = new AbortController()
   const onSignal = (): void => controller.abort(new Error('interrupted'))
   process.once('SIGINT', onSignal)
   process.once('SIGTERM', onSignal)
   try {
-    for (const spec of config.mappers) mappers.push(await openMapper(spec, components))
-    for (const spec of config.backends) backends.push(await openBackend(spec, components))
+    plugins = await openPlugins(config.mappers, config.backends, components)
+    const { mappers, backends } = plugins
     if (flags['narinfo-only'] !== true && !backends.some(b => b.publish !== undefined)) {
       throw new ConfigError(`no backend that can publish is configured (--backend file:///dir, s3://…${backends.length > 0 ? `; ${backends.map(b => b.name).join(', ')} cannot publish` : ''})`)
     }
@@ -152,7 +150,7 @@ export async function publishCommand (args: string[]): Promise<number> {
   } finally {
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
-    await Promise.all([...mappers, ...backends].map(async p => await p.close?.()))
+    await plugins?.close()
     await closeSource?.()
   }
 }

@@ -14,8 +14,7 @@ import { openDatabase } from '../state/db.ts'
 import { NarInfoCache } from '../state/narinfo-cache.ts'
 import { SourceHealth } from '../upstream/health.ts'
 import { Upstream } from '../upstream/upstream.ts'
-import { openBackend, openMapper } from '../registry.ts'
-import type { Backend, Mapper } from '../types.ts'
+import { openPlugins, type Plugins } from '../registry.ts'
 
 export interface RunningSubstituter {
   /** Base URL, e.g. http://127.0.0.1:37515 */
@@ -30,19 +29,14 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
   const purge = setInterval(() => cache.purgeExpired(), 3_600_000).unref()
   const upstreams = config.upstreams.map(u => new Upstream(u))
   const components = { log, stateDir: config.stateDir }
-  const mappers: Mapper[] = []
-  const backends: Backend[] = []
-  const closePlugins = async (): Promise<void> => {
-    await Promise.all([...mappers, ...backends].map(async p => await p.close?.()))
-  }
+  let plugins: Plugins
   try {
-    for (const spec of config.mappers) mappers.push(await openMapper(spec, components))
-    for (const spec of config.backends) backends.push(await openBackend(spec, components))
+    plugins = await openPlugins(config.mappers, config.backends, components)
   } catch (err) {
-    await closePlugins()
     db.close()
     throw err
   }
+  const { mappers, backends } = plugins
   const substituter = new Substituter({
     upstreams,
     cache,
@@ -78,7 +72,7 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
       await closed
       clearTimeout(grace)
       await Promise.all(upstreams.map(u => u.close()))
-      await closePlugins()
+      await plugins.close()
       db.close()
       log.info('narswarm substituter stopped')
     })()

@@ -15,8 +15,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { ConfigError, FormatError, UpstreamError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { NixHash } from '../nix/hash.ts'
-import { isNix32 } from '../nix/nix32.ts'
-import { HASH_PART_LENGTH } from '../nix/store-path.ts'
+import { isHashPart } from '../nix/store-path.ts'
 import type { AbortOptions, Locator, Mapper, MapperPlugin } from '../types.ts'
 import { duration } from '../util/values.ts'
 import { checkOptions, localPath, parseLocator, parseLocators, parseRecordedNarInfo, specName } from './common.ts'
@@ -155,7 +154,7 @@ export class ExecMapper implements Mapper {
 
   async #narInfo (hashPart: string, options?: AbortOptions): Promise<string | undefined> {
     // A program may use the hash part as a file name: only real ones are passed on.
-    if (hashPart.length !== HASH_PART_LENGTH || !isNix32(hashPart)) return undefined
+    if (!isHashPart(hashPart)) return undefined
     const answer = await this.#request({ op: 'narinfo', hashPart }, options?.signal)
     if (answer.narInfo === undefined || answer.narInfo === null) return undefined
     if (typeof answer.narInfo !== 'string') throw new FormatError(`mapper ${this.name}: 'narInfo' of ${hashPart} must be a string or null`)

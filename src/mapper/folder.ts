@@ -18,8 +18,7 @@ import { randomBytes } from 'node:crypto'
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml'
 import { ConfigError, FormatError } from '../errors.ts'
 import { NixHash } from '../nix/hash.ts'
-import { isNix32 } from '../nix/nix32.ts'
-import { HASH_PART_LENGTH } from '../nix/store-path.ts'
+import { isHashPart } from '../nix/store-path.ts'
 import type { AbortOptions, IndexEntry, Locator, Mapper, MapperPlugin } from '../types.ts'
 import { checkOptions, localPath, parseLocators, parseLocator, parseRecordedNarInfo, specName } from './common.ts'
 
@@ -134,7 +133,7 @@ export class FolderMapper implements Mapper {
   async narInfo (hashPart: string, options?: AbortOptions): Promise<string | undefined> {
     options?.signal?.throwIfAborted()
     // The hash part becomes a file name: anything but one cannot be in the index.
-    if (hashPart.length !== HASH_PART_LENGTH || !isNix32(hashPart)) return undefined
+    if (!isHashPart(hashPart)) return undefined
     return await readIfExists(join(this.dir, 'narinfo', `${hashPart}.narinfo`))
   }
 

@@ -12,8 +12,7 @@
 import { Agent, errors as undiciErrors } from 'undici'
 import { ConfigError, FormatError, UpstreamError } from '../errors.ts'
 import type { NixHash } from '../nix/hash.ts'
-import { isNix32 } from '../nix/nix32.ts'
-import { HASH_PART_LENGTH } from '../nix/store-path.ts'
+import { isHashPart } from '../nix/store-path.ts'
 import type { AbortOptions, Locator, Mapper, MapperPlugin } from '../types.ts'
 import { integer, duration } from '../util/values.ts'
 import { checkOptions, parseLocators, specName } from './common.ts'
@@ -71,7 +70,7 @@ export class HttpMapper implements Mapper {
   async narInfo (hashPart: string, options?: AbortOptions): Promise<string | undefined> {
     options?.signal?.throwIfAborted()
     // Anything but a hash part cannot name a store path, and must not reach the URL.
-    if (hashPart.length !== HASH_PART_LENGTH || !isNix32(hashPart)) return undefined
+    if (!isHashPart(hashPart)) return undefined
     return await this.#get(`narswarm/v1/narinfo/${hashPart}`, options?.signal)
   }
 

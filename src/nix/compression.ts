@@ -104,14 +104,13 @@ export function resolveEngine (compression: Compression, direction: 'compress' |
     return 'library'
   }
   if (engine === 'library') return 'library'
-  const bin = compression === 'bzip2' ? 'bzip2' : compression
   if (engine === 'process') {
-    if (findBinary(bin) === false) throw new Error(`'${bin}' is not on PATH`)
+    if (findBinary(compression) === false) throw new Error(`'${compression}' is not on PATH`)
     return 'process'
   }
   if (compression === 'zstd') return 'library'
   if (sizeHint !== undefined && sizeHint < BREAK_EVEN[compression][direction]) return 'library'
-  return findBinary(bin) !== false ? 'process' : 'library'
+  return findBinary(compression) !== false ? 'process' : 'library'
 }
 
 function levelOf (compression: Compression, level: number | undefined): number {
@@ -141,7 +140,7 @@ async function * codec (c: Compression, direction: 'compress' | 'decompress', so
   const engine = resolveEngine(c, direction, opts.engine, opts.sizeHint)
   const unpack = direction === 'decompress'
   if (engine === 'process') {
-    const bin = findBinary(c === 'bzip2' ? 'bzip2' : c) as string
+    const bin = findBinary(c) as string
     yield * runProcess(c, bin, unpack ? ['-dcq'] : ['-cq', `-${level}`], source, unpack, opts.signal)
   } else if (c === 'bzip2') {
     const input = abortable(source, opts.signal)

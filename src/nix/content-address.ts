@@ -8,7 +8,7 @@
  * so narinfos from newer caches pass through.
  */
 import { FormatError } from '../errors.ts'
-import { HASH_SIZE, NixHash, type HashAlgorithm } from './hash.ts'
+import { isAlgorithm, NixHash } from './hash.ts'
 import {
   STORE_DIR, makeFixedOutputPath, makeTextPath, parseStorePath, parseStorePathOrBaseName,
   type FileIngestionMethod
@@ -17,10 +17,6 @@ import {
 export type ContentAddress =
   | { readonly type: 'text', readonly hash: NixHash }
   | { readonly type: 'fixed', readonly method: FileIngestionMethod, readonly hash: NixHash }
-
-function isAlgorithm (s: string): s is HashAlgorithm {
-  return Object.hasOwn(HASH_SIZE, s)
-}
 
 /** Parses a non-empty CA string; the digest may be base16, nix32 or base64 (chosen by length), as in Nix. */
 export function parseContentAddress (text: string): ContentAddress {

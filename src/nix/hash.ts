@@ -15,7 +15,7 @@ export type HashAlgorithm = 'md5' | 'sha1' | 'sha256' | 'sha512'
 
 export const HASH_SIZE: Readonly<Record<HashAlgorithm, number>> = { md5: 16, sha1: 20, sha256: 32, sha512: 64 }
 
-function isAlgorithm (s: string): s is HashAlgorithm {
+export function isAlgorithm (s: string): s is HashAlgorithm {
   return Object.hasOwn(HASH_SIZE, s)
 }
 

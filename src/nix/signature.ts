@@ -12,7 +12,7 @@ import { createPrivateKey, createPublicKey, generateKeyPairSync, sign as edSign,
 import { FormatError, SignatureError } from '../errors.ts'
 import { NixHash } from './hash.ts'
 import { checkContentAddress } from './content-address.ts'
-import { STORE_DIR, parseStorePath, parseStorePathOrBaseName } from './store-path.ts'
+import { STORE_DIR, parseStorePath, sortedReferencePaths } from './store-path.ts'
 import type { NarInfo } from './narinfo.ts'
 
 export interface PublicKey {
@@ -104,11 +104,7 @@ export function fingerprint ({ storePath, narHash, narSize, references, storeDir
   if (narSize === 0) throw new FormatError(`cannot compute the fingerprint of '${path}' because its NarSize is 0 (unknown)`)
   if (!Number.isSafeInteger(narSize) || narSize < 0) throw new FormatError(`NarSize of '${path}' must be a positive integer, got ${narSize}`)
   const hash = typeof narHash === 'string' ? NixHash.parse(narHash) : narHash
-  const refs = new Set<string>()
-  for (const r of references) refs.add(parseStorePathOrBaseName(r, storeDir).path)
-  // Store paths are ASCII, so UTF-16 order is byte order.
-  const sorted = [...refs].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
-  return `1;${path};${hash.toString()};${narSize};${sorted.join(',')}`
+  return `1;${path};${hash.toString()};${narSize};${sortedReferencePaths(references, storeDir).join(',')}`
 }
 
 export function narInfoFingerprint (narInfo: NarInfo): string {
@@ -127,20 +123,26 @@ export function sign (secretKey: SecretKey | string, fingerprintText: string): s
   return `${key.name}:${edSign(null, Buffer.from(fingerprintText), key.keyObject).toString('base64')}`
 }
 
+/** Maps already built, per list of keys: a list (the configuration's) is parsed once, not per check. */
+const keyMaps = new WeakMap<object, ReadonlyMap<string, PublicKey>>()
+
 /** Name → key, the first key of each name winning (Nix inserts with `emplace`). */
-function keyMap (trustedKeys: TrustedKeys): Map<string, PublicKey> {
+export function trustedKeyMap (trustedKeys: TrustedKeys): ReadonlyMap<string, PublicKey> {
+  if (trustedKeys instanceof Map) return trustedKeys
+  const known = keyMaps.get(trustedKeys)
+  if (known !== undefined) return known
   const map = new Map<string, PublicKey>()
-  const list: Iterable<PublicKey | string> = trustedKeys instanceof Map ? trustedKeys.values() : trustedKeys as Iterable<PublicKey | string>
-  for (const k of list) {
+  for (const k of trustedKeys as Iterable<PublicKey | string>) {
     const key = typeof k === 'string' ? parsePublicKey(k) : k
     if (!map.has(key.name)) map.set(key.name, key)
   }
+  keyMaps.set(trustedKeys, map)
   return map
 }
 
 export type SignatureVerdict = 'valid' | 'invalid' | 'untrusted-key'
 
-function check (sig: string, fp: string, keys: Map<string, PublicKey>): { verdict: SignatureVerdict, problem?: string } {
+function check (sig: string, fp: string, keys: ReadonlyMap<string, PublicKey>): { verdict: SignatureVerdict, problem?: string } {
   const colon = sig.indexOf(':')
   // Nix splits at the first ':' and reads a missing or leading one as the (never trusted) empty name.
   const name = colon <= 0 ? '' : sig.slice(0, colon)
@@ -156,7 +158,7 @@ function check (sig: string, fp: string, keys: Map<string, PublicKey>): { verdic
 
 /** Checks one `name:base64` signature of `fingerprintText`. */
 export function verifySignature (sig: string, fingerprintText: string, trustedKeys: TrustedKeys): SignatureVerdict {
-  return check(sig, fingerprintText, keyMap(trustedKeys)).verdict
+  return check(sig, fingerprintText, trustedKeyMap(trustedKeys)).verdict
 }
 
 export interface NarInfoVerification {
@@ -176,7 +178,7 @@ export interface NarInfoVerification {
  * throws on a trusted-name signature whose payload is not 64 bytes, this records a problem instead.
  */
 export function verifyNarInfo (narInfo: NarInfo, trustedKeys: TrustedKeys): NarInfoVerification {
-  const keys = keyMap(trustedKeys)
+  const keys = trustedKeyMap(trustedKeys)
   const fp = narInfoFingerprint(narInfo)
   const validKeyNames: string[] = []
   const problems: string[] = []

@@ -121,7 +121,7 @@ export function makeStorePath (type: string, innerHash: NixHash, name: string, s
 }
 
 /** Full paths of `references`, deduplicated and sorted bytewise, as Nix's `StorePathSet` iterates them. */
-function sortedReferencePaths (references: Iterable<string>, storeDir: string): string[] {
+export function sortedReferencePaths (references: Iterable<string>, storeDir: string): string[] {
   const paths = new Set<string>()
   for (const r of references) paths.add(parseStorePathOrBaseName(r, storeDir).path)
   // Store paths are ASCII, so UTF-16 order is byte order.

@@ -8,7 +8,7 @@
 import type { ServerResponse } from 'node:http'
 import { NixHash } from '../nix/hash.ts'
 import { isNix32, nix32Length } from '../nix/nix32.ts'
-import { HASH_PART_LENGTH } from '../nix/store-path.ts'
+import { isHashPart } from '../nix/store-path.ts'
 import type { Mapper } from '../types.ts'
 import { sendStatus, sendText, statusFor } from './respond.ts'
 
@@ -46,7 +46,7 @@ export async function handleIndexRequest (path: string, mapper: Mapper, res: Ser
     }
     if (path.startsWith(NARINFO)) {
       const hashPart = path.slice(NARINFO.length)
-      if (hashPart.length !== HASH_PART_LENGTH || !isNix32(hashPart) || mapper.narInfo === undefined) { sendStatus(res, 404); return true }
+      if (!isHashPart(hashPart) || mapper.narInfo === undefined) { sendStatus(res, 404); return true }
       const text = await mapper.narInfo(hashPart, { signal: controller.signal })
       if (text === undefined) { sendStatus(res, 404); return true }
       sendText(res, text, 'text/x-nix-narinfo', 'max-age=3600')

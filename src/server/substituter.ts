@@ -21,14 +21,14 @@ import { NarInfo } from '../nix/narinfo.ts'
 import { decompress } from '../nix/compression.ts'
 import type { NarInfoCache } from '../state/narinfo-cache.ts'
 import type { SourceHealth } from '../upstream/health.ts'
-import type { Upstream } from '../upstream/upstream.ts'
+import { parseServedNarInfo, type Upstream } from '../upstream/upstream.ts'
 import { queryNarInfo } from '../upstream/upstreams.ts'
 import { ExpiringLru } from '../util/lru.ts'
 import { verifyNar } from '../util/verify.ts'
 import { race, type RaceCandidate } from '../backend/race.ts'
 import { SourceScores } from '../backend/scores.ts'
 import { parsePublicKey, verifyNarInfo, type PublicKey } from '../nix/signature.ts'
-import type { Backend, Locator, Mapper } from '../types.ts'
+import type { Backend, Mapper } from '../types.ts'
 
 export type NarInfoResponse =
   | { kind: 'found', body: Buffer }
@@ -146,9 +146,13 @@ export class Substituter {
       try {
         const text = await mapper.narInfo(hashPart)
         if (text === undefined) continue
-        const narInfo = NarInfo.parse(text)
-        const verdict = verifyNarInfo(narInfo, this.#indexKeys)
-        if (narInfo.hashPart === hashPart && verdict.valid) return { narInfo, text, mapper: mapper.name }
+        const served = parseServedNarInfo(text, hashPart)
+        if (served.kind === 'rejected') {
+          this.#log.warn({ mapper: mapper.name, hashPart, reason: served.reason }, 'index narinfo rejected')
+          continue
+        }
+        const verdict = verifyNarInfo(served.narInfo, this.#indexKeys)
+        if (verdict.valid) return { narInfo: served.narInfo, text, mapper: mapper.name }
         this.#log.warn({ mapper: mapper.name, hashPart, problems: verdict.problems }, 'index narinfo rejected: not signed by a trusted key')
       } catch (err) {
         this.#log.warn({ mapper: mapper.name, hashPart, err: (err as Error).message }, 'index narinfo unavailable')
@@ -200,29 +204,29 @@ export class Substituter {
   async #indexCandidates (expected: NarInfo, signal?: AbortSignal): Promise<RaceCandidate[]> {
     if (this.#mappers.length === 0 || this.#backends.length === 0) return []
     const keys = expected.fileHash === undefined ? [expected.narHash] : [expected.narHash, expected.fileHash]
+    // Every lookup at once: they stand between Nix's request and the race's first byte.
+    const lookups = await Promise.all(this.#mappers.flatMap(mapper => keys.map(async key => {
+      try {
+        return { mapper, locators: await mapper.lookup(key, { signal }) }
+      } catch (err) {
+        if (signal?.aborted === true) throw err
+        this.#log.warn({ mapper: mapper.name, err: (err as Error).message }, 'index lookup failed')
+        return { mapper, locators: [] }
+      }
+    })))
     const seen = new Set<string>()
     const candidates: RaceCandidate[] = []
-    for (const mapper of this.#mappers) {
-      for (const key of keys) {
-        let locators: Locator[]
-        try {
-          locators = await mapper.lookup(key, { signal })
-        } catch (err) {
-          if (signal?.aborted === true) throw err
-          this.#log.warn({ mapper: mapper.name, err: (err as Error).message }, 'index lookup failed')
-          continue
-        }
-        for (const locator of locators) {
-          if (seen.has(locator.url)) continue
-          seen.add(locator.url)
-          const scheme = locator.url.slice(0, Math.max(locator.url.indexOf(':'), 0))
-          // Several backends may share a scheme (two mirror sets, two directories): each gets a
-          // turn, and one that does not hold the locator answers "not here" at once.
-          const backends = this.#backends.filter(b => b.schemes.includes(scheme))
-          if (backends.length === 0) this.#log.debug({ mapper: mapper.name, scheme }, 'no backend for a locator scheme')
-          for (const backend of backends) {
-            candidates.push({ name: backend.name, open: async s => await backend.open(locator, { signal: s }) })
-          }
+    for (const { mapper, locators } of lookups) {
+      for (const locator of locators) {
+        if (seen.has(locator.url)) continue
+        seen.add(locator.url)
+        const scheme = locator.url.slice(0, Math.max(locator.url.indexOf(':'), 0))
+        // Several backends may share a scheme (two mirror sets, two directories): each gets a
+        // turn, and one that does not hold the locator answers "not here" at once.
+        const backends = this.#backends.filter(b => b.schemes.includes(scheme))
+        if (backends.length === 0) this.#log.debug({ mapper: mapper.name, scheme }, 'no backend for a locator scheme')
+        for (const backend of backends) {
+          candidates.push({ name: backend.name, open: async s => await backend.open(locator, { signal: s }) })
         }
       }
     }

@@ -8,7 +8,8 @@ export class SourceHealth {
   readonly #cooldown: number
   readonly #maxEntries: number
   readonly #now: () => number
-  readonly #badFor = new Map<string, number>()
+  /** `source\nnarHash`, oldest first. */
+  readonly #badFor = new Set<string>()
   readonly #probationUntil = new Map<string, number>()
 
   constructor (init: { cooldown: number, maxEntries?: number, now?: () => number }) {
@@ -21,8 +22,8 @@ export class SourceHealth {
   markBad (source: string, narHash: string): void {
     const key = `${source}\n${narHash}`
     this.#badFor.delete(key)
-    this.#badFor.set(key, this.#now())
-    if (this.#badFor.size > this.#maxEntries) this.#badFor.delete(this.#badFor.keys().next().value!)
+    this.#badFor.add(key)
+    if (this.#badFor.size > this.#maxEntries) this.#badFor.delete(this.#badFor.values().next().value!)
     this.#probationUntil.set(source, this.#now() + this.#cooldown)
   }
 

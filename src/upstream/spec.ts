@@ -101,8 +101,13 @@ function keyList (value: unknown, where: string): string[] {
   if (value === undefined) return []
   const list = Array.isArray(value) ? value : typeof value === 'string' ? value.split(/[\s,]+/).filter(Boolean) : undefined
   if (list === undefined || !list.every(k => typeof k === 'string')) throw new ConfigError(`${where}: trusted-public-keys must be a list of 'name:base64' keys`)
-  for (const k of list) {
-    try { parsePublicKey(k) } catch (err) { throw new ConfigError(`${where}: trusted public key '${k}': ${(err as Error).message}`) }
+  return checkedPublicKeys(list, `${where}: `)
+}
+
+/** `keys`, each checked to be a `name:base64` public key; `prefix` starts the error message. */
+export function checkedPublicKeys (keys: string[], prefix = ''): string[] {
+  for (const k of keys) {
+    try { parsePublicKey(k) } catch (err) { throw new ConfigError(`${prefix}trusted public key '${k}': ${(err as Error).message}`) }
   }
-  return list
+  return keys
 }

@@ -10,7 +10,7 @@
 import { request, type Dispatcher } from 'undici'
 import { FormatError, UpstreamError } from '../errors.ts'
 import { NarInfo } from '../nix/narinfo.ts'
-import { parsePublicKey, verifyNarInfo, type PublicKey } from '../nix/signature.ts'
+import { trustedKeyMap, verifyNarInfo, type PublicKey } from '../nix/signature.ts'
 import { redactUrl } from '../log.ts'
 import { createHttpDispatcher, describeHttpError, isTimeout } from '../util/http-client.ts'
 import type { UpstreamConfig } from './spec.ts'
@@ -34,7 +34,7 @@ export class Upstream {
   readonly url: string
   readonly priority: number
   readonly requireSigs: boolean
-  readonly #keys: Map<string, PublicKey>
+  readonly #keys: ReadonlyMap<string, PublicKey>
   readonly #config: UpstreamConfig
   readonly #dispatcher: Dispatcher
 
@@ -44,7 +44,7 @@ export class Upstream {
     this.name = config.name ?? redactUrl(this.url).replace(/\/$/, '')
     this.priority = config.priority
     this.requireSigs = config.requireSigs
-    this.#keys = new Map(config.trustedPublicKeys.map(k => { const key = parsePublicKey(k); return [key.name, key] }))
+    this.#keys = trustedKeyMap(config.trustedPublicKeys)
     this.#dispatcher = createHttpDispatcher(config)
   }
 
