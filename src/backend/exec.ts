@@ -16,9 +16,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { ConfigError, UpstreamError } from '../errors.ts'
-import { COMPRESSIONS, type Compression } from '../nix/compression.ts'
+import type { Compression } from '../nix/compression.ts'
 import type { AbortOptions, Backend, BackendPlugin, Components, Locator, NarSource } from '../types.ts'
-import { duration, integer } from '../util/values.ts'
+import { compression as parseCompression, duration, integer } from '../util/values.ts'
 
 export interface ExecBackendInit {
   /** Absolute path of the program. */
@@ -275,12 +275,8 @@ function parse (spec: URL): ExecBackendInit {
     if (!/^[a-z][a-z0-9.-]*$/.test(s)) throw new ConfigError(`${where}: '${s}' is not a URL scheme`)
   }
   const compression = q.get('compression')
-  if (compression !== null) {
-    if (!(COMPRESSIONS as readonly string[]).includes(compression)) {
-      throw new ConfigError(`${where}: compression must be one of ${COMPRESSIONS.join(', ')}, got '${compression}'`)
-    }
-    init.compression = compression as Compression
-  }
+  // Unset means: the locator's own compression (see the module comment).
+  if (compression !== null) init.compression = parseCompression(compression, 'none', where)
   return init
 }
 

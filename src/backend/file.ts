@@ -20,7 +20,8 @@ import { randomBytes } from 'node:crypto'
 import { pipeline } from 'node:stream/promises'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { ConfigError } from '../errors.ts'
-import { COMPRESSIONS, compress, type Compression } from '../nix/compression.ts'
+import { compress, type Compression } from '../nix/compression.ts'
+import { compression as parseCompression } from '../util/values.ts'
 import type { AbortOptions, Backend, BackendPlugin, Components, Locator, NarSource, NarUpload } from '../types.ts'
 import { readFileChunks } from '../util/file-stream.ts'
 import { verifyNar } from '../util/verify.ts'
@@ -137,10 +138,7 @@ function parse (spec: URL): FileBackendInit {
   let compression: Compression = 'zstd'
   for (const [key, value] of spec.searchParams) {
     if (key === 'compression') {
-      if (!(COMPRESSIONS as readonly string[]).includes(value)) {
-        throw new ConfigError(`${where}: compression must be one of ${COMPRESSIONS.join(', ')}, got '${value}'`)
-      }
-      compression = value as Compression
+      compression = parseCompression(value, compression, where)
     } else {
       throw new ConfigError(`${where}: unknown option '${key}' (known: compression)`)
     }

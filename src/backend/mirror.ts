@@ -135,13 +135,12 @@ export class MirrorBackend implements Backend {
       await res.body.dump().catch(() => {})
       if (ABSENT.has(res.statusCode)) {
         this.#succeeded(mirror)
-        errors.push('')
         continue
       }
       errors.push(this.#failed(mirror, `answered ${res.statusCode}`))
     }
     // Mirrors that are down were not asked, so they cannot vouch for absence.
-    const failures = [...errors.filter(e => e !== ''), ...skipped.map(m => `${redactUrl(m.url)}: down (${m.lastError ?? 'failing'})`)]
+    const failures = [...errors, ...skipped.map(m => `${redactUrl(m.url)}: down (${m.lastError ?? 'failing'})`)]
     if (failures.length === 0) return undefined
     throw new UpstreamError(this.name, `no mirror delivered ${path}: ${failures.join('; ')}`, { timeout })
   }

@@ -10,13 +10,13 @@
  * named `profile`), never from the spec, which ends up in logs. The SDK is imported inside
  * `create`, so a process that configures no S3 backend never loads it.
  */
-import { createHash } from 'node:crypto'
 import { Readable } from 'node:stream'
 import type { S3Client } from '@aws-sdk/client-s3'
 import { ConfigError, FormatError, IntegrityError, UpstreamError } from '../errors.ts'
-import { checkCompression, compress, decompress, type Compression } from '../nix/compression.ts'
+import { compress, decompress, type Compression } from '../nix/compression.ts'
 import type { AbortOptions, Backend, BackendPlugin, Components, Locator, NarSource, NarUpload } from '../types.ts'
-import { boolean } from '../util/values.ts'
+import { boolean, compression as parseCompression } from '../util/values.ts'
+import { verifyNar } from '../util/verify.ts'
 
 export interface S3Init {
   bucket: string
@@ -69,12 +69,7 @@ export function parseS3 (spec: URL): S3Init {
   }
   // A custom endpoint (MinIO, Garage, a local server) rarely has per-bucket DNS names.
   init.forcePathStyle = boolean(q('force-path-style'), init.endpoint !== undefined, 's3 backend: force-path-style')
-  const compression = q('compression')
-  if (compression !== undefined) {
-    try { init.compression = checkCompression(compression) } catch (err) {
-      throw new ConfigError(`s3 backend: ${(err as Error).message}`)
-    }
-  }
+  init.compression = parseCompression(q('compression'), init.compression, 's3 backend')
   const profile = q('profile')
   if (profile !== undefined) {
     if (profile === '') throw new ConfigError('s3 backend: profile must not be empty')
@@ -217,7 +212,7 @@ export class S3Backend implements Backend {
     signal?.addEventListener('abort', onAbort, { once: true })
     const upload = new this.#storage.Upload({
       client: this.#client,
-      params: { Bucket: bucket, Key: key, Body: Readable.from(counted(compress(compression, verified(nar), signal !== undefined ? { signal } : {}))), ContentType: 'application/x-nix-nar' },
+      params: { Bucket: bucket, Key: key, Body: Readable.from(counted(compress(compression, verifyNar(nar.body, nar, `publishing ${url}`), { signal }))), ContentType: 'application/x-nix-nar' },
       partSize: PART_SIZE,
       queueSize: QUEUE_SIZE,
       leavePartsOnError: false,
@@ -241,18 +236,6 @@ export class S3Backend implements Backend {
     this.#closed = true
     this.#client.destroy()
   }
-}
-
-/**
- * The NAR's bytes, failing at the end if they are not what NarHash and NarSize promise, so that a
- * wrong body never becomes an object under that hash: the upload fails before its last part.
- */
-async function * verified (nar: NarUpload): AsyncGenerator<Uint8Array> {
-  const hash = createHash(nar.narHash.algorithm)
-  let size = 0
-  for await (const chunk of nar.body) { hash.update(chunk); size += chunk.length; yield chunk }
-  if (size !== nar.narSize) throw new IntegrityError(`NAR has ${size} bytes, NarSize says ${nar.narSize}`)
-  if (!Buffer.from(hash.digest()).equals(Buffer.from(nar.narHash.digest))) throw new IntegrityError(`NAR does not match its NarHash ${nar.narHash.toString()}`)
 }
 
 function findIntegrity (err: unknown): IntegrityError | undefined {

@@ -50,6 +50,4 @@ export class SourceScores {
       .sort((a, b) => a.score - b.score || a.i - b.i)
       .map(x => x.item)
   }
-
-  stats (source: string): Readonly<SourceStats> | undefined { return this.#stats.get(source) }
 }

@@ -45,6 +45,29 @@ interface Pending {
   reject: (err: Error) => void
 }
 
+/**
+ * Calls `onLine` for each line a stream writes; a line longer than `max` characters is dropped and
+ * reported through `onOverflow`.
+ */
+function onLines (stream: NodeJS.ReadableStream, max: number, onLine: (line: string) => void, onOverflow: () => void): void {
+  let buffered = ''
+  stream.setEncoding('utf8')
+  stream.on('data', (chunk: string) => {
+    buffered += chunk
+    let start = 0
+    let nl: number
+    while ((nl = buffered.indexOf('\n', start)) >= 0) {
+      onLine(buffered.slice(start, nl))
+      start = nl + 1
+    }
+    buffered = buffered.slice(start)
+    if (buffered.length > max) {
+      buffered = ''
+      onOverflow()
+    }
+  })
+}
+
 /** One running instance of the program. */
 class Run {
   readonly child: ChildProcessWithoutNullStreams
@@ -57,32 +80,8 @@ class Run {
     this.child = spawn(init.program, init.args, { stdio: ['pipe', 'pipe', 'pipe'] })
     // Writing to a program that just died fails with EPIPE; its exit is handled below.
     this.child.stdin.on('error', () => {})
-    let buffered = ''
-    this.child.stdout.setEncoding('utf8')
-    this.child.stdout.on('data', (chunk: string) => {
-      buffered += chunk
-      let nl: number
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, nl)
-        buffered = buffered.slice(nl + 1)
-        if (line.trim() !== '') onLine(this, line)
-      }
-      if (buffered.length > MAX_LINE) {
-        buffered = ''
-        this.kill(`wrote a line longer than ${MAX_LINE} bytes`)
-      }
-    })
-    let stderr = ''
-    this.child.stderr.setEncoding('utf8')
-    this.child.stderr.on('data', (chunk: string) => {
-      stderr += chunk
-      let nl: number
-      while ((nl = stderr.indexOf('\n')) >= 0) {
-        log.warn({ stderr: stderr.slice(0, Math.min(nl, 1000)) }, 'mapper program says')
-        stderr = stderr.slice(nl + 1)
-      }
-      if (stderr.length > 1000) stderr = ''
-    })
+    onLines(this.child.stdout, MAX_LINE, line => { if (line.trim() !== '') onLine(this, line) }, () => this.kill(`wrote a line longer than ${MAX_LINE} bytes`))
+    onLines(this.child.stderr, 1000, line => log.warn({ stderr: line.slice(0, 1000) }, 'mapper program says'), () => {})
     this.exit = new Promise(resolve => {
       const done = (how: string): void => {
         if (this.exited) return

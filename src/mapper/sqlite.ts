@@ -5,9 +5,6 @@
  * so recording a pair twice keeps one row; narinfos keyed by store-path hash part; and FileHash →
  * NarHash, so a key in nix-subsubd's terms (the sha256 of the compressed file) finds the same NAR.
  * The tables carry a `mapper_` prefix so the file may be shared with the rest of the state.
- *
- * It also exports the few checks every mapper shares (spec paths and options, locators read from an
- * index, narinfos handed to `record`), so each mapper reads specs and data the same way.
  */
 import type { DatabaseSync, StatementSync } from 'node:sqlite'
 import { join } from 'node:path'

@@ -99,8 +99,12 @@ export class Publisher {
       locators = await this.#publishNar(item, signal)
       narInfo = this.#signedNarInfo(item)
     }
+    // The narinfo goes with the last locator only: it is written (and parsed) once per mapper, and
+    // a path is visible in the index only when every locator of it is recorded.
     for (const mapper of this.#mappers) {
-      for (const locator of locators) await mapper.record!(item.narHash, locator, signal === undefined ? { narInfo } : { narInfo, signal })
+      for (const [i, locator] of locators.entries()) {
+        await mapper.record!(item.narHash, locator, i === locators.length - 1 ? { narInfo, signal } : { signal })
+      }
     }
     return 'published'
   }
@@ -113,7 +117,7 @@ export class Publisher {
     const bodies = tee(counted, this.#backends.length)
     const results = await Promise.allSettled(this.#backends.map(async (backend, i) => {
       try {
-        return await backend.publish!({ narHash: item.narHash, narSize: item.narSize, body: bodies[i]! }, signal === undefined ? {} : { signal })
+        return await backend.publish!({ narHash: item.narHash, narSize: item.narSize, body: bodies[i]! }, { signal })
       } finally {
         bodies[i]!.close()
       }

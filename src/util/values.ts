@@ -4,6 +4,7 @@
  * delivers typed values; both are accepted.
  */
 import { ConfigError } from '../errors.ts'
+import { COMPRESSIONS, type Compression } from '../nix/compression.ts'
 import { parseDuration } from './duration.ts'
 
 export function integer (value: unknown, fallback: number, what: string): number {
@@ -26,4 +27,11 @@ export function duration (value: unknown, fallback: number, what: string): numbe
   const ms = parseDuration(value)
   if (ms === undefined) throw new ConfigError(`${what} must be a duration such as 10, "500ms", "30s" or "5m", got '${String(value)}'`)
   return ms
+}
+
+/** A NAR compression setting (`compression=zstd`). */
+export function compression (value: unknown, fallback: Compression, what: string): Compression {
+  if (value === undefined) return fallback
+  if (typeof value === 'string' && (COMPRESSIONS as readonly string[]).includes(value)) return value as Compression
+  throw new ConfigError(`${what}: unsupported compression '${String(value)}' (compression must be one of ${COMPRESSIONS.join(', ')})`)
 }

@@ -111,7 +111,7 @@ export class TorrentBackend implements Backend {
     const release = this.#seeds.hold(seed.infoHash)
     this.#seeds.touch(seed.infoHash)
     try {
-      yield * readFileChunks(seed.file, signal === undefined ? {} : { signal })
+      yield * readFileChunks(seed.file, { size: seed.length, signal })
     } finally {
       release()
     }

@@ -63,11 +63,12 @@ export class SeedStore {
     for (const [i, { infoHash }] of found.entries()) {
       if (i < found.length - this.#maxSeeds) { await this.#delete(infoHash); continue }
       try {
-        const torrent = parseTorrentFile(await readFile(this.#torrentPath(infoHash)))
+        const metainfo = await readFile(this.#torrentPath(infoHash))
+        const torrent = parseTorrentFile(metainfo)
         const file = join(this.dataDir(infoHash), torrent.info.name)
         if (torrent.infoHash !== infoHash || (await stat(file)).size !== torrent.info.length) throw new Error('data does not match the torrent')
         this.#register({ infoHash, name: torrent.info.name, length: torrent.info.length, file, torrent })
-        this.#client.add(await readFile(this.#torrentPath(infoHash)), { path: this.dataDir(infoHash), skipVerify: true })
+        this.#client.add(metainfo, { path: this.dataDir(infoHash), skipVerify: true })
       } catch (err) {
         this.#log.warn({ infoHash, err: (err as Error).message }, 'dropping a seeded torrent that cannot be resumed')
         await this.#delete(infoHash)

@@ -17,7 +17,7 @@ import { rm } from 'node:fs/promises'
 import { IntegrityError, UpstreamError } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
 import { NixHash } from '../../nix/hash.ts'
-import type { Magnet } from './magnet.ts'
+import { formatMagnet, type Magnet } from './magnet.ts'
 import type { SeedStore } from './seeds.ts'
 import type { TorrentInit } from './spec.ts'
 import type { WtClient, WtTorrent } from './webtorrent.ts'
@@ -155,10 +155,7 @@ export function narHashOfName (name: string): NixHash | undefined {
  * metadata is there WebTorrent uses them as one more source inside the torrent (BEP 19).
  */
 function magnetOf (m: Magnet): string {
-  const parts = [`xt=urn:btih:${m.infoHash}`]
-  if (m.name !== undefined) parts.push(`dn=${encodeURIComponent(m.name)}`)
-  for (const w of m.webSeeds) parts.push(`ws=${encodeURIComponent(w)}`)
-  return `magnet:?${parts.join('&')}`
+  return formatMagnet({ infoHash: m.infoHash, ...(m.name === undefined ? {} : { name: m.name }), trackers: [], webSeeds: m.webSeeds })
 }
 
 /** Pieces just ahead of the reader, fetched first: the head of the stream in order. */
