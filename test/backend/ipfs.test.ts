@@ -154,6 +154,25 @@ for (const mode of TRANSPORTS) {
       }
     })
 
+    it('streams: the first bytes come before the file is fetched, and the rest only from the peer', async () => {
+      const a = await embeddedNode(mode.options, await tempDir())
+      const b = await embeddedNode(`${mode.options}&bootstrap=${a.multiaddrs[0]}&stall-timeout=2s`, await tempDir())
+      try {
+        const bytes = randomBytes(64 * MIB)
+        const source = await b.open(await a.publish(upload(bytes)))
+        assert.ok(source !== undefined)
+        const reader = source.body[Symbol.asyncIterator]()
+        const first = await reader.next()
+        assert.ok(first.done !== true && first.value.length > 0)
+        // With A gone, B cannot finish: it had not fetched the file before handing out its start.
+        await a.close()
+        await assert.rejects(async () => { for (let r = await reader.next(); r.done !== true; r = await reader.next()); }, UpstreamError)
+      } finally {
+        await b.close()
+        await a.close()
+      }
+    })
+
     it('a CID that no peer provides fails as a timeout, not as absence', async () => {
       const a = await embeddedNode(mode.options, await tempDir())
       const b = await embeddedNode(`${mode.options}&bootstrap=${a.multiaddrs[0]}&timeout=500ms`, await tempDir())

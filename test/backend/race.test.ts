@@ -58,8 +58,10 @@ test('a slow first candidate is hedged; the faster one wins and the loser is abo
 
 test('absent and failing candidates make room for the next at once', async () => {
   const log: string[] = []
-  const w = await race([candidate('gone', { absent: true }, log), candidate('broken', { fail: 'boom' }, log), candidate('good', { chunks: ['y'] }, log)], { ...opts(), hedgeDelay: 10_000 })
+  // Waiting for the 10 s hedge instead would run into the 1 s first-byte timeout and fail.
+  const w = await race([candidate('gone', { absent: true }, log), candidate('broken', { fail: 'boom' }, log), candidate('good', { chunks: ['y'] }, log)], { ...opts(), hedgeDelay: 10_000, firstByteTimeout: 1_000 })
   assert.equal(w?.name, 'good')
+  assert.deepEqual(log.filter(l => l.startsWith('open')), ['open gone', 'open broken', 'open good'])
 })
 
 test('all absent → undefined; any failure and no winner → UpstreamError', async () => {
@@ -83,4 +85,5 @@ test('the caller’s abort stops the race and every candidate', async () => {
   const pending = race([candidate('a', { delay: 1000 }, log), candidate('b', { delay: 1000 }, log)], { ...opts(), signal: controller.signal })
   setTimeout(() => controller.abort(new Error('client left')), 80)
   await assert.rejects(pending, /client left/)
+  assert.deepEqual(log.filter(l => l.startsWith('abort')).sort(), ['abort a', 'abort b'])
 })

@@ -119,5 +119,9 @@ describe('IPFS: a closure published by node A, substituted through node B', { sk
     assert.ok(first.carBytes >= first.narBytes, 'as CAR streams from A\'s gateway over libp2p')
     assert.ok(second.networkBytes < 0.5 * second.narBytes, `closure 2 moved ${second.networkBytes} of ${second.narBytes} bytes`)
     assert.ok(second.storeGrowth < 0.5 * second.narBytes, `B's blockstore grew ${second.storeGrowth} bytes for closure 2`)
+    // Closing the proxy stops the node cleanly.
+    assert.equal(await b.stop(), 0, 'B shut down cleanly')
+    assert.ok(b.logs.some(l => l.msg === 'ipfs node stopped'), 'B stopped its IPFS node')
+    assert.equal(await a!.stop(), 0, 'A shut down cleanly')
   })
 })

@@ -15,10 +15,11 @@ import type { EmbeddedIpfsBackend } from '../../src/backend/ipfs/embedded.ts'
 import { plugin } from '../../src/backend/ipfs/plugin.ts'
 import { answerGatewayRequest, RAW_TYPE } from '../../src/backend/ipfs/trustless-gateway.ts'
 
-/** An embedded node in a new temp dir (or `stateDir`), listening on a free loopback port. */
+/** An embedded node in a new temp dir (or `stateDir`), listening on a free loopback port; no DHT unless `options` name a routing. */
 export async function embeddedNode (options: string = '', stateDir?: string): Promise<EmbeddedIpfsBackend> {
   const dir = stateDir ?? await mkdtemp(join(tmpdir(), 'narswarm-ipfs-'))
-  const spec = `ipfs:?listen=/ip4/127.0.0.1/tcp/0&routing=none${options === '' ? '' : `&${options}`}`
+  const routing = /(^|&)routing=/.test(options) ? '' : '&routing=none'
+  const spec = `ipfs:?listen=/ip4/127.0.0.1/tcp/0${routing}${options === '' ? '' : `&${options}`}`
   return await plugin.create(plugin.parse(new URL(spec)), { log: silentLogger(), stateDir: dir }) as EmbeddedIpfsBackend
 }
 

@@ -14,11 +14,10 @@ import { NixHash } from '../../src/nix/hash.ts'
 import { makeNixEnv, nixSkip } from '../helpers/nix.ts'
 
 type Engine = 'library' | 'process'
-const binaryOf = (c: Compression): string => c === 'bzip2' ? 'bzip2' : c
 /** The engines this machine has for a codec: the in-process one always, the binary when on PATH. */
 function engines (c: Compression): Engine[] {
   if (c === 'none' || c === 'br') return ['library']
-  return findBinary(binaryOf(c)) !== false ? ['library', 'process'] : ['library']
+  return findBinary(c) !== false ? ['library', 'process'] : ['library']
 }
 const cases = COMPRESSIONS.flatMap(c => engines(c).map(e => [c, e] as const))
 
@@ -82,12 +81,16 @@ test('levels are checked and honoured', async () => {
   assert.throws(() => compress('xz', chunked(input), { level: 0 }), RangeError)
 })
 
-test('output of the real xz, zstd and bzip2 programs decodes to the right NAR', async () => {
+const PROGRAMS = (['xz', 'zstd', 'bzip2'] as const).filter(c => findBinary(c) !== false)
+const missingPrograms = (['xz', 'zstd', 'bzip2'] as const).filter(c => !PROGRAMS.includes(c))
+
+test('output of the real xz, zstd and bzip2 programs decodes to the right NAR', {
+  skip: missingPrograms.length === 0 ? false : `not on PATH: ${missingPrograms.join(', ')} (the process engine of those codecs is not tested either; .ci/run installs them)`
+}, async () => {
   const nar = await collect(dumpPath(existsSync('/usr/share/perl5') ? '/usr/share/perl5' : '/usr/share/zoneinfo'))
   const narHash = NixHash.of('sha256', nar)
-  for (const c of ['xz', 'zstd', 'bzip2'] as const) {
-    if (findBinary(binaryOf(c)) === false) continue
-    const packed = spawnSync(binaryOf(c), ['-c'], { input: nar, maxBuffer: 1 << 30 }).stdout
+  for (const c of PROGRAMS) {
+    const packed = spawnSync(c, ['-c'], { input: nar, maxBuffer: 1 << 30 }).stdout
     for (const engine of engines(c)) {
       const out = await collect(validateNar(decompress(c, chunked(packed, 10_000), { engine })))
       assert.ok(NixHash.of('sha256', out).equals(narHash), `${c} via ${engine}`)

@@ -155,10 +155,9 @@ test('our dump is byte-identical to nix-store --dump on tricky trees', { skip: n
 
 test('our dump is byte-identical to nix-store --dump on a 20 MB file and on real directories', { skip: nixSkip() }, async () => {
   assert.deepEqual(await ourDump(join(dir, 'big.bin')), await nixDump(join(dir, 'big.bin')))
-  for (const real of ['/usr/share/perl', '/usr/share/doc', '/usr/lib/python3.11/email', '/usr/share/zoneinfo']) {
-    if (!existsSync(real)) continue
-    assert.deepEqual(await ourDump(real), await nixDump(real), real)
-  }
+  const reals = ['/usr/share/perl', '/usr/share/doc', '/usr/lib/python3.11/email', '/usr/share/zoneinfo'].filter(d => existsSync(d))
+  assert.ok(reals.length > 0, 'at least one real directory to compare')
+  for (const real of reals) assert.deepEqual(await ourDump(real), await nixDump(real), real)
 })
 
 test('every event of a real NAR is well-formed', async () => {

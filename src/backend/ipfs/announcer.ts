@@ -20,6 +20,8 @@ export class Announcer {
   #timer: NodeJS.Timeout | undefined
   #running: Promise<void> | undefined
   #last = -Infinity
+  /** Roots announced successfully, since start. */
+  announced = 0
 
   constructor (provide: Provide, options: { batch: number, interval: number, log: Logger }) {
     this.#provide = provide
@@ -46,6 +48,7 @@ export class Announcer {
     await Promise.all(batch.map(async ([key, cid]) => {
       try {
         await this.#provide(cid, { signal: this.#controller.signal })
+        this.announced++
         this.#log.debug({ cid: key }, 'ipfs root announced')
       } catch (err) {
         if (!this.#controller.signal.aborted) this.#log.warn({ cid: key, err: (err as Error).message }, 'ipfs announcement failed')

@@ -50,6 +50,11 @@ export class EmbeddedIpfsBackend implements Backend {
     }
   }
 
+  /** Roots announced to the DHT since start. */
+  get announcedRoots (): number {
+    return this.#announcer?.announced ?? 0
+  }
+
   /** The node's multiaddrs, with its peer id: what another node gives as `bootstrap`. */
   get multiaddrs (): string[] {
     return this.#helia.libp2p.getMultiaddrs().map(a => a.toString())
