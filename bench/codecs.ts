@@ -11,6 +11,7 @@ import { existsSync } from 'node:fs'
 import { compress, decompress, findBinary } from '../src/nix/compression.ts'
 import type { CodecEngine, Compression } from '../src/nix/compression.ts'
 import { dumpPath } from '../src/nix/nar/dump.ts'
+import { collect } from '../test/helpers/bytes.ts'
 
 const MiB = 1 << 20
 const total = Number(process.argv[2] ?? 64) * MiB
@@ -32,12 +33,6 @@ async function makeInput (): Promise<Buffer> {
 
 async function * chunks (b: Uint8Array, size = 64 * 1024): AsyncGenerator<Uint8Array> {
   for (let i = 0; i < b.length; i += size) yield b.subarray(i, i + size)
-}
-
-async function collect (it: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const out: Uint8Array[] = []
-  for await (const c of it) out.push(c)
-  return Buffer.concat(out)
 }
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')

@@ -10,6 +10,7 @@ import { backendCompliance } from '../compliance/backend.ts'
 import { ExecBackend, EXEC_DEFAULTS, plugin } from '../../src/backend/exec.ts'
 import { ConfigError, UpstreamError } from '../../src/errors.ts'
 import { silentLogger } from '../../src/log.ts'
+import { collect } from '../helpers/bytes.ts'
 
 const components = { log: silentLogger(), stateDir: tmpdir() }
 const FETCHER = fileURLToPath(new URL('../fixtures/exec-fetcher.ts', import.meta.url))
@@ -23,12 +24,6 @@ function fixtureSpec (options = ''): URL {
 }
 
 const locatorFor = (path: string, query = ''): string => `exec://${path}${query}`
-
-async function drain (body: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const parts: Uint8Array[] = []
-  for await (const c of body) parts.push(c)
-  return Buffer.concat(parts)
-}
 
 /** Whether a process with this id still exists (reaped, not just killed). */
 function alive (pid: number): boolean {
@@ -114,15 +109,15 @@ describe('exec backend', () => {
     await writeFile(path, 'abc')
     const fromUrl = await backend.open({ url: locatorFor(path, '?compression=br'), compression: 'xz' })
     assert.equal(fromUrl?.compression, 'br')
-    await drain(fromUrl!.body)
+    await collect(fromUrl!.body)
     const fromLocator = await backend.open({ url: locatorFor(path), compression: 'xz' })
     assert.equal(fromLocator?.compression, 'xz')
-    await drain(fromLocator!.body)
+    await collect(fromLocator!.body)
     const fixed = await plugin.create(plugin.parse(fixtureSpec('&compression=zstd')), components)
     try {
       const source = await fixed.open({ url: locatorFor(path), compression: 'xz' })
       assert.equal(source?.compression, 'zstd')
-      assert.equal((await drain(source!.body)).toString(), 'abc')
+      assert.equal((await collect(source!.body)).toString(), 'abc')
     } finally { await fixed.close?.() }
   })
 

@@ -12,7 +12,7 @@ import { NixHash } from '../../src/nix/hash.ts'
 import { decompress } from '../../src/nix/compression.ts'
 import { silentLogger } from '../../src/log.ts'
 import type { Backend } from '../../src/types.ts'
-import { chunks } from '../helpers/bytes.ts'
+import { chunks, collect } from '../helpers/bytes.ts'
 
 const components = { log: silentLogger(), stateDir: tmpdir() }
 const dirs = new Map<Backend, string>()
@@ -24,12 +24,6 @@ async function fresh (compression = 'none'): Promise<FileBackend> {
   return backend
 }
 
-
-async function collect (body: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const parts: Uint8Array[] = []
-  for await (const c of body) parts.push(c)
-  return Buffer.concat(parts)
-}
 
 backendCompliance('file (compression=none)', {
   publishes: true,

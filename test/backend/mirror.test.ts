@@ -1,17 +1,16 @@
 import { describe, it, before, after, beforeEach, afterEach } from 'node:test'
 import assert from 'node:assert/strict'
-import { createServer } from 'node:http'
-import { once } from 'node:events'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createHash, randomBytes } from 'node:crypto'
-import type { AddressInfo } from 'node:net'
+import { freePort } from '../helpers/net.ts'
 import { backendCompliance } from '../compliance/backend.ts'
 import { startCacheServer, type CacheServer } from '../helpers/cache-server.ts'
 import { MirrorBackend, MIRROR_DEFAULTS, plugin, type MirrorBackendInit } from '../../src/backend/mirror.ts'
 import { ConfigError, UpstreamError } from '../../src/errors.ts'
 import { silentLogger } from '../../src/log.ts'
+import { collect } from '../helpers/bytes.ts'
 
 const components = { log: silentLogger(), stateDir: tmpdir() }
 
@@ -37,18 +36,7 @@ async function seedAll (sites: Site[], bytes: Uint8Array): Promise<string> {
 
 /** A port on which nothing listens: connections are refused. */
 async function deadUrl (): Promise<string> {
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const { port } = server.address() as AddressInfo
-  await new Promise(resolve => server.close(resolve))
-  return `http://127.0.0.1:${port}/`
-}
-
-async function drain (body: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const parts: Uint8Array[] = []
-  for await (const c of body) parts.push(c)
-  return Buffer.concat(parts)
+  return `http://127.0.0.1:${await freePort()}/`
 }
 
 function mirrorsOf (...urls: string[]): MirrorBackendInit {
@@ -114,7 +102,7 @@ describe('mirror backend', () => {
     const path = await seedAll([a, b], bytes)
     for (let i = 0; i < 10; i++) {
       const source = await backend.open({ url: path, compression: 'none' })
-      assert.deepEqual(await drain(source!.body), bytes)
+      assert.deepEqual(await collect(source!.body), bytes)
     }
     assert.equal(a.server.requests.length, 5)
     assert.equal(b.server.requests.length, 5)
@@ -127,7 +115,7 @@ describe('mirror backend', () => {
       const source = await backend.open({ url: `${b.server.url}/${path}`, compression: 'xz' })
       assert.equal(source?.compression, 'xz')
       assert.equal(source?.fileSize, 100)
-      assert.deepEqual(await drain(source!.body), bytes)
+      assert.deepEqual(await collect(source!.body), bytes)
     }
     assert.equal(a.server.requests.length, 2)
     assert.equal(b.server.requests.length, 2)
@@ -145,7 +133,7 @@ describe('mirror backend', () => {
     a.server.faults.push({ match: () => true, fault: { kind: 'status', status: 500 } })
     for (let i = 0; i < 4; i++) {
       const source = await backend.open({ url: path, compression: 'none' })
-      assert.deepEqual(await drain(source!.body), bytes)
+      assert.deepEqual(await collect(source!.body), bytes)
     }
     assert.equal(b.server.requests.length, 4)
     assert.ok(a.server.requests.length >= 1)
@@ -171,7 +159,7 @@ describe('mirror backend', () => {
     a.server.faults.length = 0
     const bytes = randomBytes(10)
     const path = await seedAll([a, b], bytes)
-    assert.deepEqual(await drain((await backend.open({ url: path, compression: 'none' }))!.body), bytes)
+    assert.deepEqual(await collect((await backend.open({ url: path, compression: 'none' }))!.body), bytes)
     assert.equal(backend.health()[0]!.up, true)
     assert.equal(backend.health()[1]!.up, false)
   })
@@ -191,7 +179,7 @@ describe('mirror backend', () => {
     a.server.faults.push({ match: () => true, fault: { kind: 'hang' } })
     for (let i = 0; i < 2; i++) {
       const source = await backend.open({ url: path, compression: 'none' })
-      assert.deepEqual(await drain(source!.body), bytes)
+      assert.deepEqual(await collect(source!.body), bytes)
     }
     assert.match(backend.health()[0]!.lastError!, /UND_ERR_HEADERS_TIMEOUT/)
   })
@@ -211,7 +199,7 @@ describe('mirror backend with a dead mirror', () => {
       const path = await seedAll([live], bytes)
       for (let i = 0; i < 6; i++) {
         const source = await backend.open({ url: path, compression: 'none' })
-        assert.deepEqual(await drain(source!.body), bytes)
+        assert.deepEqual(await collect(source!.body), bytes)
       }
       const [deadHealth, liveHealth] = backend.health()
       assert.equal(deadHealth!.up, false)
@@ -220,7 +208,7 @@ describe('mirror backend with a dead mirror', () => {
       assert.equal(liveHealth!.up, true)
       // Down: skipped while the other mirror is up.
       const triedDead = deadHealth!.requests
-      for (let i = 0; i < 4; i++) await drain((await backend.open({ url: path, compression: 'none' }))!.body)
+      for (let i = 0; i < 4; i++) await collect((await backend.open({ url: path, compression: 'none' }))!.body)
       assert.equal(backend.health()[0]!.requests, triedDead)
       // While it is down, the live mirror's 404 does not prove absence.
       await assert.rejects(backend.open({ url: 'nar/absent.nar', compression: 'none' }), (err: unknown) =>
@@ -229,7 +217,7 @@ describe('mirror backend with a dead mirror', () => {
       // After the back-off it is tried again.
       now += 3_600_001
       assert.equal(backend.health()[0]!.up, true)
-      for (let i = 0; i < 2; i++) await drain((await backend.open({ url: path, compression: 'none' }))!.body)
+      for (let i = 0; i < 2; i++) await collect((await backend.open({ url: path, compression: 'none' }))!.body)
       assert.ok(backend.health()[0]!.requests > triedDead)
     } finally {
       await backend.close()

@@ -1,6 +1,6 @@
 /**
  * Byte helpers shared by the tests: a buffer as a stream of chunks, the NarUpload of a buffer, and
- * sha256 digests of a buffer and of what a source delivers, and the chunks of a stream.
+ * sha256 digests of a buffer and of what a source delivers, and a stream's bytes in one buffer.
  */
 import { createHash } from 'node:crypto'
 import { NixHash } from '../../src/nix/hash.ts'
@@ -26,9 +26,9 @@ export async function sourceDigest (source: NarSource): Promise<string> {
   return h.digest('hex')
 }
 
-/** Every chunk of a stream, in order. */
-export async function collect (source: AsyncIterable<Uint8Array>): Promise<Uint8Array[]> {
-  const out: Uint8Array[] = []
-  for await (const c of source) out.push(c)
-  return out
+/** A stream's bytes, in one buffer. */
+export async function collect (source: AsyncIterable<Uint8Array>): Promise<Buffer> {
+  const parts: Uint8Array[] = []
+  for await (const c of source) parts.push(c)
+  return Buffer.concat(parts)
 }

@@ -2,6 +2,7 @@ import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { freePort } from '../helpers/net.ts'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -131,11 +132,7 @@ describe('http mapper against a misbehaving index', () => {
   })
 
   it('a refused connection is an UpstreamError', async () => {
-    const closed = createServer()
-    await new Promise<void>(resolve => closed.listen(0, '127.0.0.1', resolve))
-    const port = (closed.address() as AddressInfo).port
-    await new Promise(resolve => closed.close(resolve))
-    const m = await plugin.create(plugin.parse(new URL(`http+http://127.0.0.1:${port}`)), components)
+    const m = await plugin.create(plugin.parse(new URL(`http+http://127.0.0.1:${await freePort()}`)), components)
     await assert.rejects(m.lookup(hash()), UpstreamError)
     await m.close!()
   })

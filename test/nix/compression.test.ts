@@ -12,6 +12,7 @@ import { dumpPath } from '../../src/nix/nar/dump.ts'
 import { validateNar } from '../../src/nix/nar/reader.ts'
 import { NixHash } from '../../src/nix/hash.ts'
 import { makeNixEnv, nixSkip } from '../helpers/nix.ts'
+import { collect } from '../helpers/bytes.ts'
 
 type Engine = 'library' | 'process'
 /** The engines this machine has for a codec: the in-process one always, the binary when on PATH. */
@@ -23,11 +24,6 @@ const cases = COMPRESSIONS.flatMap(c => engines(c).map(e => [c, e] as const))
 
 async function * chunked (b: Uint8Array, size = 65536): AsyncGenerator<Uint8Array> {
   for (let i = 0; i < b.length; i += size) yield b.subarray(i, i + size)
-}
-async function collect (it: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const parts: Uint8Array[] = []
-  for await (const c of it) parts.push(c)
-  return Buffer.concat(parts)
 }
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
 

@@ -14,16 +14,11 @@ import { writeNar } from '../../src/nix/nar/writer.ts'
 import type { NarWriteEvent } from '../../src/nix/nar/writer.ts'
 import { NixHash } from '../../src/nix/hash.ts'
 import { nixSkip } from '../helpers/nix.ts'
+import { collect } from '../helpers/bytes.ts'
 
 let dir: string
 before(async () => { dir = await mkdtemp(join(tmpdir(), 'narswarm-dump-')) })
 after(async () => { await rm(dir, { recursive: true, force: true }) })
-
-async function collect (it: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const parts: Uint8Array[] = []
-  for await (const c of it) parts.push(c)
-  return Buffer.concat(parts)
-}
 
 /** `nix-store --dump path`, streamed: its sha256, length and the bytes if small. */
 async function nixDump (path: string): Promise<{ sha256: string, length: number }> {

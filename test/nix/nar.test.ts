@@ -6,6 +6,7 @@ import type { NarEvent } from '../../src/nix/nar/reader.ts'
 import { narTreeEvents, writeNar } from '../../src/nix/nar/writer.ts'
 import type { NarTree, NarWriteEvent } from '../../src/nix/nar/writer.ts'
 import { listingJson, narListing } from '../../src/nix/nar/listing.ts'
+import { collect } from '../helpers/bytes.ts'
 
 const enc = new TextEncoder()
 
@@ -24,12 +25,6 @@ function nar (...parts: Array<string | Uint8Array | number>): Buffer {
 
 async function * chunked (b: Uint8Array, size = b.length || 1): AsyncGenerator<Uint8Array> {
   for (let i = 0; i < b.length; i += size) yield b.subarray(i, i + size)
-}
-
-async function collect (it: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const parts: Uint8Array[] = []
-  for await (const c of it) parts.push(c)
-  return Buffer.concat(parts)
 }
 
 /** Parses and buffers every file, so the events can be replayed into the writer. */
