@@ -2,10 +2,12 @@
  * The IPFS backend's benchmark (`node bench/ipfs.ts`): two embedded IPFS nodes in two processes on
  * 127.0.0.1, against plain HTTP from the same machine.
  *
- *   speed    a NAR of IPFS_BENCH_MIB (200) MiB published by node A, fetched by node B as CAR streams
- *            from A's trustless gateway over libp2p (the default), by a fresh node B' over bitswap
- *            only (both through the backend's `open`, hashed as narswarm would) and, back to back,
- *            from a plain Node HTTP server over the same file: time to first byte and MiB/s.
+ *   speed    a NAR of IPFS_BENCH_MIB (200) MiB published by node A (which serves a trustless gateway
+ *            over plain HTTP, `gateway-listen`), fetched by node B as CAR streams from that gateway,
+ *            by fresh nodes as CAR streams over libp2p (`fetch-http=false`) and over bitswap only
+ *            (`libp2p-gateway=false`) — each through the backend's `open`, every block stored and
+ *            the NAR hashed as narswarm would — and, back to back, from a plain Node HTTP server
+ *            over the same file: time to first byte and MiB/s.
  *   memory   with IPFS_BENCH_MEMORY_MIB (1024) MiB: node A's peak RSS while publishing, then while
  *            serving the NAR to node B; node B's peak RSS while fetching.
  *   start-up import of the IPFS modules + start of a node, and the size of the modules installed.
@@ -54,7 +56,7 @@ async function * fileChunks (file: string): AsyncGenerator<Uint8Array> {
 async function seeder (dir: string, file: string, port: string, narHash: string, size: number): Promise<void> {
   const rss = rssSampler()
   const { plugin } = await import('../src/backend/ipfs/plugin.ts')
-  const backend = await plugin.create(plugin.parse(new URL(`ipfs:?listen=/ip4/127.0.0.1/tcp/${port}&routing=none`)), { log: silentLogger(), stateDir: dir }) as import('../src/backend/ipfs/embedded.ts').EmbeddedIpfsBackend
+  const backend = await plugin.create(plugin.parse(new URL(`ipfs:?listen=/ip4/127.0.0.1/tcp/${port}&routing=none&gateway-listen=/ip4/127.0.0.1/tcp/0`)), { log: silentLogger(), stateDir: dir }) as import('../src/backend/ipfs/embedded.ts').EmbeddedIpfsBackend
   rss.reset()
   const t0 = performance.now()
   const locator = await backend.publish({ narHash: NixHash.parse(narHash), narSize: size, body: fileChunks(file) })
@@ -67,10 +69,10 @@ async function seeder (dir: string, file: string, port: string, narHash: string,
 }
 
 /** Child: node B. Times the module import and node start, then fetches the locator. */
-async function fetcher (dir: string, locator: string, bootstrap: string, sha: string, carStreams: string): Promise<void> {
+async function fetcher (dir: string, locator: string, bootstrap: string, sha: string, options: string): Promise<void> {
   const t0 = performance.now()
   const { plugin } = await import('../src/backend/ipfs/plugin.ts')
-  const init = plugin.parse(new URL(`ipfs:?listen=/ip4/127.0.0.1/tcp/0&routing=none&libp2p-gateway=${carStreams}&bootstrap=${bootstrap}`))
+  const init = plugin.parse(new URL(`ipfs:?listen=/ip4/127.0.0.1/tcp/0&routing=none&${options}&bootstrap=${bootstrap}`))
   const { createEmbedded } = await import('../src/backend/ipfs/embedded.ts')
   const t1 = performance.now()
   const backend = await createEmbedded(init as import('../src/backend/ipfs/spec.ts').EmbeddedInit, dir, process.env.IPFS_BENCH_LOG === undefined ? silentLogger() : (await import('../src/log.ts')).createLogger(process.env.IPFS_BENCH_LOG as 'debug'))
@@ -165,13 +167,16 @@ async function run (mib: number, dir: string, withHttp: boolean): Promise<Record
   try {
     process.stderr.write('node A publishing…\n')
     const published = await a.next('published')
-    process.stderr.write('node B fetching (CAR streams over libp2p)…\n')
-    const got = await child(CLIENT_CPU, 'fetch', join(dir, `b-${mib}`), published.locator, published.multiaddr, sha, 'true').next('fetched')
+    process.stderr.write('node B fetching (CAR streams over plain HTTP)…\n')
+    const got = await child(CLIENT_CPU, 'fetch', join(dir, `b-${mib}`), published.locator, published.multiaddr, sha, 'fetch-http=true').next('fetched')
     if (got.carBytes !== got.networkBytes) process.stderr.write(`note: ${got.networkBytes - got.carBytes} of ${got.networkBytes} bytes came over bitswap\n`)
+    let libp2p: any
     let bitswap: any
     if (withHttp) {
-      process.stderr.write('node B\' fetching over bitswap only…\n')
-      bitswap = await child(CLIENT_CPU, 'fetch', join(dir, `b2-${mib}`), published.locator, published.multiaddr, sha, 'false').next('fetched')
+      process.stderr.write('node B\' fetching (CAR streams over libp2p)…\n')
+      libp2p = await child(CLIENT_CPU, 'fetch', join(dir, `b1-${mib}`), published.locator, published.multiaddr, sha, 'fetch-http=false').next('fetched')
+      process.stderr.write('node B\'\' fetching over bitswap only…\n')
+      bitswap = await child(CLIENT_CPU, 'fetch', join(dir, `b2-${mib}`), published.locator, published.multiaddr, sha, 'libp2p-gateway=false').next('fetched')
     }
     a.proc.kill('SIGTERM')
     const served = await a.next('served')
@@ -179,6 +184,7 @@ async function run (mib: number, dir: string, withHttp: boolean): Promise<Record
       mib, addMiBs: mib / (published.addMs / 1000), addPeakRssMiB: published.addPeakRss / MiB, servePeakRssMiB: served.servePeakRss / MiB,
       fetchPeakRssMiB: got.peakRss / MiB, ipfsTtfbMs: got.ttfbMs, ipfsMiBs: got.mibPerSec, importMs: got.importMs, startMs: got.startMs
     }
+    if (libp2p !== undefined) Object.assign(out, { libp2pTtfbMs: libp2p.ttfbMs, libp2pMiBs: libp2p.mibPerSec })
     if (bitswap !== undefined) Object.assign(out, { bitswapTtfbMs: bitswap.ttfbMs, bitswapMiBs: bitswap.mibPerSec })
     if (withHttp) {
       const port = await freePort()
@@ -186,7 +192,7 @@ async function run (mib: number, dir: string, withHttp: boolean): Promise<Record
       await server.next('listening')
       const h = await child(CLIENT_CPU, 'http-fetch', `http://127.0.0.1:${port}/`, sha).next('fetched')
       server.proc.kill('SIGTERM')
-      Object.assign(out, { httpTtfbMs: h.ttfbMs, httpMiBs: h.mibPerSec, throughputRatio: got.mibPerSec / h.mibPerSec })
+      Object.assign(out, { httpTtfbMs: h.ttfbMs, httpMiBs: h.mibPerSec, throughputRatio: got.mibPerSec / h.mibPerSec, libp2pRatio: libp2p.mibPerSec / h.mibPerSec })
     }
     return out
   } finally {

@@ -10,7 +10,7 @@ import type { DatabaseSync, StatementSync } from 'node:sqlite'
 import { join } from 'node:path'
 import { ConfigError } from '../errors.ts'
 import { NixHash } from '../nix/hash.ts'
-import { openDatabase } from '../state/db.ts'
+import { openDatabase } from '../util/sqlite.ts'
 import type { AbortOptions, IndexEntry, Locator, Mapper, MapperPlugin } from '../types.ts'
 import { checkOptions, localPath, parseLocator, parseRecordedNarInfo, specName } from './common.ts'
 

@@ -55,15 +55,47 @@ backendCompliance('ipfs+gateway+http: (a gateway over an embedded node)', {
 })
 
 describe('ipfs gateway backend: answers and failures', () => {
-  it('reads a multi-block NAR block by block, as raw blocks', async () => {
+  it('reads a multi-block NAR as one CAR stream', async () => {
     const bytes = randomBytes(6 * MIB)
     const locator = await node.publish(upload(bytes))
     const backend = await open(`ipfs+gateway+${gateway.url}`)
     gateway.requests.length = 0
     assert.equal(await sourceDigest((await backend.open(locator))!), sha256Hex(bytes))
-    assert.ok(gateway.requests.length > 6, `${gateway.requests.length} block requests`)
-    assert.ok(gateway.requests.every(r => r.endsWith('?format=raw')))
+    assert.equal(gateway.requests.length, 1, gateway.requests.join(' '))
+    assert.match(gateway.requests[0]!, /\?format=car&dag-scope=entity&entity-bytes=0:\*$/)
   })
+
+  it('reads block by block, as raw blocks, from a gateway that refuses CAR', async () => {
+    const bytes = randomBytes(6 * MIB)
+    const locator = await node.publish(upload(bytes))
+    const backend = await open(`ipfs+gateway+${gateway.url}`)
+    gateway.requests.length = 0
+    gateway.car = 'refuse'
+    try {
+      assert.equal(await sourceDigest((await backend.open(locator))!), sha256Hex(bytes))
+    } finally {
+      gateway.car = 'serve'
+    }
+    assert.ok(gateway.requests.length > 6, `${gateway.requests.length} requests`)
+    assert.equal(gateway.requests.filter(r => r.includes('format=car')).length, 1, 'CAR is asked for once, then blocks')
+  })
+
+  for (const [what, how] of [['a CAR stream with a flipped byte', { flipAt: 3 * MIB }], ['a CAR stream cut off', { cutAt: 3 * MIB }]] as const) {
+    it(`${what} is left for raw blocks from where it went wrong, and the NAR is still right`, async () => {
+      const bytes = randomBytes(6 * MIB)
+      const locator = await node.publish(upload(bytes))
+      const backend = await open(`ipfs+gateway+${gateway.url}`)
+      gateway.requests.length = 0
+      gateway.car = how
+      try {
+        assert.equal(await sourceDigest((await backend.open(locator))!), sha256Hex(bytes))
+      } finally {
+        gateway.car = 'serve'
+      }
+      const raw = gateway.requests.filter(r => r.endsWith('?format=raw')).length
+      assert.ok(raw > 0 && raw < 20, `${raw} raw block requests after the CAR stream failed: ${gateway.requests.join(' ')}`)
+    })
+  }
 
   it('a root the gateway does not have (404) is absent', async () => {
     const backend = await open(`ipfs+gateway+${gateway.url}`)
@@ -81,12 +113,17 @@ describe('ipfs gateway backend: answers and failures', () => {
     gateway.faults.clear()
     const dead = await open(`ipfs+gateway+http://127.0.0.1:${await freePort()}/`)
     await assert.rejects(dead.open(locator), UpstreamError)
-    // The root is there but a leaf is not: the body fails.
-    const source = await backend.open(locator)
-    const links = dagPb.decode((await node.localBlock(cidOf(locator.url)!))!).Links
-    gateway.faults.set(links[1]!.Hash.toString(), { status: 404 })
-    await assert.rejects(sourceDigest(source!), UpstreamError)
-    gateway.faults.clear()
+    // The root is there but a leaf is not (read block by block): the body fails.
+    gateway.car = 'refuse'
+    try {
+      const source = await backend.open(locator)
+      const links = dagPb.decode((await node.localBlock(cidOf(locator.url)!))!).Links
+      gateway.faults.set(links[1]!.Hash.toString(), { status: 404 })
+      await assert.rejects(sourceDigest(source!), UpstreamError)
+    } finally {
+      gateway.car = 'serve'
+      gateway.faults.clear()
+    }
   })
 
   it('a block that does not match its CID is an IntegrityError', async () => {

@@ -21,6 +21,7 @@ import { cidOf, locatorOf } from '../../src/backend/ipfs/locator.ts'
 import { PUBLIC_BOOTSTRAP, type IpfsInit } from '../../src/backend/ipfs/spec.ts'
 import { backendCompliance } from '../compliance/backend.ts'
 import { embeddedNode } from '../helpers/ipfs.ts'
+import { peerGatewayBases } from '../../src/backend/ipfs/http-gateway.ts'
 import type { EmbeddedIpfsBackend } from '../../src/backend/ipfs/embedded.ts'
 import { chunks, sha256Hex, sourceDigest, upload } from '../helpers/bytes.ts'
 
@@ -44,7 +45,7 @@ backendCompliance('ipfs: (embedded node)', {
 
 describe('ipfs backend: specs', () => {
   const fetch = { timeout: 30_000, stallTimeout: 60_000, readAhead: 16 }
-  const embedded = { kind: 'embedded', path: 'ipfs', announceBatch: 8, announceInterval: 10_000, libp2pGateway: true, ...fetch }
+  const embedded = { kind: 'embedded', path: 'ipfs', announceBatch: 8, announceInterval: 10_000, libp2pGateway: true, gatewayListen: [], fetchHttp: true, ...fetch }
   const valid: Array<[string, IpfsInit]> = [
     ['ipfs:', { ...embedded, listen: ['/ip4/0.0.0.0/tcp/4001', '/ip6/::/tcp/4001'], bootstrap: PUBLIC_BOOTSTRAP, routing: 'dht-client', announce: true } as IpfsInit],
     ['ipfs:?listen=/ip4/127.0.0.1/tcp/0&routing=none&bootstrap=/ip4/127.0.0.1/tcp/4002/p2p/12D3KooWNy4ifXZJ5by3uz9A9R9cwkEmMxQxcTeMneoYAbaz133s',
@@ -52,6 +53,7 @@ describe('ipfs backend: specs', () => {
     ['ipfs:?routing=lan-dht&listen=/ip4/192.168.1.5/tcp/4001&announce-batch=2&announce-interval=1m&path=/srv/ipfs&timeout=5s&stall-timeout=10s&read-ahead=4',
       { ...embedded, path: '/srv/ipfs', listen: ['/ip4/192.168.1.5/tcp/4001'], bootstrap: [], routing: 'lan-dht', announce: true, announceBatch: 2, announceInterval: 60_000, timeout: 5000, stallTimeout: 10_000, readAhead: 4 } as IpfsInit],
     ['ipfs:?routing=dht-server&announce=false&libp2p-gateway=false', { ...embedded, listen: ['/ip4/0.0.0.0/tcp/4001', '/ip6/::/tcp/4001'], bootstrap: PUBLIC_BOOTSTRAP, routing: 'dht-server', announce: false, libp2pGateway: false } as IpfsInit],
+    ['ipfs:?routing=none&gateway-listen=/ip4/0.0.0.0/tcp/4002,/ip6/::/tcp/4002&fetch-http=false', { ...embedded, listen: ['/ip4/0.0.0.0/tcp/4001', '/ip6/::/tcp/4001'], bootstrap: [], routing: 'none', announce: false, gatewayListen: ['/ip4/0.0.0.0/tcp/4002', '/ip6/::/tcp/4002'], fetchHttp: false } as IpfsInit],
     ['ipfs+http://127.0.0.1:5001', { kind: 'kubo', api: 'http://127.0.0.1:5001', pin: true, ...fetch }],
     ['ipfs+https://kubo.example/?pin=false&timeout=1m', { kind: 'kubo', api: 'https://kubo.example', pin: false, ...fetch, timeout: 60_000 }],
     ['ipfs+gateway+https://gw.example', { kind: 'gateway', base: 'https://gw.example/', ...fetch }],
@@ -66,6 +68,7 @@ describe('ipfs backend: specs', () => {
     ['ipfs:?routing=gossip', /routing must be one of none, dht-client, dht-server, lan-dht/],
     ['ipfs:?listen=/ip4/127.0.0.1/udp/4001/quic', /listen address .* must be a TCP multiaddr/],
     ['ipfs:?listen=', /listen must name at least one address/],
+    ['ipfs:?gateway-listen=127.0.0.1:4002', /gateway-listen address '127.0.0.1:4002' must be a TCP multiaddr such as \/ip4\/0.0.0.0\/tcp\/4002/],
     ['ipfs:?bootstrap=/ip4/127.0.0.1/tcp/4001', /bootstrap peer .* must be a multiaddr ending in \/p2p/],
     ['ipfs:?routing=none&announce=true', /announce=true needs a routing/],
     ['ipfs:?announce=maybe', /announce must be true or false/],
@@ -88,6 +91,27 @@ describe('ipfs backend: specs', () => {
   }
 })
 
+describe('ipfs peer gateways over plain HTTP', () => {
+  it('are used only on the address the peer is connected from', () => {
+    const announced = ['/ip4/192.168.1.5/tcp/4002/http', '/ip4/10.0.0.1/tcp/80/http', '/ip4/192.168.1.5/tcp/4001', '/ip6/fd00::5/tcp/4002/http', '/ip4/192.168.1.5/tcp/4003/tls/http']
+    assert.deepEqual(peerGatewayBases(announced, '192.168.1.5'), ['http://192.168.1.5:4002/'])
+    assert.deepEqual(peerGatewayBases(announced, 'fd00::5'), ['http://[fd00::5]:4002/'])
+    assert.deepEqual(peerGatewayBases(announced, '172.16.0.9'), [])
+  })
+
+  it('a gateway-listen address that is taken is one ConfigError at start-up', async () => {
+    const taken = createServer()
+    taken.listen(0, '127.0.0.1')
+    await once(taken, 'listening')
+    const port = (taken.address() as { port: number }).port
+    try {
+      await assert.rejects(embeddedNode(`gateway-listen=/ip4/127.0.0.1/tcp/${port}`, await tempDir()), (err: unknown) => err instanceof ConfigError && /the HTTP gateway cannot listen \(gateway-listen \/ip4\/127\.0\.0\.1\/tcp\/\d+\): .*EADDRINUSE/.test(err.message))
+    } finally {
+      taken.close()
+    }
+  })
+})
+
 describe('ipfs locators', () => {
   it('are ipfs://<CIDv1 base32>; ipfs:<cid> and CIDv0 are read as the same root', async () => {
     const v0 = CID.createV0(await sha256.digest(new Uint8Array([7])))
@@ -102,9 +126,28 @@ describe('ipfs locators', () => {
   })
 })
 
-/** The two ways node B fetches: CAR streams from A's gateway over libp2p (the default), or bitswap. */
+/**
+ * The three ways node B fetches: CAR streams from A's gateway over plain HTTP (when A serves one),
+ * over libp2p (the default), or bitswap.
+ */
 const TRANSPORTS = [
-  { name: 'CAR streams over libp2p', options: 'libp2p-gateway=true', check: (b: EmbeddedIpfsBackend) => assert.equal(b.carBytes, b.networkBytes, 'every byte came in CAR streams') },
+  {
+    name: 'CAR streams over plain HTTP',
+    options: 'gateway-listen=/ip4/127.0.0.1/tcp/0',
+    check: (b: EmbeddedIpfsBackend, a: EmbeddedIpfsBackend) => {
+      assert.equal(b.carBytes, b.networkBytes, 'every byte came in CAR streams')
+      assert.ok(a.gatewayAnswers > 0, 'from A\'s HTTP gateway')
+    }
+  },
+  {
+    name: 'CAR streams over libp2p',
+    // A serves an HTTP gateway too; B does not use it.
+    options: 'gateway-listen=/ip4/127.0.0.1/tcp/0&fetch-http=false',
+    check: (b: EmbeddedIpfsBackend, a: EmbeddedIpfsBackend) => {
+      assert.equal(b.carBytes, b.networkBytes, 'every byte came in CAR streams')
+      assert.equal(a.gatewayAnswers, 0)
+    }
+  },
   { name: 'bitswap', options: 'libp2p-gateway=false', check: (b: EmbeddedIpfsBackend) => assert.equal(b.carBytes, 0, 'no CAR stream was used') }
 ]
 
@@ -124,7 +167,7 @@ for (const mode of TRANSPORTS) {
         assert.equal(await sourceDigest(source), sha256Hex(bytes))
         const fetched = b.networkBytes
         assert.ok(fetched >= bytes.length, `B fetched ${fetched} bytes`)
-        mode.check(b)
+        mode.check(b, a)
         // A second read is served from B's own blockstore.
         assert.equal(await sourceDigest((await b.open(locator))!), sha256Hex(bytes))
         assert.equal(b.networkBytes, fetched)

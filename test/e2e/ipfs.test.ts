@@ -95,7 +95,7 @@ describe('IPFS: a closure published by node A, substituted through node B', { sk
     b = await startNarswarm(['--mapper', `http+${a.url}`, '--backend', `ipfs:?listen=/ip4/127.0.0.1/tcp/0&routing=none&bootstrap=${addrA}`,
       '--upstream', deadUpstream, '--trusted-public-keys', publicKey, '--hedge-delay', '100ms'])
     await b.waitForLog(l => l.msg === 'ipfs node listening')
-    const blocksB = join(b.stateDir, 'ipfs', 'blocks')
+    const blocksB = join(b.stateDir, 'ipfs', 'packs')
 
     const fetched = (from: number): LogLine[] => b!.logs.slice(from).filter(l => l.msg === 'ipfs file read')
     const results: Array<{ narBytes: number, networkBytes: number, carBytes: number, storeGrowth: number }> = []

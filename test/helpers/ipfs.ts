@@ -28,6 +28,8 @@ export interface TestGateway {
   requests: string[]
   /** Answers for chosen CIDs instead of the block: a status, or altered bytes. */
   faults: Map<string, { status: number } | { bytes: Uint8Array }>
+  /** How CAR requests are answered: served, refused (406), or served with one byte flipped or cut off at a body offset. */
+  car: 'serve' | 'refuse' | { flipAt: number } | { cutAt: number }
   close: () => Promise<void>
 }
 
@@ -38,23 +40,46 @@ export interface TestGateway {
 export async function startGateway (node: EmbeddedIpfsBackend): Promise<TestGateway> {
   const requests: string[] = []
   const faults: TestGateway['faults'] = new Map()
+  const gateway = { car: 'serve' } as TestGateway
   const server = createServer((req, res) => {
     requests.push(req.url ?? '')
     const url = new URL(req.url ?? '/', 'http://gateway')
     const fault = faults.get(/^\/ipfs\/([a-z0-9]+)/.exec(url.pathname)?.[1] ?? '')
     if (fault !== undefined && 'status' in fault) { res.writeHead(fault.status).end(); return }
     if (fault !== undefined) { res.writeHead(200, { 'content-type': RAW_TYPE }).end(fault.bytes); return }
+    const car = url.searchParams.get('format') === 'car'
+    if (car && gateway.car === 'refuse') { res.writeHead(406).end(); return }
     answerGatewayRequest(req.method ?? 'GET', url, req.headers.accept ?? null, async cid => await node.localBlock(cid)).then(async answer => {
       res.writeHead(answer.status, answer.headers)
-      await pipeline(Readable.from(answer.body ?? []), res)
+      await pipeline(Readable.from(car ? altered(answer.body ?? [], gateway.car) : answer.body ?? []), res)
     }).catch(() => { if (!res.headersSent) res.writeHead(500); res.end() })
   })
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
-  return {
+  return Object.assign(gateway, {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/`,
     requests,
     faults,
     close: async () => { server.closeAllConnections(); await new Promise(resolve => server.close(resolve)) }
+  })
+}
+
+/** A CAR body with one byte flipped, or cut off (the connection then ends mid-stream). */
+async function * altered (body: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, how: TestGateway['car']): AsyncGenerator<Uint8Array> {
+  let at = 0
+  for await (const chunk of body) {
+    const start = at
+    at += chunk.length
+    if (typeof how === 'object' && 'cutAt' in how && at > how.cutAt) {
+      yield chunk.subarray(0, how.cutAt - start)
+      throw new Error('cut off')
+    }
+    if (typeof how === 'object' && 'flipAt' in how && start <= how.flipAt && how.flipAt < at) {
+      const copy = Uint8Array.from(chunk)
+      copy[how.flipAt - start]! ^= 0xff
+      yield copy
+      continue
+    }
+    yield chunk
   }
 }

@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { openDatabase } from '../../src/state/db.ts'
+import { openDatabase } from '../../src/util/sqlite.ts'
 import { NarInfoCache } from '../../src/state/narinfo-cache.ts'
 
 test('positive and negative entries expire after their own TTLs and are purged', () => {

@@ -10,6 +10,7 @@
  * of its bytes came from the network.
  */
 import type { CID } from 'multiformats/cid'
+import { Agent } from 'undici'
 import type { Logger } from '../../log.ts'
 import type { AbortOptions, Backend, Locator, NarSource, NarUpload } from '../../types.ts'
 import { Announcer } from './announcer.ts'
@@ -34,6 +35,8 @@ export class EmbeddedIpfsBackend implements Backend {
   readonly #init: EmbeddedInit
   readonly #log: Logger
   readonly #announcer: Announcer | undefined
+  /** Connections to peers' gateways over plain HTTP. */
+  readonly #http = new Agent({ connections: 4, connect: { timeout: 5_000 } })
   #closing: Promise<void> | undefined
   /** Bytes this node fetched from peers, since start: CAR streams and bitswap blocks. */
   networkBytes = 0
@@ -50,14 +53,19 @@ export class EmbeddedIpfsBackend implements Backend {
     }
   }
 
+  /** Requests this node's gateway over plain HTTP has answered since start. */
+  get gatewayAnswers (): number {
+    return this.#node.gateway?.answered ?? 0
+  }
+
   /** Roots announced to the DHT since start. */
   get announcedRoots (): number {
     return this.#announcer?.announced ?? 0
   }
 
-  /** The node's multiaddrs, with its peer id: what another node gives as `bootstrap`. */
+  /** The node's libp2p multiaddrs, with its peer id: what another node gives as `bootstrap`. */
   get multiaddrs (): string[] {
-    return this.#helia.libp2p.getMultiaddrs().map(a => a.toString())
+    return this.#helia.libp2p.getMultiaddrs().map(a => a.toString()).filter(a => !a.includes('/http/'))
   }
 
   async open (locator: Locator, options: AbortOptions = {}): Promise<NarSource | undefined> {
@@ -67,7 +75,7 @@ export class EmbeddedIpfsBackend implements Backend {
     let local = 0
     // Peers that serve a trustless gateway over libp2p stream the whole DAG in one CAR; bitswap
     // fetches whatever the stream does not deliver (and everything from other peers).
-    const feed = new CarFeed(root, this.#init.libp2pGateway ? peerCarSources(this.#helia.libp2p, this.#log) : [], {
+    const feed = new CarFeed(root, this.#init.libp2pGateway ? peerCarSources(this.#helia.libp2p, this.#init.fetchHttp ? this.#http : undefined, this.#log) : [], {
       local: async cid => await this.#node.blocks.read(cid),
       store: async block => { await this.#node.blocks.put(block.cid, block.bytes) },
       log: this.#log
@@ -141,6 +149,7 @@ export class EmbeddedIpfsBackend implements Backend {
     this.#closing ??= (async () => {
       await this.#announcer?.close()
       await this.#node.stop()
+      await this.#http.close()
       this.#log.info({}, 'ipfs node stopped')
     })()
     await this.#closing
@@ -150,6 +159,6 @@ export class EmbeddedIpfsBackend implements Backend {
 export async function createEmbedded (init: EmbeddedInit, stateDir: string, log: Logger): Promise<EmbeddedIpfsBackend> {
   const node = await startNode(init, repoPath(init, stateDir), log)
   const backend = new EmbeddedIpfsBackend(node, init, log)
-  log.info({ peerId: node.helia.libp2p.peerId.toString(), addresses: backend.multiaddrs, routing: init.routing, import: IMPORT_PARAMS_TEXT }, 'ipfs node listening')
+  log.info({ peerId: node.helia.libp2p.peerId.toString(), addresses: backend.multiaddrs, httpGateway: node.gateway?.announce ?? [], routing: init.routing, import: IMPORT_PARAMS_TEXT }, 'ipfs node listening')
   return backend
 }

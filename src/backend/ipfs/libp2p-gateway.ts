@@ -15,10 +15,13 @@ import { HTTPParser } from '@achingbrain/http-parser-js'
 import { STATUS_CODES } from 'node:http'
 import { HTTP_PROTOCOL, http } from '@libp2p/http'
 import type { HeaderInfo } from '@libp2p/http-utils'
-import type { Connection, Libp2p, PeerId, Stream } from '@libp2p/interface'
+import type { Connection, IdentifyResult, Libp2p, Peer, PeerId, Stream } from '@libp2p/interface'
+import { raceEvent } from 'race-event'
+import type { Dispatcher } from 'undici'
 import type { CID } from 'multiformats/cid'
 import type { Logger } from '../../log.ts'
 import type { CarSource } from './car-feed.ts'
+import { httpCarSource, peerGatewayBases } from './http-gateway.ts'
 import { answerGatewayRequest, CAR_TYPE, type LocalBlock } from './trustless-gateway.ts'
 
 const CLIENT_BUFFER = 4 << 20
@@ -163,8 +166,13 @@ export async function httpGet (connection: Connection, path: string, headers: Re
   return { status, headers: responseHeaders, body: body(), cancel }
 }
 
-/** CAR sources: the connected peers that speak HTTP over libp2p, each asked for the file's CAR. */
-export function peerCarSources (libp2p: Libp2p, log: Logger): CarSource[] {
+/**
+ * CAR sources: the connected peers that serve a trustless gateway, each asked for the file's CAR —
+ * over plain HTTP when the peer announces a gateway on the address it is connected from (see
+ * http-gateway.ts) and `dispatcher` is given, else over HTTP on a libp2p stream when it speaks
+ * `/http/1.1`.
+ */
+export function peerCarSources (libp2p: Libp2p, dispatcher: Dispatcher | undefined, log: Logger): CarSource[] {
   const peers = new Map<string, PeerId>()
   for (const connection of libp2p.getConnections()) {
     if (connection.status === 'open') peers.set(connection.remotePeer.toString(), connection.remotePeer)
@@ -172,10 +180,22 @@ export function peerCarSources (libp2p: Libp2p, log: Logger): CarSource[] {
   return [...peers.values()].map(peer => ({
     name: `peer ${peer.toString()}`,
     open: async (root: CID, range: { from: number, to?: number }, signal: AbortSignal) => {
-      const known = await libp2p.peerStore.get(peer, { signal }).catch(() => undefined)
-      if (known?.protocols.includes(HTTP_PROTOCOL) !== true) return undefined
+      const known = await identified(libp2p, peer, signal)
       const connection = libp2p.getConnections(peer).find(c => c.status === 'open')
       if (connection === undefined) return undefined
+      const remoteIp = /^\/ip[46]\/([^/]+)\//.exec(connection.remoteAddr.toString())?.[1] ?? ''
+      const bases = dispatcher === undefined ? [] : peerGatewayBases(known.addresses, remoteIp)
+      for (const base of bases) {
+        try {
+          const body = await httpCarSource(base, `peer ${peer.toString()} at ${base}`, dispatcher!, false).open(root, range, signal)
+          if (body !== undefined) log.debug({ peer: peer.toString(), gateway: base, root: root.toString(), ...range }, 'ipfs CAR stream from peer over http')
+          return body
+        } catch (err) {
+          signal.throwIfAborted()
+          log.debug({ peer: peer.toString(), gateway: base, err: (err as Error).message }, 'ipfs peer gateway over http failed; trying libp2p')
+        }
+      }
+      if (!known.protocols.includes(HTTP_PROTOCOL)) return undefined
       const path = `/ipfs/${root.toString()}?format=car&dag-scope=entity&entity-bytes=${range.from}:${range.to ?? '*'}`
       const answer = await httpGet(connection, path, { accept: `${CAR_TYPE}; version=1; order=dfs; dups=n` }, signal)
       if (answer.status !== 200) answer.cancel()
@@ -185,4 +205,30 @@ export function peerCarSources (libp2p: Libp2p, log: Logger): CarSource[] {
       return answer.body
     }
   }))
+}
+
+/** How long a fetch waits for a just-connected peer to say which protocols it speaks. */
+const IDENTIFY_WAIT_MS = 2_000
+
+/**
+ * What the peer store knows of `peer` once identify has run: a fetch that starts right after a
+ * connection is made waits (up to IDENTIFY_WAIT_MS) for the peer's protocol list rather than
+ * taking the list's absence for a peer without a gateway.
+ */
+async function identified (libp2p: Libp2p, peer: PeerId, signal: AbortSignal): Promise<{ protocols: string[], addresses: string[] }> {
+  const known = async (): Promise<Peer | undefined> => await libp2p.peerStore.get(peer, { signal }).catch(() => undefined)
+  const done = (p: Peer | undefined): boolean => p !== undefined && (p.metadata.has('AgentVersion') || p.metadata.has('ProtocolVersion'))
+  // Listening before looking, so that an identify finishing in between is not missed.
+  const stop = new AbortController()
+  const identify = raceEvent(libp2p, 'peer:identify', AbortSignal.any([signal, stop.signal, AbortSignal.timeout(IDENTIFY_WAIT_MS)]), {
+    filter: (evt: CustomEvent<IdentifyResult>) => evt.detail.peerId.equals(peer)
+  }).catch(() => {})
+  let now = await known()
+  if (!done(now)) {
+    await identify
+    signal.throwIfAborted()
+    now = await known()
+  }
+  stop.abort()
+  return { protocols: now?.protocols ?? [], addresses: now?.addresses.map(a => a.multiaddr.toString()) ?? [] }
 }

@@ -30,8 +30,9 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { FsDatastore } from 'datastore-fs'
 import { ConfigError } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
-import { BlockFiles } from './blockstore.ts'
+import { listenGateway, type GatewayListener } from './http-gateway.ts'
 import { gatewayService } from './libp2p-gateway.ts'
+import { PackStore } from './pack-store.ts'
 import type { EmbeddedInit } from './spec.ts'
 
 export type Helia = HeliaWithLibp2p<any>
@@ -40,7 +41,9 @@ export type Helia = HeliaWithLibp2p<any>
 export interface IpfsNode {
   helia: Helia
   /** This node's block store, without the network behind it. */
-  blocks: BlockFiles
+  blocks: PackStore
+  /** This node's trustless gateway over plain HTTP (`gateway-listen`), when it serves one. */
+  gateway: GatewayListener | undefined
   stop: () => Promise<void>
 }
 
@@ -48,10 +51,19 @@ const KEEP_ALIVE_TAG = `${KEEP_ALIVE}-narswarm-bootstrap`
 
 export async function startNode (init: EmbeddedInit, dir: string, log: Logger): Promise<IpfsNode> {
   await mkdir(dir, { recursive: true })
-  const blockstore = new BlockFiles(join(dir, 'blocks'))
+  const blockstore = new PackStore(dir)
   const datastore = new FsDatastore(join(dir, 'datastore'))
   await blockstore.open()
   await datastore.open()
+  let gateway: GatewayListener | undefined
+  if (init.gatewayListen.length > 0) {
+    try {
+      gateway = await listenGateway(init.gatewayListen, async cid => await blockstore.read(cid), log)
+    } catch (err) {
+      await Promise.all([blockstore.close(), datastore.close()]).catch(() => {})
+      throw new ConfigError(`ipfs backend: the HTTP gateway cannot listen (gateway-listen ${init.gatewayListen.join(', ')}): ${(err as Error).message}`)
+    }
+  }
   const services: Record<string, any> = { identify: identify(), ping: ping() }
   if (init.libp2pGateway) services.http = gatewayService(async cid => await blockstore.read(cid), log)
   if (init.routing !== 'none') {
@@ -63,7 +75,7 @@ export async function startNode (init: EmbeddedInit, dir: string, log: Logger): 
     })
   }
   const helia = withBitswap(withLibp2pLight(createHeliaLight({ blockstore, datastore }), {
-    addresses: { listen: init.listen },
+    addresses: { listen: init.listen, appendAnnounce: gateway?.announce ?? [] },
     transports: [tcp()],
     connectionEncrypters: [noise()],
     // A stream's window is capped at 4 MiB (of 16) so that a paused stream (a reader that lags)
@@ -84,7 +96,7 @@ export async function startNode (init: EmbeddedInit, dir: string, log: Logger): 
     await helia.start()
   } catch (err) {
     await helia.stop().catch(() => {})
-    await Promise.all([blockstore.close(), datastore.close()]).catch(() => {})
+    await Promise.all([gateway?.close(), blockstore.close(), datastore.close()]).catch(() => {})
     throw new ConfigError(`ipfs backend: the IPFS node cannot start (listen ${init.listen.join(', ')}): ${(err as Error).message}`)
   }
   await connectBootstrap(helia, init.bootstrap, log)
@@ -94,9 +106,9 @@ export async function startNode (init: EmbeddedInit, dir: string, log: Logger): 
     } catch (err) {
       log.warn({ err: (err as Error).message }, 'ipfs node did not stop cleanly')
     }
-    await Promise.all([blockstore.close(), datastore.close()]).catch(() => {})
+    await Promise.all([gateway?.close(), blockstore.close(), datastore.close()]).catch(() => {})
   }
-  return { helia, blocks: blockstore, stop }
+  return { helia, blocks: blockstore, gateway, stop }
 }
 
 /**

@@ -14,6 +14,6 @@ export const plugin: BackendPlugin<IpfsInit> = {
     const log = components.log
     if (init.kind === 'embedded') return await (await import('./embedded.ts')).createEmbedded(init, components.stateDir, log)
     if (init.kind === 'kubo') return await (await import('./kubo.ts')).createKubo(init, log)
-    return new (await import('./gateway.ts')).GatewayBackend(init)
+    return new (await import('./gateway.ts')).GatewayBackend(init, log)
   }
 }

@@ -48,6 +48,10 @@ export interface EmbeddedInit extends FetchOptions {
   announceInterval: number
   /** Serve blocks to peers, and fetch from peers, as a trustless gateway over libp2p (CAR streams). */
   libp2pGateway: boolean
+  /** TCP multiaddrs to serve a trustless gateway on over plain HTTP, announced to peers; none by default. */
+  gatewayListen: string[]
+  /** Fetch CAR streams over plain HTTP from peers that announce such a gateway. */
+  fetchHttp: boolean
 }
 
 export interface KuboInit extends FetchOptions {
@@ -67,7 +71,7 @@ export type IpfsInit = EmbeddedInit | KuboInit | GatewayInit
 
 const FETCH_KEYS = ['timeout', 'stall-timeout', 'read-ahead'] as const
 const KEYS = {
-  embedded: ['path', 'listen', 'bootstrap', 'routing', 'announce', 'announce-batch', 'announce-interval', 'libp2p-gateway', ...FETCH_KEYS],
+  embedded: ['path', 'listen', 'bootstrap', 'routing', 'announce', 'announce-batch', 'announce-interval', 'libp2p-gateway', 'gateway-listen', 'fetch-http', ...FETCH_KEYS],
   kubo: ['pin', ...FETCH_KEYS],
   gateway: [...FETCH_KEYS]
 } as const
@@ -90,10 +94,8 @@ function parseEmbedded (spec: URL): EmbeddedInit {
   const get = options(spec, 'embedded')
   const routing = get('routing') ?? 'dht-client'
   if (!(ROUTINGS as readonly string[]).includes(routing)) throw new ConfigError(`ipfs backend: routing must be one of ${ROUTINGS.join(', ')}, got '${routing}'`)
-  const listen = list(get('listen') ?? '/ip4/0.0.0.0/tcp/4001,/ip6/::/tcp/4001', 'listen')
-  for (const addr of listen) {
-    if (!/^\/ip[46]\/[^/]+\/tcp\/\d+$/.test(addr)) throw new ConfigError(`ipfs backend: listen address '${addr}' must be a TCP multiaddr such as /ip4/0.0.0.0/tcp/4001`)
-  }
+  const listen = tcpAddresses(list(get('listen') ?? '/ip4/0.0.0.0/tcp/4001,/ip6/::/tcp/4001', 'listen'), 'listen', '/ip4/0.0.0.0/tcp/4001')
+  const gatewayListen = tcpAddresses(list(get('gateway-listen') ?? '', 'gateway-listen'), 'gateway-listen', '/ip4/0.0.0.0/tcp/4002')
   const bootstrap = list(get('bootstrap') ?? (routing === 'none' || routing === 'lan-dht' ? '' : PUBLIC_BOOTSTRAP.join(',')), 'bootstrap')
   for (const addr of bootstrap) {
     if (!/^\/(ip4|ip6|dns|dns4|dns6|dnsaddr)\/[^/]+(\/tcp\/\d+)?\/p2p\/[1-9A-HJ-NP-Za-km-z]+$/.test(addr)) {
@@ -114,6 +116,8 @@ function parseEmbedded (spec: URL): EmbeddedInit {
     announceBatch: positive(integer(get('announce-batch'), 8, 'ipfs backend: announce-batch'), 'announce-batch'),
     announceInterval: duration(get('announce-interval'), 10_000, 'ipfs backend: announce-interval'),
     libp2pGateway: boolean(get('libp2p-gateway'), true, 'ipfs backend: libp2p-gateway'),
+    gatewayListen,
+    fetchHttp: boolean(get('fetch-http'), true, 'ipfs backend: fetch-http'),
     ...fetchOptions(spec, 'embedded')
   }
 }
@@ -152,6 +156,13 @@ function list (value: string, key: string): string[] {
   const items = value.split(',').map(s => s.trim()).filter(s => s !== '')
   if (key === 'listen' && items.length === 0) throw new ConfigError('ipfs backend: listen must name at least one address')
   return items
+}
+
+function tcpAddresses (addrs: string[], key: string, example: string): string[] {
+  for (const addr of addrs) {
+    if (!/^\/ip[46]\/[^/]+\/tcp\/\d+$/.test(addr)) throw new ConfigError(`ipfs backend: ${key} address '${addr}' must be a TCP multiaddr such as ${example}`)
+  }
+  return addrs
 }
 
 function positive (n: number, key: string): number {

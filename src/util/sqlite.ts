@@ -1,7 +1,7 @@
 /**
- * The state database: one SQLite file (`node:sqlite`, built into Node) under the state directory.
- * Each store on top of it (narinfo cache, later the index and chunk tables) creates its own tables;
- * this module only opens the file with settings that suit many small reads and writes: WAL, so
+ * Opening a SQLite file (`node:sqlite`, built into Node): the state database under the state
+ * directory, and the embedded IPFS node's block index. Each store on top of one creates its own
+ * tables; this module only opens the file with settings that suit many small reads and writes: WAL, so
  * readers never wait for the writer; `synchronous = NORMAL`, which is crash-safe in WAL mode; a
  * busy timeout for a second narswarm process on the same file.
  */
