@@ -12,8 +12,8 @@
  *            serving the NAR to node B; node B's peak RSS while fetching.
  *   start-up import of the IPFS modules + start of a node, and the size of the modules installed.
  *
- * Servers are pinned to CPU 0 and clients to CPU 1 when taskset exists. Each process samples its
- * own VmRSS every 50 ms. Everything runs in one temp dir, removed at the end. `--only speed|memory`
+ * Servers are pinned to CPU 0 and clients to CPU 1 when taskset exists. Every fetch starts after a
+ * `sync`. Each process samples its own VmRSS every 50 ms. Everything runs in one temp dir, removed at the end. `--only speed|memory`
  * runs one part.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
@@ -44,6 +44,14 @@ function rssSampler (): { peak: () => number, reset: () => void } {
   setInterval(sample, 50).unref()
   sample()
   return { peak: () => { sample(); return peak }, reset: () => { peak = 0; sample() } }
+}
+
+/**
+ * Writes out what earlier steps left in the page cache, so that no measurement pays for the
+ * writeback of the one before (all steps share one disk, and the kernel's flusher shares the CPUs).
+ */
+function settleDisk (): void {
+  spawnSync('sync')
 }
 
 const send = (msg: object): void => { process.stdout.write(`${JSON.stringify(msg)}\n`) }
@@ -80,6 +88,7 @@ async function fetcher (dir: string, locator: string, bootstrap: string, sha: st
   const rss = rssSampler()
   // Measured on an established connection: a node's peers are connected long before a request.
   await new Promise(resolve => setTimeout(resolve, 1000))
+  settleDisk()
   rss.reset()
   const start = performance.now()
   const source = await backend.open({ url: locator, compression: 'none' })
@@ -91,6 +100,7 @@ async function fetcher (dir: string, locator: string, bootstrap: string, sha: st
 
 /** Child: a plain HTTP client of the baseline server, measured the same way. */
 async function httpFetcher (url: string, sha: string): Promise<void> {
+  settleDisk()
   const start = performance.now()
   const res = await fetch(url)
   if (res.status !== 200 || res.body === null) throw new Error(`HTTP ${res.status}`)

@@ -81,7 +81,8 @@ describe('IPFS: a closure published by node A, substituted through node B', { sk
 
   test('A publishes, B serves both closures to Nix from IPFS, and the second moves only its new blocks', async () => {
     const portA = await freePort()
-    const specA = `ipfs:?listen=/ip4/127.0.0.1/tcp/${portA}&routing=none`
+    // A also serves its blocks over plain HTTP, which B prefers to its libp2p connection.
+    const specA = `ipfs:?listen=/ip4/127.0.0.1/tcp/${portA}&routing=none&gateway-listen=/ip4/127.0.0.1/tcp/0`
     // Published by the real command into A's state directory, whose node then serves the blocks.
     const published = []
     for (const cache of caches) published.push(await publishCache({ cacheDir: cache, publicKey, backend: specA, stateDir: stateA }))
@@ -91,6 +92,7 @@ describe('IPFS: a closure published by node A, substituted through node B', { sk
     const listening = await a.waitForLog(l => l.msg === 'ipfs node listening')
     const addrA = (listening.addresses as string[])[0]!
     assert.match(addrA, new RegExp(`^/ip4/127.0.0.1/tcp/${portA}/p2p/`))
+    assert.match(String((listening.httpGateway as string[])[0]), /^\/ip4\/127\.0\.0\.1\/tcp\/\d+\/http$/)
 
     b = await startNarswarm(['--mapper', `http+${a.url}`, '--backend', `ipfs:?listen=/ip4/127.0.0.1/tcp/0&routing=none&bootstrap=${addrA}`,
       '--upstream', deadUpstream, '--trusted-public-keys', publicKey, '--hedge-delay', '100ms'])
@@ -116,7 +118,8 @@ describe('IPFS: a closure published by node A, substituted through node B', { sk
     const [first, second] = results as [typeof results[0], typeof results[0]]
     console.log(`# closure 1: ${first.narBytes} NAR bytes, ${first.networkBytes} from A (${first.carBytes} in CAR streams); closure 2: ${second.narBytes} NAR bytes, ${second.networkBytes} from A (${(100 * second.networkBytes / second.narBytes).toFixed(1)} %), blockstore grew ${second.storeGrowth}`)
     assert.ok(first.networkBytes >= first.narBytes, 'the first closure really came over the network')
-    assert.ok(first.carBytes >= first.narBytes, 'as CAR streams from A\'s gateway over libp2p')
+    assert.ok(first.carBytes >= first.narBytes, 'as CAR streams from A\'s gateway')
+    assert.ok(b.logs.some(l => l.msg === 'ipfs CAR stream from peer over http'), 'over plain HTTP')
     assert.ok(second.networkBytes < 0.5 * second.narBytes, `closure 2 moved ${second.networkBytes} of ${second.narBytes} bytes`)
     assert.ok(second.storeGrowth < 0.5 * second.narBytes, `B's blockstore grew ${second.storeGrowth} bytes for closure 2`)
     // Closing the proxy stops the node cleanly.

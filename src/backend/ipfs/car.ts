@@ -138,7 +138,7 @@ class ByteReader {
     }
     // Spread over several chunks: copied out, and the used chunks dropped in one splice (tiny
     // chunks from a peer must not cost a shift per chunk).
-    const out = new Uint8Array(n)
+    const out = Buffer.allocUnsafe(n) // every byte is set below
     let at = 0
     let used = 0
     while (at < n) {

@@ -77,6 +77,9 @@ function concreteAddresses (family: 'ip4' | 'ip6', host: string): string[] {
     .map(i => i.address)
 }
 
+/** What a CAR response may buffer ahead of the reader; undici's 64 KiB default left the stream stalling between reads. */
+const BODY_BUFFER = 1 << 20
+
 /**
  * A trustless gateway at `base` (ending in '/') as a CAR source. `dups`: whether to ask for blocks
  * that repeat in the file to be sent again (a fetcher that keeps no blocks needs them).
@@ -86,7 +89,7 @@ export function httpCarSource (base: string, name: string, dispatcher: Dispatche
     name,
     open: async (root, range, signal) => {
       const url = `${base}ipfs/${root.toString()}?format=car&dag-scope=entity&entity-bytes=${range.from}:${range.to ?? '*'}`
-      const res = await request(url, { dispatcher, signal, headers: { accept: `${CAR_TYPE}; version=1; order=dfs; dups=${dups ? 'y' : 'n'}` } })
+      const res = await request(url, { dispatcher, signal, highWaterMark: BODY_BUFFER, headers: { accept: `${CAR_TYPE}; version=1; order=dfs; dups=${dups ? 'y' : 'n'}` } })
       if (res.statusCode !== 200) {
         await res.body.dump()
         if (res.statusCode === 404 || res.statusCode === 410) return undefined
