@@ -3,8 +3,8 @@
  * of two real closures (built here by Nix) into its embedded IPFS node and records them in its
  * index, then runs `narswarm serve` on that state directory so it serves blocks to the swarm and
  * its index at /narswarm/v1/. Node B starts fresh, with the upstream down, reads A's index over
- * HTTP and gets every NAR from A (as CAR streams from A's trustless gateway over libp2p, bitswap
- * for anything those miss); Nix substitutes both closures from B.
+ * HTTP and gets every NAR from A (as CAR streams from the trustless gateway A serves over plain HTTP,
+ * bitswap for anything those miss); Nix substitutes both closures from B.
  *
  * The second closure differs from the first only by a rebuilt dependency: its dependency's
  * version file and store path changed, and so did the application that refers to it. B already
