@@ -5,9 +5,11 @@
  * makes it serve them to every peer that asks. Published roots are announced through the
  * rate-limited announcer when a DHT is configured.
  *
- * Blocks fetched from peers are kept in the blockstore, so a second NAR that shares chunks with
- * one fetched before transfers only the chunks it lacks. Each open logs, at debug level, how many
- * of its bytes came from the network.
+ * A NAR is fetched as CAR streams from a peer's trustless gateway (over plain HTTP when the peer
+ * serves one there, else over libp2p; see libp2p-gateway.ts), and over bitswap for whatever the
+ * streams do not deliver. Blocks fetched from peers are kept in the blockstore, so a second NAR
+ * that shares chunks with one fetched before transfers only the chunks it lacks. Each open logs,
+ * at debug level, how many of its bytes came from the network.
  */
 import type { CID } from 'multiformats/cid'
 import { Agent } from 'undici'

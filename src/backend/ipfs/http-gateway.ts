@@ -48,7 +48,8 @@ export async function listenGateway (listen: string[], local: LocalBlock, log: L
       })
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject)
-        server.listen(Number(port), host, () => { server.off('error', reject); resolve() })
+        // ipv6Only: `::` would take the IPv4 port as well, and `/ip4/0.0.0.0` next to it would fail.
+        server.listen({ port: Number(port), host, ipv6Only: family === 'ip6' }, () => { server.off('error', reject); resolve() })
       })
       servers.push(server)
       const bound = (server.address() as { port: number }).port
