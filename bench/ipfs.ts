@@ -12,8 +12,9 @@
  *            serving the NAR to node B; node B's peak RSS while fetching.
  *   start-up import of the IPFS modules + start of a node, and the size of the modules installed.
  *
- * Servers are pinned to CPU 0 and clients to CPU 1 when taskset exists. Every fetch starts after a
- * `sync`. Each process samples its own VmRSS every 50 ms. Everything runs in one temp dir, removed at the end. `--only speed|memory`
+ * Servers are pinned to CPU 0 and clients to CPU 1 when taskset exists. Every client first fetches a
+ * different 16 MiB file the same way (so that its code is compiled, as in a narswarm that has been
+ * running), and the measured fetch starts after a `sync`. Each process samples its own VmRSS every 50 ms. Everything runs in one temp dir, removed at the end. `--only speed|memory`
  * runs one part.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
@@ -33,6 +34,8 @@ import { freePort } from '../test/helpers/net.ts'
 
 const SELF = fileURLToPath(import.meta.url)
 const MiB = 1 << 20
+/** The NAR each fetcher reads first (a different one, so that nothing of the measured NAR is local). */
+const WARM_MIB = 16
 
 /** Peak VmRSS (bytes) of this process since the last reset, sampled every 50 ms. */
 function rssSampler (): { peak: () => number, reset: () => void } {
@@ -68,7 +71,11 @@ async function seeder (dir: string, file: string, port: string, narHash: string,
   rss.reset()
   const t0 = performance.now()
   const locator = await backend.publish({ narHash: NixHash.parse(narHash), narSize: size, body: fileChunks(file) })
-  send({ event: 'published', locator: locator.url, addMs: performance.now() - t0, addPeakRss: rss.peak(), multiaddr: backend.multiaddrs[0] })
+  const addMs = performance.now() - t0
+  const addPeakRss = rss.peak()
+  const warm = randomBytes(WARM_MIB * MiB)
+  const warmLocator = await backend.publish({ narHash: NixHash.of('sha256', warm), narSize: warm.length, body: (async function * () { yield warm })() })
+  send({ event: 'published', locator: locator.url, warmLocator: warmLocator.url, addMs, addPeakRss, multiaddr: backend.multiaddrs[0] })
   rss.reset()
   process.once('SIGTERM', () => {
     send({ event: 'served', servePeakRss: rss.peak() })
@@ -77,7 +84,7 @@ async function seeder (dir: string, file: string, port: string, narHash: string,
 }
 
 /** Child: node B. Times the module import and node start, then fetches the locator. */
-async function fetcher (dir: string, locator: string, bootstrap: string, sha: string, options: string): Promise<void> {
+async function fetcher (dir: string, locator: string, warmLocator: string, bootstrap: string, sha: string, options: string): Promise<void> {
   const t0 = performance.now()
   const { plugin } = await import('../src/backend/ipfs/plugin.ts')
   const init = plugin.parse(new URL(`ipfs:?listen=/ip4/127.0.0.1/tcp/0&routing=none&${options}&bootstrap=${bootstrap}`))
@@ -86,8 +93,11 @@ async function fetcher (dir: string, locator: string, bootstrap: string, sha: st
   const backend = await createEmbedded(init as import('../src/backend/ipfs/spec.ts').EmbeddedInit, dir, process.env.IPFS_BENCH_LOG === undefined ? silentLogger() : (await import('../src/log.ts')).createLogger(process.env.IPFS_BENCH_LOG as 'debug'))
   const t2 = performance.now()
   const rss = rssSampler()
-  // Measured on an established connection: a node's peers are connected long before a request.
+  // Measured on an established connection and after a first fetch, as in a narswarm that has been
+  // running: a node's peers are connected long before a request, and its code is compiled.
   await new Promise(resolve => setTimeout(resolve, 1000))
+  const warm = await backend.open({ url: warmLocator, compression: 'none' })
+  for await (const _ of warm!.body);
   settleDisk()
   rss.reset()
   const start = performance.now()
@@ -100,6 +110,7 @@ async function fetcher (dir: string, locator: string, bootstrap: string, sha: st
 
 /** Child: a plain HTTP client of the baseline server, measured the same way. */
 async function httpFetcher (url: string, sha: string): Promise<void> {
+  for await (const _ of (await fetch(`${url}warm`)).body!);
   settleDisk()
   const start = performance.now()
   const res = await fetch(url)
@@ -122,7 +133,12 @@ async function consume (body: AsyncIterable<Uint8Array>, start: number, sha: str
 
 /** Child: the baseline, a plain Node HTTP server over the file. */
 async function httpServer (file: string, port: string): Promise<void> {
-  const server = createServer((_req, res) => { res.writeHead(200); createReadStream(file, { highWaterMark: MiB }).pipe(res) })
+  const warm = randomBytes(WARM_MIB * MiB)
+  const server = createServer((req, res) => {
+    res.writeHead(200)
+    if (req.url === '/warm') res.end(warm)
+    else createReadStream(file, { highWaterMark: MiB }).pipe(res)
+  })
   server.listen(Number(port), '127.0.0.1')
   await once(server, 'listening')
   send({ event: 'listening' })
@@ -178,15 +194,15 @@ async function run (mib: number, dir: string, withHttp: boolean): Promise<Record
     process.stderr.write('node A publishing…\n')
     const published = await a.next('published')
     process.stderr.write('node B fetching (CAR streams over plain HTTP)…\n')
-    const got = await child(CLIENT_CPU, 'fetch', join(dir, `b-${mib}`), published.locator, published.multiaddr, sha, 'fetch-http=true').next('fetched')
+    const got = await child(CLIENT_CPU, 'fetch', join(dir, `b-${mib}`), published.locator, published.warmLocator, published.multiaddr, sha, 'fetch-http=true').next('fetched')
     if (got.carBytes !== got.networkBytes) process.stderr.write(`note: ${got.networkBytes - got.carBytes} of ${got.networkBytes} bytes came over bitswap\n`)
     let libp2p: any
     let bitswap: any
     if (withHttp) {
       process.stderr.write('node B\' fetching (CAR streams over libp2p)…\n')
-      libp2p = await child(CLIENT_CPU, 'fetch', join(dir, `b1-${mib}`), published.locator, published.multiaddr, sha, 'fetch-http=false').next('fetched')
+      libp2p = await child(CLIENT_CPU, 'fetch', join(dir, `b1-${mib}`), published.locator, published.warmLocator, published.multiaddr, sha, 'fetch-http=false').next('fetched')
       process.stderr.write('node B\'\' fetching over bitswap only…\n')
-      bitswap = await child(CLIENT_CPU, 'fetch', join(dir, `b2-${mib}`), published.locator, published.multiaddr, sha, 'libp2p-gateway=false').next('fetched')
+      bitswap = await child(CLIENT_CPU, 'fetch', join(dir, `b2-${mib}`), published.locator, published.warmLocator, published.multiaddr, sha, 'libp2p-gateway=false').next('fetched')
     }
     a.proc.kill('SIGTERM')
     const served = await a.next('served')
@@ -219,7 +235,7 @@ function installSize (): number {
 async function main (): Promise<void> {
   const [role, ...args] = process.argv.slice(2)
   if (role === 'seed') return await seeder(args[0]!, args[1]!, args[2]!, args[3]!, Number(args[4]))
-  if (role === 'fetch') return await fetcher(args[0]!, args[1]!, args[2]!, args[3]!, args[4]!)
+  if (role === 'fetch') return await fetcher(args[0]!, args[1]!, args[2]!, args[3]!, args[4]!, args[5]!)
   if (role === 'http-server') return await httpServer(args[0]!, args[1]!)
   if (role === 'http-fetch') return await httpFetcher(args[0]!, args[1]!)
   const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined
