@@ -21,7 +21,7 @@ import { cidOf, locatorOf } from '../../src/backend/ipfs/locator.ts'
 import { PUBLIC_BOOTSTRAP, type IpfsInit } from '../../src/backend/ipfs/spec.ts'
 import { backendCompliance } from '../compliance/backend.ts'
 import { embeddedNode } from '../helpers/ipfs.ts'
-import { peerGatewayBases } from '../../src/backend/ipfs/http-gateway.ts'
+import { PeerGateways, peerGatewayBases } from '../../src/backend/ipfs/http-gateway.ts'
 import type { EmbeddedIpfsBackend } from '../../src/backend/ipfs/embedded.ts'
 import { chunks, sha256Hex, sourceDigest, upload } from '../helpers/bytes.ts'
 
@@ -97,6 +97,24 @@ describe('ipfs peer gateways over plain HTTP', () => {
     assert.deepEqual(peerGatewayBases(announced, '192.168.1.5'), ['http://192.168.1.5:4002/'])
     assert.deepEqual(peerGatewayBases(announced, 'fd00::5'), ['http://[fd00::5]:4002/'])
     assert.deepEqual(peerGatewayBases(announced, '172.16.0.9'), [])
+  })
+
+  it('one that failed is left alone for a minute', async (t) => {
+    t.mock.timers.enable({ apis: ['Date'], now: 1_000_000 })
+    const gateways = new PeerGateways()
+    try {
+      const base = 'http://192.168.1.5:4002/'
+      assert.ok(gateways.usable(base))
+      gateways.failed(base)
+      assert.ok(!gateways.usable(base))
+      assert.ok(gateways.usable('http://192.168.1.6:4002/'))
+      t.mock.timers.tick(59_000)
+      assert.ok(!gateways.usable(base))
+      t.mock.timers.tick(1_000)
+      assert.ok(gateways.usable(base))
+    } finally {
+      await gateways.close()
+    }
   })
 
   it('a gateway-listen address that is taken is one ConfigError at start-up', async () => {

@@ -12,12 +12,12 @@
  * at debug level, how many of its bytes came from the network.
  */
 import type { CID } from 'multiformats/cid'
-import { Agent } from 'undici'
 import type { Logger } from '../../log.ts'
 import type { AbortOptions, Backend, Locator, NarSource, NarUpload } from '../../types.ts'
 import { Announcer } from './announcer.ts'
 import { IMPORT_PARAMS_TEXT } from './import-params.ts'
 import { CarFeed } from './car-feed.ts'
+import { PeerGateways } from './http-gateway.ts'
 import { peerCarSources } from './libp2p-gateway.ts'
 import { cidOf, locatorOf } from './locator.ts'
 import { blockBytes } from './dag-reader.ts'
@@ -37,8 +37,8 @@ export class EmbeddedIpfsBackend implements Backend {
   readonly #init: EmbeddedInit
   readonly #log: Logger
   readonly #announcer: Announcer | undefined
-  /** Connections to peers' gateways over plain HTTP. */
-  readonly #http = new Agent({ connections: 4, connect: { timeout: 5_000 } })
+  /** Peers' gateways over plain HTTP. */
+  readonly #peerGateways = new PeerGateways()
   #closing: Promise<void> | undefined
   /** Bytes this node fetched from peers, since start: CAR streams and bitswap blocks. */
   networkBytes = 0
@@ -77,7 +77,7 @@ export class EmbeddedIpfsBackend implements Backend {
     let local = 0
     // Peers that serve a trustless gateway over libp2p stream the whole DAG in one CAR; bitswap
     // fetches whatever the stream does not deliver (and everything from other peers).
-    const feed = new CarFeed(root, this.#init.libp2pGateway ? peerCarSources(this.#helia.libp2p, this.#init.fetchHttp ? this.#http : undefined, this.#log) : [], {
+    const feed = new CarFeed(root, this.#init.libp2pGateway ? peerCarSources(this.#helia.libp2p, this.#init.fetchHttp ? this.#peerGateways : undefined, this.#log) : [], {
       local: async cid => await this.#node.blocks.read(cid),
       store: async block => { await this.#node.blocks.put(block.cid, block.bytes) },
       log: this.#log
@@ -151,7 +151,7 @@ export class EmbeddedIpfsBackend implements Backend {
     this.#closing ??= (async () => {
       await this.#announcer?.close()
       await this.#node.stop()
-      await this.#http.close()
+      await this.#peerGateways.close()
       this.#log.info({}, 'ipfs node stopped')
     })()
     await this.#closing

@@ -15,7 +15,7 @@ import { createServer, type Server } from 'node:http'
 import { networkInterfaces } from 'node:os'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { request, type Dispatcher } from 'undici'
+import { Agent, request, type Dispatcher } from 'undici'
 import type { Logger } from '../../log.ts'
 import type { CarSource } from './car-feed.ts'
 import { answerGatewayRequest, CAR_TYPE, type LocalBlock } from './trustless-gateway.ts'
@@ -119,4 +119,33 @@ export function peerGatewayBases (peerAddrs: string[], remoteIp: string): string
     bases.push(m[1] === 'ip6' ? `http://[${m[2]}]:${m[3]}/` : `http://${m[2]}:${m[3]}/`)
   }
   return bases
+}
+
+/** How long a peer's HTTP gateway that failed is left alone (its libp2p connection serves meanwhile). */
+const FAILED_GATEWAY_MS = 60_000
+
+/**
+ * The embedded node's way to its peers' gateways over plain HTTP: one connection pool, and the
+ * gateways that failed lately, so that a gateway behind a firewall costs one connect timeout a
+ * minute rather than one per NAR.
+ */
+export class PeerGateways {
+  readonly dispatcher: Dispatcher = new Agent({ connections: 4, connect: { timeout: 2_000 } })
+  readonly #failedUntil = new Map<string, number>()
+
+  usable (base: string): boolean {
+    const until = this.#failedUntil.get(base)
+    if (until === undefined) return true
+    if (until > Date.now()) return false
+    this.#failedUntil.delete(base)
+    return true
+  }
+
+  failed (base: string): void {
+    this.#failedUntil.set(base, Date.now() + FAILED_GATEWAY_MS)
+  }
+
+  async close (): Promise<void> {
+    await this.dispatcher.close()
+  }
 }

@@ -17,11 +17,10 @@ import { HTTP_PROTOCOL, http } from '@libp2p/http'
 import type { HeaderInfo } from '@libp2p/http-utils'
 import type { Connection, IdentifyResult, Libp2p, Peer, PeerId, Stream } from '@libp2p/interface'
 import { raceEvent } from 'race-event'
-import type { Dispatcher } from 'undici'
 import type { CID } from 'multiformats/cid'
 import type { Logger } from '../../log.ts'
 import type { CarSource } from './car-feed.ts'
-import { httpCarSource, peerGatewayBases } from './http-gateway.ts'
+import { httpCarSource, peerGatewayBases, type PeerGateways } from './http-gateway.ts'
 import { answerGatewayRequest, CAR_TYPE, type LocalBlock } from './trustless-gateway.ts'
 
 const CLIENT_BUFFER = 4 << 20
@@ -169,10 +168,10 @@ export async function httpGet (connection: Connection, path: string, headers: Re
 /**
  * CAR sources: the connected peers that serve a trustless gateway, each asked for the file's CAR —
  * over plain HTTP when the peer announces a gateway on the address it is connected from (see
- * http-gateway.ts) and `dispatcher` is given, else over HTTP on a libp2p stream when it speaks
+ * http-gateway.ts) and `gateways` is given, else over HTTP on a libp2p stream when it speaks
  * `/http/1.1`.
  */
-export function peerCarSources (libp2p: Libp2p, dispatcher: Dispatcher | undefined, log: Logger): CarSource[] {
+export function peerCarSources (libp2p: Libp2p, gateways: PeerGateways | undefined, log: Logger): CarSource[] {
   const peers = new Map<string, PeerId>()
   for (const connection of libp2p.getConnections()) {
     if (connection.status === 'open') peers.set(connection.remotePeer.toString(), connection.remotePeer)
@@ -184,15 +183,15 @@ export function peerCarSources (libp2p: Libp2p, dispatcher: Dispatcher | undefin
       const connection = libp2p.getConnections(peer).find(c => c.status === 'open')
       if (connection === undefined) return undefined
       const remoteIp = /^\/ip[46]\/([^/]+)\//.exec(connection.remoteAddr.toString())?.[1] ?? ''
-      const bases = dispatcher === undefined ? [] : peerGatewayBases(known.addresses, remoteIp)
-      for (const base of bases) {
+      for (const base of gateways === undefined ? [] : peerGatewayBases(known.addresses, remoteIp).filter(b => gateways.usable(b))) {
         try {
-          const body = await httpCarSource(base, `peer ${peer.toString()} at ${base}`, dispatcher!, false).open(root, range, signal)
+          const body = await httpCarSource(base, `peer ${peer.toString()} at ${base}`, gateways!.dispatcher, false).open(root, range, signal)
           if (body !== undefined) log.debug({ peer: peer.toString(), gateway: base, root: root.toString(), ...range }, 'ipfs CAR stream from peer over http')
           return body
         } catch (err) {
           signal.throwIfAborted()
-          log.debug({ peer: peer.toString(), gateway: base, err: (err as Error).message }, 'ipfs peer gateway over http failed; trying libp2p')
+          gateways!.failed(base)
+          log.debug({ peer: peer.toString(), gateway: base, err: (err as Error).message }, 'ipfs peer gateway over http failed; using libp2p for a minute')
         }
       }
       if (!known.protocols.includes(HTTP_PROTOCOL)) return undefined
