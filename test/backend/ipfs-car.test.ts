@@ -13,6 +13,7 @@ import { CID } from 'multiformats/cid'
 import { FormatError } from '../../src/errors.ts'
 import { NixHash } from '../../src/nix/hash.ts'
 import { silentLogger } from '../../src/log.ts'
+import { contiguous, type BlockBytes } from '../../src/backend/ipfs/block-bytes.ts'
 import { carHeader, carSection, readCar, type CarBlock } from '../../src/backend/ipfs/car.ts'
 import { CarFeed, type CarSource } from '../../src/backend/ipfs/car-feed.ts'
 import { decodeFileNode, readFile } from '../../src/backend/ipfs/dag-reader.ts'
@@ -67,16 +68,27 @@ describe('CAR codec', () => {
     for await (const b of theirs) { assert.deepEqual(b.bytes, big.blocks.get(b.cid.toString())); n++ }
     assert.equal(n, 6)
 
-    // Fed in 1- to 7-byte pieces, so every varint and section straddles chunk boundaries.
-    const tiny = async function * () {
-      const all = Buffer.concat(mine)
-      for (let at = 0, k = 0; at < all.length; k++) { const n = 1 + (k % 7); yield all.subarray(at, at + n); at += n }
+    // Fed in 1- to 7-byte pieces (every varint and CID straddles chunk boundaries), in network-sized
+    // chunks (blocks come out as several pieces, not copied), and whole.
+    const all = Buffer.concat(mine)
+    const chunkings: Array<[string, (k: number) => number]> = [['tiny', k => 1 + (k % 7)], ['64 KiB', () => 64 * 1024 + 3], ['whole', () => all.length]]
+    for (const [name, size] of chunkings) {
+      const chunks = async function * () {
+        for (let at = 0, k = 0; at < all.length; k++) { const n = size(k); yield all.subarray(at, at + n); at += n }
+      }
+      const car = await readCar(chunks(), 2 * MIB)
+      assert.deepEqual(car.roots.map(String), [root.toString()])
+      n = 0
+      let split = 0
+      for await (const b of car.blocks) {
+        assert.deepEqual(Buffer.from(contiguous(b.bytes)), Buffer.from(big.blocks.get(b.cid.toString())!), name)
+        if (Array.isArray(b.bytes)) split++
+        n++
+      }
+      assert.equal(n, 6, name)
+      if (name === '64 KiB') assert.ok(split >= 3, `${split} blocks came in pieces`)
+      if (name === 'whole') assert.equal(split, 0)
     }
-    const car = await readCar(tiny(), 2 * MIB)
-    assert.deepEqual(car.roots.map(String), [root.toString()])
-    n = 0
-    for await (const b of car.blocks) { assert.deepEqual(Buffer.from(b.bytes), Buffer.from(big.blocks.get(b.cid.toString())!)); n++ }
-    assert.equal(n, 6)
   })
 
   it('refuses malformed or oversized input with a FormatError', async () => {
@@ -205,14 +217,14 @@ describe('CAR feed', () => {
   /** Reads the whole file through a feed, as the embedded backend does; counts fallbacks. */
   async function readThrough (feed: CarFeed, root: CID, local: Map<string, Uint8Array>): Promise<{ bytes: Buffer, fallbacks: number }> {
     let fallbacks = 0
-    const getBlock = async (cid: CID, o: { signal: AbortSignal, offset: number }): Promise<Uint8Array> => {
+    const getBlock = async (cid: CID, o: { signal: AbortSignal, offset: number }): Promise<BlockBytes> => {
       const got = await feed.block(cid, o.offset, o.signal)
       if (got !== undefined) return got.bytes
       fallbacks++
       return big.blocks.get(cid.toString())! // stands in for bitswap
     }
     const rootBlock = await getBlock(root, { signal: new AbortController().signal, offset: 0 })
-    const bytes = await collect(readFile(decodeFileNode(root, rootBlock), getBlock, { readAhead: 16 }))
+    const bytes = await collect(readFile(decodeFileNode(root, contiguous(rootBlock)), getBlock, { readAhead: 16 }))
     feed.close()
     await feed.settled()
     void local
@@ -222,7 +234,7 @@ describe('CAR feed', () => {
   function hooks (local: Map<string, Uint8Array>, stallMs?: number): ConstructorParameters<typeof CarFeed>[2] {
     return {
       local: localOf(local),
-      store: async b => { local.set(b.cid.toString(), b.bytes) },
+      store: async b => { local.set(b.cid.toString(), contiguous(b.bytes)) },
       log: silentLogger(),
       ...(stallMs === undefined ? {} : { stallMs })
     }
@@ -305,14 +317,14 @@ describe('CAR feed', () => {
     }
     const local = new Map<string, Uint8Array>()
     const feed = new CarFeed(root, [gatewaySource(blocks, [], slow)], hooks(local, 200))
-    const getBlock = async (cid: CID, o: { signal: AbortSignal, offset: number }): Promise<Uint8Array> => {
+    const getBlock = async (cid: CID, o: { signal: AbortSignal, offset: number }): Promise<BlockBytes> => {
       const got = await feed.block(cid, o.offset, o.signal)
       assert.ok(got !== undefined, 'the stream was not given up')
       return got.bytes
     }
     const started = performance.now()
     const rootBlock = await getBlock(root, { signal: AbortSignal.timeout(200), offset: 0 })
-    const bytes = await collect(readFile(decodeFileNode(root, rootBlock), getBlock, { readAhead: 16 }))
+    const bytes = await collect(readFile(decodeFileNode(root, contiguous(rootBlock)), getBlock, { readAhead: 16 }))
     feed.close()
     assert.ok(performance.now() - started > 400, 'the stream took longer than twice the stall limit')
     assert.equal(sha256Hex(bytes), sha256Hex(small))

@@ -54,6 +54,15 @@ describe('ipfs pack store', () => {
     await store.close()
   }))
 
+  it('writes a block given as pieces (as it came off the network) as one block', async () => withDir(async dir => {
+    const store = await opened(dir)
+    const b = await block(300_000)
+    const pieces = [b.bytes.subarray(0, 7), b.bytes.subarray(7, 65_543), b.bytes.subarray(65_543)]
+    await store.put(b.cid, pieces)
+    assert.deepEqual(Buffer.from((await store.read(b.cid))!), Buffer.from(b.bytes))
+    await store.close()
+  }))
+
   it('answers absence from the index, and get throws NotFoundError', async () => withDir(async dir => {
     const store = await opened(dir)
     const missing = await block(100)

@@ -22,8 +22,8 @@ import { equals } from 'multiformats/bytes'
 import type { CID } from 'multiformats/cid'
 import { raceSignal } from 'race-signal'
 import type { Logger } from '../../log.ts'
-import { readCar, type CarBlock } from './car.ts'
-import { blockMatches } from './dag-reader.ts'
+import { blockMatches, byteLength, type BlockBytes } from './block-bytes.ts'
+import { readCar, type CarSection } from './car.ts'
 import { MAX_BLOCK } from './locator.ts'
 
 /**
@@ -47,7 +47,7 @@ export interface FeedHooks {
   /** The block, when this node has it. */
   local: (cid: CID) => Promise<Uint8Array | undefined>
   /** Keeps a verified block (for the next NAR that shares it, and for peers). */
-  store: (block: CarBlock) => Promise<void>
+  store: (block: CarSection) => Promise<void>
   log: Logger
   /** How long a stream may keep the reader waiting (ms); STALL_MS unless given. */
   stallMs?: number
@@ -57,17 +57,17 @@ export class CarFeed {
   readonly #root: CID
   readonly #sources: CarSource[]
   readonly #hooks: FeedHooks
-  #blocks: AsyncGenerator<CarBlock> | undefined
+  #blocks: AsyncGenerator<CarSection> | undefined
   /** The last byte the open stream covers; undefined: to the end of the file. */
   #streamTo: number | undefined
   /** Requests made and not yet answered, in order, with their local lookups under way. */
-  readonly #waiting: Array<{ offset: number, lookup: Promise<Uint8Array | undefined> }> = []
+  readonly #waiting: Array<{ offset: number, lookup: Promise<BlockBytes | undefined> }> = []
   #stream: AbortController | undefined
   #source: CarSource | undefined
   #dead = false
   #turn: Promise<unknown> = Promise.resolve()
   /** Verified blocks on their way to the store, readable meanwhile. */
-  readonly #storing = new Map<string, { bytes: Uint8Array, done: Promise<void> }>()
+  readonly #storing = new Map<string, { bytes: BlockBytes, done: Promise<void> }>()
   /** CIDs this feed has delivered. */
   readonly #taken = new Set<string>()
   /** Bytes read from streams (CAR framing included), used or skipped. */
@@ -85,7 +85,7 @@ export class CarFeed {
    * the stream. Undefined when neither has it (the caller fetches it another way). Calls are
    * answered in the order they are made.
    */
-  async block (cid: CID, offset: number, signal: AbortSignal): Promise<{ bytes: Uint8Array, local: boolean } | undefined> {
+  async block (cid: CID, offset: number, signal: AbortSignal): Promise<{ bytes: BlockBytes, local: boolean } | undefined> {
     // Looked up at once, not in turn: lookups of the blocks in the reader's window overlap, and a
     // stream opened for one block can end where the next block that is here begins.
     const request = { offset, lookup: this.#lookup(cid) }
@@ -108,7 +108,7 @@ export class CarFeed {
     return await turn
   }
 
-  async #take (cid: CID, offset: number, signal: AbortSignal): Promise<Uint8Array | undefined> {
+  async #take (cid: CID, offset: number, signal: AbortSignal): Promise<BlockBytes | undefined> {
     let restarted = false
     let skipped = 0
     try {
@@ -129,7 +129,7 @@ export class CarFeed {
           return next.bytes
         }
         if (await this.#lookup(next.cid) === undefined) return this.#end(`it sent ${next.cid.toString()} where ${cid.toString()} was due`, cid)
-        skipped += next.bytes.length
+        skipped += byteLength(next.bytes)
         if (skipped > SKIP_BUDGET) {
           if (restarted) return this.#end('it does not resume at the offset asked for', cid)
           restarted = true
@@ -158,12 +158,12 @@ export class CarFeed {
     return undefined
   }
 
-  async #lookup (cid: CID): Promise<Uint8Array | undefined> {
+  async #lookup (cid: CID): Promise<BlockBytes | undefined> {
     return this.#storing.get(cid.toString())?.bytes ?? await this.#hooks.local(cid)
   }
 
   /** Starts writing a block; waits only when `STORING` writes are already under way. */
-  async #store (block: CarBlock): Promise<void> {
+  async #store (block: CarSection): Promise<void> {
     const key = block.cid.toString()
     this.#taken.add(key)
     if (this.#storing.size >= STORING) await this.#storing.values().next().value!.done
@@ -212,7 +212,7 @@ export class CarFeed {
     }
   }
 
-  async #next (signal: AbortSignal): Promise<CarBlock | undefined> {
+  async #next (signal: AbortSignal): Promise<CarSection | undefined> {
     const next = await withDeadline(this.#blocks!.next(), AbortSignal.timeout(this.#hooks.stallMs ?? STALL_MS), signal)
     return next.done === true ? undefined : next.value
   }

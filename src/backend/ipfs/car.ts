@@ -12,8 +12,15 @@ import * as dagCbor from '@ipld/dag-cbor'
 import { varint } from 'multiformats'
 import { CID } from 'multiformats/cid'
 import { FormatError } from '../../errors.ts'
+import { contiguous, type BlockBytes } from './block-bytes.ts'
 
 export interface CarBlock { cid: CID, bytes: Uint8Array }
+
+/** A block read from a CAR stream: its bytes are the pieces of the reads they came in, not copied. */
+export interface CarSection { cid: CID, bytes: BlockBytes }
+
+/** Enough of a section to hold any CID narswarm reads (sha2-256 CIDs take 36 bytes). */
+const CID_ROOM = 128
 
 /** The largest dag-cbor header accepted: a header names roots, nothing more. */
 const MAX_HEADER = 64 << 10
@@ -43,7 +50,7 @@ function withLength (bytes: Uint8Array): Uint8Array {
  * Reads a CAR stream: resolves with its roots once the header is in, and gives its blocks one at
  * a time. `maxBlock` bounds a section (CID and bytes); anything malformed is a FormatError.
  */
-export async function readCar (source: AsyncIterable<Uint8Array>, maxBlock: number): Promise<{ roots: CID[], blocks: AsyncGenerator<CarBlock> }> {
+export async function readCar (source: AsyncIterable<Uint8Array>, maxBlock: number): Promise<{ roots: CID[], blocks: AsyncGenerator<CarSection> }> {
   const bytes = new ByteReader(source[Symbol.asyncIterator]())
   const headerLength = await bytes.varint()
   if (headerLength === undefined) throw new FormatError('CAR stream is empty')
@@ -57,21 +64,24 @@ export async function readCar (source: AsyncIterable<Uint8Array>, maxBlock: numb
   if (header?.version !== 1) throw new FormatError(`CAR version ${String(header?.version)} is not 1`)
   const roots = Array.isArray(header.roots) ? header.roots.map(r => CID.asCID(r)) : []
   if (roots.length === 0 || roots.some(r => r === null)) throw new FormatError('CAR header has no valid roots')
-  async function * blocks (): AsyncGenerator<CarBlock> {
+  async function * blocks (): AsyncGenerator<CarSection> {
     try {
       for (;;) {
         const length = await bytes.varint()
         if (length === undefined) return
         if (length > maxBlock) throw new FormatError(`CAR section of ${length} bytes exceeds ${maxBlock}`)
-        const section = await bytes.exactly(length)
+        let section = await bytes.pieces(length)
+        // The CID is read from the first piece; one too short to hold it (rare) is joined first.
+        if (section.length > 1 && section[0]!.length < CID_ROOM) section = [contiguous(section)]
         let cid: CID
         let rest: Uint8Array
         try {
-          [cid, rest] = CID.decodeFirst(section)
+          [cid, rest] = CID.decodeFirst(section[0] ?? new Uint8Array(0))
         } catch (err) {
           throw new FormatError(`CAR section has no valid CID: ${(err as Error).message}`)
         }
-        yield { cid, bytes: rest }
+        const block = rest.length > 0 ? [rest, ...section.slice(1)] : section.slice(1)
+        yield { cid, bytes: block.length === 1 ? block[0]! : block.length === 0 ? rest : block }
       }
     } finally {
       await bytes.close()
@@ -117,6 +127,29 @@ class ByteReader {
   async exactly (n: number): Promise<Uint8Array> {
     if (!await this.#fill(n)) throw new FormatError(`CAR stream ends ${n - this.#buffered} bytes short`)
     return this.#take(n)
+  }
+
+  /** The next `n` bytes as the pieces of the chunks they are in, not copied. */
+  async pieces (n: number): Promise<Uint8Array[]> {
+    if (!await this.#fill(n)) throw new FormatError(`CAR stream ends ${n - this.#buffered} bytes short`)
+    const out: Uint8Array[] = []
+    let left = n
+    let used = 0
+    while (left > 0) {
+      const chunk = this.#chunks[used]!
+      if (chunk.length <= left) {
+        out.push(chunk)
+        left -= chunk.length
+        used++
+      } else {
+        out.push(chunk.subarray(0, left))
+        this.#chunks[used] = chunk.subarray(left)
+        left = 0
+      }
+    }
+    this.#chunks.splice(0, used)
+    this.#buffered -= n
+    return out
   }
 
   async close (): Promise<void> {

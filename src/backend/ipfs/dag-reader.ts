@@ -10,15 +10,15 @@
  * CID; every leaf's length is checked against the size its parent records, so a DAG cannot claim
  * one size and deliver another.
  */
-import { createHash } from 'node:crypto'
 import * as dagPb from '@ipld/dag-pb'
 import { UnixFS } from 'ipfs-unixfs'
 import type { CID } from 'multiformats/cid'
 import { FormatError, IntegrityError } from '../../errors.ts'
+import { blockMatches, byteLength, contiguous, pieces, type BlockBytes } from './block-bytes.ts'
 import { DAG_PB, RAW, SHA2_256 } from './locator.ts'
 
 /** A block by CID; `offset` is where the block's bytes start in the file being read. */
-export type GetBlock = (cid: CID, options: { signal: AbortSignal, offset: number }) => Promise<Uint8Array>
+export type GetBlock = (cid: CID, options: { signal: AbortSignal, offset: number }) => Promise<BlockBytes>
 
 /** A file's root block, decoded: its total size and the pieces to read in order. */
 export interface FileRoot {
@@ -28,19 +28,6 @@ export interface FileRoot {
 
 /** Inline bytes, or a child block with the number of file bytes it must hold. */
 type Piece = { bytes: Uint8Array } | { cid: CID, size: number }
-
-/** A block's bytes from the chunks a block store or an API hands them out in. */
-export async function blockBytes (chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>): Promise<Uint8Array> {
-  const parts: Uint8Array[] = []
-  for await (const c of chunks) parts.push(c)
-  return parts.length === 1 ? parts[0]! : Buffer.concat(parts)
-}
-
-/** True when `bytes` hash to `cid` (sha2-256, the only hash narswarm accepts). */
-export function blockMatches (cid: CID, bytes: Uint8Array): boolean {
-  if (cid.multihash.code !== SHA2_256) return false
-  return createHash('sha256').update(bytes).digest().equals(cid.multihash.digest)
-}
 
 /** Checks a block against its CID's sha2-256 digest; for sources that do not check themselves. */
 export function verifiedBlock (get: GetBlock, source: string): GetBlock {
@@ -82,7 +69,7 @@ export async function * readFile (root: FileRoot, getBlock: GetBlock, options: {
   const controller = new AbortController()
   const signal = options.signal === undefined ? controller.signal : AbortSignal.any([controller.signal, options.signal])
   const plan = leaves(root, getBlock, signal)
-  const window: Array<Promise<Uint8Array>> = []
+  const window: Array<Promise<BlockBytes>> = []
   let planDone = false
   // Slow start: the first leaf is asked for alone, so that a peer sends it at once instead of
   // batching it with the next ones (time to first byte); the window then doubles per leaf.
@@ -106,7 +93,9 @@ export async function * readFile (root: FileRoot, getBlock: GetBlock, options: {
       limit = Math.min(limit * 2, options.readAhead)
       // Blocks already in the window must not outlive a caller's abort.
       options.signal?.throwIfAborted()
-      if (bytes.length > 0) yield bytes
+      for (const piece of pieces(bytes)) {
+        if (piece.length > 0) yield piece
+      }
     }
   } finally {
     controller.abort(new Error('reader stopped'))
@@ -114,9 +103,10 @@ export async function * readFile (root: FileRoot, getBlock: GetBlock, options: {
   }
 }
 
-async function fetchLeaf ({ cid, size, offset }: Placed, getBlock: GetBlock, signal: AbortSignal): Promise<Uint8Array> {
+async function fetchLeaf ({ cid, size, offset }: Placed, getBlock: GetBlock, signal: AbortSignal): Promise<BlockBytes> {
   const bytes = await getBlock(cid, { signal, offset })
-  if (bytes.length !== size) throw new IntegrityError(`${cid.toString()}: leaf holds ${bytes.length} bytes, its parent says ${size}`)
+  const length = byteLength(bytes)
+  if (length !== size) throw new IntegrityError(`${cid.toString()}: leaf holds ${length} bytes, its parent says ${size}`)
   return bytes
 }
 
@@ -133,7 +123,7 @@ async function * leaves (node: FileRoot, getBlock: GetBlock, signal: AbortSignal
     const start = at
     at += 'bytes' in piece ? piece.bytes.length : piece.size
     if ('bytes' in piece || piece.cid.code === RAW) { yield 'bytes' in piece ? piece : { ...piece, offset: start }; continue }
-    const child = decodeFileNode(piece.cid, await getBlock(piece.cid, { signal, offset: start }))
+    const child = decodeFileNode(piece.cid, contiguous(await getBlock(piece.cid, { signal, offset: start })))
     if (child.size !== piece.size) throw new IntegrityError(`${piece.cid.toString()}: node holds ${child.size} bytes, its parent says ${piece.size}`)
     yield * leaves(child, getBlock, signal, start)
   }

@@ -20,7 +20,7 @@ import { CarFeed } from './car-feed.ts'
 import { PeerGateways } from './http-gateway.ts'
 import { peerCarSources } from './libp2p-gateway.ts'
 import { cidOf, locatorOf } from './locator.ts'
-import { blockBytes } from './dag-reader.ts'
+import { blockBytes, byteLength } from './block-bytes.ts'
 import { startNode, type Helia, type IpfsNode } from './node.ts'
 import { openFile } from './open-file.ts'
 import { importNar } from './publish.ts'
@@ -87,7 +87,7 @@ export class EmbeddedIpfsBackend implements Backend {
       source = await openFile(this.name, locator, async (cid, o) => {
         const got = await feed.block(cid, o.offset, o.signal)
         if (got !== undefined) {
-          if (got.local) local += got.bytes.length
+          if (got.local) local += byteLength(got.bytes)
           return got.bytes
         }
         const block = await this.#want(cid, o.signal)

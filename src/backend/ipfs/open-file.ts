@@ -7,6 +7,7 @@
 import type { CID } from 'multiformats/cid'
 import { FormatError, IntegrityError, UpstreamError } from '../../errors.ts'
 import type { Locator, NarSource } from '../../types.ts'
+import { contiguous, type BlockBytes } from './block-bytes.ts'
 import { decodeFileNode, readFile, type GetBlock } from './dag-reader.ts'
 import { cidOf } from './locator.ts'
 import type { FetchOptions } from './spec.ts'
@@ -18,7 +19,7 @@ import type { FetchOptions } from './spec.ts'
 export async function openFile (
   source: string,
   locator: Locator,
-  getBlock: (cid: CID, options: { signal: AbortSignal, root: boolean, offset: number }) => Promise<Uint8Array | undefined>,
+  getBlock: (cid: CID, options: { signal: AbortSignal, root: boolean, offset: number }) => Promise<BlockBytes | undefined>,
   fetch: FetchOptions,
   signal?: AbortSignal
 ): Promise<NarSource | undefined> {
@@ -27,7 +28,7 @@ export async function openFile (
   if (cid === undefined) return undefined
   const rootBlock = await timed(source, cid, fetch.timeout, signal, async s => await getBlock(cid, { signal: s, root: true, offset: 0 }))
   if (rootBlock === undefined) return undefined
-  const root = decodeFileNode(cid, rootBlock)
+  const root = decodeFileNode(cid, contiguous(rootBlock))
   const rest: GetBlock = async (c, o) => {
     const block = await timed(source, c, fetch.stallTimeout, o.signal, async s => await getBlock(c, { signal: s, root: false, offset: o.offset }))
     if (block === undefined) throw new UpstreamError(source, `block ${c.toString()} of ${cid.toString()} is missing`)

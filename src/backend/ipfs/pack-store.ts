@@ -28,7 +28,7 @@ import { CID } from 'multiformats/cid'
 import * as Digest from 'multiformats/hashes/digest'
 import { openDatabase } from '../../util/sqlite.ts'
 import { BlockFiles } from './blockstore.ts'
-import { blockBytes, blockMatches } from './dag-reader.ts'
+import { blockBytes, blockMatches, byteLength } from './block-bytes.ts'
 import { RAW, SHA2_256 } from './locator.ts'
 
 /** A pack is closed to new blocks once it is this large. */
@@ -114,7 +114,8 @@ export class PackStore extends BaseBlockstore {
     const writing = this.#writing.get(key)
     if (writing !== undefined) return await writing
     if (this.#row(cid) !== undefined) return cid
-    const write = (async () => await this.#append(cid, bytes instanceof Uint8Array ? bytes : await blockBytes(bytes)))()
+    // A list of pieces (a block as it came off the network) is written as it is, without joining.
+    const write = (async () => await this.#append(cid, bytes instanceof Uint8Array ? [bytes] : Array.isArray(bytes) ? bytes : [await blockBytes(bytes)]))()
     this.#writing.set(key, write)
     try {
       return await write
@@ -123,23 +124,28 @@ export class PackStore extends BaseBlockstore {
     }
   }
 
-  async #append (cid: CID, bytes: Uint8Array): Promise<CID> {
+  async #append (cid: CID, pieces: Uint8Array[]): Promise<CID> {
+    const length = byteLength(pieces)
     // The place is taken at once, so writes of several blocks run side by side.
-    if (this.#end > 0 && this.#end + bytes.length > this.#packBytes) {
+    if (this.#end > 0 && this.#end + length > this.#packBytes) {
       this.#pack++
       this.#end = 0
     }
     const pack = this.#pack
     const offset = this.#end
-    this.#end += bytes.length
+    this.#end += length
     try {
       const handle = await this.#handle(pack)
-      let done = 0
-      while (done < bytes.length) {
-        const { bytesWritten } = await handle.write(bytes, done, bytes.length - done, offset + done)
-        done += bytesWritten
+      let done = (await handle.writev(pieces, offset)).bytesWritten
+      if (done < length) {
+        // A short write (rare for files): the rest, joined, until it is all there.
+        const rest = Buffer.concat(pieces).subarray(done)
+        for (let at = 0; at < rest.length;) {
+          at += (await handle.write(rest, at, rest.length - at, offset + done + at)).bytesWritten
+        }
+        done = length
       }
-      this.#insert.run(cid.multihash.bytes, pack, offset, bytes.length)
+      this.#insert.run(cid.multihash.bytes, pack, offset, length)
       return cid
     } catch (err) {
       throw new PutFailedError(`block ${cid.toString()}: ${(err as Error).message}`)
