@@ -9,7 +9,8 @@
  *            the NAR hashed as narswarm would — and, back to back, from a plain Node HTTP server
  *            over the same file: time to first byte and MiB/s.
  *   memory   with IPFS_BENCH_MEMORY_MIB (1024) MiB: node A's peak RSS while publishing, then while
- *            serving the NAR to node B; node B's peak RSS while fetching.
+ *            serving the NAR; the peak RSS of node B fetching it over plain HTTP, and of node B'
+ *            fetching it over libp2p.
  *   start-up import of the IPFS modules + start of a node, and the size of the modules installed.
  *
  * Servers are pinned to CPU 0 and clients to CPU 1 when taskset exists. Every client first fetches a
@@ -196,11 +197,10 @@ async function run (mib: number, dir: string, withHttp: boolean): Promise<Record
     process.stderr.write('node B fetching (CAR streams over plain HTTP)…\n')
     const got = await child(CLIENT_CPU, 'fetch', join(dir, `b-${mib}`), published.locator, published.warmLocator, published.multiaddr, sha, 'fetch-http=true').next('fetched')
     if (got.carBytes !== got.networkBytes) process.stderr.write(`note: ${got.networkBytes - got.carBytes} of ${got.networkBytes} bytes came over bitswap\n`)
-    let libp2p: any
+    process.stderr.write('node B\' fetching (CAR streams over libp2p)…\n')
+    const libp2p = await child(CLIENT_CPU, 'fetch', join(dir, `b1-${mib}`), published.locator, published.warmLocator, published.multiaddr, sha, 'fetch-http=false').next('fetched')
     let bitswap: any
     if (withHttp) {
-      process.stderr.write('node B\' fetching (CAR streams over libp2p)…\n')
-      libp2p = await child(CLIENT_CPU, 'fetch', join(dir, `b1-${mib}`), published.locator, published.warmLocator, published.multiaddr, sha, 'fetch-http=false').next('fetched')
       process.stderr.write('node B\'\' fetching over bitswap only…\n')
       bitswap = await child(CLIENT_CPU, 'fetch', join(dir, `b2-${mib}`), published.locator, published.warmLocator, published.multiaddr, sha, 'libp2p-gateway=false').next('fetched')
     }
@@ -210,7 +210,7 @@ async function run (mib: number, dir: string, withHttp: boolean): Promise<Record
       mib, addMiBs: mib / (published.addMs / 1000), addPeakRssMiB: published.addPeakRss / MiB, servePeakRssMiB: served.servePeakRss / MiB,
       fetchPeakRssMiB: got.peakRss / MiB, ipfsTtfbMs: got.ttfbMs, ipfsMiBs: got.mibPerSec, importMs: got.importMs, startMs: got.startMs
     }
-    if (libp2p !== undefined) Object.assign(out, { libp2pTtfbMs: libp2p.ttfbMs, libp2pMiBs: libp2p.mibPerSec })
+    Object.assign(out, { libp2pTtfbMs: libp2p.ttfbMs, libp2pMiBs: libp2p.mibPerSec, libp2pFetchPeakRssMiB: libp2p.peakRss / MiB })
     if (bitswap !== undefined) Object.assign(out, { bitswapTtfbMs: bitswap.ttfbMs, bitswapMiBs: bitswap.mibPerSec })
     if (withHttp) {
       const port = await freePort()
