@@ -99,6 +99,15 @@ describe('ipfs pack store', () => {
     await store.put(b.cid, b.bytes)
     assert.deepEqual(Buffer.from((await store.read(b.cid))!), Buffer.from(b.bytes))
     await store.close()
+    // Damaged again, and put again without a read first: the put sees the damage and writes it.
+    const size = (await stat(join(dir, 'packs', '000001.pack'))).size
+    const again = await open(join(dir, 'packs', '000001.pack'), 'r+')
+    await again.write(Buffer.alloc(100), 0, 100, size - 200)
+    await again.close()
+    store = await opened(dir)
+    await store.put(b.cid, b.bytes)
+    assert.deepEqual(Buffer.from((await store.read(b.cid))!), Buffer.from(b.bytes))
+    await store.close()
   }))
 
   it('appends after bytes a crash left without an index row, and reads a pack cut short as absent', async () => withDir(async dir => {
@@ -115,7 +124,9 @@ describe('ipfs pack store', () => {
     await store.close()
     await truncate(join(dir, 'packs', '000001.pack'), 3000 + 777 + 1000)
     store = await opened(dir)
+    assert.equal(await store.has(b.cid), false, 'a row past the end of its pack is dropped at start-up')
     assert.equal(await store.read(b.cid), undefined)
+    assert.ok(await store.has(a.cid))
     await store.close()
   }))
 

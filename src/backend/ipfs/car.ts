@@ -21,6 +21,8 @@ export interface CarSection { cid: CID, bytes: BlockBytes }
 
 /** Enough of a section to hold any CID narswarm reads (sha2-256 CIDs take 36 bytes). */
 const CID_ROOM = 128
+/** Pieces smaller than this on average are joined (network reads are 16–64 KiB). */
+const MIN_PIECE = 8 << 10
 
 /** The largest dag-cbor header accepted: a header names roots, nothing more. */
 const MAX_HEADER = 64 << 10
@@ -71,8 +73,10 @@ export async function readCar (source: AsyncIterable<Uint8Array>, maxBlock: numb
         if (length === undefined) return
         if (length > maxBlock) throw new FormatError(`CAR section of ${length} bytes exceeds ${maxBlock}`)
         let section = await bytes.pieces(length)
-        // The CID is read from the first piece; one too short to hold it (rare) is joined first.
-        if (section.length > 1 && section[0]!.length < CID_ROOM) section = [contiguous(section)]
+        // The CID is read from the first piece: one too short to hold it (rare) is joined first. So
+        // are pieces smaller than MIN_PIECE on average, which only a sender that splits its data
+        // into tiny frames produces: kept apart, each would cost more memory than its bytes.
+        if (section.length > 1 && (section[0]!.length < CID_ROOM || length / section.length < MIN_PIECE)) section = [contiguous(section)]
         let cid: CID
         let rest: Uint8Array
         try {

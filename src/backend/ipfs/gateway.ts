@@ -27,8 +27,8 @@ export class GatewayBackend implements Backend {
   readonly schemes = ['ipfs'] as const
   readonly #init: GatewayInit
   readonly #log: Logger
-  /** For the CAR streams; single blocks go through fetch. */
-  readonly #http = new Agent({ connections: 8, connect: { timeout: 10_000 } })
+  /** For the CAR streams (one connection each, for a whole NAR: no cap); single blocks go through fetch. */
+  readonly #http = new Agent({ connections: null, connect: { timeout: 10_000 } })
 
   constructor (init: GatewayInit, log: Logger) {
     this.#init = init
@@ -86,7 +86,8 @@ export class GatewayBackend implements Backend {
   }
 
   async close (): Promise<void> {
-    if (!this.#http.closed) await this.#http.close()
+    // destroy, not close: a body nobody reads any more would keep close() waiting.
+    if (!this.#http.destroyed) await this.#http.destroy()
   }
 }
 

@@ -51,6 +51,8 @@ export async function listenGateway (listen: string[], local: LocalBlock, log: L
         // ipv6Only: `::` would take the IPv4 port as well, and `/ip4/0.0.0.0` next to it would fail.
         server.listen({ port: Number(port), host, ipv6Only: family === 'ip6' }, () => { server.off('error', reject); resolve() })
       })
+      // Later errors (accept failing with EMFILE, say) are the server's to report, never a crash.
+      server.on('error', err => { log.warn({ addr, err: err.message }, 'ipfs http gateway error') })
       servers.push(server)
       const bound = (server.address() as { port: number }).port
       for (const ip of concreteAddresses(family as 'ip4' | 'ip6', host!)) announce.push(`/${family}/${ip}/tcp/${bound}/http`)
@@ -108,8 +110,8 @@ export function httpCarSource (base: string, name: string, dispatcher: Dispatche
 }
 
 /**
- * The `http://<address>:<port>/` of the gateways `peerAddrs` announces on `remoteIp`, the address
- * its libp2p connection comes from.
+ * The `http://<address>:<port>/` of the gateways `peerAddrs` (what the peer itself signed, not what
+ * others say of it) announces on `remoteIp`, the address its libp2p connection comes from.
  */
 export function peerGatewayBases (peerAddrs: string[], remoteIp: string): string[] {
   const bases: string[] = []
@@ -130,7 +132,8 @@ const FAILED_GATEWAY_MS = 60_000
  * minute rather than one per NAR.
  */
 export class PeerGateways {
-  readonly dispatcher: Dispatcher = new Agent({ connections: 4, connect: { timeout: 2_000 } })
+  // No cap on connections: each CAR stream holds one for a whole NAR, and Nix fetches many at once.
+  readonly dispatcher: Dispatcher = new Agent({ connections: null, connect: { timeout: 2_000 } })
   readonly #failedUntil = new Map<string, number>()
 
   usable (base: string): boolean {
@@ -142,10 +145,13 @@ export class PeerGateways {
   }
 
   failed (base: string): void {
-    this.#failedUntil.set(base, Date.now() + FAILED_GATEWAY_MS)
+    const now = Date.now()
+    for (const [other, until] of this.#failedUntil) if (until <= now) this.#failedUntil.delete(other)
+    this.#failedUntil.set(base, now + FAILED_GATEWAY_MS)
   }
 
+  /** Ends every connection, with any response still being read (a paused body would keep close() waiting). */
   async close (): Promise<void> {
-    await this.dispatcher.close()
+    await this.dispatcher.destroy()
   }
 }

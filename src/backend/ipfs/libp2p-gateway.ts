@@ -183,7 +183,7 @@ export function peerCarSources (libp2p: Libp2p, gateways: PeerGateways | undefin
       const connection = libp2p.getConnections(peer).find(c => c.status === 'open')
       if (connection === undefined) return undefined
       const remoteIp = /^\/ip[46]\/([^/]+)\//.exec(connection.remoteAddr.toString())?.[1] ?? ''
-      for (const base of gateways === undefined ? [] : peerGatewayBases(known.addresses, remoteIp).filter(b => gateways.usable(b))) {
+      for (const base of gateways === undefined ? [] : peerGatewayBases(known.certifiedAddresses, remoteIp).filter(b => gateways.usable(b))) {
         try {
           const body = await httpCarSource(base, `peer ${peer.toString()} at ${base}`, gateways!.dispatcher, false).open(root, range, signal)
           if (body !== undefined) log.debug({ peer: peer.toString(), gateway: base, root: root.toString(), ...range }, 'ipfs CAR stream from peer over http')
@@ -214,7 +214,7 @@ const IDENTIFY_WAIT_MS = 2_000
  * connection is made waits (up to IDENTIFY_WAIT_MS) for the peer's protocol list rather than
  * taking the list's absence for a peer without a gateway.
  */
-async function identified (libp2p: Libp2p, peer: PeerId, signal: AbortSignal): Promise<{ protocols: string[], addresses: string[] }> {
+async function identified (libp2p: Libp2p, peer: PeerId, signal: AbortSignal): Promise<{ protocols: string[], certifiedAddresses: string[] }> {
   const known = async (): Promise<Peer | undefined> => await libp2p.peerStore.get(peer, { signal }).catch(() => undefined)
   const done = (p: Peer | undefined): boolean => p !== undefined && (p.metadata.has('AgentVersion') || p.metadata.has('ProtocolVersion'))
   // Listening before looking, so that an identify finishing in between is not missed.
@@ -229,5 +229,6 @@ async function identified (libp2p: Libp2p, peer: PeerId, signal: AbortSignal): P
     now = await known()
   }
   stop.abort()
-  return { protocols: now?.protocols ?? [], addresses: now?.addresses.map(a => a.multiaddr.toString()) ?? [] }
+  // Only addresses from the peer's own signed record: anyone can tell the peer store other ones.
+  return { protocols: now?.protocols ?? [], certifiedAddresses: now?.addresses.filter(a => a.isCertified).map(a => a.multiaddr.toString()) ?? [] }
 }

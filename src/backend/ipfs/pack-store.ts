@@ -11,9 +11,10 @@
  * slower than they arrived (docs/ipfs.md has the figures).
  *
  * Blocks are keyed by multihash, as before, so a CIDv0 and a CIDv1 of the same bytes are one
- * block. Nothing is fsynced: every block read back is hashed against its CID, and one that does not
- * match (a write lost in a crash) is dropped from the index and counts as absent, so it is fetched
- * again rather than served. Deleting drops the index row and leaves the bytes in their pack.
+ * block. Nothing is fsynced: index rows that point past the end of their pack are dropped at
+ * start-up, and every block read back is hashed against its CID; one that does not match (a write
+ * lost in a crash) is dropped from the index and counts as absent, so it is fetched again rather
+ * than served, and a put of it writes it again. Deleting drops the index row and leaves the bytes in their pack.
  * Blocks of a repository written one file per block (`<repo>/blocks/`) are still read. One
  * process at a time per repository, as for the rest of the repository.
  */
@@ -71,6 +72,14 @@ export class PackStore extends BaseBlockstore {
     const numbers = (await readdir(join(this.#dir, 'packs'))).flatMap(name => /^(\d+)\.pack$/.exec(name)?.[1] ?? []).map(Number)
     this.#pack = Math.max(1, ...numbers)
     this.#end = (await (await this.#handle(this.#pack)).stat()).size
+    // A crash can leave index rows for bytes that never reached a pack (or a pack cut short):
+    // those rows go, so that the index never says a block is here when it cannot be read.
+    const dropPast = db.prepare('DELETE FROM blocks WHERE pack = ? AND offset + length > ?')
+    const packs = db.prepare('SELECT DISTINCT pack FROM blocks').all() as Array<{ pack: number }>
+    for (const { pack } of packs) {
+      const size = numbers.includes(pack) ? (await (await this.#handle(pack)).stat()).size : 0
+      dropPast.run(pack, size)
+    }
     if (existsSync(join(this.#dir, 'blocks'))) {
       this.#legacy = new BlockFiles(join(this.#dir, 'blocks'))
       await this.#legacy.open()
@@ -113,7 +122,8 @@ export class PackStore extends BaseBlockstore {
     const key = Buffer.from(cid.multihash.bytes).toString('base64')
     const writing = this.#writing.get(key)
     if (writing !== undefined) return await writing
-    if (this.#row(cid) !== undefined) return cid
+    // A block is written again when what the index points at does not read back intact.
+    if (this.#row(cid) !== undefined && await this.read(cid) !== undefined) return cid
     // A list of pieces (a block as it came off the network) is written as it is, without joining.
     const write = (async () => await this.#append(cid, bytes instanceof Uint8Array ? [bytes] : Array.isArray(bytes) ? bytes : [await blockBytes(bytes)]))()
     this.#writing.set(key, write)
