@@ -23,7 +23,7 @@ import { ConfigError } from '../errors.ts'
 import { compress, type Compression } from '../nix/compression.ts'
 import { compression as parseCompression } from '../util/values.ts'
 import type { AbortOptions, Backend, BackendPlugin, Components, Locator, NarSource, NarUpload } from '../types.ts'
-import { readFileChunks } from '../util/file-stream.ts'
+import { closedWriteStream, readFileChunks } from '../util/file-stream.ts'
 import { verifyNar } from '../util/verify.ts'
 
 export interface FileBackendInit {
@@ -77,16 +77,18 @@ export class FileBackend implements Backend {
 
     await mkdir(join(this.directory, 'nar'), { recursive: true })
     const temp = join(this.directory, 'nar', `.${nar.narHash.toNix32()}.${randomBytes(6).toString('hex')}.tmp`)
+    const out = createWriteStream(temp, { flags: 'wx' })
     try {
       const verified = verifyNar(nar.body, nar, `publishing ${name}`)
       const body = compress(this.compression, verified, signal === undefined ? { sizeHint: nar.narSize } : { signal, sizeHint: nar.narSize })
-      await pipeline(body, createWriteStream(temp, { flags: 'wx' }), signal === undefined ? {} : { signal })
+      await pipeline(body, out, signal === undefined ? {} : { signal })
       // Flushed before the rename: after a crash the final name holds the whole NAR or nothing.
       const handle = await open(temp, 'r')
       try { await handle.sync() } finally { await handle.close() }
       await rename(temp, target)
       await syncDirectory(join(this.directory, 'nar'))
     } catch (err) {
+      await closedWriteStream(out)
       await unlink(temp).catch(() => {})
       throw err
     }

@@ -2,9 +2,11 @@
  * A file's bytes as an async iterable, for backends that serve NARs from disk. The file is opened
  * only when read, so a source that is never read holds no descriptor; the read buffer fits the
  * file (a 1 MiB buffer for every small NAR made garbage collection a fifth of the work of serving
- * them); an abort rethrows the caller's own reason rather than Node's generic AbortError.
+ * them); an abort rethrows the caller's own reason rather than Node's generic AbortError. Also:
+ * ending a temporary file's write stream before the file is removed.
  */
-import { createReadStream } from 'node:fs'
+import { createReadStream, type WriteStream } from 'node:fs'
+import { once } from 'node:events'
 
 const READ_CHUNK = 1 << 20
 
@@ -20,4 +22,13 @@ export async function * readFileChunks (path: string, options: { size?: number, 
   } finally {
     stream.destroy()
   }
+}
+
+/**
+ * Ends `out` and waits until its file is closed. A write whose source fails at once can beat the
+ * stream's own open of the file; removing the file before the open completes leaves it behind.
+ */
+export async function closedWriteStream (out: WriteStream): Promise<void> {
+  out.destroy()
+  if (!out.closed) await once(out, 'close').catch(() => {})
 }

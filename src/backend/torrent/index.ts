@@ -18,7 +18,7 @@ import type { Dispatcher } from 'undici'
 import { UpstreamError } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
 import { createHttpDispatcher } from '../../util/http-client.ts'
-import { readFileChunks } from '../../util/file-stream.ts'
+import { closedWriteStream, readFileChunks } from '../../util/file-stream.ts'
 import { verifyNar } from '../../util/verify.ts'
 import type { AbortOptions, Backend, BackendPlugin, Components, Locator, NarSource, NarUpload } from '../../types.ts'
 import { formatMagnet, parseMagnet, type Magnet } from './magnet.ts'
@@ -132,11 +132,12 @@ export class TorrentBackend implements Backend {
     const pieces = new PieceHasher(this.#init.pieceLength)
     let info: Info
     let infoHash: string
+    const out = createWriteStream(temp, { flags: 'wx' })
     try {
       const hashed = async function * (): AsyncGenerator<Uint8Array> {
         for await (const chunk of verifyNar(nar.body, nar, `publishing ${name}`)) { pieces.update(chunk); yield chunk }
       }
-      await pipeline(hashed(), createWriteStream(temp, { flags: 'wx' }), signal === undefined ? {} : { signal })
+      await pipeline(hashed(), out, signal === undefined ? {} : { signal })
       info = { name, length: nar.narSize, pieceLength: this.#init.pieceLength, pieces: pieces.finish() }
       infoHash = infoHashOf(info)
       if (nar.narSize > 0) {
@@ -144,6 +145,7 @@ export class TorrentBackend implements Backend {
         await rename(temp, join(this.#seeds.dataDir(infoHash), name))
       }
     } finally {
+      await closedWriteStream(out)
       await rm(temp, { force: true })
     }
     // A zero-length NAR cannot be a torrent (no pieces); its magnet link alone says everything.
