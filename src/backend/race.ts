@@ -9,6 +9,7 @@
  * Result: the winner; undefined when every candidate said "not here"; UpstreamError when none
  * delivered and at least one failed (a failure is never reported as absence).
  */
+import { raceSignal } from 'race-signal'
 import { UpstreamError } from '../errors.ts'
 import type { NarSource } from '../types.ts'
 import type { SourceScores } from './scores.ts'
@@ -62,10 +63,10 @@ export async function race (candidates: readonly RaceCandidate[], options: RaceO
     const started = performance.now()
     running.set(index, (async (): Promise<Outcome> => {
       try {
-        const source = await withSignal(candidate.open(candidateSignal), candidateSignal)
+        const source = await raceSignal(candidate.open(candidateSignal), candidateSignal)
         if (source === undefined) return { kind: 'absent', index }
         const iterator = source.body[Symbol.asyncIterator]()
-        const first = await withSignal(iterator.next(), candidateSignal)
+        const first = await raceSignal(iterator.next(), candidateSignal)
         scores.firstByte(candidate.name, performance.now() - started)
         return { kind: 'first-byte', index, source, iterator, first }
       } catch (err) {
@@ -108,16 +109,6 @@ export async function race (candidates: readonly RaceCandidate[], options: RaceO
   }
   if (errors.length === 0) return undefined
   throw new UpstreamError('race', `no source delivered: ${errors.map(e => e.message).join('; ')}`, { cause: new AggregateError(errors) })
-}
-
-async function withSignal<T> (promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  signal.throwIfAborted()
-  return await new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason)
-    signal.addEventListener('abort', onAbort, { once: true })
-    promise.then(v => { signal.removeEventListener('abort', onAbort); resolve(v) },
-      (e: unknown) => { signal.removeEventListener('abort', onAbort); reject(e) })
-  })
 }
 
 async function * resume (first: IteratorResult<Uint8Array>, iterator: AsyncIterator<Uint8Array>): AsyncGenerator<Uint8Array> {

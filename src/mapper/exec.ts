@@ -12,6 +12,7 @@
  * a broken index is not an empty one.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import { raceSignal } from 'race-signal'
 import { ConfigError, FormatError, UpstreamError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { NixHash } from '../nix/hash.ts'
@@ -231,15 +232,7 @@ export class ExecMapper implements Mapper {
   async #running (signal: AbortSignal | undefined): Promise<Run> {
     if (this.#current !== undefined && !this.#current.exited && this.#current.killedBecause === undefined) return this.#current
     this.#starting ??= this.#start().finally(() => { this.#starting = undefined })
-    if (signal === undefined) return await this.#starting
-    const { promise, reject } = Promise.withResolvers<never>()
-    const onAbort = (): void => reject(signal.reason)
-    signal.addEventListener('abort', onAbort, { once: true })
-    try {
-      return await Promise.race([this.#starting, promise])
-    } finally {
-      signal.removeEventListener('abort', onAbort)
-    }
+    return await raceSignal(this.#starting, signal)
   }
 
   async #start (): Promise<Run> {

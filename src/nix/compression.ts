@@ -38,6 +38,7 @@ import { createRequire } from 'node:module'
 import { delimiter, join } from 'node:path'
 import type { Duplex } from 'node:stream'
 import zlib from 'node:zlib'
+import { raceSignal } from 'race-signal'
 import { FormatError } from '../errors.ts'
 
 export const COMPRESSIONS = ['none', 'xz', 'zstd', 'bzip2', 'br'] as const
@@ -188,13 +189,7 @@ async function * abortable (source: Source, signal?: AbortSignal): AsyncGenerato
   try {
     for (;;) {
       signal.throwIfAborted()
-      const r = await new Promise<IteratorResult<Uint8Array>>((resolve, reject) => {
-        const onAbort = (): void => reject(signal.reason)
-        signal.addEventListener('abort', onAbort, { once: true })
-        it.next().then(
-          value => { signal.removeEventListener('abort', onAbort); resolve(value) },
-          (err: unknown) => { signal.removeEventListener('abort', onAbort); reject(err) })
-      })
+      const r = await raceSignal(it.next(), signal)
       if (r.done === true) { finished = true; return }
       yield r.value
     }
