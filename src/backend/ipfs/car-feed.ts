@@ -6,7 +6,7 @@
  *
  * Nothing in the stream is believed. A block is handed out only when its bytes hash to the CID the
  * reader asked for; a block the reader already has locally (a chunk shared with another NAR, a
- * repeated chunk) is skipped; anything else ends the feed. Blocks the reader has are not asked
+ * repeated chunk) is skipped, unread; anything else ends the feed. Blocks the reader has are not asked
  * for: a stream is opened for a byte range (`entity-bytes=<from>:<to>`) that ends just before the
  * next block in the reader's window that is here, and an open stream is dropped when the reader
  * reaches a block it has; should a stream still run more than `SKIP_BUDGET` bytes behind, it is
@@ -46,6 +46,8 @@ const MAX_SECTION = MAX_BLOCK + 128
 export interface FeedHooks {
   /** The block, when this node has it. */
   local: (cid: CID) => Promise<Uint8Array | undefined>
+  /** Whether this node has the block, without reading it; `local` answers when not given. */
+  has?: (cid: CID) => Promise<boolean>
   /** Keeps a verified block (for the next NAR that shares it, and for peers). */
   store: (block: CarSection) => Promise<void>
   log: Logger
@@ -123,12 +125,13 @@ export class CarFeed {
           if (!await this.#open(offset, signal)) return undefined
           continue
         }
-        if (!blockMatches(next.cid, next.bytes)) return this.#end('a block does not match its CID', cid)
         if (sameCid(next.cid, cid)) {
+          if (!blockMatches(cid, next.bytes)) return this.#end('a block does not match its CID', cid)
           await this.#store(next)
           return next.bytes
         }
-        if (await this.#lookup(next.cid) === undefined) return this.#end(`it sent ${next.cid.toString()} where ${cid.toString()} was due`, cid)
+        // Another block is passed over, unhashed (its bytes are dropped), when this node has it.
+        if (!await this.#has(next.cid)) return this.#end(`it sent ${next.cid.toString()} where ${cid.toString()} was due`, cid)
         skipped += byteLength(next.bytes)
         if (skipped > SKIP_BUDGET) {
           if (restarted) return this.#end('it does not resume at the offset asked for', cid)
@@ -160,6 +163,11 @@ export class CarFeed {
 
   async #lookup (cid: CID): Promise<BlockBytes | undefined> {
     return this.#storing.get(cid.toString())?.bytes ?? await this.#hooks.local(cid)
+  }
+
+  async #has (cid: CID): Promise<boolean> {
+    if (this.#storing.has(cid.toString())) return true
+    return this.#hooks.has !== undefined ? await this.#hooks.has(cid) : await this.#hooks.local(cid) !== undefined
   }
 
   /** Starts writing a block; waits only when `STORING` writes are already under way. */

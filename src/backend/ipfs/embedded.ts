@@ -79,6 +79,7 @@ export class EmbeddedIpfsBackend implements Backend {
     // fetches whatever the stream does not deliver (and everything from other peers).
     const feed = new CarFeed(root, this.#init.libp2pGateway ? peerCarSources(this.#helia.libp2p, this.#init.fetchHttp ? this.#peerGateways : undefined, this.#log) : [], {
       local: async cid => await this.#node.blocks.read(cid),
+      has: async cid => await this.#node.blocks.has(cid),
       store: async block => { await this.#node.blocks.put(block.cid, block.bytes) },
       log: this.#log
     })
@@ -142,7 +143,9 @@ export class EmbeddedIpfsBackend implements Backend {
   }
 
   async publish (nar: NarUpload, options: AbortOptions = {}): Promise<Locator> {
-    const cid = await importNar(nar, this.#helia.blockstore, options)
+    // Straight into the pack store: Helia's blockstore would skip any block the index names, even
+    // one whose bytes a crash lost, where the pack store writes it again.
+    const cid = await importNar(nar, this.#node.blocks, options)
     this.#announcer?.add(cid)
     return { url: locatorOf(cid), compression: 'none', fileSize: nar.narSize }
   }

@@ -19,7 +19,7 @@
  * process at a time per repository, as for the rest of the repository.
  */
 import { constants, existsSync } from 'node:fs'
-import { mkdir, open, readdir, type FileHandle } from 'node:fs/promises'
+import { mkdir, open, readdir, stat, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { DatabaseSync, StatementSync } from 'node:sqlite'
 import { BaseBlockstore } from 'blockstore-core/base'
@@ -71,14 +71,15 @@ export class PackStore extends BaseBlockstore {
     // row (a crash) are skipped, never overwritten by a block the index would then misplace.
     const numbers = (await readdir(join(this.#dir, 'packs'))).flatMap(name => /^(\d+)\.pack$/.exec(name)?.[1] ?? []).map(Number)
     this.#pack = Math.max(1, ...numbers)
-    this.#end = (await (await this.#handle(this.#pack)).stat()).size
+    this.#end = await this.#packSize(this.#pack)
     // A crash can leave index rows for bytes that never reached a pack (or a pack cut short):
-    // those rows go, so that the index never says a block is here when it cannot be read.
+    // those rows go, so that the index never says a block is here when it cannot be read. One
+    // pass over the index finds the packs concerned; only those are touched.
+    const ends = db.prepare('SELECT pack, MAX(offset + length) AS end FROM blocks GROUP BY pack').all() as Array<{ pack: number, end: number }>
     const dropPast = db.prepare('DELETE FROM blocks WHERE pack = ? AND offset + length > ?')
-    const packs = db.prepare('SELECT DISTINCT pack FROM blocks').all() as Array<{ pack: number }>
-    for (const { pack } of packs) {
-      const size = numbers.includes(pack) ? (await (await this.#handle(pack)).stat()).size : 0
-      dropPast.run(pack, size)
+    for (const { pack, end } of ends) {
+      const size = await this.#packSize(pack)
+      if (end > size) dropPast.run(pack, size)
     }
     if (existsSync(join(this.#dir, 'blocks'))) {
       this.#legacy = new BlockFiles(join(this.#dir, 'blocks'))
@@ -188,11 +189,20 @@ export class PackStore extends BaseBlockstore {
     return this.#find.get(cid.multihash.bytes) as Row | undefined
   }
 
+  /** A pack's size on disk; 0 when it is not there. */
+  async #packSize (pack: number): Promise<number> {
+    return await stat(this.#packPath(pack)).then(s => s.size, () => 0)
+  }
+
+  #packPath (pack: number): string {
+    return join(this.#dir, 'packs', `${String(pack).padStart(6, '0')}.pack`)
+  }
+
   async #handle (pack: number): Promise<FileHandle> {
     let handle = this.#handles.get(pack)
     if (handle === undefined) {
       // Not O_APPEND: positioned writes must land where the index says.
-      handle = open(join(this.#dir, 'packs', `${String(pack).padStart(6, '0')}.pack`), constants.O_RDWR | constants.O_CREAT)
+      handle = open(this.#packPath(pack), constants.O_RDWR | constants.O_CREAT)
       this.#handles.set(pack, handle)
       handle.catch(() => this.#handles.delete(pack))
     }
