@@ -9,11 +9,12 @@
  * A miss is a 404; anything else that is not a 200 — a 5xx, a timeout, a refused connection — is an
  * UpstreamError, never a miss, so a broken index cannot make narswarm answer 404 to Nix.
  */
-import { Agent, errors as undiciErrors } from 'undici'
+import { Agent } from 'undici'
 import { ConfigError, FormatError, UpstreamError } from '../errors.ts'
 import type { NixHash } from '../nix/hash.ts'
 import { isHashPart } from '../nix/store-path.ts'
 import type { AbortOptions, Locator, Mapper, MapperPlugin } from '../types.ts'
+import { isTimeout, readBody } from '../util/http-client.ts'
 import { integer, duration } from '../util/values.ts'
 import { checkOptions, parseLocators, specName } from './common.ts'
 
@@ -96,22 +97,13 @@ export class HttpMapper implements Mapper {
         await res.body.dump()
         throw new UpstreamError(this.name, `GET ${url.pathname} answered ${res.statusCode}`, { status: res.statusCode })
       }
-      const chunks: Buffer[] = []
-      let size = 0
-      for await (const chunk of res.body as AsyncIterable<Buffer>) {
-        size += chunk.length
-        if (size > MAX_BODY) {
-          res.body.destroy()
-          throw new FormatError(`index ${this.name}: the answer to GET ${url.pathname} is larger than ${MAX_BODY} bytes`)
-        }
-        chunks.push(chunk)
-      }
-      return Buffer.concat(chunks).toString('utf8')
+      const bytes = await readBody(res.body, MAX_BODY)
+      if (bytes === undefined) throw new FormatError(`index ${this.name}: the answer to GET ${url.pathname} is larger than ${MAX_BODY} bytes`)
+      return bytes.toString('utf8')
     } catch (err) {
       if (signal?.aborted === true) throw signal.reason
       if (err instanceof UpstreamError || err instanceof FormatError) throw err
-      const timeout = err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.BodyTimeoutError ||
-        err instanceof undiciErrors.ConnectTimeoutError
+      const timeout = isTimeout(err)
       throw new UpstreamError(this.name, `GET ${url.pathname} failed${timeout ? ` (no answer within ${this.#timeout} ms)` : ''}: ${(err as Error).message}`, { cause: err, timeout })
     }
   }

@@ -12,8 +12,11 @@ import { FormatError, UpstreamError } from '../errors.ts'
 import { NarInfo } from '../nix/narinfo.ts'
 import { trustedKeyMap, verifyNarInfo, type PublicKey } from '../nix/signature.ts'
 import { redactUrl } from '../log.ts'
-import { createHttpDispatcher, describeHttpError, isTimeout } from '../util/http-client.ts'
+import { createHttpDispatcher, describeHttpError, isTimeout, readBody } from '../util/http-client.ts'
 import type { UpstreamConfig } from './spec.ts'
+
+/** The largest narinfo read (real ones are a few hundred bytes). */
+const NARINFO_LIMIT = 1 << 20
 
 export type NarInfoAnswer =
   | { kind: 'found', narInfo: NarInfo, text: string }
@@ -67,7 +70,9 @@ export class Upstream {
     }
     let text: string
     try {
-      text = await readLimited(res.body, 1 << 20)
+      const bytes = await readBody(res.body, NARINFO_LIMIT)
+      if (bytes === undefined) throw new Error(`body larger than ${NARINFO_LIMIT} bytes`)
+      text = bytes.toString('utf8')
     } catch (err) {
       throw new UpstreamError(this.name, `reading ${hashPart}.narinfo failed: ${(err as Error).message}`, { cause: err, timeout: isTimeout(err) })
     }
@@ -156,14 +161,4 @@ export function parseServedNarInfo (text: string, hashPart: string): { kind: 'pa
   return { kind: 'parsed', narInfo }
 }
 
-async function readLimited (body: AsyncIterable<Uint8Array>, limit: number): Promise<string> {
-  const parts: Uint8Array[] = []
-  let size = 0
-  for await (const chunk of body) {
-    size += chunk.length
-    if (size > limit) throw new Error(`body larger than ${limit} bytes`)
-    parts.push(chunk)
-  }
-  return Buffer.concat(parts).toString('utf8')
-}
 

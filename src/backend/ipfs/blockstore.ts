@@ -12,19 +12,17 @@ import { NextToLast } from 'blockstore-fs/sharding'
 import type { CID } from 'multiformats/cid'
 
 export class BlockFiles extends FsBlockstore {
-  readonly #root: string
   readonly #sharding = new NextToLast()
 
   constructor (root: string) {
     super(root, { shardingStrategy: new NextToLast(), createIfMissing: false })
-    this.#root = root
   }
 
   /** The block, or undefined when it is not here (one system call either way). */
   async read (cid: CID): Promise<Uint8Array | undefined> {
     const { dir, file } = this.#sharding.encode(cid)
     try {
-      return await readFile(join(this.#root, dir, file))
+      return await readFile(join(this.path, dir, file))
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
       throw err

@@ -22,6 +22,7 @@ import { equals } from 'multiformats/bytes'
 import type { CID } from 'multiformats/cid'
 import { raceSignal } from 'race-signal'
 import type { Logger } from '../../log.ts'
+import type { NarSource } from '../../types.ts'
 import { blockMatches, byteLength, type BlockBytes } from './block-bytes.ts'
 import { readCar, type CarSection } from './car.ts'
 import { MAX_BLOCK } from './locator.ts'
@@ -244,6 +245,32 @@ export class CarFeed {
     this.#dead = true
     this.#drop()
   }
+}
+
+/**
+ * `open()`'s file, with `feed` closed once the body ends (read to its end or not) or when the
+ * file cannot be opened; `ended` then runs, told whether the body was read to its end.
+ */
+export async function closingFeed (feed: CarFeed, open: () => Promise<NarSource | undefined>, ended?: (complete: boolean) => Promise<void>): Promise<NarSource | undefined> {
+  let source: NarSource | undefined
+  try {
+    source = await open()
+  } finally {
+    if (source === undefined) feed.close()
+  }
+  if (source === undefined) return undefined
+  const body = source.body
+  source.body = (async function * () {
+    let complete = false
+    try {
+      yield * body
+      complete = true
+    } finally {
+      feed.close()
+      await ended?.(complete)
+    }
+  })()
+  return source
 }
 
 /** `work`, or a rejection when `deadline` or `signal` fires first. */

@@ -113,18 +113,25 @@ async function fetchLeaf ({ cid, size, offset }: Placed, getBlock: GetBlock, sig
 /** A child block and the file offset its bytes start at. */
 type Placed = { cid: CID, size: number, offset: number }
 
+/** A node's pieces with the file offset each starts at, the node starting at `offset`. */
+export function placedPieces (node: FileRoot, offset: number): Array<({ bytes: Uint8Array } | { cid: CID, size: number }) & { offset: number }> {
+  let at = offset
+  return node.pieces.map(piece => {
+    const placed = { ...piece, offset: at }
+    at += 'bytes' in piece ? piece.bytes.length : piece.size
+    return placed
+  })
+}
+
 /**
  * The file's pieces in order, reading interior (dag-pb with links) nodes as the walk reaches them;
  * raw leaves are left to the reader's window.
  */
 async function * leaves (node: FileRoot, getBlock: GetBlock, signal: AbortSignal, offset = 0): AsyncGenerator<{ bytes: Uint8Array } | Placed> {
-  let at = offset
-  for (const piece of node.pieces) {
-    const start = at
-    at += 'bytes' in piece ? piece.bytes.length : piece.size
-    if ('bytes' in piece || piece.cid.code === RAW) { yield 'bytes' in piece ? piece : { ...piece, offset: start }; continue }
-    const child = decodeFileNode(piece.cid, contiguous(await getBlock(piece.cid, { signal, offset: start })))
+  for (const piece of placedPieces(node, offset)) {
+    if ('bytes' in piece || piece.cid.code === RAW) { yield piece; continue }
+    const child = decodeFileNode(piece.cid, contiguous(await getBlock(piece.cid, { signal, offset: piece.offset })))
     if (child.size !== piece.size) throw new IntegrityError(`${piece.cid.toString()}: node holds ${child.size} bytes, its parent says ${piece.size}`)
-    yield * leaves(child, getBlock, signal, start)
+    yield * leaves(child, getBlock, signal, piece.offset)
   }
 }

@@ -16,12 +16,12 @@ import type { Logger } from '../../log.ts'
 import type { AbortOptions, Backend, Locator, NarSource, NarUpload } from '../../types.ts'
 import { Announcer } from './announcer.ts'
 import { IMPORT_PARAMS_TEXT } from './import-params.ts'
-import { CarFeed } from './car-feed.ts'
+import { CarFeed, closingFeed } from './car-feed.ts'
 import { PeerGateways } from './http-gateway.ts'
 import { peerCarSources } from './libp2p-gateway.ts'
 import { cidOf, locatorOf } from './locator.ts'
 import { blockBytes, byteLength } from './block-bytes.ts'
-import { startNode, type Helia, type IpfsNode } from './node.ts'
+import { startNode, type IpfsNode } from './node.ts'
 import { openFile } from './open-file.ts'
 import { importNar } from './publish.ts'
 import { repoPath, type EmbeddedInit } from './spec.ts'
@@ -33,7 +33,6 @@ export class EmbeddedIpfsBackend implements Backend {
   readonly name = 'ipfs:'
   readonly schemes = ['ipfs'] as const
   readonly #node: IpfsNode
-  readonly #helia: Helia
   readonly #init: EmbeddedInit
   readonly #log: Logger
   readonly #announcer: Announcer | undefined
@@ -47,11 +46,10 @@ export class EmbeddedIpfsBackend implements Backend {
 
   constructor (node: IpfsNode, init: EmbeddedInit, log: Logger) {
     this.#node = node
-    this.#helia = node.helia
     this.#init = init
     this.#log = log
     if (init.announce) {
-      this.#announcer = new Announcer(async (cid, o) => { await this.#helia.routing.provide(cid, o) }, { batch: init.announceBatch, interval: init.announceInterval, log })
+      this.#announcer = new Announcer(async (cid, o) => { await this.#node.helia.routing.provide(cid, o) }, { batch: init.announceBatch, interval: init.announceInterval, log })
     }
   }
 
@@ -67,7 +65,7 @@ export class EmbeddedIpfsBackend implements Backend {
 
   /** The node's libp2p multiaddrs, with its peer id: what another node gives as `bootstrap`. */
   get multiaddrs (): string[] {
-    return this.#helia.libp2p.getMultiaddrs().map(a => a.toString()).filter(a => !a.includes('/http/'))
+    return this.#node.helia.libp2p.getMultiaddrs().map(a => a.toString()).filter(a => !a.includes('/http/'))
   }
 
   async open (locator: Locator, options: AbortOptions = {}): Promise<NarSource | undefined> {
@@ -77,42 +75,29 @@ export class EmbeddedIpfsBackend implements Backend {
     let local = 0
     // Peers that serve a trustless gateway over libp2p stream the whole DAG in one CAR; bitswap
     // fetches whatever the stream does not deliver (and everything from other peers).
-    const feed = new CarFeed(root, this.#init.libp2pGateway ? peerCarSources(this.#helia.libp2p, this.#init.fetchHttp ? this.#peerGateways : undefined, this.#log) : [], {
+    const feed = new CarFeed(root, this.#init.libp2pGateway ? peerCarSources(this.#node.helia.libp2p, this.#init.fetchHttp ? this.#peerGateways : undefined, this.#log) : [], {
       local: async cid => await this.#node.blocks.read(cid),
       has: async cid => await this.#node.blocks.has(cid),
       store: async block => { await this.#node.blocks.put(block.cid, block.bytes) },
       log: this.#log
     })
-    let source: NarSource | undefined
-    try {
-      source = await openFile(this.name, locator, async (cid, o) => {
-        const got = await feed.block(cid, o.offset, o.signal)
-        if (got !== undefined) {
-          if (got.local) local += byteLength(got.bytes)
-          return got.bytes
-        }
-        const block = await this.#want(cid, o.signal)
-        bitswap += block.length
-        this.networkBytes += block.length
-        return block
-      }, this.#init, options.signal)
-    } finally {
-      if (source === undefined) feed.close()
-    }
-    if (source === undefined) return undefined
-    const body = source.body
-    source.body = (async function * (this: EmbeddedIpfsBackend) {
-      try {
-        yield * body
-      } finally {
-        feed.close()
-        await feed.settled()
-        this.networkBytes += feed.bytesReceived
-        this.carBytes += feed.bytesReceived
+    const open = async (): Promise<NarSource | undefined> => await openFile(this.name, locator, async (cid, o) => {
+      const got = await feed.block(cid, o.offset, o.signal)
+      if (got !== undefined) {
+        if (got.local) local += byteLength(got.bytes)
+        return got.bytes
       }
-      this.#log.debug({ locator: locator.url, bytes: source.fileSize, networkBytes: bitswap + feed.bytesReceived, carBytes: feed.bytesReceived, localBytes: local }, 'ipfs file read')
-    }).call(this)
-    return source
+      const block = await this.#want(cid, o.signal)
+      bitswap += block.length
+      this.networkBytes += block.length
+      return block
+    }, this.#init, options.signal)
+    return await closingFeed(feed, open, async complete => {
+      await feed.settled()
+      this.networkBytes += feed.bytesReceived
+      this.carBytes += feed.bytesReceived
+      if (complete) this.#log.debug({ locator: locator.url, networkBytes: bitswap + feed.bytesReceived, carBytes: feed.bytesReceived, localBytes: local }, 'ipfs file read')
+    })
   }
 
   /**
@@ -125,7 +110,7 @@ export class EmbeddedIpfsBackend implements Backend {
     for (;;) {
       const attempt = AbortSignal.timeout(REWANT_MS)
       try {
-        return await blockBytes(this.#helia.blockstore.get(cid, { signal: AbortSignal.any([signal, attempt]) }))
+        return await blockBytes(this.#node.helia.blockstore.get(cid, { signal: AbortSignal.any([signal, attempt]) }))
       } catch (err) {
         if (signal.aborted || !attempt.aborted) throw err
         this.#log.debug({ cid: cid.toString() }, 'ipfs block not delivered yet; asking again')

@@ -11,24 +11,27 @@
  * NAR; any other status, a refused connection or a timeout is a failure. A missing block inside a
  * DAG whose root the gateway had is a failure too.
  */
-import { Agent } from 'undici'
+import { request } from 'undici'
 import { UpstreamError } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
 import type { AbortOptions, Backend, Locator, NarSource } from '../../types.ts'
-import { CarFeed } from './car-feed.ts'
+import { createHttpDispatcher, readBody } from '../../util/http-client.ts'
+import { CarFeed, closingFeed } from './car-feed.ts'
 import { verifiedBlock } from './dag-reader.ts'
 import { httpCarSource } from './http-gateway.ts'
 import { cidOf, MAX_BLOCK } from './locator.ts'
 import { openFile } from './open-file.ts'
 import type { GatewayInit } from './spec.ts'
+import { RAW_TYPE } from './trustless-gateway.ts'
 
 export class GatewayBackend implements Backend {
   readonly name: string
   readonly schemes = ['ipfs'] as const
   readonly #init: GatewayInit
   readonly #log: Logger
-  /** For the CAR streams (one connection each, for a whole NAR: no cap); single blocks go through fetch. */
-  readonly #http = new Agent({ connections: null, connect: { timeout: 10_000 } })
+  /** No cap on connections (a CAR stream holds one for a whole NAR); redirects are followed, as gateways send them. */
+  readonly #http = createHttpDispatcher({ connections: null, connectTimeout: 10_000 })
+  #closing: Promise<void> | undefined
 
   constructor (init: GatewayInit, log: Logger) {
     this.#init = init
@@ -44,63 +47,32 @@ export class GatewayBackend implements Backend {
       store: async () => {},
       log: this.#log
     })
-    let absent = false
     const raw = verifiedBlock(async (cid, o) => {
-      const res = await fetch(`${this.#init.base}ipfs/${cid.toString()}?format=raw`, { headers: { accept: 'application/vnd.ipld.raw' }, signal: o.signal })
-      if (res.status === 404 || res.status === 410) {
-        await res.body?.cancel()
-        absent = true
-        throw new UpstreamError(this.name, `block ${cid.toString()}: HTTP ${res.status}`, { status: res.status })
+      const res = await request(`${this.#init.base}ipfs/${cid.toString()}?format=raw`, { dispatcher: this.#http, headers: { accept: RAW_TYPE }, signal: o.signal })
+      if (res.statusCode !== 200) {
+        await res.body.dump()
+        throw new UpstreamError(this.name, `block ${cid.toString()}: HTTP ${res.statusCode}`, { status: res.statusCode })
       }
-      if (res.status !== 200) {
-        await res.body?.cancel()
-        throw new UpstreamError(this.name, `block ${cid.toString()}: HTTP ${res.status}`, { status: res.status })
-      }
-      return await readCapped(res, cid.toString(), this.name)
+      const bytes = await readBody(res.body, MAX_BLOCK)
+      if (bytes === undefined) throw new UpstreamError(this.name, `block ${cid.toString()} is larger than ${MAX_BLOCK} bytes`)
+      return bytes
     }, this.name)
-    let source: NarSource | undefined
-    try {
-      source = await openFile(this.name, locator, async (cid, o) => {
-        const streamed = await feed.block(cid, o.offset, o.signal)
-        if (streamed !== undefined) return streamed.bytes
-        try {
-          return await raw(cid, o)
-        } catch (err) {
-          if (o.root && absent) return undefined
-          throw err
-        }
-      }, this.#init, options.signal)
-    } finally {
-      if (source === undefined) feed.close()
-    }
-    if (source === undefined) return undefined
-    const body = source.body
-    source.body = (async function * () {
+    return await closingFeed(feed, async () => await openFile(this.name, locator, async (cid, o) => {
+      const streamed = await feed.block(cid, o.offset, o.signal)
+      if (streamed !== undefined) return streamed.bytes
       try {
-        yield * body
-      } finally {
-        feed.close()
+        return await raw(cid, o)
+      } catch (err) {
+        // The gateway's word that it does not have the NAR; for a block inside it, a failure.
+        if (o.root && err instanceof UpstreamError && (err.status === 404 || err.status === 410)) return undefined
+        throw err
       }
-    })()
-    return source
+    }, this.#init, options.signal))
   }
 
   async close (): Promise<void> {
     // destroy, not close: a body nobody reads any more would keep close() waiting.
-    if (!this.#http.destroyed) await this.#http.destroy()
+    this.#closing ??= this.#http.destroy()
+    await this.#closing
   }
-}
-
-async function readCapped (res: Response, what: string, source: string): Promise<Uint8Array> {
-  const parts: Uint8Array[] = []
-  let size = 0
-  for await (const chunk of res.body ?? []) {
-    size += chunk.length
-    if (size > MAX_BLOCK) {
-      await res.body?.cancel()
-      throw new UpstreamError(source, `block ${what} is larger than ${MAX_BLOCK} bytes`)
-    }
-    parts.push(chunk)
-  }
-  return Buffer.concat(parts)
 }

@@ -17,8 +17,9 @@ import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { Agent, request, type Dispatcher } from 'undici'
 import type { Logger } from '../../log.ts'
+import { ExpiringLru } from '../../util/lru.ts'
 import type { CarSource } from './car-feed.ts'
-import { answerGatewayRequest, CAR_TYPE, type LocalBlock } from './trustless-gateway.ts'
+import { answerGatewayRequest, CAR_TYPE, carRequest, type LocalBlock } from './trustless-gateway.ts'
 
 export interface GatewayListener {
   /** What peers are told: one `/ip4|ip6/<address>/tcp/<port>/http` per address served on. */
@@ -91,8 +92,8 @@ export function httpCarSource (base: string, name: string, dispatcher: Dispatche
   return {
     name,
     open: async (root, range, signal) => {
-      const url = `${base}ipfs/${root.toString()}?format=car&dag-scope=entity&entity-bytes=${range.from}:${range.to ?? '*'}`
-      const res = await request(url, { dispatcher, signal, highWaterMark: BODY_BUFFER, headers: { accept: `${CAR_TYPE}; version=1; order=dfs; dups=${dups ? 'y' : 'n'}` } })
+      const { path, accept } = carRequest(root, range, dups)
+      const res = await request(`${base}${path}`, { dispatcher, signal, highWaterMark: BODY_BUFFER, headers: { accept } })
       if (res.statusCode !== 200) {
         await res.body.dump()
         if (res.statusCode === 404 || res.statusCode === 410) return undefined
@@ -134,20 +135,14 @@ const FAILED_GATEWAY_MS = 60_000
 export class PeerGateways {
   // No cap on connections: each CAR stream holds one for a whole NAR, and Nix fetches many at once.
   readonly dispatcher: Dispatcher = new Agent({ connections: null, connect: { timeout: 2_000 } })
-  readonly #failedUntil = new Map<string, number>()
+  readonly #failed = new ExpiringLru<string, true>(1024)
 
   usable (base: string): boolean {
-    const until = this.#failedUntil.get(base)
-    if (until === undefined) return true
-    if (until > Date.now()) return false
-    this.#failedUntil.delete(base)
-    return true
+    return this.#failed.get(base) === undefined
   }
 
   failed (base: string): void {
-    const now = Date.now()
-    for (const [other, until] of this.#failedUntil) if (until <= now) this.#failedUntil.delete(other)
-    this.#failedUntil.set(base, now + FAILED_GATEWAY_MS)
+    this.#failed.set(base, true, Date.now() + FAILED_GATEWAY_MS)
   }
 
   /** Ends every connection, with any response still being read (a paused body would keep close() waiting). */

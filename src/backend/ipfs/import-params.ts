@@ -24,10 +24,10 @@ export const MAX_CHILDREN = 174
 export const IMPORT_PARAMS_TEXT = `cid-version=1 raw-leaves=true chunker=rabin-${CHUNK_MIN}-${CHUNK_AVG}-${CHUNK_MAX} layout=balanced-${MAX_CHILDREN} hash=sha2-256`
 
 /**
- * Importer options for one NAR. `blockWriteConcurrency` bounds how many chunks are hashed and
- * written at once, so memory during an import is a few chunks, not the file.
+ * Importer options for one NAR. At most 8 chunks are hashed and written at once, so memory during
+ * an import is a few chunks, not the file.
  */
-export function importOptions (blockWriteConcurrency = 8): ImporterOptions {
+export function importOptions (): ImporterOptions {
   return {
     cidVersion: 1,
     rawLeaves: true,
@@ -35,7 +35,7 @@ export function importOptions (blockWriteConcurrency = 8): ImporterOptions {
     wrapWithDirectory: false,
     chunker: rabin({ minChunkSize: CHUNK_MIN, avgChunkSize: CHUNK_AVG, maxChunkSize: CHUNK_MAX }),
     layout: balanced({ maxChildrenPerNode: MAX_CHILDREN }),
-    blockWriteConcurrency,
+    blockWriteConcurrency: 8,
     fileImportConcurrency: 1
   }
 }

@@ -21,7 +21,7 @@ import type { CID } from 'multiformats/cid'
 import type { Logger } from '../../log.ts'
 import type { CarSource } from './car-feed.ts'
 import { httpCarSource, peerGatewayBases, type PeerGateways } from './http-gateway.ts'
-import { answerGatewayRequest, CAR_TYPE, type LocalBlock } from './trustless-gateway.ts'
+import { answerGatewayRequest, carRequest, type LocalBlock } from './trustless-gateway.ts'
 
 const CLIENT_BUFFER = 4 << 20
 const SERVER_BUFFER = 4 << 20
@@ -77,7 +77,6 @@ async function send (stream: Stream, chunk: Uint8Array): Promise<void> {
 
 export interface HttpAnswer {
   status: number
-  headers: Headers
   body: AsyncIterable<Uint8Array>
   /** Drops the answer unread (resets the stream unless it is complete). */
   cancel: () => void
@@ -97,14 +96,10 @@ export async function httpGet (connection: Connection, path: string, headers: Re
   let failure: Error | undefined
   let wake: (() => void) | undefined
   const notify = (): void => { wake?.(); wake = undefined }
-  const answer = Promise.withResolvers<{ status: number, headers: Headers }>()
+  const answer = Promise.withResolvers<number>()
   const parser = new HTTPParser('RESPONSE')
   parser.maxHeaderSize = MAX_RESPONSE_HEADER
-  parser[HTTPParser.kOnHeadersComplete] = (info: { statusCode: number, headers: string[] }) => {
-    const h = new Headers()
-    for (let i = 0; i + 1 < info.headers.length; i += 2) h.append(info.headers[i]!, info.headers[i + 1]!)
-    answer.resolve({ status: info.statusCode, headers: h })
-  }
+  parser[HTTPParser.kOnHeadersComplete] = (info: { statusCode: number }) => { answer.resolve(info.statusCode) }
   parser[HTTPParser.kOnBody] = (chunk: Uint8Array) => {
     queue.push(chunk)
     queued += chunk.length
@@ -137,9 +132,8 @@ export async function httpGet (connection: Connection, path: string, headers: Re
     if (!ended || failure !== undefined) stream.abort(new Error('answer no longer read'))
   }
   let status: number
-  let responseHeaders: Headers
   try {
-    ({ status, headers: responseHeaders } = await answer.promise)
+    status = await answer.promise
   } catch (err) {
     cancel()
     throw err
@@ -162,7 +156,7 @@ export async function httpGet (connection: Connection, path: string, headers: Re
       cancel()
     }
   }
-  return { status, headers: responseHeaders, body: body(), cancel }
+  return { status, body: body(), cancel }
 }
 
 /**
@@ -195,8 +189,8 @@ export function peerCarSources (libp2p: Libp2p, gateways: PeerGateways | undefin
         }
       }
       if (!known.protocols.includes(HTTP_PROTOCOL)) return undefined
-      const path = `/ipfs/${root.toString()}?format=car&dag-scope=entity&entity-bytes=${range.from}:${range.to ?? '*'}`
-      const answer = await httpGet(connection, path, { accept: `${CAR_TYPE}; version=1; order=dfs; dups=n` }, signal)
+      const { path, accept } = carRequest(root, range, false)
+      const answer = await httpGet(connection, `/${path}`, { accept }, signal)
       if (answer.status !== 200) answer.cancel()
       if (answer.status === 404 || answer.status === 410) return undefined
       if (answer.status !== 200) throw new Error(`HTTP ${answer.status}`)

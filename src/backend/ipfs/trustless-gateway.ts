@@ -14,11 +14,22 @@
  */
 import { CID } from 'multiformats/cid'
 import { carHeader, carSection } from './car.ts'
-import { decodeFileNode } from './dag-reader.ts'
+import { decodeFileNode, placedPieces, type FileRoot } from './dag-reader.ts'
 import { RAW } from './locator.ts'
 
 export const RAW_TYPE = 'application/vnd.ipld.raw'
 export const CAR_TYPE = 'application/vnd.ipld.car'
+
+/**
+ * The request for the CAR of the blocks a reader of bytes `from` to `to` (inclusive; undefined: to
+ * the end) of `root`'s file needs: a path relative to the gateway's root, and its Accept header.
+ */
+export function carRequest (root: CID, range: { from: number, to?: number }, dups: boolean): { path: string, accept: string } {
+  return {
+    path: `ipfs/${root.toString()}?format=car&dag-scope=entity&entity-bytes=${range.from}:${range.to ?? '*'}`,
+    accept: `${CAR_TYPE}; version=1; order=dfs; dups=${dups ? 'y' : 'n'}`
+  }
+}
 
 /** A block of this node's own store, or undefined; never a network fetch. */
 export type LocalBlock = (cid: CID) => Promise<Uint8Array | undefined>
@@ -49,19 +60,19 @@ export async function answerGatewayRequest (method: string, url: URL, accept: st
   }
   const scope = url.searchParams.get('dag-scope') ?? 'all'
   if (scope !== 'all' && scope !== 'entity' && scope !== 'block') return plain(400, `unknown dag-scope ${scope}`)
-  let size: number
-  try { size = decodeFileNode(cid, root).size } catch { return plain(501, 'only UnixFS files and raw blocks are served as CAR') }
+  let node: FileRoot
+  try { node = decodeFileNode(cid, root) } catch { return plain(501, 'only UnixFS files and raw blocks are served as CAR') }
   let range: Range | undefined = { from: 0, to: Number.MAX_SAFE_INTEGER }
   if (scope === 'block') range = undefined
   const bytes = url.searchParams.get('entity-bytes')
   if (bytes !== null) {
     if (scope !== 'entity') return plain(400, 'entity-bytes needs dag-scope=entity')
-    const parsed = parseEntityBytes(bytes, size)
+    const parsed = parseEntityBytes(bytes, node.size)
     if (parsed === undefined) return plain(400, `bad entity-bytes ${bytes}`)
     range = parsed
   }
   const type = `${CAR_TYPE}; version=1; order=dfs; dups=${format.dups ? 'y' : 'n'}`
-  const body = method === 'HEAD' ? undefined : carBody(cid, root, range, format.dups, local)
+  const body = method === 'HEAD' ? undefined : carBody(cid, root, node, range, format.dups, local)
   return { status: 200, headers: { ...common, 'content-type': type }, body }
 }
 
@@ -95,10 +106,10 @@ export function parseEntityBytes (text: string, size: number): Range | undefined
   return { from, to }
 }
 
-async function * carBody (cid: CID, root: Uint8Array, range: Range | undefined, dups: boolean, local: LocalBlock): AsyncGenerator<Uint8Array> {
+async function * carBody (cid: CID, root: Uint8Array, node: FileRoot, range: Range | undefined, dups: boolean, local: LocalBlock): AsyncGenerator<Uint8Array> {
   yield carHeader(cid)
   const seen = new Set<string>()
-  for await (const block of dagBlocks(cid, root, 0, range, local)) {
+  for await (const block of dagBlocks(cid, root, 0, range, local, node)) {
     const key = block.cid.toString()
     if (!dups && seen.has(key)) continue
     seen.add(key)
@@ -107,22 +118,18 @@ async function * carBody (cid: CID, root: Uint8Array, range: Range | undefined, 
 }
 
 /**
- * The blocks of the DAG under `cid` (whose bytes are `bytes`, starting at file offset `offset`)
- * that a reader of `range` needs, depth-first. Ends early, without error, at a block this node
- * does not have.
+ * The blocks of the DAG under `cid` (whose bytes are `bytes`, decoded: `node`, starting at file
+ * offset `offset`) that a reader of `range` needs, depth-first. Ends early, without error, at a
+ * block this node does not have.
  */
-async function * dagBlocks (cid: CID, bytes: Uint8Array, offset: number, range: Range | undefined, local: LocalBlock): AsyncGenerator<{ cid: CID, bytes: Uint8Array }, boolean> {
+async function * dagBlocks (cid: CID, bytes: Uint8Array, offset: number, range: Range | undefined, local: LocalBlock, node?: FileRoot): AsyncGenerator<{ cid: CID, bytes: Uint8Array }, boolean> {
   yield { cid, bytes }
   if (range === undefined || cid.code === RAW) return true
-  const wanted: Array<{ cid: CID, offset: number }> = []
-  let at = offset
-  for (const piece of decodeFileNode(cid, bytes).pieces) {
-    const start = at
-    at += 'bytes' in piece ? piece.bytes.length : piece.size
-    if ('bytes' in piece) continue
-    if (Math.max(at - 1, start) < range.from || start > range.to) continue
-    wanted.push({ cid: piece.cid, offset: start })
-  }
+  const wanted = placedPieces(node ?? decodeFileNode(cid, bytes), offset).flatMap(piece => {
+    if ('bytes' in piece) return []
+    const end = piece.offset + piece.size - 1
+    return Math.max(end, piece.offset) < range.from || piece.offset > range.to ? [] : [piece]
+  })
   // Children are read READ_AHEAD at a time, so disk reads overlap with sending.
   const reads: Array<Promise<Uint8Array | undefined>> = []
   const readNext = (): void => {
