@@ -7,7 +7,7 @@ import { parseArgs, type ParseArgsOptionsConfig } from 'node:util'
 import { readFileSync } from 'node:fs'
 import { ConfigError } from '../errors.ts'
 import { createLogger } from '../log.ts'
-import { envName, loadConfig, SETTINGS } from './config.ts'
+import { envName, LIST_SETTINGS, loadConfig, SETTINGS } from './config.ts'
 import { startSubstituter } from './serve.ts'
 import { publishCommand } from './publish.ts'
 import { keysCommand } from './keys.ts'
@@ -54,12 +54,9 @@ async function main (argv: string[]): Promise<number> {
   }
   const options: ParseArgsOptionsConfig = {
     config: { type: 'string' },
-    upstream: { type: 'string', multiple: true },
-    mapper: { type: 'string', multiple: true },
-    backend: { type: 'string', multiple: true },
-    'trusted-public-keys': { type: 'string', multiple: true },
     help: { type: 'boolean', short: 'h' }
   }
+  for (const key of LIST_SETTINGS) options[key] = { type: 'string', multiple: true }
   for (const key of Object.keys(SETTINGS)) options[key] = { type: 'string' }
   let flags: Record<string, string | string[] | boolean | undefined>
   try {

@@ -7,6 +7,7 @@ import { ConfigError, FormatError } from '../errors.ts'
 import type { NixHash } from '../nix/hash.ts'
 import { NarInfo } from '../nix/narinfo.ts'
 import type { Locator } from '../types.ts'
+import { duration } from '../util/values.ts'
 
 /** Validates a narinfo handed to `record`: it must parse, and describe the NAR it is recorded for. */
 export function parseRecordedNarInfo (text: string, narHash: NixHash): NarInfo {
@@ -47,6 +48,38 @@ export function specName (spec: URL): string {
   u.search = ''
   u.hash = ''
   return u.href
+}
+
+/** The locators of a JSON document `{ "locators": [...] }` (the index API's and the index files' form). */
+export function parseLocatorsJson (text: string, where: string): Locator[] {
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch (err) {
+    throw new FormatError(`${where}: not JSON: ${(err as Error).message}`)
+  }
+  if (typeof json !== 'object' || json === null) throw new FormatError(`${where}: not a JSON object`)
+  return parseLocators((json as Record<string, unknown>).locators, where)
+}
+
+/**
+ * The start of every mapper spec's parse: its name, the `mapper '<name>'` that begins its error
+ * messages, and checks of its scheme (one of `protocols`, e.g. 'folder:'; `expected` says what was
+ * wanted) and of its option names.
+ */
+export function mapperSpec (spec: URL, protocols: readonly string[], known: readonly string[], expected = `a ${protocols[0]} spec`): { name: string, what: string } {
+  const name = specName(spec)
+  const what = `mapper '${name}'`
+  if (!protocols.includes(spec.protocol)) throw new ConfigError(`${what}: expected ${expected}`)
+  checkOptions(spec, what, known)
+  return { name, what }
+}
+
+/** The `timeout` option of a mapper that waits on something else: a positive duration, in ms. */
+export function timeoutOption (spec: URL, what: string, fallback: number): number {
+  const timeout = duration(spec.searchParams.get('timeout') ?? undefined, fallback, `${what}: option 'timeout'`)
+  if (timeout <= 0) throw new ConfigError(`${what}: option 'timeout' must be more than 0`)
+  return timeout
 }
 
 /** The absolute local path of a `scheme:///abs/path` spec; `what` names the spec in errors. */

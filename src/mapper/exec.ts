@@ -18,8 +18,7 @@ import type { Logger } from '../log.ts'
 import type { NixHash } from '../nix/hash.ts'
 import { isHashPart } from '../nix/store-path.ts'
 import type { AbortOptions, Locator, Mapper, MapperPlugin } from '../types.ts'
-import { duration } from '../util/values.ts'
-import { checkOptions, localPath, parseLocator, parseLocators, parseRecordedNarInfo, specName } from './common.ts'
+import { localPath, mapperSpec, parseLocator, parseLocators, parseRecordedNarInfo, timeoutOption } from './common.ts'
 
 export interface ExecMapperInit {
   name: string
@@ -30,7 +29,7 @@ export interface ExecMapperInit {
   timeout: number
 }
 
-export const EXEC_PROTOCOL_VERSION = 1
+const EXEC_PROTOCOL_VERSION = 1
 const MAX_LINE = 16 * 1024 * 1024
 const FIRST_BACKOFF = 100
 const MAX_BACKOFF = 30_000
@@ -102,6 +101,11 @@ class Run {
   kill (reason: string): void {
     if (this.exited || this.killedBecause !== undefined) return
     this.killedBecause = reason
+    this.terminate()
+  }
+
+  /** SIGTERM, then SIGKILL if the program has not exited within EXIT_GRACE. */
+  terminate (): void {
     this.child.kill('SIGTERM')
     setTimeout(() => { if (!this.exited) this.child.kill('SIGKILL') }, EXIT_GRACE).unref()
   }
@@ -177,10 +181,7 @@ export class ExecMapper implements Mapper {
       // EOF on stdin is the polite way to ask the program to finish; signals only if it does not.
       run.killedBecause = 'narswarm closed the mapper'
       run.child.stdin.end()
-      const timer = setTimeout(() => {
-        run.child.kill('SIGTERM')
-        setTimeout(() => { if (!run.exited) run.child.kill('SIGKILL') }, EXIT_GRACE).unref()
-      }, EXIT_GRACE)
+      const timer = setTimeout(() => run.terminate(), EXIT_GRACE)
       await run.exit
       clearTimeout(timer)
     })()
@@ -293,15 +294,12 @@ export const plugin: MapperPlugin<ExecMapperInit> = {
   scheme: 'exec',
   summary: 'a long-running program that answers lookups as JSON lines (exec:///usr/local/bin/my-mapper?timeout=5s)',
   parse (spec) {
-    const what = `mapper '${specName(spec)}'`
-    if (spec.protocol !== 'exec:') throw new ConfigError(`${what}: expected an exec: spec`)
-    checkOptions(spec, what, OPTIONS)
+    const { name, what } = mapperSpec(spec, ['exec:'], OPTIONS, 'an exec: spec')
     const program = localPath(spec, what, false)!
-    const timeout = duration(spec.searchParams.get('timeout') ?? undefined, 10_000, `${what}: option 'timeout'`)
-    if (timeout <= 0) throw new ConfigError(`${what}: option 'timeout' must be more than 0`)
+    const timeout = timeoutOption(spec, what, 10_000)
     const args = spec.searchParams.getAll('arg')
     if (args.some(a => a.includes('\0'))) throw new ConfigError(`${what}: option 'arg' contains a NUL byte`)
-    return { name: specName(spec), program, args, timeout }
+    return { name, program, args, timeout }
   },
   async create (init, components) {
     return await ExecMapper.start(init, components.log.child({ mapper: init.name }))

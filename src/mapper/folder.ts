@@ -20,7 +20,7 @@ import { ConfigError, FormatError } from '../errors.ts'
 import { NixHash } from '../nix/hash.ts'
 import { isHashPart } from '../nix/store-path.ts'
 import type { AbortOptions, IndexEntry, Locator, Mapper, MapperPlugin } from '../types.ts'
-import { checkOptions, localPath, parseLocators, parseLocator, parseRecordedNarInfo, specName } from './common.ts'
+import { localPath, mapperSpec, parseLocators, parseLocator, parseRecordedNarInfo } from './common.ts'
 
 export interface FolderMapperInit {
   name: string
@@ -29,7 +29,7 @@ export interface FolderMapperInit {
 }
 
 /** One entry file, as read (unknown keys dropped) or about to be written. */
-export interface FolderEntry {
+interface FolderEntry {
   narHash: NixHash
   fileHash?: NixHash
   narSize?: number
@@ -37,10 +37,10 @@ export interface FolderEntry {
   narInfo?: string
 }
 
-export const FOLDER_FORMAT_VERSION = 1
+const FOLDER_FORMAT_VERSION = 1
 
 /** `DIR/<first char>/<base16>.yaml` for a sha256 key. */
-export function entryPath (dir: string, key: NixHash): string {
+function entryPath (dir: string, key: NixHash): string {
   const hex = key.toBase16()
   return join(dir, hex.slice(0, 1), `${hex}.yaml`)
 }
@@ -74,7 +74,7 @@ export function parseEntry (text: string, where: string): FolderEntry {
 }
 
 /** The YAML text of an entry, keys in the documented order. */
-export function formatEntry (entry: FolderEntry): string {
+function formatEntry (entry: FolderEntry): string {
   const doc: Record<string, unknown> = { version: FOLDER_FORMAT_VERSION, narHash: entry.narHash.toString() }
   if (entry.fileHash !== undefined) doc.fileHash = entry.fileHash.toString()
   if (entry.narSize !== undefined) doc.narSize = entry.narSize
@@ -84,7 +84,7 @@ export function formatEntry (entry: FolderEntry): string {
 }
 
 /** Writes `text` to `file` through a temporary sibling and a rename, so the file is never partial. */
-export async function writeFileAtomic (file: string, text: string): Promise<void> {
+async function writeFileAtomic (file: string, text: string): Promise<void> {
   const dir = file.slice(0, file.lastIndexOf('/'))
   await fs.mkdir(dir, { recursive: true })
   // A dot-name never matches `<key>.yaml`, so readers and globbing tools skip leftovers of a crash.
@@ -204,11 +204,9 @@ export const plugin: MapperPlugin<FolderMapperInit> = {
   scheme: 'folder',
   summary: 'index as YAML files in a folder, nix-subsubd layout (folder:///srv/nss-map)',
   parse (spec) {
-    const what = `mapper '${specName(spec)}'`
-    if (spec.protocol !== 'folder:') throw new ConfigError(`${what}: expected a folder: spec`)
-    checkOptions(spec, what, [])
+    const { name, what } = mapperSpec(spec, ['folder:'], [])
     const dir = localPath(spec, what, false)!
-    return { name: specName(spec), dir: dir.length > 1 ? dir.replace(/\/+$/, '') : dir }
+    return { name, dir: dir.length > 1 ? dir.replace(/\/+$/, '') : dir }
   },
   async create (init) {
     try {

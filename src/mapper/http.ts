@@ -15,8 +15,8 @@ import type { NixHash } from '../nix/hash.ts'
 import { isHashPart } from '../nix/store-path.ts'
 import type { AbortOptions, Locator, Mapper, MapperPlugin } from '../types.ts'
 import { isTimeout, readBody } from '../util/http-client.ts'
-import { integer, duration } from '../util/values.ts'
-import { checkOptions, parseLocators, specName } from './common.ts'
+import { integer } from '../util/values.ts'
+import { mapperSpec, parseLocatorsJson, timeoutOption } from './common.ts'
 
 export interface HttpMapperInit {
   name: string
@@ -58,14 +58,7 @@ export class HttpMapper implements Mapper {
     if (key.algorithm !== 'sha256') return []
     const body = await this.#get(`narswarm/v1/locators/${key.toNix32()}`, options?.signal)
     if (body === undefined) return []
-    let json: unknown
-    try {
-      json = JSON.parse(body)
-    } catch {
-      throw new FormatError(`index ${this.name}: the answer for ${key.toString()} is not JSON`)
-    }
-    if (typeof json !== 'object' || json === null) throw new FormatError(`index ${this.name}: the answer for ${key.toString()} is not a JSON object`)
-    return parseLocators((json as Record<string, unknown>).locators, `index ${this.name}, ${key.toString()}`)
+    return parseLocatorsJson(body, `index ${this.name}, the answer for ${key.toString()}`)
   }
 
   async narInfo (hashPart: string, options?: AbortOptions): Promise<string | undefined> {
@@ -115,20 +108,15 @@ export const plugin: MapperPlugin<HttpMapperInit> = {
   scheme: 'http',
   summary: 'read-only client of a narswarm HTTP index (http+https://index.example/prefix)',
   parse (spec) {
-    const what = `mapper '${specName(spec)}'`
-    if (spec.protocol !== 'http+http:' && spec.protocol !== 'http+https:') {
-      throw new ConfigError(`${what}: expected http+http:// or http+https:// (the scheme after '+' is the transport), not '${spec.protocol}'`)
-    }
+    const { name, what } = mapperSpec(spec, ['http+http:', 'http+https:'], OPTIONS, `http+http:// or http+https:// (the scheme after '+' is the transport), not '${spec.protocol}'`)
     if (spec.hostname === '') throw new ConfigError(`${what}: the host is missing`)
     if (spec.hash !== '') throw new ConfigError(`${what}: a fragment ('${spec.hash}') is not allowed`)
-    checkOptions(spec, what, OPTIONS)
-    const timeout = duration(spec.searchParams.get('timeout') ?? undefined, 10_000, `${what}: option 'timeout'`)
-    if (timeout <= 0) throw new ConfigError(`${what}: option 'timeout' must be more than 0`)
+    const timeout = timeoutOption(spec, what, 10_000)
     const connections = integer(spec.searchParams.get('connections') ?? undefined, 8, `${what}: option 'connections'`)
     if (connections < 1) throw new ConfigError(`${what}: option 'connections' must be at least 1`)
     const base = new URL(spec.href.slice('http+'.length))
     base.search = ''
-    return { name: specName(spec), base: base.href.replace(/\/+$/, ''), timeout, connections }
+    return { name, base: base.href.replace(/\/+$/, ''), timeout, connections }
   },
   async create (init) {
     return new HttpMapper(init)

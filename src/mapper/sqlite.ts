@@ -12,7 +12,7 @@ import { ConfigError } from '../errors.ts'
 import { NixHash } from '../nix/hash.ts'
 import { openDatabase } from '../util/sqlite.ts'
 import type { AbortOptions, IndexEntry, Locator, Mapper, MapperPlugin } from '../types.ts'
-import { checkOptions, localPath, parseLocator, parseRecordedNarInfo, specName } from './common.ts'
+import { localPath, mapperSpec, parseLocator, parseRecordedNarInfo } from './common.ts'
 
 export interface SqliteMapperInit {
   name: string
@@ -136,10 +136,8 @@ export const plugin: MapperPlugin<SqliteMapperInit> = {
   scheme: 'sqlite',
   summary: 'NarHash → locators and narinfos in a SQLite file (sqlite:///path/index.db; sqlite: for the state directory)',
   parse (spec) {
-    const what = `mapper '${specName(spec)}'`
-    if (spec.protocol !== 'sqlite:') throw new ConfigError(`${what}: expected a sqlite: spec`)
-    checkOptions(spec, what, [])
-    return { name: specName(spec), file: localPath(spec, what, true) }
+    const { name, what } = mapperSpec(spec, ['sqlite:'], [])
+    return { name, file: localPath(spec, what, true) }
   },
   async create (init, components) {
     const file = init.file ?? join(components.stateDir, 'index.sqlite')

@@ -10,11 +10,11 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ConfigError } from '../errors.ts'
 import { NarInfo } from '../nix/narinfo.ts'
-import { verifyNarInfo } from '../nix/signature.ts'
+import { trustedKeyMap, type PublicKey } from '../nix/signature.ts'
 import { isHashPart } from '../nix/store-path.ts'
 import { readFileChunks } from '../util/file-stream.ts'
 import { parseUpstreamSpec, type UpstreamConfig } from '../upstream/spec.ts'
-import { parseServedNarInfo, Upstream, type NarInfoAnswer, type NarStream } from '../upstream/upstream.ts'
+import { parseServedNarInfo, trustProblem, Upstream, type NarInfoAnswer, type NarStream } from '../upstream/upstream.ts'
 
 export interface BinaryCache {
   readonly name: string
@@ -62,11 +62,13 @@ class FileCache implements BinaryCache {
   readonly name: string
   readonly trustedKeys: readonly string[]
   readonly #dir: string
-  readonly #options: UpstreamConfig
+  readonly #requireSigs: boolean
+  readonly #keys: ReadonlyMap<string, PublicKey>
 
   constructor (dir: string, options: UpstreamConfig) {
     this.#dir = dir
-    this.#options = options
+    this.#requireSigs = options.requireSigs
+    this.#keys = trustedKeyMap(options.trustedPublicKeys)
     this.trustedKeys = options.trustedPublicKeys
     this.name = `file://${dir}`
   }
@@ -81,12 +83,9 @@ class FileCache implements BinaryCache {
     }
     const parsed = parseServedNarInfo(text, hashPart)
     if (parsed.kind === 'rejected') return parsed
-    const narInfo = parsed.narInfo
-    if (this.#options.requireSigs) {
-      const verdict = verifyNarInfo(narInfo, this.#options.trustedPublicKeys)
-      if (!verdict.valid) return { kind: 'rejected', reason: `no valid signature by a trusted key${verdict.problems.length > 0 ? `: ${verdict.problems.join('; ')}` : ''}` }
-    }
-    return { kind: 'found', narInfo, text }
+    const trust = trustProblem(parsed.narInfo, this.#requireSigs, this.#keys)
+    if (trust !== undefined) return { kind: 'rejected', reason: trust }
+    return { kind: 'found', narInfo: parsed.narInfo, text }
   }
 
   async openNar (narInfo: NarInfo): Promise<NarStream | undefined> {

@@ -20,7 +20,7 @@ import { NixHash } from '../nix/hash.ts'
 import { NarInfo } from '../nix/narinfo.ts'
 import { sign, verifySignature, type SecretKey } from '../nix/signature.ts'
 import type { Locator, Mapper } from '../types.ts'
-import { parseLocators } from '../mapper/common.ts'
+import { parseLocatorsJson } from '../mapper/common.ts'
 
 const ROOT = join('narswarm', 'v1')
 const MANIFEST = 'SHA256SUMS'
@@ -103,9 +103,7 @@ export async function importIndex (dir: string, mapper: Mapper, options: ImportO
       narInfos.push(info)
       narInfoTexts.set(info, text)
     } else {
-      let json: unknown
-      try { json = JSON.parse(text) } catch (err) { throw new FormatError(`${m[2]}: not JSON: ${(err as Error).message}`) }
-      locators.set(name, parseLocators((json as { locators?: unknown }).locators, m[2]!))
+      locators.set(name, parseLocatorsJson(text, m[2]!))
     }
   }
   let recorded = 0

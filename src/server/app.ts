@@ -66,7 +66,7 @@ export function createApp (init: AppInit): Server {
       await serveNar(m[1]!, req, res)
       return
     }
-    if (init.index !== undefined && path.startsWith('/narswarm/') && await handleIndexRequest(path, init.index, res)) return
+    if (init.index !== undefined && await handleIndexRequest(path, init.index, res)) return
     sendStatus(res, 404)
   }
 

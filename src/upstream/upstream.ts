@@ -79,24 +79,9 @@ export class Upstream {
     const parsed = parseServedNarInfo(text, hashPart)
     if (parsed.kind === 'rejected') return parsed
     const narInfo = parsed.narInfo
-    const trust = this.checkTrust(narInfo)
+    const trust = trustProblem(narInfo, this.requireSigs, this.#keys)
     if (trust !== undefined) return { kind: 'rejected', reason: trust }
     return { kind: 'found', narInfo, text }
-  }
-
-  /**
-   * Why a narinfo may not be used, or undefined when it may: a valid signature from one of this
-   * upstream's trusted keys, or a content-address claim that reproduces the store path (Nix's
-   * rule for unsigned CA paths), or `require-sigs` off.
-   */
-  checkTrust (narInfo: NarInfo): string | undefined {
-    if (!this.requireSigs) return undefined
-    const result = verifyNarInfo(narInfo, this.#keys)
-    if (result.valid) return undefined
-    const detail = result.problems.length > 0 ? `: ${result.problems.join('; ')}` : ''
-    return narInfo.sigs.length === 0
-      ? `narinfo is not signed and require-sigs is on${detail}`
-      : `no valid signature by a trusted key (${[...this.#keys.keys()].join(', ') || 'none configured'})${detail}`
   }
 
   /** Opens the NAR a narinfo of this upstream points to; undefined when the upstream says it is gone. */
@@ -161,4 +146,17 @@ export function parseServedNarInfo (text: string, hashPart: string): { kind: 'pa
   return { kind: 'parsed', narInfo }
 }
 
-
+/**
+ * Why a narinfo may not be used, or undefined when it may: a valid signature from one of `keys`,
+ * or a content-address claim that reproduces the store path (Nix's rule for unsigned CA paths),
+ * or `require-sigs` off. For any binary cache, over HTTP or in a directory.
+ */
+export function trustProblem (narInfo: NarInfo, requireSigs: boolean, keys: ReadonlyMap<string, PublicKey>): string | undefined {
+  if (!requireSigs) return undefined
+  const result = verifyNarInfo(narInfo, keys)
+  if (result.valid) return undefined
+  const detail = result.problems.length > 0 ? `: ${result.problems.join('; ')}` : ''
+  return narInfo.sigs.length === 0
+    ? `narinfo is not signed and require-sigs is on${detail}`
+    : `no valid signature by a trusted key (${[...keys.keys()].join(', ') || 'none configured'})${detail}`
+}
