@@ -41,23 +41,33 @@ function parseSpec (spec: string, kind: 'mapper' | 'backend'): { scheme: string,
   return { scheme, url }
 }
 
+/** A mapper spec checked in full (scheme and options), ready to open. */
+async function preparedMapper (spec: string): Promise<(components: Components) => Promise<Mapper>> {
+  const { scheme, url } = parseSpec(spec, 'mapper')
+  const plugin = await MAPPERS[scheme]!()
+  const init = plugin.parse(url)
+  return async components => await plugin.create(init, components)
+}
+
+/** A backend spec checked in full (scheme and options), ready to open. */
+async function preparedBackend (spec: string): Promise<(components: Components) => Promise<Backend>> {
+  const { scheme, url } = parseSpec(spec, 'backend')
+  const plugin = await BACKENDS[scheme]!()
+  const init = plugin.parse(url)
+  return async components => await plugin.create(init, components)
+}
+
 /** Validates a spec without opening anything. */
 export async function checkSpec (spec: string, kind: 'mapper' | 'backend'): Promise<void> {
-  const { scheme, url } = parseSpec(spec, kind)
-  const plugin = await (kind === 'mapper' ? MAPPERS : BACKENDS)[scheme]!()
-  plugin.parse(url)
+  await (kind === 'mapper' ? preparedMapper(spec) : preparedBackend(spec))
 }
 
 export async function openMapper (spec: string, components: Components): Promise<Mapper> {
-  const { scheme, url } = parseSpec(spec, 'mapper')
-  const plugin = await MAPPERS[scheme]!()
-  return await plugin.create(plugin.parse(url), components)
+  return await (await preparedMapper(spec))(components)
 }
 
 export async function openBackend (spec: string, components: Components): Promise<Backend> {
-  const { scheme, url } = parseSpec(spec, 'backend')
-  const plugin = await BACKENDS[scheme]!()
-  return await plugin.create(plugin.parse(url), components)
+  return await (await preparedBackend(spec))(components)
 }
 
 export interface Plugins {
@@ -72,16 +82,18 @@ export interface Plugins {
  * those already open are closed again.
  */
 export async function openPlugins (mapperSpecs: readonly string[], backendSpecs: readonly string[], components: Components): Promise<Plugins> {
-  for (const spec of mapperSpecs) await checkSpec(spec, 'mapper')
-  for (const spec of backendSpecs) await checkSpec(spec, 'backend')
+  const mappers = []
+  for (const spec of mapperSpecs) mappers.push(await preparedMapper(spec))
+  const backends = []
+  for (const spec of backendSpecs) backends.push(await preparedBackend(spec))
   const plugins: Plugins = {
     mappers: [],
     backends: [],
     close: async () => { await Promise.all([...plugins.mappers, ...plugins.backends].map(async p => await p.close?.())) }
   }
   try {
-    for (const spec of mapperSpecs) plugins.mappers.push(await openMapper(spec, components))
-    for (const spec of backendSpecs) plugins.backends.push(await openBackend(spec, components))
+    for (const open of mappers) plugins.mappers.push(await open(components))
+    for (const open of backends) plugins.backends.push(await open(components))
   } catch (err) {
     await plugins.close()
     throw err

@@ -187,9 +187,10 @@ class Run {
     }
   }
 
+  /** (Re)starts the silence timer: called for every chunk, so it is refreshed, not made anew. */
   #arm (): void {
-    clearTimeout(this.#timer)
     if (this.#stopped) return
+    if (this.#timer !== undefined) { this.#timer.refresh(); return }
     this.#timer = setTimeout(() => {
       this.#timedOut = true
       killGroup(this.#child)

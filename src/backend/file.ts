@@ -20,7 +20,7 @@ import { randomBytes } from 'node:crypto'
 import { pipeline } from 'node:stream/promises'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { ConfigError } from '../errors.ts'
-import { compress, type Compression } from '../nix/compression.ts'
+import { compress, narFileName, type Compression } from '../nix/compression.ts'
 import { compression as parseCompression } from '../util/values.ts'
 import type { AbortOptions, Backend, BackendPlugin, Components, Locator, NarSource, NarUpload } from '../types.ts'
 import { closedWriteStream, readFileChunks } from '../util/file-stream.ts'
@@ -31,11 +31,6 @@ export interface FileBackendInit {
   directory: string
   /** Compression of the NARs this backend publishes. */
   compression: Compression
-}
-
-/** File name extensions of compressed NARs, as Nix names them. */
-export const COMPRESSION_EXTENSION: Readonly<Record<Compression, string>> = {
-  none: '', xz: '.xz', zstd: '.zst', bzip2: '.bz2', br: '.br'
 }
 
 export class FileBackend implements Backend {
@@ -69,7 +64,7 @@ export class FileBackend implements Backend {
   async publish (nar: NarUpload, options: AbortOptions = {}): Promise<Locator> {
     const signal = options.signal
     signal?.throwIfAborted()
-    const name = `nar/${nar.narHash.toNix32()}.nar${COMPRESSION_EXTENSION[this.compression]}`
+    const name = narFileName(nar.narHash, this.compression)
     const target = join(this.directory, name)
     // Content-addressed: a file under this name was verified when it was written.
     const existing = await stat(target).catch((err: unknown) => { if (isAbsent(err)) return undefined; throw err })
@@ -77,14 +72,13 @@ export class FileBackend implements Backend {
 
     await mkdir(join(this.directory, 'nar'), { recursive: true })
     const temp = join(this.directory, 'nar', `.${nar.narHash.toNix32()}.${randomBytes(6).toString('hex')}.tmp`)
-    const out = createWriteStream(temp, { flags: 'wx' })
+    // flush: the file is synced before it is closed, so after a crash the final name (given only
+    // after that) holds the whole NAR or nothing.
+    const out = createWriteStream(temp, { flags: 'wx', flush: true })
     try {
       const verified = verifyNar(nar.body, nar, `publishing ${name}`)
       const body = compress(this.compression, verified, signal === undefined ? { sizeHint: nar.narSize } : { signal, sizeHint: nar.narSize })
       await pipeline(body, out, signal === undefined ? {} : { signal })
-      // Flushed before the rename: after a crash the final name holds the whole NAR or nothing.
-      const handle = await open(temp, 'r')
-      try { await handle.sync() } finally { await handle.close() }
       await rename(temp, target)
       await syncDirectory(join(this.directory, 'nar'))
     } catch (err) {
@@ -92,7 +86,7 @@ export class FileBackend implements Backend {
       await unlink(temp).catch(() => {})
       throw err
     }
-    return this.#locator(target, (await stat(target)).size)
+    return this.#locator(target, out.bytesWritten)
   }
 
   async close (): Promise<void> {}

@@ -13,7 +13,7 @@
 import { Readable } from 'node:stream'
 import type { S3Client } from '@aws-sdk/client-s3'
 import { ConfigError, FormatError, IntegrityError, UpstreamError } from '../errors.ts'
-import { compress, decompress, type Compression } from '../nix/compression.ts'
+import { compress, decompress, narFileName, type Compression } from '../nix/compression.ts'
 import type { AbortOptions, Backend, BackendPlugin, Components, Locator, NarSource, NarUpload } from '../types.ts'
 import { boolean, compression as parseCompression } from '../util/values.ts'
 import { verifyNar } from '../util/verify.ts'
@@ -33,7 +33,6 @@ export interface S3Init {
 }
 
 const OPTIONS = ['endpoint', 'region', 'force-path-style', 'compression', 'profile'] as const
-const EXTENSION: Record<Compression, string> = { none: '.nar', xz: '.nar.xz', zstd: '.nar.zst', bzip2: '.nar.bz2', br: '.nar.br' }
 // Bucket names as S3 allows them (3–63 lowercase letters, digits, dots and hyphens).
 const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/
 // Parts are buffered in memory: at most QUEUE × PART bytes per upload.
@@ -193,7 +192,7 @@ export class S3Backend implements Backend {
     const { signal } = options
     signal?.throwIfAborted()
     const { bucket, prefix, compression } = this.#init
-    const key = `${prefix === '' ? '' : `${prefix}/`}nar/${nar.narHash.toNix32()}${EXTENSION[compression]}`
+    const key = `${prefix === '' ? '' : `${prefix}/`}${narFileName(nar.narHash, compression)}`
     const url = locatorUrl(bucket, key)
     try {
       const head = await this.#client.send(new this.#sdk.HeadObjectCommand({ Bucket: bucket, Key: key }), signal !== undefined ? { abortSignal: signal } : {})

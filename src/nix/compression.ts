@@ -40,9 +40,18 @@ import type { Duplex } from 'node:stream'
 import zlib from 'node:zlib'
 import { raceSignal } from 'race-signal'
 import { FormatError } from '../errors.ts'
+import type { NixHash } from './hash.ts'
 
 export const COMPRESSIONS = ['none', 'xz', 'zstd', 'bzip2', 'br'] as const
 export type Compression = (typeof COMPRESSIONS)[number]
+
+/** File name extensions of compressed NARs, as Nix names them. */
+const EXTENSION: Readonly<Record<Compression, string>> = { none: '', xz: '.xz', zstd: '.zst', bzip2: '.bz2', br: '.br' }
+
+/** The name Nix gives a NAR file in a binary cache: `nar/<NarHash in nix32>.nar[.xz|.zst|…]`. */
+export function narFileName (narHash: NixHash, compression: Compression): string {
+  return `nar/${narHash.toNix32()}.nar${EXTENSION[compression]}`
+}
 
 /** `auto`: the measured best available; `library`: in-process only; `process`: the system binary. */
 export type CodecEngine = 'auto' | 'library' | 'process'

@@ -9,6 +9,7 @@
  */
 import { IntegrityError } from '../errors.ts'
 import type { Logger } from '../log.ts'
+import { narFileName } from '../nix/compression.ts'
 import type { NixHash } from '../nix/hash.ts'
 import { NarInfo } from '../nix/narinfo.ts'
 import { narInfoFingerprint, sign, type SecretKey } from '../nix/signature.ts'
@@ -137,7 +138,7 @@ export class Publisher {
   #signedNarInfo (item: PublishItem): string {
     const fields = {
       storePath: item.storePath,
-      url: `nar/${item.narHash.toNix32()}.nar`,
+      url: narFileName(item.narHash, 'none'),
       compression: 'none',
       narHash: item.narHash,
       narSize: item.narSize,

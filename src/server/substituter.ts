@@ -18,7 +18,7 @@
 import { FormatError, IntegrityError, UpstreamError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { NarInfo } from '../nix/narinfo.ts'
-import { decompress } from '../nix/compression.ts'
+import { decompress, narFileName } from '../nix/compression.ts'
 import type { NarInfoCache } from '../state/narinfo-cache.ts'
 import type { SourceHealth } from '../upstream/health.ts'
 import { parseServedNarInfo, type Upstream } from '../upstream/upstream.ts'
@@ -281,7 +281,7 @@ const ABSENT: NarInfoResponse = { kind: 'absent' }
 /** The narinfo as served: our own URL, uncompressed, everything signed kept as it was. */
 export function rewrite (narInfo: NarInfo): Buffer {
   return Buffer.from(narInfo.withTransport({
-    url: `nar/${narInfo.narHash.toNix32()}.nar`,
+    url: narFileName(narInfo.narHash, 'none'),
     compression: 'none',
     fileHash: narInfo.narHash,
     fileSize: narInfo.narSize

@@ -10,7 +10,7 @@
  * an info hash nobody offers is a timeout (UpstreamError), never absence — the swarm may just be slow.
  */
 import { createWriteStream } from 'node:fs'
-import { mkdir, rename, rm } from 'node:fs/promises'
+import { mkdir, rm } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { pipeline } from 'node:stream/promises'
@@ -30,11 +30,6 @@ import { fetchFromWebSeeds } from './web-seed.ts'
 import { startClient, type WtClient } from './webtorrent.ts'
 
 export type { TorrentInit } from './spec.ts'
-
-/** Extra publish options: web seeds for this NAR alone (e.g. the upstream's URL of an uncompressed NAR). */
-export interface TorrentPublishOptions extends AbortOptions {
-  webSeeds?: string[]
-}
 
 export class TorrentBackend implements Backend {
   readonly name: string
@@ -117,11 +112,11 @@ export class TorrentBackend implements Backend {
     }
   }
 
-  async publish (nar: NarUpload, options: TorrentPublishOptions = {}): Promise<Locator> {
+  async publish (nar: NarUpload, options: AbortOptions = {}): Promise<Locator> {
     const signal = options.signal
     signal?.throwIfAborted()
     const name = `${nar.narHash.toNix32()}.nar`
-    const webSeeds = [...this.#init.webSeeds.map(base => `${base}nar/${name}`), ...(options.webSeeds ?? [])]
+    const webSeeds = this.#init.webSeeds.map(base => `${base}nar/${name}`)
     const existing = this.#seeds.byName(name)
     if (existing !== undefined && existing.torrent.info.pieceLength === this.#init.pieceLength) {
       this.#seeds.touch(existing.infoHash)
@@ -140,16 +135,12 @@ export class TorrentBackend implements Backend {
       await pipeline(hashed(), out, signal === undefined ? {} : { signal })
       info = { name, length: nar.narSize, pieceLength: this.#init.pieceLength, pieces: pieces.finish() }
       infoHash = infoHashOf(info)
-      if (nar.narSize > 0) {
-        await mkdir(this.#seeds.dataDir(infoHash), { recursive: true })
-        await rename(temp, join(this.#seeds.dataDir(infoHash), name))
-      }
+      // A zero-length NAR cannot be a torrent (no pieces); its magnet link alone says everything.
+      if (nar.narSize > 0) await this.#seeds.adoptFile(temp, torrentFile(info, this.#init.trackers, webSeeds))
     } finally {
       await closedWriteStream(out)
       await rm(temp, { force: true })
     }
-    // A zero-length NAR cannot be a torrent (no pieces); its magnet link alone says everything.
-    if (nar.narSize > 0) await this.#seeds.adopt(torrentFile(info, this.#init.trackers, webSeeds), { inClient: false })
     this.#log.debug({ infoHash, name }, 'NAR published as a torrent')
     return this.#locator(info, infoHash, webSeeds)
   }

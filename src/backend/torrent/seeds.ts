@@ -109,8 +109,7 @@ export class SeedStore {
    * Records a complete, verified torrent whose data is already at `dataDir(infoHash)/<name>`, adds
    * it to the client unless it is there (a finished download is), and evicts beyond the cap.
    */
-  async adopt (torrentBytes: Uint8Array, options: { inClient: boolean }): Promise<Seed> {
-    const torrent = parseTorrentFile(torrentBytes)
+  async adopt (torrentBytes: Uint8Array, options: { inClient: boolean }, torrent = parseTorrentFile(torrentBytes)): Promise<Seed> {
     const { infoHash } = torrent
     const temp = join(this.tmpDir, `${infoHash}.${randomBytes(4).toString('hex')}.torrent`)
     await writeFile(temp, torrentBytes)
@@ -124,10 +123,12 @@ export class SeedStore {
     return seed
   }
 
-  /** Removes a torrent that is not (or no longer) a seed: from the client and from disk. */
-  async discard (infoHash: string): Promise<void> {
-    if (this.#seeds.has(infoHash)) return
-    await this.#delete(infoHash)
+  /** Moves a complete, verified `file` into place as the data of `torrentBytes`, and adopts it. */
+  async adoptFile (file: string, torrentBytes: Uint8Array): Promise<Seed> {
+    const torrent = parseTorrentFile(torrentBytes)
+    await mkdir(this.dataDir(torrent.infoHash), { recursive: true })
+    await rename(file, join(this.dataDir(torrent.infoHash), torrent.info.name))
+    return await this.adopt(torrentBytes, { inClient: false }, torrent)
   }
 
   #register (seed: Seed): void {

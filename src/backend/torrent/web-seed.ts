@@ -8,7 +8,7 @@
  * it. Otherwise the bytes were still streamed to the caller, whose NarHash check decides.
  */
 import { createWriteStream } from 'node:fs'
-import { mkdir, rename, rm } from 'node:fs/promises'
+import { mkdir, rm } from 'node:fs/promises'
 import { createHash, randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { once } from 'node:events'
@@ -99,8 +99,6 @@ async function keep (magnet: Magnet, ctx: WebSeedContext, temp: string, pieces: 
     await rm(temp, { force: true })
     return
   }
-  await mkdir(ctx.seeds.dataDir(magnet.infoHash), { recursive: true })
-  await rename(temp, join(ctx.seeds.dataDir(magnet.infoHash), name))
-  await ctx.seeds.adopt(torrentFile(info, [...new Set([...magnet.trackers, ...ctx.trackers])], magnet.webSeeds), { inClient: false })
+  await ctx.seeds.adoptFile(temp, torrentFile(info, [...new Set([...magnet.trackers, ...ctx.trackers])], magnet.webSeeds))
   ctx.log.info({ infoHash: magnet.infoHash, name }, 'seeding a NAR fetched from its web seed')
 }
