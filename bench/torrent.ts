@@ -17,15 +17,10 @@ import { publishCache } from '../test/helpers/publish.ts'
 import { startTracker } from '../test/helpers/torrent-tracker.ts'
 import { curlDownload, fmt, machineBusy, median, MiB, table, type Download } from './lib/measure.ts'
 import { procStatusKb } from './lib/narswarm.ts'
-import { cleanup, freePort, installCleanupHandlers, makeTempDir } from './lib/procs.ts'
+import { cleanup, freePort, installCleanupHandlers, intEnv, makeTempDir } from './lib/procs.ts'
 
-const envInt = (name: string, def: number): number => {
-  const n = Number(process.env[name] ?? def)
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} must be a positive integer`)
-  return n
-}
-const NAR_MIB = envInt('BENCH_NAR_MIB', 200)
-const REPS = envInt('BENCH_REPS', 3)
+const NAR_MIB = intEnv('BENCH_NAR_MIB', 200)
+const REPS = intEnv('BENCH_REPS', 3)
 const t0 = performance.now()
 const progress = (msg: string): void => { process.stderr.write(`[${((performance.now() - t0) / 1000).toFixed(1).padStart(5)} s] ${msg}\n`) }
 

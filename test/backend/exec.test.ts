@@ -3,14 +3,14 @@ import assert from 'node:assert/strict'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { backendCompliance } from '../compliance/backend.ts'
 import { ExecBackend, EXEC_DEFAULTS, plugin } from '../../src/backend/exec.ts'
 import { ConfigError, UpstreamError } from '../../src/errors.ts'
 import { silentLogger } from '../../src/log.ts'
-import { collect } from '../helpers/bytes.ts'
+import { collect, sha256Hex } from '../helpers/bytes.ts'
 
 const components = { log: silentLogger(), stateDir: tmpdir() }
 const FETCHER = fileURLToPath(new URL('../fixtures/exec-fetcher.ts', import.meta.url))
@@ -52,7 +52,7 @@ backendCompliance('exec (fixture fetcher)', {
   publishes: false,
   setup: async () => await plugin.create(plugin.parse(fixtureSpec()), components),
   seed: async (_backend, bytes) => {
-    const path = join(store, `${createHash('sha256').update(bytes).digest('hex')}.nar`)
+    const path = join(store, `${sha256Hex(bytes)}.nar`)
     await writeFile(path, bytes)
     return { url: locatorFor(path), compression: 'none' }
   },

@@ -8,7 +8,7 @@
 import { before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { CarBlockIterator } from '@ipld/car'
+import { CarBlockIterator, CarWriter } from '@ipld/car'
 import { CID } from 'multiformats/cid'
 import { FormatError } from '../../src/errors.ts'
 import { NixHash } from '../../src/nix/hash.ts'
@@ -90,6 +90,24 @@ describe('CAR codec', () => {
       // Tiny pieces (a sender splitting its data into tiny frames) are joined, not kept apart.
       if (name === 'whole' || name === 'tiny') assert.equal(split, 0, name)
     }
+  })
+
+  it('what the reference writer (@ipld/car) writes, narswarm reads', async () => {
+    const { writer, out } = CarWriter.create([big.root])
+    const sent = [...big.blocks].slice(0, 8)
+    const writing = (async () => {
+      for (const [cid, bytes] of sent) await writer.put({ cid: CID.parse(cid), bytes })
+      await writer.close()
+    })()
+    const car = await readCar(out, 2 * MIB)
+    assert.deepEqual(car.roots.map(String), [big.root.toString()])
+    const got: string[] = []
+    for await (const b of car.blocks) {
+      assert.deepEqual(Buffer.from(contiguous(b.bytes)), Buffer.from(big.blocks.get(b.cid.toString())!))
+      got.push(b.cid.toString())
+    }
+    await writing
+    assert.deepEqual(got, sent.map(([cid]) => cid))
   })
 
   it('refuses malformed or oversized input with a FormatError', async () => {

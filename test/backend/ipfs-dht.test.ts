@@ -3,26 +3,18 @@
  * nodes on 127.0.0.1: the publisher's announcement succeeds against the DHT, and the fetcher, which
  * knows only the DHT's first node, reaches the publisher through it.
  */
-import { after, describe, it } from 'node:test'
+import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { silentLogger } from '../../src/log.ts'
 import { Announcer } from '../../src/backend/ipfs/announcer.ts'
+import { cidOf } from '../../src/backend/ipfs/locator.ts'
 import { embeddedNode } from '../helpers/ipfs.ts'
+import { tempDir } from '../helpers/temp.ts'
 import { sha256Hex, sourceDigest, upload } from '../helpers/bytes.ts'
 
-const dirs: string[] = []
-after(async () => { await Promise.all(dirs.map(async d => await rm(d, { recursive: true, force: true }))) })
-async function tempDir (): Promise<string> {
-  const d = await mkdtemp(join(tmpdir(), 'narswarm-ipfs-dht-'))
-  dirs.push(d)
-  return d
-}
 
 describe('ipfs announcer', () => {
   it('announces roots in batches, at most one batch per interval, each root once', async (t) => {
@@ -63,6 +55,13 @@ describe('ipfs routing=lan-dht on 127.0.0.1', () => {
       const locator = await publisher.publish(upload(bytes))
       for (let i = 0; i < 100 && publisher.announcedRoots === 0; i++) await new Promise(resolve => setTimeout(resolve, 100))
       assert.equal(publisher.announcedRoots, 1, 'the root was provided to the DHT')
+      // The DHT holds the record: asked through it, the publisher is a provider of the root.
+      const publisherId = publisher.multiaddrs[0]!.split('/p2p/')[1]!
+      let listed = false
+      for await (const id of fetcher.providers(cidOf(locator.url)!, { signal: AbortSignal.timeout(30_000) })) {
+        if (id === publisherId) { listed = true; break }
+      }
+      assert.ok(listed, 'the DHT lists the publisher as a provider of the root')
       const source = await fetcher.open(locator)
       assert.ok(source !== undefined)
       assert.equal(await sourceDigest(source), sha256Hex(bytes))

@@ -4,35 +4,29 @@
  * chunking lets a changed NAR reuse the blocks of its predecessor, a CID nobody provides is a
  * timeout (never absence), and the node keeps its peer id across restarts.
  */
-import { after, describe, it } from 'node:test'
+import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { randomBytes } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { createHash, randomBytes } from 'node:crypto'
 import { createServer } from 'node:net'
 import { once } from 'node:events'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { Writable } from 'node:stream'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { ConfigError, IntegrityError, UpstreamError } from '../../src/errors.ts'
 import { NixHash } from '../../src/nix/hash.ts'
+import { createLogger } from '../../src/log.ts'
 import { plugin } from '../../src/backend/ipfs/plugin.ts'
+import { importNar } from '../../src/backend/ipfs/publish.ts'
 import { cidOf, locatorOf } from '../../src/backend/ipfs/locator.ts'
 import { PUBLIC_BOOTSTRAP, type IpfsInit } from '../../src/backend/ipfs/spec.ts'
 import { backendCompliance } from '../compliance/backend.ts'
 import { embeddedNode } from '../helpers/ipfs.ts'
+import { tempDir } from '../helpers/temp.ts'
 import { PeerGateways, peerGatewayBases } from '../../src/backend/ipfs/http-gateway.ts'
 import type { EmbeddedIpfsBackend } from '../../src/backend/ipfs/embedded.ts'
 import { chunks, sha256Hex, sourceDigest, upload } from '../helpers/bytes.ts'
 
 const MIB = 1 << 20
-const dirs: string[] = []
-after(async () => { await Promise.all(dirs.map(async d => await rm(d, { recursive: true, force: true }))) })
-async function tempDir (): Promise<string> {
-  const d = await mkdtemp(join(tmpdir(), 'narswarm-ipfs-test-'))
-  dirs.push(d)
-  return d
-}
 
 /** A CID in the ipfs scheme that cannot name a file (dag-cbor): the backend knows it holds no NAR. */
 const NOT_A_FILE = `ipfs://${CID.create(1, 0x71, await sha256.digest(new Uint8Array([1, 2, 3]))).toString()}`
@@ -128,6 +122,31 @@ describe('ipfs peer gateways over plain HTTP', () => {
       taken.close()
     }
   })
+})
+
+describe('ipfs import parameters (part of the index format)', () => {
+  /** Bytes anyone can make again: SHA-256 of 'narswarm 0', 'narswarm 1', … back to back. */
+  function fixedBytes (n: number): Buffer {
+    const parts: Buffer[] = []
+    for (let i = 0; parts.length * 32 < n; i++) parts.push(createHash('sha256').update(`narswarm ${i}`).digest())
+    return Buffer.concat(parts).subarray(0, n)
+  }
+
+  // Pinned: a change of chunker, layout, leaf or CID options changes these, and with them every
+  // locator published afterwards. The empty NAR's CID is the well-known empty raw block.
+  for (const [size, cid, blocks] of [
+    [0, 'bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku', 1],
+    [1000, 'bafkreihetlk2tmah6gwlvfm5pwfootfavwaqb3qjd7c6kz3h4kr2445uee', 1],
+    [3 << 20, 'bafybeicftq523ahdc4i3ylaldgntjjmbqzrk5oz2b5limc26gjaz7vvbhy', 10]
+  ] as const) {
+    it(`a ${size}-byte NAR imports to ${cid} in ${blocks} block(s)`, async () => {
+      const bytes = fixedBytes(size)
+      const written: string[] = []
+      const root = await importNar(upload(bytes), { put: async (c: CID) => { written.push(c.toString()); return c } })
+      assert.equal(root.toString(), cid)
+      assert.equal(new Set(written).size, blocks)
+    })
+  }
 })
 
 describe('ipfs locators', () => {
@@ -265,9 +284,15 @@ describe('ipfs backend: one node', () => {
     const first = await embeddedNode('', dir)
     const id = first.multiaddrs[0]!.split('/p2p/')[1]
     await first.close()
-    const second = await embeddedNode('', dir)
+    const lines: string[] = []
+    const sink = new Writable({ write (chunk, _encoding, done) { lines.push(...String(chunk).split('\n').filter(Boolean)); done() } })
+    const second = await plugin.create(plugin.parse(new URL('ipfs:?listen=/ip4/127.0.0.1/tcp/0&routing=none')), { log: createLogger('info', sink), stateDir: dir }) as EmbeddedIpfsBackend
     try {
       assert.equal(second.multiaddrs[0]!.split('/p2p/')[1], id)
+      const listening = lines.map(l => JSON.parse(l) as { msg: string, peerId?: string, addresses?: string[] }).find(l => l.msg === 'ipfs node listening')
+      assert.ok(listening !== undefined, 'the node logs that it listens')
+      assert.equal(listening.peerId, id)
+      assert.deepEqual(listening.addresses, second.multiaddrs)
     } finally {
       await second.close()
     }

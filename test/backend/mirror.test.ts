@@ -3,14 +3,14 @@ import assert from 'node:assert/strict'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { freePort } from '../helpers/net.ts'
 import { backendCompliance } from '../compliance/backend.ts'
 import { startCacheServer, type CacheServer } from '../helpers/cache-server.ts'
 import { MirrorBackend, MIRROR_DEFAULTS, plugin, type MirrorBackendInit } from '../../src/backend/mirror.ts'
 import { ConfigError, UpstreamError } from '../../src/errors.ts'
 import { silentLogger } from '../../src/log.ts'
-import { collect } from '../helpers/bytes.ts'
+import { collect, sha256Hex } from '../helpers/bytes.ts'
 
 const components = { log: silentLogger(), stateDir: tmpdir() }
 
@@ -29,7 +29,7 @@ async function stopSite (site: Site): Promise<void> {
 
 /** Writes `bytes` into every site under a content-derived name; returns the relative path. */
 async function seedAll (sites: Site[], bytes: Uint8Array): Promise<string> {
-  const path = `nar/${createHash('sha256').update(bytes).digest('hex')}.nar`
+  const path = `nar/${sha256Hex(bytes)}.nar`
   for (const site of sites) await writeFile(join(site.dir, path), bytes)
   return path
 }

@@ -2,7 +2,8 @@
  * The routing layer with the real Nix client. With the upstream down, a closure's narinfos and NARs
  * are reachable only through an index (mapper) and a NAR source (backend): through `folder:` +
  * `file://`, through `sqlite:` + `mirror+http://` with one dead mirror, through `sqlite:` + `s3://`
- * (a real S3-protocol server, NARs published by narswarm), and with a hostile source that serves
+ * (a real S3-protocol server, NARs published by narswarm), through an index that knows the NARs
+ * only by their FileHash (the upstream answering narinfos only), and with a hostile source that serves
  * altered bytes first: the closure still arrives intact from the other source. With the upstream up
  * and the indexed source slow to its first byte, the hedge starts the upstream and it wins.
  */
@@ -79,6 +80,27 @@ describe('substitution through mappers and backends', { skip: nixSkip() }, () =>
     const narswarm = await substitute(['--mapper', `folder://${dir}`, '--backend', `file://${cache}`])
     assert.ok(narswarm.logs.some(l => l.msg === 'narinfo from the index'))
     assert.ok(narswarm.logs.filter(l => l.msg === 'NAR served').every(l => String(l.source).startsWith('file')))
+  })
+
+  test('an index that knows the NARs only by FileHash, with the upstream answering narinfos but failing every NAR', async () => {
+    // nix-subsubd's indexes key a compressed NAR by the hash of its file, not by NarHash.
+    const dir = join(nix.dir, 'filehash-index')
+    const mapper = await openMapper(`folder://${dir}`, { log: silentLogger(), stateDir: nix.dir })
+    try {
+      for (const n of narinfos) await mapper.record!(n.fileHash!, { url: `file://${cache}/${n.url}`, compression: n.compression, fileSize: n.fileSize })
+    } finally {
+      await mapper.close?.()
+    }
+    const upstream = await startCacheServer(cache)
+    upstream.faults.push({ match: p => p.startsWith('/nar/'), fault: { kind: 'status', status: 500 } })
+    try {
+      const narswarm = await substitute(['--mapper', `folder://${dir}`, '--backend', `file://${cache}`], `${upstream.url}?trusted-public-keys=${closure.publicKey}`)
+      const served = narswarm.logs.filter(l => l.msg === 'NAR served')
+      assert.ok(served.length >= closure.paths.length)
+      assert.ok(served.every(l => String(l.source).startsWith('file')), `every NAR came from the index's locators: ${served.map(l => String(l.source)).join(', ')}`)
+    } finally {
+      await upstream.close()
+    }
   })
 
   test('sqlite: index + two HTTP mirrors, one of them dead', async () => {

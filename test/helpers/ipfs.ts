@@ -4,9 +4,6 @@
  */
 import { createServer } from 'node:http'
 import { once } from 'node:events'
-import { mkdtemp } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import type { AddressInfo } from 'node:net'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
@@ -14,10 +11,11 @@ import { silentLogger } from '../../src/log.ts'
 import type { EmbeddedIpfsBackend } from '../../src/backend/ipfs/embedded.ts'
 import { plugin } from '../../src/backend/ipfs/plugin.ts'
 import { answerGatewayRequest, RAW_TYPE } from '../../src/backend/ipfs/trustless-gateway.ts'
+import { tempDir } from './temp.ts'
 
 /** An embedded node in a new temp dir (or `stateDir`), listening on a free loopback port; no DHT unless `options` name a routing. */
 export async function embeddedNode (options: string = '', stateDir?: string): Promise<EmbeddedIpfsBackend> {
-  const dir = stateDir ?? await mkdtemp(join(tmpdir(), 'narswarm-ipfs-'))
+  const dir = stateDir ?? tempDir('narswarm-ipfs-')
   const routing = /(^|&)routing=/.test(options) ? '' : '&routing=none'
   const spec = `ipfs:?listen=/ip4/127.0.0.1/tcp/0${routing}${options === '' ? '' : `&${options}`}`
   return await plugin.create(plugin.parse(new URL(spec)), { log: silentLogger(), stateDir: dir }) as EmbeddedIpfsBackend

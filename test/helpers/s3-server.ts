@@ -1,7 +1,7 @@
 /**
  * A real S3-protocol server on 127.0.0.1 for tests: s3rver (from npm) over a temporary directory,
- * with one bucket. When it cannot be started, `skip` holds the reason and the tests that need it
- * are skipped with that reason printed.
+ * with one bucket. When the package is not installed, `skip` holds the reason and the tests that
+ * need it are skipped with that reason printed; any other failure to start is a test failure.
  */
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -32,6 +32,8 @@ export async function startS3Server (bucket: string): Promise<S3Server> {
     return { endpoint: `http://127.0.0.1:${port}`, skip: false, close: async () => { await server!.close(); await rm(dir, { recursive: true, force: true }) } }
   } catch (err) {
     await rm(dir, { recursive: true, force: true })
+    // Only a missing package is a reason to skip; a server that is there and fails is a failure.
+    if ((err as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw err
     const skip = `no local S3 server: ${(err as Error).message}`
     console.log(`# skipping S3 tests: ${skip}`)
     return { endpoint: '', skip, close: async () => {} }

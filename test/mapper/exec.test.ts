@@ -1,6 +1,5 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -11,15 +10,13 @@ import { NixHash } from '../../src/nix/hash.ts'
 import { plugin } from '../../src/mapper/exec.ts'
 import type { Mapper } from '../../src/types.ts'
 import { mapperCompliance } from '../compliance/mapper.ts'
+import { tempDir } from '../helpers/temp.ts'
 
 const FIXTURE = fileURLToPath(new URL('../fixtures/exec-mapper.ts', import.meta.url))
-const dirs: string[] = []
-process.on('exit', () => { for (const d of dirs) rmSync(d, { recursive: true, force: true }) })
 
 /** A spec that runs the fixture with this Node and `flags`, backed by a fresh JSON file. */
 function fixtureSpec (flags: string[] = [], query = ''): string {
-  const dir = mkdtempSync(join(tmpdir(), 'narswarm-exec-'))
-  dirs.push(dir)
+  const dir = tempDir()
   const args = ['--disable-warning=ExperimentalWarning', FIXTURE, `--db=${join(dir, 'db.json')}`, ...flags]
   return `exec://${process.execPath}?${args.map(a => `arg=${encodeURIComponent(a)}`).join('&')}${query}`
 }

@@ -1,7 +1,7 @@
 import { describe, it, mock, afterEach } from 'node:test'
 import assert from 'node:assert/strict'
 import fsp from 'node:fs/promises'
-import { mkdtempSync, rmSync, mkdirSync, writeFileSync, readFileSync, readdirSync, existsSync } from 'node:fs'
+import { mkdirSync, writeFileSync, readFileSync, readdirSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -12,14 +12,8 @@ import { NixHash } from '../../src/nix/hash.ts'
 import { plugin } from '../../src/mapper/folder.ts'
 import type { Mapper } from '../../src/types.ts'
 import { mapperCompliance } from '../compliance/mapper.ts'
+import { tempDir } from '../helpers/temp.ts'
 
-const dirs: string[] = []
-function tempDir (): string {
-  const dir = mkdtempSync(join(tmpdir(), 'narswarm-folder-'))
-  dirs.push(dir)
-  return dir
-}
-process.on('exit', () => { for (const d of dirs) rmSync(d, { recursive: true, force: true }) })
 
 const components = { log: silentLogger(), stateDir: tmpdir() }
 async function open (dir: string): Promise<Mapper> {
@@ -167,7 +161,11 @@ describe('folder mapper files', () => {
   })
 
   it('a hash part that is not one never becomes a path', async () => {
-    const m = await open(tempDir())
+    const dir = tempDir()
+    const m = await open(dir)
+    // A narinfo one directory up, where '../secret' would lead from the narinfo folder.
+    writeFileSync(join(dir, 'secret.narinfo'), 'StorePath: /nix/store/secret\n')
+    assert.equal(await m.narInfo!('../secret'), undefined)
     assert.equal(await m.narInfo!('../../../etc/passwd'), undefined)
     await m.close!()
   })

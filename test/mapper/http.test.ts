@@ -3,9 +3,7 @@ import assert from 'node:assert/strict'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { freePort } from '../helpers/net.ts'
-import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { ConfigError, FormatError, UpstreamError } from '../../src/errors.ts'
 import { silentLogger } from '../../src/log.ts'
@@ -15,9 +13,8 @@ import { plugin as sqlitePlugin } from '../../src/mapper/sqlite.ts'
 import { handleIndexRequest } from '../../src/server/index-api.ts'
 import type { Mapper } from '../../src/types.ts'
 import { mapperCompliance } from '../compliance/mapper.ts'
+import { tempDir } from '../helpers/temp.ts'
 
-const dirs: string[] = []
-process.on('exit', () => { for (const d of dirs) rmSync(d, { recursive: true, force: true }) })
 
 /** A server answering the index API from `mapper`, and everything else with `fallback`. */
 async function serve (mapper: Mapper, fallback: (path: string, res: import('node:http').ServerResponse) => void = (_p, res) => { res.writeHead(418).end() }): Promise<{ server: Server, base: string }> {
@@ -29,8 +26,7 @@ async function serve (mapper: Mapper, fallback: (path: string, res: import('node
 }
 
 async function sqliteMapper (): Promise<Mapper> {
-  const dir = mkdtempSync(join(tmpdir(), 'narswarm-http-'))
-  dirs.push(dir)
+  const dir = tempDir()
   return await sqlitePlugin.create(sqlitePlugin.parse(new URL('sqlite:')), { log: silentLogger(), stateDir: dir })
 }
 
@@ -82,6 +78,7 @@ describe('http mapper against a misbehaving index', () => {
   let base: string
   let backing: Mapper
   const answers = new Map<string, (res: import('node:http').ServerResponse) => void>()
+  const requests: string[] = []
   before(async () => {
     backing = await sqliteMapper()
     const s = await serve(backing)
@@ -89,6 +86,7 @@ describe('http mapper against a misbehaving index', () => {
     base = s.base
     s.server.removeAllListeners('request')
     s.server.on('request', (req, res) => {
+      requests.push(req.url ?? '')
       const key = (req.url ?? '').split('/').at(-1) ?? ''
       const answer = answers.get(key)
       if (answer !== undefined) answer(res)
@@ -139,8 +137,10 @@ describe('http mapper against a misbehaving index', () => {
 
   it('a key that is not sha256, or a hash part that is not one, resolves to nothing without asking', async () => {
     const m = await client()
+    requests.length = 0
     assert.deepEqual(await m.lookup(NixHash.of('sha512', 'x')), [])
     assert.equal(await m.narInfo!('../../etc/passwd'), undefined)
+    assert.deepEqual(requests, [], 'no request was made')
     await m.close!()
   })
 })

@@ -1,7 +1,5 @@
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { ConfigError, FormatError } from '../../src/errors.ts'
@@ -9,14 +7,8 @@ import { silentLogger } from '../../src/log.ts'
 import { NixHash } from '../../src/nix/hash.ts'
 import { plugin } from '../../src/mapper/sqlite.ts'
 import { mapperCompliance } from '../compliance/mapper.ts'
+import { tempDir } from '../helpers/temp.ts'
 
-const dirs: string[] = []
-function tempDir (): string {
-  const dir = mkdtempSync(join(tmpdir(), 'narswarm-sqlite-'))
-  dirs.push(dir)
-  return dir
-}
-process.on('exit', () => { for (const d of dirs) rmSync(d, { recursive: true, force: true }) })
 
 mapperCompliance('sqlite', {
   setup: async () => await plugin.create(plugin.parse(new URL('sqlite:')), { log: silentLogger(), stateDir: tempDir() })

@@ -12,7 +12,7 @@ import { dumpPath } from '../../src/nix/nar/dump.ts'
 import { validateNar } from '../../src/nix/nar/reader.ts'
 import { NixHash } from '../../src/nix/hash.ts'
 import { makeNixEnv, nixSkip } from '../helpers/nix.ts'
-import { collect } from '../helpers/bytes.ts'
+import { collect, sha256Hex } from '../helpers/bytes.ts'
 
 type Engine = 'library' | 'process'
 /** The engines this machine has for a codec: the in-process one always, the binary when on PATH. */
@@ -25,7 +25,7 @@ const cases = COMPRESSIONS.flatMap(c => engines(c).map(e => [c, e] as const))
 async function * chunked (b: Uint8Array, size = 65536): AsyncGenerator<Uint8Array> {
   for (let i = 0; i < b.length; i += size) yield b.subarray(i, i + size)
 }
-const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
+const sha256 = sha256Hex
 
 /** Text-like bytes: compressible, but not trivially. */
 function sample (size: number, seed = 1): Buffer {

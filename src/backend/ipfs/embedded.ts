@@ -11,6 +11,7 @@
  * that shares chunks with one fetched before transfers only the chunks it lacks. Each open logs,
  * at debug level, how many of its bytes came from the network.
  */
+import { peerIdFromString } from '@libp2p/peer-id'
 import type { CID } from 'multiformats/cid'
 import type { Logger } from '../../log.ts'
 import type { AbortOptions, Backend, Locator, NarSource, NarUpload } from '../../types.ts'
@@ -56,6 +57,12 @@ export class EmbeddedIpfsBackend implements Backend {
   /** Requests this node's gateway over plain HTTP has answered since start. */
   get gatewayAnswers (): number {
     return this.#node.gateway?.answered ?? 0
+  }
+
+  /** The peer ids the routing (the DHT) gives as providers of `cid`, as they are found. */
+  async * providers (cid: CID, options: AbortOptions = {}): AsyncGenerator<string> {
+    // Some routers give the id in its CID form: written back in the usual base58 one.
+    for await (const provider of this.#node.helia.routing.findProviders(cid, options)) yield peerIdFromString(provider.id.toString()).toString()
   }
 
   /** Roots announced to the DHT since start. */
