@@ -47,7 +47,8 @@ export class HttpMapper implements Mapper {
       : `Basic ${Buffer.from(`${decodeURIComponent(base.username)}:${decodeURIComponent(base.password)}`).toString('base64')}`
     base.username = ''
     base.password = ''
-    this.#base = base
+    // With its trailing slash, so that request paths resolve below it.
+    this.#base = new URL(base.href.endsWith('/') ? base.href : `${base.href}/`)
     this.#timeout = init.timeout
     this.#agent = new Agent({ connections: init.connections, connectTimeout: init.timeout, headersTimeout: init.timeout, bodyTimeout: init.timeout })
   }
@@ -77,7 +78,7 @@ export class HttpMapper implements Mapper {
   /** The body of a 200 as text; undefined for a 404; UpstreamError for anything else. */
   async #get (path: string, signal: AbortSignal | undefined): Promise<string | undefined> {
     if (this.#closed) throw new UpstreamError(this.name, 'mapper is closed')
-    const url = new URL(path, this.#base.href.endsWith('/') ? this.#base : `${this.#base.href}/`)
+    const url = new URL(path, this.#base)
     const headers: Record<string, string> = { accept: 'application/json, text/x-nix-narinfo' }
     if (this.#authorization !== undefined) headers.authorization = this.#authorization
     try {

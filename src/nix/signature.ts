@@ -123,20 +123,17 @@ export function sign (secretKey: SecretKey | string, fingerprintText: string): s
   return `${key.name}:${edSign(null, Buffer.from(fingerprintText), key.keyObject).toString('base64')}`
 }
 
-/** Maps already built, per list of keys: a list (the configuration's) is parsed once, not per check. */
-const keyMaps = new WeakMap<object, ReadonlyMap<string, PublicKey>>()
-
-/** Name → key, the first key of each name winning (Nix inserts with `emplace`). */
+/**
+ * Name → key, the first key of each name winning (Nix inserts with `emplace`). Callers that check
+ * many signatures build the map once and pass it.
+ */
 export function trustedKeyMap (trustedKeys: TrustedKeys): ReadonlyMap<string, PublicKey> {
   if (trustedKeys instanceof Map) return trustedKeys
-  const known = keyMaps.get(trustedKeys)
-  if (known !== undefined) return known
   const map = new Map<string, PublicKey>()
   for (const k of trustedKeys as Iterable<PublicKey | string>) {
     const key = typeof k === 'string' ? parsePublicKey(k) : k
     if (!map.has(key.name)) map.set(key.name, key)
   }
-  keyMaps.set(trustedKeys, map)
   return map
 }
 

@@ -18,7 +18,7 @@ import { randomBytes } from 'node:crypto'
 import { FormatError, SignatureError } from '../errors.ts'
 import { NixHash } from '../nix/hash.ts'
 import { NarInfo } from '../nix/narinfo.ts'
-import { sign, verifySignature, type SecretKey } from '../nix/signature.ts'
+import { sign, trustedKeyMap, verifySignature, type SecretKey } from '../nix/signature.ts'
 import type { Locator, Mapper } from '../types.ts'
 import { parseLocatorsJson } from '../mapper/common.ts'
 
@@ -82,7 +82,8 @@ export async function importIndex (dir: string, mapper: Mapper, options: ImportO
   const root = join(dir, ROOT)
   const manifest = await readFile(join(root, MANIFEST), 'utf8').catch((err: Error) => { throw new FormatError(`${join(root, MANIFEST)}: ${err.message} (not an index export?)`) })
   const sigs = (await readFile(join(root, `${MANIFEST}.sig`), 'utf8').catch(() => '')).split('\n').filter(Boolean)
-  const signedBy = sigs.filter(s => options.trustedKeys.length > 0 && verifySignature(s, manifest, options.trustedKeys) === 'valid').map(s => s.slice(0, s.indexOf(':')))
+  const keys = trustedKeyMap(options.trustedKeys)
+  const signedBy = sigs.filter(s => keys.size > 0 && verifySignature(s, manifest, keys) === 'valid').map(s => s.slice(0, s.indexOf(':')))
   if (options.trustedKeys.length > 0 && signedBy.length === 0) {
     throw new SignatureError(`${join(root, MANIFEST)} is not signed by any trusted key (${sigs.length} signature${sigs.length === 1 ? '' : 's'}: ${sigs.map(s => s.slice(0, s.indexOf(':'))).join(', ') || 'none'})`)
   }

@@ -8,7 +8,7 @@
 import { decompress } from '../nix/compression.ts'
 import { dumpPath } from '../nix/nar/dump.ts'
 import type { NarInfo } from '../nix/narinfo.ts'
-import { fingerprint, narInfoFingerprint, verifySignature } from '../nix/signature.ts'
+import { fingerprint, narInfoFingerprint, trustedKeyMap, verifySignature, type PublicKey } from '../nix/signature.ts'
 import { isHashPart, parseStorePath, parseStorePathOrBaseName, STORE_DIR } from '../nix/store-path.ts'
 import type { BinaryCache } from './binary-cache.ts'
 import { queryPathInfos, referencesFirst, type PathInfo } from './path-info.ts'
@@ -21,8 +21,8 @@ export interface Gathered {
 }
 
 /** Only the signatures that verify against `keys`: nothing unverified is passed on. */
-function verifiedSigs (sigs: readonly string[], fingerprint: string, keys: readonly string[]): string[] {
-  return keys.length === 0 ? [] : sigs.filter(s => verifySignature(s, fingerprint, keys) === 'valid')
+function verifiedSigs (sigs: readonly string[], fingerprint: string, keys: ReadonlyMap<string, PublicKey>): string[] {
+  return keys.size === 0 ? [] : sigs.filter(s => verifySignature(s, fingerprint, keys) === 'valid')
 }
 
 export async function fromLocalStore (paths: string[], options: { closure: boolean, all: boolean, trustedKeys: readonly string[], signal?: AbortSignal }): Promise<Gathered> {
@@ -39,11 +39,12 @@ export async function fromLocalStore (paths: string[], options: { closure: boole
   if (!options.all && wanted.length === 0) return { items: [], failed }
   const { infos, invalid } = await queryPathInfos(wanted, { recursive: options.closure, all: options.all, ...(options.signal === undefined ? {} : { signal: options.signal }) })
   failed.push(...invalid)
-  const items = referencesFirst(infos).map(info => localItem(info, options.trustedKeys))
+  const keys = trustedKeyMap(options.trustedKeys)
+  const items = referencesFirst(infos).map(info => localItem(info, keys))
   return { items, failed }
 }
 
-function localItem (info: PathInfo, trustedKeys: readonly string[]): PublishItem {
+function localItem (info: PathInfo, trustedKeys: ReadonlyMap<string, PublicKey>): PublishItem {
   const fp = fingerprint({ storePath: info.storePath, narHash: info.narHash, narSize: info.narSize, references: info.references })
   return {
     storePath: info.storePath,
@@ -118,11 +119,12 @@ export async function fromBinaryCache (cache: BinaryCache, paths: string[], opti
     await Promise.all(Array.from({ length: Math.max(1, options.concurrency) }, worker))
   }
   const nodes = [...found.values()].map(n => ({ storePath: n.storePath, references: n.references.map(r => `${STORE_DIR}/${r}`), narInfo: n }))
-  const items = referencesFirst(nodes).map(({ narInfo }) => cacheItem(cache, narInfo, texts.get(narInfo.hashPart)!, options))
+  const keys = trustedKeyMap(cache.trustedKeys)
+  const items = referencesFirst(nodes).map(({ narInfo }) => cacheItem(cache, narInfo, texts.get(narInfo.hashPart)!, keys, options))
   return { items, failed }
 }
 
-function cacheItem (cache: BinaryCache, narInfo: NarInfo, text: string, options: CacheOptions): PublishItem {
+function cacheItem (cache: BinaryCache, narInfo: NarInfo, text: string, keys: ReadonlyMap<string, PublicKey>, options: CacheOptions): PublishItem {
   const item: PublishItem = {
     storePath: narInfo.storePath,
     narHash: narInfo.narHash,
@@ -131,7 +133,7 @@ function cacheItem (cache: BinaryCache, narInfo: NarInfo, text: string, options:
     ...(narInfo.deriver === undefined ? {} : { deriver: narInfo.deriver }),
     ...(narInfo.ca === undefined ? {} : { ca: narInfo.ca }),
     // Kept: the signatures by the keys the cache was checked with.
-    sigs: verifiedSigs(narInfo.sigs, narInfoFingerprint(narInfo), cache.trustedKeys)
+    sigs: verifiedSigs(narInfo.sigs, narInfoFingerprint(narInfo), keys)
   }
   if (options.narInfoOnly) {
     const locator = { url: cache.narUrl(narInfo), compression: narInfo.compression, ...(narInfo.fileSize === undefined ? {} : { fileSize: narInfo.fileSize }) }

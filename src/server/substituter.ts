@@ -27,7 +27,7 @@ import { ExpiringLru } from '../util/lru.ts'
 import { verifyNar } from '../util/verify.ts'
 import { race, type RaceCandidate } from '../backend/race.ts'
 import { SourceScores } from '../backend/scores.ts'
-import { parsePublicKey, verifyNarInfo, type PublicKey } from '../nix/signature.ts'
+import { trustedKeyMap, verifyNarInfo, type PublicKey } from '../nix/signature.ts'
 import type { Backend, Mapper } from '../types.ts'
 
 export type NarInfoResponse =
@@ -69,7 +69,7 @@ export class Substituter {
   readonly #log: Logger
   readonly #mappers: Mapper[]
   readonly #backends: Backend[]
-  readonly #indexKeys: PublicKey[]
+  readonly #indexKeys: ReadonlyMap<string, PublicKey>
   readonly #scores: SourceScores
   readonly #hedgeDelay: number
   readonly #firstByteTimeout: number
@@ -86,7 +86,7 @@ export class Substituter {
     this.#log = init.log
     this.#mappers = init.mappers ?? []
     this.#backends = init.backends ?? []
-    this.#indexKeys = (init.indexKeys ?? []).map(k => parsePublicKey(k))
+    this.#indexKeys = trustedKeyMap(init.indexKeys ?? [])
     this.#scores = init.scores ?? new SourceScores()
     this.#hedgeDelay = init.hedgeDelay ?? 250
     this.#firstByteTimeout = init.firstByteTimeout ?? 30_000

@@ -37,6 +37,7 @@ export interface WebSeedContext {
 export async function * fetchFromWebSeeds (magnet: Magnet, ctx: WebSeedContext, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
   const source = `torrent ${magnet.infoHash} web seed`
   const errors: string[] = []
+  let timedOut = false
   let res: Dispatcher.ResponseData | undefined
   let url = ''
   for (url of magnet.webSeeds) {
@@ -45,7 +46,7 @@ export async function * fetchFromWebSeeds (magnet: Magnet, ctx: WebSeedContext, 
     } catch (err) {
       if (signal?.aborted === true) throw signal.reason
       errors.push(`${url}: ${describeHttpError(err)}`)
-      if (isTimeout(err)) errors.push('(timeout)')
+      timedOut ||= isTimeout(err)
       continue
     }
     if (res.statusCode === 200) break
@@ -53,7 +54,7 @@ export async function * fetchFromWebSeeds (magnet: Magnet, ctx: WebSeedContext, 
     res.body.destroy()
     res = undefined
   }
-  if (res === undefined) throw new UpstreamError(source, `no peer sent the metadata and no web seed delivered: ${errors.join('; ')}`, { timeout: errors.includes('(timeout)') })
+  if (res === undefined) throw new UpstreamError(source, `no peer sent the metadata and no web seed delivered: ${errors.join('; ')}`, { timeout: timedOut })
   ctx.log.debug({ infoHash: magnet.infoHash, url }, 'no metadata from the swarm: fetching from the web seed')
 
   await mkdir(ctx.seeds.tmpDir, { recursive: true })
