@@ -2,8 +2,10 @@
  * `narswarm publish`, `keys` and `index` end to end with the real Nix: a closure built here is
  * published into a `file://` backend and a `folder:` index with a key made by `narswarm keys`; a
  * second narswarm, its upstream down, serves it from there to a fresh store that trusts only that
- * key. The same from a binary cache `nix copy` wrote; a run killed with SIGKILL and resumed; a path
- * altered in the store refused; the index exported as static files and read over HTTP.
+ * key. The same from a binary cache `nix copy` wrote; from one served over HTTP with
+ * `--narinfo-only` (no NAR fetched, the records pointing at the cache's files) and with the path
+ * filters; a run killed with SIGKILL and resumed; a path altered in the store refused; the index
+ * exported as static files and read over HTTP.
  */
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -47,13 +49,13 @@ describe('narswarm publish with the real Nix', { skip: nixSkip() }, () => {
 
   const publish = async (args: string[]) => await runNarswarm(['publish', '--state-dir', join(nix.dir, `pstate-${run++}`), '--log-level', 'warn', '--sign-key', key.file, ...args])
 
-  /** Nix substitutes the closure from a narswarm whose upstream is down, trusting only our key. */
-  async function substitute (args: string[]): Promise<void> {
-    const narswarm = await startNarswarm(['--upstream', deadUpstream, '--trusted-public-keys', key.public, ...args])
+  /** Nix substitutes the closure from a narswarm whose upstream is down, trusting only `trust` (our key). */
+  async function substitute (args: string[], trust = key.public): Promise<void> {
+    const narswarm = await startNarswarm(['--upstream', deadUpstream, '--trusted-public-keys', trust, ...args])
     const store = `local?root=${join(nix.dir, `store-${run++}`)}`
     try {
-      await nix.run('nix-store', ['--store', store, '--realise', closure.top, '--option', 'substituters', narswarm.url, '--option', 'trusted-public-keys', key.public])
-      await nix.run('nix', ['store', 'verify', '--store', store, '--trusted-public-keys', key.public, '-r', closure.top])
+      await nix.run('nix-store', ['--store', store, '--realise', closure.top, '--option', 'substituters', narswarm.url, '--option', 'trusted-public-keys', trust])
+      await nix.run('nix', ['store', 'verify', '--store', store, '--trusted-public-keys', trust, '-r', closure.top])
       const got = JSON.parse(await nix.run('nix', ['path-info', '--store', store, '--json', '-r', closure.top])) as Array<{ path: string }>
       assert.deepEqual(got.map(p => p.path).sort(), closure.paths)
     } finally {
@@ -94,6 +96,42 @@ describe('narswarm publish with the real Nix', { skip: nixSkip() }, () => {
     const refused = await publish(['--from-cache', `file://${cache}?trusted-public-keys=${key.public}`, '--backend', `file://${nars}`, '--mapper', `sqlite://${db}`])
     assert.equal(refused.code, 1)
     assert.match(refused.stdout, /failed \w{32}: narinfo refused: no valid signature/)
+  })
+
+  test('--from-cache over HTTP with --narinfo-only records where the NARs are without fetching one; the filters choose the paths', async () => {
+    const cache = join(nix.dir, 'served')
+    await copyTo(nix, closure, cache, 'zstd')
+    const server = await startCacheServer(cache)
+    try {
+      const db = join(nix.dir, 'narinfo-only.sqlite')
+      const r = await publish(['--from-cache', `${server.url}?trusted-public-keys=${closure.publicKey}`, '--closure-of', closure.top, '--narinfo-only', '--mapper', `sqlite://${db}`])
+      assert.equal(r.code, 0, r.stderr)
+      assert.match(r.stdout, new RegExp(`^published ${closure.paths.length},`))
+      assert.deepEqual(server.requests.filter(q => q.startsWith('GET /nar/')), [], 'no NAR was fetched')
+      // The records point at the cache's own NAR files, and carry its own signed narinfos.
+      await substitute(['--mapper', `sqlite://${db}`, '--backend', `mirror+${server.url}/,http://127.0.0.1:${await freePort()}/`], closure.publicKey)
+      assert.ok(server.requests.some(q => q.startsWith('GET /nar/')), 'the NARs came from the cache, through the records')
+    } finally {
+      await server.close()
+    }
+
+    const chosen = async (filters: string[]): Promise<string[]> => {
+      const db = join(nix.dir, `filtered-${run++}.sqlite`)
+      const r = await publish(['--from-cache', `file://${cache}?trusted-public-keys=${closure.publicKey}`, '--closure-of', closure.top, '--narinfo-only', '--mapper', `sqlite://${db}`, ...filters])
+      assert.equal(r.code, 0, r.stderr)
+      const index = await openMapper(`sqlite://${db}`, { log: silentLogger(), stateDir: nix.dir })
+      try {
+        const recorded: string[] = []
+        for (const path of closure.paths) if (await index.narInfo!(hashPartOf(path)) !== undefined) recorded.push(path)
+        return recorded
+      } finally {
+        await index.close?.()
+      }
+    }
+    const others = closure.paths.filter(p => p !== closure.big)
+    assert.deepEqual(await chosen(['--max-size', '50M']), others, '--max-size leaves out the 100 MiB NAR')
+    assert.deepEqual(await chosen(['--exclude', 'bi?']), others, '--exclude leaves out what matches')
+    assert.deepEqual(await chosen(['--include', 't*', '--exclude', 'tr*']), [closure.top], '--include keeps only what matches, less what --exclude leaves out')
   })
 
   test('killed with SIGKILL mid-run: no half-written record, and a re-run completes it', async () => {
