@@ -27,6 +27,7 @@ export class NarInfoCache {
   readonly #byNarHash: StatementSync
   readonly #put: StatementSync
   readonly #purge: StatementSync
+  readonly #present: StatementSync
 
   constructor (db: DatabaseSync, init: NarInfoCacheInit) {
     this.#positiveTtl = init.positiveTtl
@@ -46,6 +47,7 @@ export class NarInfoCache {
     this.#put = db.prepare(`INSERT INTO narinfo (hash_part, present, nar_hash, text, upstream, fetched_at) VALUES (?, ?, ?, ?, ?, ?)
       ON CONFLICT (hash_part) DO UPDATE SET present = excluded.present, nar_hash = excluded.nar_hash, text = excluded.text,
       upstream = excluded.upstream, fetched_at = excluded.fetched_at`)
+    this.#present = db.prepare('SELECT text FROM narinfo WHERE present = 1 AND fetched_at > ?')
     this.#purge = db.prepare('DELETE FROM narinfo WHERE (present = 1 AND fetched_at <= ?) OR (present = 0 AND fetched_at <= ?)')
   }
 
@@ -66,6 +68,11 @@ export class NarInfoCache {
   findByNarHash (narHash: string): Array<{ text: string, upstream: string }> {
     const rows = this.#byNarHash.all(narHash, this.#now() - this.#positiveTtl) as Array<{ text: string, upstream: string }>
     return rows.map(r => ({ text: r.text, upstream: r.upstream }))
+  }
+
+  /** The text of every live positive entry, one at a time (for scans over everything held). */
+  * presentTexts (): Generator<string> {
+    for (const row of this.#present.iterate(this.#now() - this.#positiveTtl)) yield (row as { text: string }).text
   }
 
   /** Stores a positive entry; returns when it expires. */
