@@ -61,3 +61,12 @@ export class RangeNotSatisfiableError extends Error {
   static override readonly name = 'RangeNotSatisfiableError'
   override readonly name = 'RangeNotSatisfiableError'
 }
+
+/**
+ * Local storage that cannot be written or read (disk full, read-only, I/O error): the chunk store,
+ * a spool file. Never a reason to fail a request that a source can still answer.
+ */
+export class StorageError extends Error {
+  static override readonly name = 'StorageError'
+  override readonly name = 'StorageError'
+}
