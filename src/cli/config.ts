@@ -24,6 +24,8 @@ export interface Config {
   shutdownGrace: number
   hedgeDelay: number
   firstByteTimeout: number
+  /** Milliseconds untrusted sources (index, peers) get to complete a NAR before the upstreams start too. */
+  untrustedBudget: number
   upstreams: UpstreamConfig[]
   /** Mapper specs, asked in order. */
   mappers: string[]
@@ -46,7 +48,8 @@ export const SETTINGS: Record<string, { kind: Kind, default: string | number }> 
   'bad-source-cooldown': { kind: 'duration', default: '10m' },
   'shutdown-grace': { kind: 'duration', default: '10s' },
   'hedge-delay': { kind: 'duration', default: '250ms' },
-  'first-byte-timeout': { kind: 'duration', default: '30s' }
+  'first-byte-timeout': { kind: 'duration', default: '30s' },
+  'untrusted-budget': { kind: 'duration', default: '20s' }
 }
 
 /** Settings that take a list: repeatable flags, space-separated environment variables, TOML arrays. */
@@ -112,6 +115,7 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
     shutdownGrace: duration(get('shutdown-grace'), 0, 'shutdown-grace'),
     hedgeDelay: duration(get('hedge-delay'), 0, 'hedge-delay'),
     firstByteTimeout: duration(get('first-byte-timeout'), 0, 'first-byte-timeout'),
+    untrustedBudget: duration(get('untrusted-budget'), 0, 'untrusted-budget'),
     upstreams,
     mappers: stringList(lists.mapper ?? ['sqlite:'], 'mapper'),
     backends: stringList(lists.backend ?? [], 'backend'),
