@@ -38,8 +38,7 @@ export async function startHostilePeer (real: string, fault: PeerFault): Promise
         if (answer.status === 200 && url.includes('/manifest/') && peer.fault === 'other-manifest') {
           // Same layout, another NarHash: the manifest of some other NAR.
           body = Buffer.from(body)
-          const cdcLength = body.readUInt16BE(4)
-          randomBytes(32).copy(body, 6 + cdcLength)
+          randomBytes(32).copy(body, 5 + body[4]!)
         }
         const chunks = answer.status === 200 && url.endsWith('/chunks')
         if (chunks && peer.fault === 'wrong-chunk' && body.length > 4) {

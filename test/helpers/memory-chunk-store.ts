@@ -17,7 +17,7 @@ export class MemoryChunkStore implements ChunkStore {
   readonly #listeners = new Set<(nar: CommittedNar) => void>()
   readonly #chunkSize: number
 
-  constructor (chunkSize = 16_384, cdcId = 'fixed-test/16384') {
+  constructor (chunkSize = 16_384, cdcId = 'fixed-test-16384') {
     this.#chunkSize = chunkSize
     this.cdcId = cdcId
   }
