@@ -7,24 +7,13 @@
  * first (an IPv4-only listener is the common case), starting with the address the announcement
  * came from, which is known to be reachable on the link it arrived on.
  */
-import { isIPv4, isIPv6 } from 'node:net'
+import { isIP, isIPv4, isIPv6 } from 'node:net'
 import { networkInterfaces, type NetworkInterfaceInfo } from 'node:os'
+import { isPeerHost } from './table.ts'
 
-/** Whether a peer could dial `address`: a valid IP that is not loopback, link-local, unspecified or multicast. */
-export function isPeerAddress (address: string): boolean {
-  if (isIPv4(address)) {
-    const [a, b] = address.split('.').map(Number) as [number, number]
-    return !(a === 0 || a === 127 || (a === 169 && b === 254) || a >= 224)
-  }
-  if (isIPv6(address)) {
-    const lower = address.toLowerCase()
-    if (lower === '::' || lower === '::1') return false
-    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(lower)
-    if (mapped !== null) return isPeerAddress(mapped[1]!)
-    const first = parseInt(lower.split(':')[0] || '0', 16)
-    return !((first & 0xffc0) === 0xfe80 || (first & 0xff00) === 0xff00)
-  }
-  return false
+/** Whether a peer could dial `address`: an IP address that is not loopback, link-local or unspecified. */
+function isPeerAddress (address: string): boolean {
+  return isIP(address) !== 0 && isPeerHost(address)
 }
 
 /**

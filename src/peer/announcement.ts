@@ -9,12 +9,10 @@
  * request is still authenticated with the key itself.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto'
+import { PROTOCOL_VERSION, SERVICE_TYPE } from './protocol.ts'
 
-/** The DNS-SD service type (`_narswarm._tcp`). */
-export const SERVICE_TYPE = '_narswarm._tcp.local'
-
-/** The peer protocol version this node speaks; peers announcing another are ignored. */
-export const PROTOCOL_VERSION = '1'
+/** The DNS-SD service type as mDNS names it (`_narswarm._tcp.local`). */
+export const MDNS_SERVICE_TYPE = `_${SERVICE_TYPE}._tcp.local`
 
 export interface Announcement {
   version: string
@@ -24,8 +22,8 @@ export interface Announcement {
   group?: string
 }
 
-/** A node id: 20 lowercase hex digits (also a valid DNS label). */
-export const NODE_ID = /^[0-9a-f]{20}$/
+/** A node id (node-id.ts): 32 lowercase hex digits, also a valid DNS label. */
+const NODE_ID = /^[0-9a-f]{32}$/
 
 export function groupTag (groupKey: string | Uint8Array, nodeId: string): string {
   return createHmac('sha256', groupKey).update(`narswarm group tag ${nodeId}`).digest('hex').slice(0, 32)
@@ -57,7 +55,7 @@ export function decodeTxt (strings: ReadonlyArray<string | Uint8Array>): Announc
 /** Why an announcement does not make a peer of its node; undefined when it does. */
 export function refusal (a: Announcement, own: { nodeId: string, groupKey?: string | Uint8Array | undefined }): string | undefined {
   if (a.nodeId === own.nodeId) return 'ourselves'
-  if (a.version !== PROTOCOL_VERSION) return `protocol version ${a.version}, not ${PROTOCOL_VERSION}`
+  if (a.version !== String(PROTOCOL_VERSION)) return `protocol version ${a.version}, not ${PROTOCOL_VERSION}`
   if (own.groupKey === undefined) return a.group === undefined ? undefined : 'member of a group (we have no group key)'
   if (a.group === undefined) return 'not in a group (we have a group key)'
   const expected = Buffer.from(groupTag(own.groupKey, a.nodeId))

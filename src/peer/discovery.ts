@@ -1,9 +1,9 @@
 /**
  * LAN discovery: DNS-SD over mDNS (`_narswarm._tcp`), through bonjour-service's responder. A node
  * announces its peer listener every `interval` (and answers queries at any time), browses for the
- * same service, and reports peers as they come and go: `found` when a node is first seen or its
- * addresses or TXT record change, `gone` when it said goodbye or missed three announcements in a
- * row. Only the service and its TXT record go out on the LAN (see announcement.ts); which NARs a
+ * same service, and reports peers as they come and go: `found` when a node is first seen, `gone`
+ * when it said goodbye or missed three announcements in a row (and both when its addresses or TXT
+ * record changed); `feedPeerTable` passes them on to the peer table. Only the service and its TXT record go out on the LAN (see announcement.ts); which NARs a
  * node holds is never broadcast, peers are asked by unicast.
  *
  * mDNS is unauthenticated: an announcement is a hint where a peer listener might be, never trust.
@@ -13,8 +13,10 @@ import { EventEmitter } from 'node:events'
 import type { RemoteInfo } from 'node:dgram'
 import { Server as BonjourServer } from 'bonjour-service/dist/lib/mdns-server.js'
 import type { Logger } from '../log.ts'
+import type { PeerTable } from './table.ts'
 import { dialOrder, peerUrl, servedAddresses } from './addresses.ts'
-import { encodeTxt, groupTag, PROTOCOL_VERSION, refusal, SERVICE_TYPE } from './announcement.ts'
+import { encodeTxt, groupTag, MDNS_SERVICE_TYPE, refusal } from './announcement.ts'
+import { PROTOCOL_VERSION } from './protocol.ts'
 import { goodbyeRecords, serviceRecords, sightingsIn, type DnsPacket, type ResourceRecord } from './dns-sd.ts'
 
 export interface DiscoveredPeer {
@@ -88,7 +90,7 @@ export class MdnsDiscovery extends EventEmitter<{ found: [DiscoveredPeer], gone:
     responder.mdns.on('warning', this.#onWarning)
     responder.mdns.on('response', this.#onResponse)
     this.#announce()
-    responder.mdns.query(SERVICE_TYPE, 'PTR', this.#sent)
+    responder.mdns.query(MDNS_SERVICE_TYPE, 'PTR', this.#sent)
     // RFC 6762 §8.3: a second announcement a second later, in case the first was lost.
     this.#after(1000, () => this.#announce())
     const tick = (): void => {
@@ -141,12 +143,12 @@ export class MdnsDiscovery extends EventEmitter<{ found: [DiscoveredPeer], gone:
     if (responder === undefined || this.#stopping !== undefined) return
     const { nodeId, port, cdcId, groupKey, interval } = this.#options
     const records = serviceRecords({
-      type: SERVICE_TYPE,
+      type: MDNS_SERVICE_TYPE,
       instance: nodeId,
       host: `narswarm-${nodeId}.local`,
       port,
       addresses: this.#addresses(),
-      txt: encodeTxt({ version: PROTOCOL_VERSION, nodeId, cdcId, group: groupKey === undefined ? undefined : groupTag(groupKey, nodeId) }),
+      txt: encodeTxt({ version: String(PROTOCOL_VERSION), nodeId, cdcId, group: groupKey === undefined ? undefined : groupTag(groupKey, nodeId) }),
       ttl: Math.max(1, Math.ceil(3 * interval / 1000))
     })
     if (JSON.stringify(records) !== JSON.stringify(this.#records)) {
@@ -170,7 +172,7 @@ export class MdnsDiscovery extends EventEmitter<{ found: [DiscoveredPeer], gone:
   }
 
   readonly #onResponse = (packet: DnsPacket, rinfo?: RemoteInfo): void => {
-    for (const sighting of sightingsIn(packet, SERVICE_TYPE)) {
+    for (const sighting of sightingsIn(packet, MDNS_SERVICE_TYPE)) {
       if (sighting.kind === 'goodbye') {
         for (const [nodeId, entry] of this.#peers) if (entry.fqdn.toLowerCase() === sighting.fqdn.toLowerCase()) this.#drop(nodeId, 'goodbye')
         continue
@@ -189,7 +191,9 @@ export class MdnsDiscovery extends EventEmitter<{ found: [DiscoveredPeer], gone:
     const known = this.#peers.get(peer.nodeId)
     this.#peers.set(peer.nodeId, { peer, fqdn, lastSeen: this.#now() })
     if (known !== undefined && JSON.stringify(known.peer) === JSON.stringify(peer)) return
-    this.#log.info({ peer: peer.nodeId, urls: peer.urls, cdcId: peer.cdcId }, known === undefined ? 'peer found' : 'peer changed')
+    // A peer whose addresses or TXT record changed is replaced: gone at the old, found at the new.
+    if (known !== undefined) this.emit('gone', known.peer, 'changed')
+    this.#log.debug({ peer: peer.nodeId, urls: peer.urls, cdcId: peer.cdcId }, 'mDNS: peer announced')
     this.emit('found', peer)
   }
 
@@ -210,7 +214,16 @@ export class MdnsDiscovery extends EventEmitter<{ found: [DiscoveredPeer], gone:
     const entry = this.#peers.get(nodeId)
     if (entry === undefined) return
     this.#peers.delete(nodeId)
-    this.#log.info({ peer: nodeId, reason }, 'peer gone')
+    this.#log.debug({ peer: nodeId, reason }, 'mDNS: peer left')
     this.emit('gone', entry.peer, reason)
   }
+}
+
+/**
+ * Keeps the peer table in step with discovery: each found peer is added at its best address (the
+ * table keeps one URL a peer; discovery, not the table, decides when a peer is gone).
+ */
+export function feedPeerTable (discovery: MdnsDiscovery, table: Pick<PeerTable, 'add' | 'remove'>): void {
+  discovery.on('found', peer => { table.add({ url: peer.urls[0]!, nodeId: peer.nodeId, cdcId: peer.cdcId, ttl: Infinity }) })
+  discovery.on('gone', peer => { table.remove(peer.urls[0]!) })
 }

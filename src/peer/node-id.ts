@@ -1,27 +1,19 @@
 /**
- * The node id: a random name for this node on the LAN, kept in the state directory so that a
- * restarted node is recognised as the same peer (and its old table entry replaced, not doubled).
- * It is random rather than derived from a host name or key so that it says nothing about the
- * machine. Two nodes started from one copied state directory would share an id: remove the
- * `node-id` file of the copy.
+ * This node's id: 16 random bytes in hex, made once per state directory and kept in `node-id`. It
+ * is announced in discovery (TXT `id`) and answered by the peer listener's `info`, so a node that
+ * sees itself, or one peer at several addresses, can tell.
  */
 import { randomBytes } from 'node:crypto'
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { NODE_ID } from './announcement.ts'
 
 export function loadNodeId (stateDir: string): string {
   const file = join(stateDir, 'node-id')
   try {
     const id = readFileSync(file, 'utf8').trim()
-    if (NODE_ID.test(id)) return id
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-  }
-  const id = randomBytes(10).toString('hex')
-  mkdirSync(stateDir, { recursive: true })
-  const temp = `${file}.${randomBytes(4).toString('hex')}.tmp`
-  writeFileSync(temp, `${id}\n`, { mode: 0o644 })
-  renameSync(temp, file)
+    if (/^[0-9a-f]{32}$/.test(id)) return id
+  } catch { /* made below */ }
+  const id = randomBytes(16).toString('hex')
+  writeFileSync(file, `${id}\n`, { mode: 0o644 })
   return id
 }
