@@ -25,6 +25,7 @@ export interface Announcement {
 /** A node id (node-id.ts): 32 lowercase hex digits, also a valid DNS label. */
 const NODE_ID = /^[0-9a-f]{32}$/
 
+/** The group tag node `nodeId` announces under `groupKey`. */
 export function groupTag (groupKey: string | Uint8Array, nodeId: string): string {
   return createHmac('sha256', groupKey).update(`narswarm group tag ${nodeId}`).digest('hex').slice(0, 32)
 }
@@ -52,13 +53,16 @@ export function decodeTxt (strings: ReadonlyArray<string | Uint8Array>): Announc
   return group === undefined ? { version, nodeId, cdcId } : { version, nodeId, cdcId, group }
 }
 
-/** Why an announcement does not make a peer of its node; undefined when it does. */
-export function refusal (a: Announcement, own: { nodeId: string, groupKey?: string | Uint8Array | undefined }): string | undefined {
+/**
+ * Why an announcement does not make a peer of its node; undefined when it does. `groupTag` is the
+ * tag function of our group key (undefined without one).
+ */
+export function refusal (a: Announcement, own: { nodeId: string, groupTag?: ((nodeId: string) => string) | undefined }): string | undefined {
   if (a.nodeId === own.nodeId) return 'ourselves'
   if (a.version !== String(PROTOCOL_VERSION)) return `protocol version ${a.version}, not ${PROTOCOL_VERSION}`
-  if (own.groupKey === undefined) return a.group === undefined ? undefined : 'member of a group (we have no group key)'
+  if (own.groupTag === undefined) return a.group === undefined ? undefined : 'member of a group (we have no group key)'
   if (a.group === undefined) return 'not in a group (we have a group key)'
-  const expected = Buffer.from(groupTag(own.groupKey, a.nodeId))
+  const expected = Buffer.from(own.groupTag(a.nodeId))
   const got = Buffer.from(a.group)
   return got.length === expected.length && timingSafeEqual(got, expected) ? undefined : 'another group'
 }

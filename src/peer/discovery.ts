@@ -15,7 +15,7 @@ import { Server as BonjourServer } from 'bonjour-service/dist/lib/mdns-server.js
 import type { Logger } from '../log.ts'
 import type { PeerTable } from './table.ts'
 import { dialOrder, peerUrl, servedAddresses } from './addresses.ts'
-import { encodeTxt, groupTag, MDNS_SERVICE_TYPE, refusal } from './announcement.ts'
+import { encodeTxt, MDNS_SERVICE_TYPE, refusal } from './announcement.ts'
 import { PROTOCOL_VERSION } from './protocol.ts'
 import { goodbyeRecords, serviceRecords, sightingsIn, type DnsPacket, type ResourceRecord } from './dns-sd.ts'
 
@@ -46,7 +46,8 @@ export interface DiscoveryOptions {
   port: number
   host: string
   cdcId: string
-  groupKey?: string | Uint8Array | undefined
+  /** The group key's tag function (announcement.ts `groupTag`); undefined without a group key. */
+  groupTag?: ((nodeId: string) => string) | undefined
   /** Milliseconds between announcements; a peer silent for 3 of them (and a half) is gone. */
   interval: number
   log: Logger
@@ -141,14 +142,14 @@ export class MdnsDiscovery extends EventEmitter<{ found: [DiscoveredPeer], gone:
   #announce (): void {
     const responder = this.#responder
     if (responder === undefined || this.#stopping !== undefined) return
-    const { nodeId, port, cdcId, groupKey, interval } = this.#options
+    const { nodeId, port, cdcId, groupTag, interval } = this.#options
     const records = serviceRecords({
       type: MDNS_SERVICE_TYPE,
       instance: nodeId,
       host: `narswarm-${nodeId}.local`,
       port,
       addresses: this.#addresses(),
-      txt: encodeTxt({ version: String(PROTOCOL_VERSION), nodeId, cdcId, group: groupKey === undefined ? undefined : groupTag(groupKey, nodeId) }),
+      txt: encodeTxt({ version: String(PROTOCOL_VERSION), nodeId, cdcId, group: groupTag?.(nodeId) }),
       ttl: Math.max(1, Math.ceil(3 * interval / 1000))
     })
     if (JSON.stringify(records) !== JSON.stringify(this.#records)) {

@@ -61,10 +61,11 @@ describe('announcement', () => {
     assert.match(refusal({ ...peer, version: '2' }, own)!, /protocol version 2/)
     const key = 'group secret'
     assert.match(refusal({ ...peer, group: groupTag(key, OTHER) }, own)!, /we have no group key/)
-    assert.match(refusal(peer, { ...own, groupKey: key })!, /not in a group/)
-    assert.equal(refusal({ ...peer, group: groupTag(key, OTHER) }, { ...own, groupKey: key }), undefined)
-    assert.match(refusal({ ...peer, group: groupTag('another secret', OTHER) }, { ...own, groupKey: key })!, /another group/)
-    assert.match(refusal({ ...peer, group: groupTag(key, ME) }, { ...own, groupKey: key })!, /another group/, "a tag copied from another node's record")
+    const member = { ...own, groupTag: (id: string) => groupTag(key, id) }
+    assert.match(refusal(peer, member)!, /not in a group/)
+    assert.equal(refusal({ ...peer, group: groupTag(key, OTHER) }, member), undefined)
+    assert.match(refusal({ ...peer, group: groupTag('another secret', OTHER) }, member)!, /another group/)
+    assert.match(refusal({ ...peer, group: groupTag(key, ME) }, member)!, /another group/, "a tag copied from another node's record")
     assert.notEqual(groupTag(key, OTHER), groupTag(key, ME), 'members of one group do not share a visible tag')
   })
 })
@@ -123,7 +124,7 @@ describe('MdnsDiscovery', () => {
 
   function setup (groupKey?: string): { discovery: MdnsDiscovery, responder: FakeResponder, found: DiscoveredPeer[], gone: Array<[string, string]> } {
     const responder = new FakeResponder()
-    const discovery = new MdnsDiscovery({ nodeId: ME, port: 40000, host: '0.0.0.0', cdcId: CDC, groupKey, interval, log: silentLogger(), responder: () => responder })
+    const discovery = new MdnsDiscovery({ nodeId: ME, port: 40000, host: '0.0.0.0', cdcId: CDC, groupTag: groupKey === undefined ? undefined : id => groupTag(groupKey, id), interval, log: silentLogger(), responder: () => responder })
     const found: DiscoveredPeer[] = []
     const gone: Array<[string, string]> = []
     discovery.on('found', p => found.push(p))
