@@ -59,6 +59,9 @@ export interface DiscoveryOptions {
 
 interface Entry { peer: DiscoveredPeer, fqdn: string, lastSeen: number }
 
+/** Discovered peers kept at most (a LAN with more narswarm nodes still works: 256 is plenty to fetch from). */
+const MAX_PEERS = 256
+
 export class MdnsDiscovery extends EventEmitter<{ found: [DiscoveredPeer], gone: [DiscoveredPeer, string] }> {
   readonly #options: DiscoveryOptions
   readonly #log: Logger
@@ -184,6 +187,8 @@ export class MdnsDiscovery extends EventEmitter<{ found: [DiscoveredPeer], gone:
       if (why !== undefined) { if (why !== 'ourselves') this.#refuse(a.nodeId, why); continue }
       const urls = dialOrder(sighting.addresses, rinfo?.address).map(address => peerUrl(address, sighting.port))
       if (urls.length === 0) { this.#refuse(a.nodeId, 'no dialable address'); continue }
+      // Anyone can announce anything: a flood of made-up nodes must not grow the table without bound.
+      if (!this.#peers.has(a.nodeId) && this.#peers.size >= MAX_PEERS) { this.#refuse(a.nodeId, `more than ${MAX_PEERS} peers`); continue }
       this.#seen({ nodeId: a.nodeId, urls, cdcId: a.cdcId, version: a.version }, sighting.fqdn)
     }
   }

@@ -193,6 +193,14 @@ describe('MdnsDiscovery', () => {
     await discovery.stop()
   })
 
+  it('keeps at most 256 discovered peers, whatever a flood of announcements claims', async (t) => {
+    t.mock.timers.enable({ apis: ['setTimeout', 'Date'] })
+    const { discovery, responder, found } = setup()
+    for (let i = 0; i < 300; i++) responder.receive(ad(i.toString(16).padStart(32, '0'), [`10.1.${i >> 8}.${i & 255}`]), '10.1.0.1')
+    assert.equal(found.length, 256)
+    await discovery.stop()
+  })
+
   it('stops cleanly: goodbye sent, socket closed, no timer left', async (t) => {
     t.mock.timers.enable({ apis: ['setTimeout', 'Date'] })
     const { discovery, responder } = setup()
