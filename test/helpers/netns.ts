@@ -26,6 +26,8 @@ export interface Host {
 
 export interface Lan {
   hosts: Host[]
+  /** The bridge's name in the root namespace. */
+  bridge: string
   /** The command prefix that runs a program inside `host`. */
   wrap: (host: Host) => string[]
   /** Starts `command` inside `host`. */
@@ -145,6 +147,7 @@ export function createLan (count: number): Lan {
     spawn('ip', ['netns', 'exec', host.name, command, ...args], options)
   return {
     hosts,
+    bridge,
     wrap,
     spawn: spawnIn,
     run: async (host, command, args, options = {}) => {
