@@ -33,7 +33,14 @@ export interface Config {
   backends: string[]
   /** Keys that make a narinfo from an index (mapper) usable; default: every upstream's keys. */
   trustedPublicKeys: string[]
+  /** How LAN peers are found: DNS-SD over mDNS, or not at all (static peers only). */
+  discovery: Discovery
+  /** Milliseconds between mDNS announcements; a peer silent for three of them is gone. */
+  discoveryInterval: number
 }
+
+export const DISCOVERY_MODES = ['mdns', 'off'] as const
+export type Discovery = typeof DISCOVERY_MODES[number]
 
 type Kind = 'string' | 'integer' | 'duration' | 'log-level'
 
@@ -49,7 +56,9 @@ export const SETTINGS: Record<string, { kind: Kind, default: string | number }> 
   'shutdown-grace': { kind: 'duration', default: '10s' },
   'hedge-delay': { kind: 'duration', default: '250ms' },
   'first-byte-timeout': { kind: 'duration', default: '30s' },
-  'untrusted-budget': { kind: 'duration', default: '20s' }
+  'untrusted-budget': { kind: 'duration', default: '20s' },
+  discovery: { kind: 'string', default: 'mdns' },
+  'discovery-interval': { kind: 'duration', default: '10s' }
 }
 
 /** Settings that take a list: repeatable flags, space-separated environment variables, TOML arrays. */
@@ -102,6 +111,12 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     throw new ConfigError(`log-level must be one of ${LOG_LEVELS.join(', ')}, got '${logLevel}'`)
   }
+  const discovery = String(get('discovery'))
+  if (!(DISCOVERY_MODES as readonly string[]).includes(discovery)) {
+    throw new ConfigError(`discovery must be one of ${DISCOVERY_MODES.join(', ')}, got '${discovery}'`)
+  }
+  const discoveryInterval = duration(get('discovery-interval'), 0, 'discovery-interval')
+  if (discoveryInterval < 100) throw new ConfigError(`discovery-interval must be at least 100ms, got '${String(get('discovery-interval'))}'`)
   const stateDir = String(get('state-dir'))
   const upstreams = parseUpstreams(lists.upstream ?? [DEFAULT_UPSTREAM])
   return {
@@ -121,7 +136,9 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
     backends: stringList(lists.backend ?? [], 'backend'),
     trustedPublicKeys: lists['trusted-public-keys'] === undefined
       ? [...new Set(upstreams.flatMap(u => u.trustedPublicKeys))]
-      : checkedPublicKeys(stringList(lists['trusted-public-keys'], 'trusted-public-keys'))
+      : checkedPublicKeys(stringList(lists['trusted-public-keys'], 'trusted-public-keys')),
+    discovery: discovery as Discovery,
+    discoveryInterval
   }
 }
 

@@ -106,3 +106,13 @@ test('every setting is documented in narswarm.example.toml and the README', asyn
     assert.ok(readme.includes(key), `${key} in README.md`)
   }
 })
+
+test('discovery: mdns by default, off on request, anything else refused', () => {
+  const c = loadConfig({ flags: {}, env: {} })
+  assert.equal(c.discovery, 'mdns')
+  assert.equal(c.discoveryInterval, 10_000)
+  assert.equal(loadConfig({ flags: {}, env: { NARSWARM_DISCOVERY: 'off' } }).discovery, 'off')
+  assert.equal(loadConfig({ flags: { 'discovery-interval': '2s' }, env: {} }).discoveryInterval, 2_000)
+  assert.throws(() => loadConfig({ flags: { discovery: 'avahi' }, env: {} }), /discovery must be one of mdns, off, got 'avahi'/)
+  assert.throws(() => loadConfig({ flags: { 'discovery-interval': '0' }, env: {} }), /at least 100ms/)
+})

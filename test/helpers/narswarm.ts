@@ -25,9 +25,14 @@ export interface NarswarmProcess {
   stop: () => Promise<number | null>
 }
 
-export async function startNarswarm (args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<NarswarmProcess> {
+/**
+ * `opts.wrap` runs it through a command prefix, e.g. `ip netns exec <name>` to start it inside a
+ * network namespace (test/helpers/netns.ts).
+ */
+export async function startNarswarm (args: string[], opts: { env?: NodeJS.ProcessEnv, wrap?: string[] } = {}): Promise<NarswarmProcess> {
   const stateDir = await mkdtemp(join(tmpdir(), 'narswarm-state-'))
-  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', MAIN, 'serve',
+  const [command, ...prefix] = [...opts.wrap ?? [], process.execPath]
+  const child = spawn(command!, [...prefix, '--disable-warning=ExperimentalWarning', MAIN, 'serve',
     '--listen', '127.0.0.1:0', '--state-dir', stateDir, '--log-level', 'debug', ...args], {
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'ignore', 'pipe']
