@@ -61,3 +61,19 @@ export class RangeNotSatisfiableError extends Error {
   static override readonly name = 'RangeNotSatisfiableError'
   override readonly name = 'RangeNotSatisfiableError'
 }
+
+/**
+ * The local disk failed a write or a read of narswarm's own state (ENOSPC, EROFS, EACCES, EIO…).
+ * The original error is the `cause`. A substituter can keep serving without caching.
+ */
+export class StorageError extends Error {
+  static override readonly name = 'StorageError'
+  override readonly name = 'StorageError'
+  /** The errno code of the cause, when it had one (`ENOSPC`, `EROFS`…). */
+  readonly code?: string
+  constructor (message: string, options?: ErrorOptions) {
+    super(message, options)
+    const code = (options?.cause as NodeJS.ErrnoException | undefined)?.code
+    if (typeof code === 'string') this.code = code
+  }
+}

@@ -24,6 +24,8 @@ export interface Config {
   shutdownGrace: number
   hedgeDelay: number
   firstByteTimeout: number
+  /** Milliseconds untrusted sources (index, peers) get to complete a NAR before the upstreams start too. */
+  untrustedBudget: number
   upstreams: UpstreamConfig[]
   /** Mapper specs, asked in order. */
   mappers: string[]
@@ -54,6 +56,7 @@ export const SETTINGS: Record<string, { kind: Kind, default: string | number }> 
   'shutdown-grace': { kind: 'duration', default: '10s' },
   'hedge-delay': { kind: 'duration', default: '250ms' },
   'first-byte-timeout': { kind: 'duration', default: '30s' },
+  'untrusted-budget': { kind: 'duration', default: '20s' },
   discovery: { kind: 'string', default: 'mdns' },
   'discovery-interval': { kind: 'duration', default: '10s' }
 }
@@ -127,6 +130,7 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
     shutdownGrace: duration(get('shutdown-grace'), 0, 'shutdown-grace'),
     hedgeDelay: duration(get('hedge-delay'), 0, 'hedge-delay'),
     firstByteTimeout: duration(get('first-byte-timeout'), 0, 'first-byte-timeout'),
+    untrustedBudget: duration(get('untrusted-budget'), 0, 'untrusted-budget'),
     upstreams,
     mappers: stringList(lists.mapper ?? ['sqlite:'], 'mapper'),
     backends: stringList(lists.backend ?? [], 'backend'),

@@ -10,6 +10,8 @@ import type { Logger } from '../log.ts'
 import { STORE_DIR } from '../nix/store-path.ts'
 import { createApp } from '../server/app.ts'
 import { Substituter } from '../server/substituter.ts'
+import { spoolDirOf } from '../server/nar-sources.ts'
+import { clearSpoolDir } from '../server/spool.ts'
 import { openDatabase } from '../util/sqlite.ts'
 import { NarInfoCache } from '../state/narinfo-cache.ts'
 import { SourceHealth } from '../upstream/health.ts'
@@ -37,6 +39,10 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
     throw err
   }
   const { mappers, backends } = plugins
+  const spoolDir = spoolDirOf(config.stateDir)
+  await clearSpoolDir(spoolDir).catch((err: unknown) => {
+    log.warn({ err: (err as Error).message }, 'spool directory unusable: NARs are relayed without sharing or caching until it works')
+  })
   const substituter = new Substituter({
     upstreams,
     cache,
@@ -46,7 +52,9 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
     backends,
     indexKeys: config.trustedPublicKeys,
     hedgeDelay: config.hedgeDelay,
-    firstByteTimeout: config.firstByteTimeout
+    firstByteTimeout: config.firstByteTimeout,
+    untrustedBudget: config.untrustedBudget,
+    spoolDir
   })
   const server = createApp({ substituter, log, priority: config.priority, storeDir: STORE_DIR, index: mappers[0] })
   server.listen(config.listen.port, config.listen.host)
@@ -68,9 +76,10 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
       const closed = new Promise<void>(resolve => server.close(() => resolve()))
       server.closeIdleConnections()
       // In-flight NAR transfers get a grace period to finish; then they are cut.
-      const grace = setTimeout(() => server.closeAllConnections(), config.shutdownGrace).unref()
+      const grace = setTimeout(() => { substituter.abortFetches(); server.closeAllConnections() }, config.shutdownGrace).unref()
       await closed
       clearTimeout(grace)
+      substituter.abortFetches()
       await Promise.all(upstreams.map(u => u.close()))
       await plugins.close()
       db.close()

@@ -3,7 +3,8 @@
  *
  *   GET|HEAD /nix-cache-info              StoreDir, WantMassQuery, Priority
  *   GET|HEAD /<32-char hash>.narinfo       narinfo, rewritten to point at our NAR URL
- *   GET|HEAD /nar/<52-char narHash>.nar    the NAR, uncompressed and verified; Range: bytes=N-
+ *   GET|HEAD /nar/<52-char narHash>.nar    the NAR, uncompressed and verified; Range: bytes=N-;
+ *            [?hash=<32-char hash part>]   the store path, to find the NAR again if narswarm forgot it
  *   GET|HEAD /narswarm/v1/…                this narswarm's index, for other narswarms' http+ mappers
  *
  * Everything else is 404, including malformed hashes (a 400 would abort Nix). Paths are matched
@@ -18,7 +19,6 @@ import type { Logger } from '../log.ts'
 import { serializeCacheInfo } from '../nix/cache-info.ts'
 import { parseRange } from './range.ts'
 import { sendStatus, sendText, statusFor } from './respond.ts'
-import { sliceBytes } from '../util/verify.ts'
 import type { Substituter } from './substituter.ts'
 import { handleIndexRequest } from './index-api.ts'
 import type { Mapper } from '../types.ts'
@@ -63,17 +63,17 @@ export function createApp (init: AppInit): Server {
     }
     m = NAR.exec(path)
     if (m !== null) {
-      await serveNar(m[1]!, req, res)
+      await serveNar(m[1]!, hashPartOf(req.url!), req, res)
       return
     }
     if (init.index !== undefined && await handleIndexRequest(path, init.index, res)) return
     sendStatus(res, 404)
   }
 
-  const serveNar = async (narHash: string, req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    const nar = substituter.findNar(narHash)
+  const serveNar = async (narHash: string, hashPart: string | undefined, req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const nar = await substituter.findNar(narHash, hashPart)
     if (nar === undefined) { sendStatus(res, 404); return }
-    const size = nar.narInfo.narSize
+    const size = nar.identity.narSize
     let range: [number, number] | undefined
     try {
       range = parseRange(req.headers.range, size)
@@ -95,25 +95,23 @@ export function createApp (init: AppInit): Server {
     }
     const abort = new AbortController()
     res.once('close', () => { if (!res.writableFinished) abort.abort(new Error('client went away')) })
-    const opened = await nar.open(abort.signal)
+    const [start, end] = range ?? [0, size]
+    const opened = await nar.open(start, end, abort.signal)
     if (opened === undefined) { sendStatus(res, 404); return }
     const started = performance.now()
-    let body = opened.body
-    if (range === undefined) {
-      res.writeHead(200, { ...headers, 'content-length': String(size) })
-    } else {
-      const [start, end] = range
-      res.writeHead(206, { ...headers, 'content-length': String(end - start), 'content-range': `bytes ${start}-${end - 1}/${size}` })
-      body = sliceBytes(body, start, end)
-    }
+    const storePath = nar.identity.storePath
     try {
-      await send(body, res, abort.signal)
-      log.info({ storePath: opened.narInfo.storePath, source: opened.source, bytes: size, ms: Math.round(performance.now() - started), range: req.headers.range }, 'NAR served')
+      if (range === undefined) res.writeHead(200, { ...headers, 'content-length': String(size) })
+      else res.writeHead(206, { ...headers, 'content-length': String(end - start), 'content-range': `bytes ${start}-${end - 1}/${size}` })
+      await send(opened.body, res, abort.signal)
+      log.info({ storePath, narHash, source: opened.source(), bytes: end - start, ms: Math.round(performance.now() - started), range: req.headers.range }, 'NAR served')
     } catch (err) {
       // Headers are gone; cutting the connection is the only way to tell Nix the body is bad.
       res.destroy()
-      if (abort.signal.aborted) log.info({ storePath: opened.narInfo.storePath }, 'client closed the connection during a NAR transfer')
-      else log.warn({ storePath: opened.narInfo.storePath, source: opened.source, err: (err as Error).message }, 'NAR transfer aborted')
+      if (abort.signal.aborted) log.info({ storePath, narHash }, 'client closed the connection during a NAR transfer')
+      else log.warn({ storePath, narHash, source: opened.source(), err: (err as Error).message }, 'NAR transfer aborted')
+    } finally {
+      opened.close()
     }
   }
 
@@ -158,6 +156,16 @@ async function send (body: AsyncIterable<Uint8Array>, res: ServerResponse, signa
 }
 
 const WRITE_BATCH = 512 * 1024
+
+/** The store path's hash part from a NAR URL's query (`?hash=…`), if well-formed. */
+function hashPartOf (url: string): string | undefined {
+  const q = url.indexOf('?')
+  if (q < 0) return undefined
+  const hash = new URLSearchParams(url.slice(q + 1)).get('hash')
+  return hash !== null && HASH_PART.test(hash) ? hash : undefined
+}
+
+const HASH_PART = /^[0-9a-df-np-sv-z]{32}$/
 
 function normalizePath (url: string): string {
   const q = url.indexOf('?')

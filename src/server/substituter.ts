@@ -2,49 +2,47 @@
  * The substituter's logic, free of HTTP: answer a narinfo request and open a verified NAR.
  *
  * Narinfo: the SQLite cache first, else the index (mappers that keep signed narinfos, checked
- * against the index keys), else every upstream (see `queryNarInfo`). What Nix gets is the
- * upstream's narinfo with only URL/Compression/FileHash/FileSize rewritten (signatures do not cover
- * them) to point at our own uncompressed, NarHash-addressed URL `nar/<nix32 narHash>.nar`; every
- * other line, every `Sig` included, is kept byte for byte.
+ * against the index keys), else every upstream (see `queryNarInfo`), else — only when every
+ * upstream failed, never when they said absent — the fallback (LAN peers), whose narinfo counts
+ * only when signed by an index key. What Nix gets is the narinfo with only
+ * URL/Compression/FileHash/FileSize rewritten (signatures do not cover them) to point at our own
+ * uncompressed URL `nar/<nix32 narHash>.nar?hash=<hash part>`; every other line, every `Sig`
+ * included, is kept byte for byte. The hash part in the URL lets narswarm find the path again
+ * for as long as Nix keeps the narinfo (30 days), whatever narswarm lost meanwhile (its state
+ * directory, an expired narinfo, a restart on the same address), as harmonia does.
  *
- * NAR: its narinfo is found through the NarHash index of the cache; its sources are raced (see
- * `race`): first every locator the mappers know (by NarHash, and by FileHash for indexes keyed the
- * nix-subsubd way), opened by the backend for the locator's scheme and ordered by learnt score; then
- * the upstreams, the upstream that vouched for the narinfo first. The winner's bytes are
- * decompressed and passed through `verifyNar`, so what leaves here is either the exact signed bytes
- * or a stream that fails before its end; a source whose bytes fail is never used for that NAR
- * again and loses every later race.
+ * NAR: from the chunk store when it holds it, else through one shared fetch per NarHash (see
+ * `NarSources` and `NarFetch`): untrusted sources first, verified in full before any byte is
+ * released, the upstreams streaming through `verifyNar`; every verified NAR is committed to the
+ * store. A NAR that every source says is absent takes its narinfos out of the cache.
  */
-import { FormatError, IntegrityError, UpstreamError } from '../errors.ts'
+import { UpstreamError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { NarInfo } from '../nix/narinfo.ts'
-import { decompress, narFileName } from '../nix/compression.ts'
+import { narFileName } from '../nix/compression.ts'
 import type { NarInfoCache } from '../state/narinfo-cache.ts'
 import type { SourceHealth } from '../upstream/health.ts'
 import { parseServedNarInfo, type Upstream } from '../upstream/upstream.ts'
 import { queryNarInfo } from '../upstream/upstreams.ts'
 import { ExpiringLru } from '../util/lru.ts'
-import { verifyNar } from '../util/verify.ts'
-import { race, type RaceCandidate } from '../backend/race.ts'
 import { SourceScores } from '../backend/scores.ts'
+import { NixHash } from '../nix/hash.ts'
 import { trustedKeyMap, verifyNarInfo, type PublicKey } from '../nix/signature.ts'
-import type { Backend, Mapper } from '../types.ts'
+import type { AbortOptions, Backend, Mapper } from '../types.ts'
+import type { ChunkStore, NarIdentity, StoreFiller } from '../chunk/types.ts'
+import type { NarReader } from './nar-fetch.ts'
+import { NarSources } from './nar-sources.ts'
 
 export type NarInfoResponse =
   | { kind: 'found', body: Buffer }
   | { kind: 'absent' }
   | { kind: 'failed', error: UpstreamError }
 
-export interface OpenedNar {
-  narInfo: NarInfo
-  /** Verified bytes: the stream throws IntegrityError instead of completing if they are wrong. */
-  body: AsyncIterable<Uint8Array>
-  source: string
-}
-
 export interface NarHandle {
-  narInfo: NarInfo
-  open: (signal?: AbortSignal) => Promise<OpenedNar | undefined>
+  /** What the NAR must be. */
+  identity: NarIdentity
+  /** Bytes [start, end); undefined when every source says the NAR is gone. */
+  open: (start: number, end: number, signal?: AbortSignal) => Promise<NarReader | undefined>
 }
 
 export interface SubstituterInit {
@@ -54,25 +52,32 @@ export interface SubstituterInit {
   log: Logger
   mappers?: Mapper[]
   backends?: Backend[]
-  /** Keys that make a narinfo from a mapper usable. */
+  /** Keys that make a narinfo from a mapper (or the fallback) usable. */
   indexKeys?: string[]
   scores?: SourceScores
   hedgeDelay?: number
   firstByteTimeout?: number
+  /** Where every verified NAR is kept, and served from. */
+  store?: ChunkStore
+  /** Sources that fill the store themselves (LAN peers), raced as untrusted sources. */
+  fillers?: StoreFiller[]
+  /** Asked for a narinfo only when every upstream failed (not when they said absent). */
+  narInfoFallback?: (hashPart: string, options: AbortOptions) => Promise<string | undefined>
+  /** Milliseconds untrusted sources get to complete a NAR before the upstreams start too. */
+  untrustedBudget?: number
+  /** Where NAR fetches spool their bytes (emptied at start by the caller). */
+  spoolDir: string
 }
 
 export class Substituter {
   readonly #upstreams: Upstream[]
-  readonly #byName: Map<string, Upstream>
   readonly #cache: NarInfoCache
-  readonly #health: SourceHealth
   readonly #log: Logger
   readonly #mappers: Mapper[]
-  readonly #backends: Backend[]
   readonly #indexKeys: ReadonlyMap<string, PublicKey>
-  readonly #scores: SourceScores
-  readonly #hedgeDelay: number
+  readonly #narInfoFallback: SubstituterInit['narInfoFallback']
   readonly #firstByteTimeout: number
+  readonly #nars: NarSources
   /** Rendered answers, so a hit costs neither SQLite nor a re-serialization; same expiry as the cache. */
   readonly #answers = new ExpiringLru<string, NarInfoResponse>(50_000)
   /** Concurrent requests for one hash part share one upstream query. */
@@ -80,16 +85,26 @@ export class Substituter {
 
   constructor (init: SubstituterInit) {
     this.#upstreams = init.upstreams
-    this.#byName = new Map(init.upstreams.map(u => [u.name, u]))
     this.#cache = init.cache
-    this.#health = init.health
     this.#log = init.log
     this.#mappers = init.mappers ?? []
-    this.#backends = init.backends ?? []
     this.#indexKeys = trustedKeyMap(init.indexKeys ?? [])
-    this.#scores = init.scores ?? new SourceScores()
-    this.#hedgeDelay = init.hedgeDelay ?? 250
+    this.#narInfoFallback = init.narInfoFallback
     this.#firstByteTimeout = init.firstByteTimeout ?? 30_000
+    this.#nars = new NarSources({
+      upstreams: init.upstreams,
+      health: init.health,
+      scores: init.scores ?? new SourceScores(),
+      log: init.log,
+      mappers: this.#mappers,
+      backends: init.backends ?? [],
+      hedgeDelay: init.hedgeDelay ?? 250,
+      firstByteTimeout: this.#firstByteTimeout,
+      untrustedBudget: init.untrustedBudget ?? DEFAULT_UNTRUSTED_BUDGET,
+      fillers: init.fillers ?? [],
+      spoolDir: init.spoolDir,
+      ...(init.store === undefined ? {} : { store: init.store })
+    })
   }
 
   /** The narinfo to serve for `hashPart` (already validated as 32 nix32 characters). */
@@ -131,6 +146,12 @@ export class Substituter {
         if (outcome.negativeCacheable) return this.#remember(hashPart, ABSENT, this.#cache.putAbsent(hashPart))
         return ABSENT
       case 'failed': {
+        const fallback = await this.#narInfoFromFallback(hashPart)
+        if (fallback !== undefined) {
+          const expiresAt = this.#cache.putPresent(hashPart, fallback.narHash.toNix32(), fallback.toString(), 'fallback')
+          this.#log.info({ storePath: fallback.storePath, ms }, 'narinfo from the fallback: every upstream failed')
+          return this.#remember(hashPart, { kind: 'found', body: rewrite(fallback) }, expiresAt)
+        }
         const error = outcome.errors.length === 1
           ? outcome.errors[0]!
           : new UpstreamError('upstreams', outcome.errors.map(e => e.message).join('; '), { timeout: outcome.errors.every(e => e.timeout) })
@@ -161,118 +182,81 @@ export class Substituter {
     return undefined
   }
 
+  /** The fallback's narinfo, only when it is about `hashPart` and signed by an index key. */
+  async #narInfoFromFallback (hashPart: string): Promise<NarInfo | undefined> {
+    if (this.#narInfoFallback === undefined) return undefined
+    try {
+      const text = await this.#narInfoFallback(hashPart, { signal: AbortSignal.timeout(this.#firstByteTimeout) })
+      if (text === undefined) return undefined
+      const served = parseServedNarInfo(text, hashPart)
+      if (served.kind === 'rejected') {
+        this.#log.warn({ hashPart, reason: served.reason }, 'fallback narinfo rejected')
+        return undefined
+      }
+      const verdict = verifyNarInfo(served.narInfo, this.#indexKeys)
+      if (verdict.valid) return served.narInfo
+      this.#log.warn({ hashPart, problems: verdict.problems }, 'fallback narinfo rejected: not signed by a trusted key')
+    } catch (err) {
+      this.#log.warn({ hashPart, err: (err as Error).message }, 'fallback narinfo unavailable')
+    }
+    return undefined
+  }
+
   #remember (hashPart: string, answer: NarInfoResponse, expiresAt: number): NarInfoResponse {
     this.#answers.set(hashPart, answer, expiresAt)
     return answer
   }
 
   /**
-   * The NAR with this NarHash (nix32): its narinfo, and a way to open it from the best source.
-   * Undefined when no live narinfo names it.
+   * The NAR with this NarHash (nix32), found again whatever narswarm forgot since it handed out the
+   * URL: in the chunk store; else through the live narinfos that name it; else, when the URL
+   * carries the store path's hash part, through that narinfo (cache, index, upstreams, fallback),
+   * which must name the same NarHash. Undefined when nothing names it; throws UpstreamError when
+   * the narinfo could not be fetched.
    */
-  findNar (narHash: string): NarHandle | undefined {
-    const rows = this.#cache.findByNarHash(narHash)
-    if (rows.length === 0) return undefined
-    const narInfo = NarInfo.parse(rows[0]!.text)
-    return { narInfo, open: signal => this.#openNar(narHash, narInfo, rows, signal) }
-  }
-
-  /**
-   * Opens the NAR from the best source: undefined when every source says it is gone; throws
-   * UpstreamError when sources failed or all are known bad.
-   */
-  async #openNar (narHash: string, expected: NarInfo, rows: Array<{ text: string, upstream: string }>, signal?: AbortSignal): Promise<OpenedNar | undefined> {
-    const all = [...this.#scores.rank(await this.#indexCandidates(expected, signal), c => c.name), ...this.#upstreamCandidates(rows, expected)]
-    const candidates = all.filter(c => !this.#health.isBadFor(c.name, narHash))
-    if (candidates.length === 0) {
-      throw new UpstreamError('sources', `every source of NAR ${narHash} delivered bytes that do not match its NarHash`)
+  async findNar (narHash: string, hashPart?: string): Promise<NarHandle | undefined> {
+    const stored = this.#nars.stored(NixHash.parseDigest('sha256', narHash))
+    if (stored !== undefined) {
+      return { identity: stored, open: async (start, end, signal) => await this.#nars.open(stored, undefined, [], start, end, signal) }
     }
-    const winner = await race(candidates, {
-      scores: this.#scores, hedgeDelay: this.#hedgeDelay, firstByteTimeout: this.#firstByteTimeout, signal, rank: false
-    })
-    if (winner === undefined) {
-      this.#log.warn({ storePath: expected.storePath }, 'no source has the NAR any more')
-      return undefined
-    }
-    const { source, name } = winner
-    const what = `NAR of ${expected.storePath} from ${name}`
-    const verified = verifyNar(decompress(source.compression, source.body, { signal, sizeHint: source.fileSize ?? expected.fileSize }), expected, what)
-    return { narInfo: expected, source: name, body: this.#guard(verified, name, expected) }
-  }
-
-  /** Every locator the mappers know for this NAR, as race candidates of the backend for its scheme. */
-  async #indexCandidates (expected: NarInfo, signal?: AbortSignal): Promise<RaceCandidate[]> {
-    if (this.#mappers.length === 0 || this.#backends.length === 0) return []
-    const keys = expected.fileHash === undefined ? [expected.narHash] : [expected.narHash, expected.fileHash]
-    // Every lookup at once: they stand between Nix's request and the race's first byte.
-    const lookups = await Promise.all(this.#mappers.flatMap(mapper => keys.map(async key => {
-      try {
-        return { mapper, locators: await mapper.lookup(key, { signal }) }
-      } catch (err) {
-        if (signal?.aborted === true) throw err
-        this.#log.warn({ mapper: mapper.name, err: (err as Error).message }, 'index lookup failed')
-        return { mapper, locators: [] }
-      }
-    })))
-    const seen = new Set<string>()
-    const candidates: RaceCandidate[] = []
-    for (const { mapper, locators } of lookups) {
-      for (const locator of locators) {
-        if (seen.has(locator.url)) continue
-        seen.add(locator.url)
-        const scheme = locator.url.slice(0, Math.max(locator.url.indexOf(':'), 0))
-        // Several backends may share a scheme (two mirror sets, two directories): each gets a
-        // turn, and one that does not hold the locator answers "not here" at once.
-        const backends = this.#backends.filter(b => b.schemes.includes(scheme))
-        if (backends.length === 0) this.#log.debug({ mapper: mapper.name, scheme }, 'no backend for a locator scheme')
-        for (const backend of backends) {
-          candidates.push({ name: backend.name, open: async s => await backend.open(locator, { signal: s }) })
+    let rows = this.#cache.findByNarHash(narHash)
+    let expected = rows.length > 0 ? NarInfo.parse(rows[0]!.text) : undefined
+    if (expected === undefined && hashPart !== undefined) {
+      const answer = await this.narInfo(hashPart)
+      if (answer.kind === 'failed') throw answer.error
+      if (answer.kind === 'found') {
+        const served = NarInfo.parse(answer.body)
+        if (served.narHash.toNix32() === narHash) {
+          rows = this.#cache.findByNarHash(narHash)
+          expected = rows.length > 0 ? NarInfo.parse(rows[0]!.text) : served
+        } else {
+          this.#log.info({ storePath: served.storePath, narHash }, 'NAR URL names a NarHash its store path no longer has')
         }
       }
     }
-    return candidates
-  }
-
-  /**
-   * The upstreams as the last resort: those whose narinfo we hold first (sources on probation
-   * after the others, then by priority), then every other upstream, which is asked for its narinfo
-   * only when its turn in the race comes and counts only with the same NarHash.
-   */
-  #upstreamCandidates (rows: Array<{ text: string, upstream: string }>, expected: NarInfo): RaceCandidate[] {
-    const rank = (u: Upstream): number => (this.#health.onProbation(u.name) ? 1 : 0)
-    const byPreference = (a: Upstream, b: Upstream): number => rank(a) - rank(b) || a.priority - b.priority
-    const known = rows.flatMap((r, i) => {
-      const upstream = this.#byName.get(r.upstream)
-      return upstream === undefined ? [] : [{ upstream, narInfo: i === 0 ? expected : NarInfo.parse(r.text) }]
-    }).sort((a, b) => byPreference(a.upstream, b.upstream))
-    const asked = new Set(known.map(k => k.upstream))
-    const others = [...this.#upstreams].sort(byPreference).filter(u => !asked.has(u))
-    return [
-      ...known.map(({ upstream, narInfo }) => ({ name: upstream.name, open: async (signal: AbortSignal) => await upstream.openNar(narInfo, { signal }) })),
-      ...others.map(upstream => ({
-        name: upstream.name,
-        open: async (signal: AbortSignal) => {
-          const answer = await upstream.fetchNarInfo(expected.hashPart, { signal })
-          if (answer.kind !== 'found' || !answer.narInfo.narHash.equals(expected.narHash) || answer.narInfo.narSize !== expected.narSize) return undefined
-          return await upstream.openNar(answer.narInfo, { signal })
-        }
-      }))
-    ]
-  }
-
-  /** Marks the source bad and logs when the bytes fail verification; rethrows either way. */
-  async * #guard (body: AsyncIterable<Uint8Array>, source: string, narInfo: NarInfo): AsyncGenerator<Uint8Array> {
-    try {
-      yield * body
-    } catch (err) {
-      if (err instanceof IntegrityError || err instanceof FormatError) {
-        this.#health.markBad(source, narInfo.narHash.toNix32())
-        this.#scores.integrityFailure(source)
-        this.#log.error({ storePath: narInfo.storePath, narHash: narInfo.narHash.toString(), source, err: (err as Error).message },
-          'NAR failed verification; response aborted, source marked bad')
+    if (expected === undefined) return undefined
+    const narInfo = expected
+    const identity = { narHash: narInfo.narHash, narSize: narInfo.narSize, storePath: narInfo.storePath }
+    return {
+      identity,
+      open: async (start, end, signal) => {
+        const reader = await this.#nars.open(identity, narInfo, rows, start, end, signal)
+        if (reader === undefined) this.#dropNarInfos(narHash, narInfo.storePath)
+        return reader
       }
-      throw err
     }
+  }
+
+  /** Every source said the NAR is absent: its narinfos must not be served for the rest of their TTL. */
+  #dropNarInfos (narHash: string, storePath: string): void {
+    const dropped = this.#cache.dropByNarHash(narHash)
+    for (const hashPart of dropped) this.#answers.delete(hashPart)
+    this.#log.warn({ storePath, narHash, dropped: dropped.length }, 'no source has the NAR any more: its narinfos are dropped from the cache')
+  }
+
+  /** Stops the NAR fetches in progress (shutdown). */
+  abortFetches (): void {
+    this.#nars.abortAll()
   }
 }
 
@@ -281,9 +265,20 @@ const ABSENT: NarInfoResponse = { kind: 'absent' }
 /** The narinfo as served: our own URL, uncompressed, everything signed kept as it was. */
 export function rewrite (narInfo: NarInfo): Buffer {
   return Buffer.from(narInfo.withTransport({
-    url: narFileName(narInfo.narHash, 'none'),
+    url: narUrl(narInfo),
     compression: 'none',
     fileHash: narInfo.narHash,
     fileSize: narInfo.narSize
   }).toString())
 }
+
+/**
+ * `nar/<nix32 narHash>.nar?hash=<hash part>`. Nix 2.8 joins a relative URL to the cache URL by
+ * concatenation and keeps the query string; newer Nix resolves it as RFC 3986 does, same result.
+ */
+export function narUrl (narInfo: NarInfo): string {
+  return `${narFileName(narInfo.narHash, 'none')}?hash=${narInfo.hashPart}`
+}
+
+/** Untrusted sources' time to complete a NAR before the upstreams start too (`untrusted-budget`). */
+export const DEFAULT_UNTRUSTED_BUDGET = 20_000

@@ -27,6 +27,8 @@ export class NarInfoCache {
   readonly #byNarHash: StatementSync
   readonly #put: StatementSync
   readonly #purge: StatementSync
+  readonly #present: StatementSync
+  readonly #dropByNarHash: StatementSync
 
   constructor (db: DatabaseSync, init: NarInfoCacheInit) {
     this.#positiveTtl = init.positiveTtl
@@ -46,6 +48,8 @@ export class NarInfoCache {
     this.#put = db.prepare(`INSERT INTO narinfo (hash_part, present, nar_hash, text, upstream, fetched_at) VALUES (?, ?, ?, ?, ?, ?)
       ON CONFLICT (hash_part) DO UPDATE SET present = excluded.present, nar_hash = excluded.nar_hash, text = excluded.text,
       upstream = excluded.upstream, fetched_at = excluded.fetched_at`)
+    this.#present = db.prepare('SELECT text FROM narinfo WHERE present = 1 AND fetched_at > ?')
+    this.#dropByNarHash = db.prepare('DELETE FROM narinfo WHERE nar_hash = ? AND present = 1 RETURNING hash_part')
     this.#purge = db.prepare('DELETE FROM narinfo WHERE (present = 1 AND fetched_at <= ?) OR (present = 0 AND fetched_at <= ?)')
   }
 
@@ -68,6 +72,11 @@ export class NarInfoCache {
     return rows.map(r => ({ text: r.text, upstream: r.upstream }))
   }
 
+  /** The text of every live positive entry, one at a time (for scans over everything held). */
+  * presentTexts (): Generator<string> {
+    for (const row of this.#present.iterate(this.#now() - this.#positiveTtl)) yield (row as { text: string }).text
+  }
+
   /** Stores a positive entry; returns when it expires. */
   putPresent (hashPart: string, narHash: string, text: string, upstream: string): number {
     const now = this.#now()
@@ -80,6 +89,14 @@ export class NarInfoCache {
     const now = this.#now()
     this.#put.run(hashPart, 0, null, null, null, now)
     return now + this.#negativeTtl
+  }
+
+  /**
+   * Deletes every positive entry naming this NarHash (nix32), e.g. when no source has the NAR any
+   * more; returns their hash parts.
+   */
+  dropByNarHash (narHash: string): string[] {
+    return (this.#dropByNarHash.all(narHash) as Array<{ hash_part: string }>).map(r => r.hash_part)
   }
 
   /** Deletes expired entries; returns how many. */

@@ -26,5 +26,9 @@ export class ExpiringLru<K, V> {
     if (this.#map.size > this.#max) this.#map.delete(this.#map.keys().next().value as K)
   }
 
+  delete (key: K): void {
+    this.#map.delete(key)
+  }
+
   get size (): number { return this.#map.size }
 }

@@ -50,7 +50,7 @@ describe('substituter with several upstreams', () => {
       const info = await fetch(`${n.url}/${shared.hashPart}.narinfo`)
       assert.equal(info.status, 200)
       const text = await info.text()
-      assert.match(text, /^URL: nar\/[0-9a-df-np-sv-z]{52}\.nar$/m)
+      assert.match(text, new RegExp(`^URL: nar/[0-9a-df-np-sv-z]{52}\\.nar\\?hash=${shared.hashPart}$`, 'm'))
       assert.match(text, /^Compression: none$/m)
       const url = /^URL: (.*)$/m.exec(text)![1]!
       assert.equal((await n.waitForLog(l => l.msg === 'narinfo fetched')).upstream, evil.url, 'priority 10 beats 20')

@@ -1,0 +1,158 @@
+/**
+ * The chunk store's index, in the state database: which NARs are committed (NarHash → manifest,
+ * size, store paths, last access, pin) and which chunks are on disk (id → size, bytes on disk,
+ * how many manifest entries use it). A chunk row is written only after its file is in place, and
+ * a NAR row, with the reference counts it adds, in one transaction after all its chunk rows: so
+ * the index never names a NAR whose bytes were not all durable first.
+ *
+ * A chunk with no references is either being used by a NAR still in flight (an ingest, a peer
+ * fill) or left over; it is removed once it is older than the orphan grace period.
+ */
+import type { DatabaseSync, StatementSync } from 'node:sqlite'
+
+export interface NarRow {
+  narHash: Uint8Array
+  narSize: number
+  manifest: Uint8Array
+  lastAccess: number
+  pinned: boolean
+}
+
+export class ChunkIndex {
+  readonly db: DatabaseSync
+  readonly #s: Record<string, StatementSync>
+
+  constructor (db: DatabaseSync) {
+    this.db = db
+    db.exec(`CREATE TABLE IF NOT EXISTS chunk_meta (key TEXT PRIMARY KEY, value ANY) STRICT;
+    CREATE TABLE IF NOT EXISTS chunk (
+      id          BLOB PRIMARY KEY,
+      size        INTEGER NOT NULL,
+      stored_size INTEGER NOT NULL,
+      refcount    INTEGER NOT NULL,
+      added_at    INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS chunk_unreferenced ON chunk (added_at) WHERE refcount = 0;
+    CREATE TABLE IF NOT EXISTS nar (
+      nar_hash     BLOB PRIMARY KEY,
+      nar_size     INTEGER NOT NULL,
+      cdc_id       TEXT NOT NULL,
+      manifest     BLOB NOT NULL,
+      committed_at INTEGER NOT NULL,
+      last_access  INTEGER NOT NULL,
+      pinned       INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+    CREATE INDEX IF NOT EXISTS nar_lru ON nar (last_access) WHERE pinned = 0;
+    CREATE TABLE IF NOT EXISTS nar_path (
+      store_path TEXT PRIMARY KEY,
+      nar_hash   BLOB NOT NULL REFERENCES nar (nar_hash) ON DELETE CASCADE
+    ) STRICT;
+    CREATE INDEX IF NOT EXISTS nar_path_nar ON nar_path (nar_hash);`)
+    const sql: Record<string, string> = {
+      getMeta: 'SELECT value FROM chunk_meta WHERE key = ?',
+      setMeta: 'INSERT INTO chunk_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
+      bump: 'INSERT INTO chunk_meta (key, value) VALUES (?, 1) ON CONFLICT (key) DO UPDATE SET value = value + 1',
+      chunk: 'SELECT size, stored_size, refcount FROM chunk WHERE id = ?',
+      hasChunk: 'SELECT 1 FROM chunk WHERE id = ?',
+      addChunk: 'INSERT INTO chunk (id, size, stored_size, refcount, added_at) VALUES (?, ?, ?, 0, ?) ON CONFLICT (id) DO UPDATE SET stored_size = excluded.stored_size, added_at = excluded.added_at',
+      ref: 'UPDATE chunk SET refcount = refcount + ? WHERE id = ?',
+      refcount: 'SELECT refcount FROM chunk WHERE id = ?',
+      deleteChunk: 'DELETE FROM chunk WHERE id = ?',
+      nar: 'SELECT nar_hash, nar_size, manifest, last_access, pinned FROM nar WHERE nar_hash = ?',
+      addNar: 'INSERT INTO nar (nar_hash, nar_size, cdc_id, manifest, committed_at, last_access) VALUES (?, ?, ?, ?, ?, ?)',
+      deleteNar: 'DELETE FROM nar WHERE nar_hash = ?',
+      touch: 'UPDATE nar SET last_access = ? WHERE nar_hash = ?',
+      pin: 'UPDATE nar SET pinned = ? WHERE nar_hash = ?',
+      addPath: 'INSERT INTO nar_path (store_path, nar_hash) VALUES (?, ?) ON CONFLICT (store_path) DO UPDATE SET nar_hash = excluded.nar_hash',
+      byPath: 'SELECT nar_hash FROM nar_path WHERE store_path = ?',
+      paths: 'SELECT store_path FROM nar_path WHERE nar_hash = ? ORDER BY store_path',
+      lru: 'SELECT nar_hash FROM nar WHERE pinned = 0 ORDER BY last_access, nar_hash',
+      allNars: 'SELECT nar_hash, manifest FROM nar',
+      allChunks: 'SELECT id, size FROM chunk',
+      orphans: 'SELECT id FROM chunk WHERE refcount = 0 AND added_at <= ?',
+      storedBytes: 'SELECT coalesce(sum(stored_size), 0) AS n FROM chunk',
+      totals: `SELECT (SELECT count(*) FROM nar) AS nars, (SELECT coalesce(sum(nar_size), 0) FROM nar) AS logical,
+        (SELECT count(*) FROM nar WHERE pinned = 1) AS pinned, (SELECT count(*) FROM chunk) AS chunks,
+        (SELECT coalesce(sum(size), 0) FROM chunk) AS unique_bytes, (SELECT coalesce(sum(stored_size), 0) FROM chunk) AS stored`
+    }
+    this.#s = Object.fromEntries(Object.entries(sql).map(([k, v]) => [k, db.prepare(v)]))
+  }
+
+  #q (name: string): StatementSync { return this.#s[name]! }
+
+  /** Runs `fn` in one write transaction (BEGIN IMMEDIATE: a second process waits its turn). */
+  transaction<T> (fn: () => T): T {
+    this.db.exec('BEGIN IMMEDIATE')
+    try {
+      const result = fn()
+      this.db.exec('COMMIT')
+      return result
+    } catch (err) {
+      this.db.exec('ROLLBACK')
+      throw err
+    }
+  }
+
+  meta (key: string): string | number | undefined {
+    return (this.#q('getMeta').get(key) as { value: string | number } | undefined)?.value
+  }
+
+  setMeta (key: string, value: string | number): void { this.#q('setMeta').run(key, value) }
+  bump (key: string): void { this.#q('bump').run(key) }
+
+  chunk (id: Uint8Array): { size: number, storedSize: number, refcount: number } | undefined {
+    const r = this.#q('chunk').get(id) as { size: number, stored_size: number, refcount: number } | undefined
+    return r === undefined ? undefined : { size: r.size, storedSize: r.stored_size, refcount: r.refcount }
+  }
+
+  hasChunk (id: Uint8Array): boolean { return this.#q('hasChunk').get(id) !== undefined }
+
+  addChunk (id: Uint8Array, size: number, storedSize: number, now: number): void {
+    this.#q('addChunk').run(id, size, storedSize, now)
+  }
+
+  /** Adds `delta` references; false when there is no such chunk. */
+  ref (id: Uint8Array, delta: number): boolean { return Number(this.#q('ref').run(delta, id).changes) === 1 }
+  refcount (id: Uint8Array): number | undefined { return (this.#q('refcount').get(id) as { refcount: number } | undefined)?.refcount }
+  deleteChunk (id: Uint8Array): void { this.#q('deleteChunk').run(id) }
+
+  nar (narHash: Uint8Array): NarRow | undefined {
+    const r = this.#q('nar').get(narHash) as { nar_hash: Uint8Array, nar_size: number, manifest: Uint8Array, last_access: number, pinned: number } | undefined
+    return r === undefined ? undefined : { narHash: r.nar_hash, narSize: r.nar_size, manifest: r.manifest, lastAccess: r.last_access, pinned: r.pinned === 1 }
+  }
+
+  addNar (narHash: Uint8Array, narSize: number, cdcId: string, manifest: Uint8Array, now: number): void {
+    this.#q('addNar').run(narHash, narSize, cdcId, manifest, now, now)
+  }
+
+  deleteNar (narHash: Uint8Array): void { this.#q('deleteNar').run(narHash) }
+  touch (narHash: Uint8Array, now: number): void { this.#q('touch').run(now, narHash) }
+  setPinned (narHash: Uint8Array, pinned: boolean): boolean { return Number(this.#q('pin').run(pinned ? 1 : 0, narHash).changes) === 1 }
+  addPath (storePath: string, narHash: Uint8Array): void { this.#q('addPath').run(storePath, narHash) }
+  narOfPath (storePath: string): Uint8Array | undefined { return (this.#q('byPath').get(storePath) as { nar_hash: Uint8Array } | undefined)?.nar_hash }
+  pathsOf (narHash: Uint8Array): string[] { return (this.#q('paths').all(narHash) as Array<{ store_path: string }>).map(r => r.store_path) }
+
+  /** Unpinned NARs, least recently used first. */
+  * lru (): Iterable<Uint8Array> {
+    for (const r of this.#q('lru').iterate()) yield (r as { nar_hash: Uint8Array }).nar_hash
+  }
+
+  allNars (): Array<{ narHash: Uint8Array, manifest: Uint8Array }> {
+    return (this.#q('allNars').all() as Array<{ nar_hash: Uint8Array, manifest: Uint8Array }>).map(r => ({ narHash: r.nar_hash, manifest: r.manifest }))
+  }
+
+  allChunks (): Array<{ id: Uint8Array, size: number }> {
+    return this.#q('allChunks').all() as Array<{ id: Uint8Array, size: number }>
+  }
+
+  orphans (addedBefore: number): Uint8Array[] {
+    return (this.#q('orphans').all(addedBefore) as Array<{ id: Uint8Array }>).map(r => r.id)
+  }
+
+  storedBytes (): number { return Number((this.#q('storedBytes').get() as { n: number }).n) }
+
+  totals (): { nars: number, logical: number, pinned: number, chunks: number, uniqueBytes: number, stored: number } {
+    const r = this.#q('totals').get() as Record<string, number>
+    return { nars: r.nars!, logical: r.logical!, pinned: r.pinned!, chunks: r.chunks!, uniqueBytes: r.unique_bytes!, stored: r.stored! }
+  }
+}

@@ -1,0 +1,252 @@
+/**
+ * Keeping the chunk store consistent and within its cap: the start-up check (what a crash or a
+ * full disk left behind), dropping NARs (eviction, a corrupt chunk), verification of every chunk,
+ * garbage collection, pins and statistics.
+ *
+ * Order of removal is always index first, files after: a crash in between leaves a file the index
+ * does not know, which the next start-up check deletes; never an index row without its file.
+ * Eviction is LRU by NAR over the bytes on disk: it starts when the store is above its cap and
+ * stops at LOW_WATER of it, skipping pinned NARs and NARs in use (leased).
+ */
+import { rm } from 'node:fs/promises'
+import { hexOf, CorruptChunk } from './files.ts'
+import { decodeManifest } from './manifest.ts'
+import type { LocalChunkStore } from './store.ts'
+
+const LOW_WATER = 0.9
+/** A chunk file the index does not know is left this long: another process may be indexing it. */
+const UNINDEXED_GRACE = 10 * 60_000
+
+export interface StoreStats {
+  nars: number
+  pinned: number
+  chunks: number
+  /** Sum of the NarSizes of the NARs held. */
+  logicalBytes: number
+  /** Sum of the (uncompressed) sizes of the distinct chunks. */
+  uniqueBytes: number
+  /** Bytes on disk (compressed chunks plus headers). */
+  storedBytes: number
+  /** logicalBytes / storedBytes. */
+  dedupRatio: number
+  capacity: number
+  hits: number
+  misses: number
+}
+
+export interface CheckReport {
+  temps: number
+  strays: number
+  missingChunks: number
+  unindexedFiles: number
+  orphans: number
+  droppedNars: number
+}
+
+export interface VerifyReport {
+  chunks: number
+  bad: string[]
+  droppedNars: number
+}
+
+export class Maintenance {
+  readonly #store: LocalChunkStore
+  capacity: number
+  readonly #orphanGrace: number
+  #evicting: Promise<void> = Promise.resolve()
+  #scheduled = false
+
+  constructor (store: LocalChunkStore, capacity: number, orphanGrace: number) {
+    this.#store = store
+    this.capacity = capacity
+    this.#orphanGrace = orphanGrace
+  }
+
+  async startupCheck (): Promise<CheckReport> {
+    const { files, index, log } = this.#store
+    const report: CheckReport = { temps: await files.removeDeadTemps(), strays: 0, missingChunks: 0, unindexedFiles: 0, orphans: 0, droppedNars: 0 }
+    const { chunks: onDisk, strays } = await files.list()
+    for (const stray of strays) {
+      if (await files.ageOf(stray) < UNINDEXED_GRACE) continue
+      await rm(stray, { recursive: true, force: true })
+      report.strays++
+    }
+    const missing: Uint8Array[] = []
+    for (const { id } of index.allChunks()) {
+      const hex = hexOf(id)
+      if (!onDisk.delete(hex)) missing.push(id)
+    }
+    report.missingChunks = missing.length
+    report.droppedNars = await this.dropChunks(missing)
+    for (const hex of onDisk) {
+      if (await files.ageOf(files.path(hex)) < UNINDEXED_GRACE) continue
+      await files.remove(hex)
+      report.unindexedFiles++
+    }
+    report.orphans = await this.removeOrphans()
+    if (Object.values(report).some(n => n > 0)) log.info(report, 'chunk store start-up check repaired what a crash or failure left')
+    return report
+  }
+
+  /** Removes chunks no NAR references that are older than the grace period and not held. */
+  async removeOrphans (grace = this.#orphanGrace): Promise<number> {
+    const ids = this.#store.index.orphans(this.#store.now() - grace)
+    return (await this.removeUnreferenced(ids.map(hexOf))).length
+  }
+
+  /** Removes those of `hexes` that no NAR references and no NAR in flight holds. */
+  async removeUnreferenced (hexes: string[]): Promise<string[]> {
+    const { index, holds, files } = this.#store
+    const gone: string[] = []
+    index.transaction(() => {
+      for (const hex of hexes) {
+        const id = Buffer.from(hex, 'hex')
+        if (holds.has(hex) || index.refcount(id) !== 0) continue
+        index.deleteChunk(id)
+        gone.push(hex)
+      }
+    })
+    for (const hex of gone) await files.remove(hex).catch(() => {})
+    return gone
+  }
+
+  /** Drops chunks (missing or corrupt) and every NAR whose manifest needs one; returns how many NARs. */
+  async dropChunks (ids: Uint8Array[]): Promise<number> {
+    if (ids.length === 0) return 0
+    const { index, files } = this.#store
+    const bad = new Set(ids.map(hexOf))
+    const nars = index.allNars().filter(n => decodeManifest(n.manifest).chunks.some(c => bad.has(hexOf(c.id))))
+    let dropped = 0
+    for (const n of nars) if (await this.dropNar(n.narHash, true) !== undefined) dropped++
+    index.transaction(() => { for (const hex of bad) index.deleteChunk(Buffer.from(hex, 'hex')) })
+    for (const hex of bad) await files.remove(hex).catch(() => {})
+    return dropped
+  }
+
+  /**
+   * Removes a NAR and the chunks only it used; returns the bytes freed on disk (undefined when it
+   * was not there). Unless `force`, a leased NAR stays.
+   */
+  async dropNar (narHash: Uint8Array, force = false): Promise<number | undefined> {
+    const { index, holds, files, leases } = this.#store
+    if (!force && leases.has(hexOf(narHash))) return undefined
+    const freed: string[] = []
+    let bytes = 0
+    const found = index.transaction(() => {
+      const row = index.nar(narHash)
+      if (row === undefined) return false
+      index.deleteNar(narHash)
+      const counts = new Map<string, number>()
+      for (const c of decodeManifest(row.manifest).chunks) {
+        const hex = hexOf(c.id)
+        counts.set(hex, (counts.get(hex) ?? 0) + 1)
+      }
+      for (const [hex, n] of counts) {
+        const id = Buffer.from(hex, 'hex')
+        index.ref(id, -n)
+        const chunk = index.chunk(id)
+        if (chunk === undefined || chunk.refcount > 0 || holds.has(hex)) continue
+        bytes += chunk.storedSize
+        index.deleteChunk(id)
+        freed.push(hex)
+      }
+      return true
+    })
+    for (const hex of freed) await files.remove(hex).catch(() => {})
+    return found ? bytes : undefined
+  }
+
+  /** Before a NAR of `incoming` bytes comes in: evict so that it fits under the cap. */
+  async makeRoom (incoming: number): Promise<void> {
+    await this.#serialized(async () => { await this.#evict(incoming) })
+  }
+
+  /** Evicts soon (after commits and released leases), once however often it is asked. */
+  scheduleEviction (): void {
+    if (this.#scheduled || this.capacity === Infinity) return
+    this.#scheduled = true
+    setImmediate(() => {
+      this.#scheduled = false
+      this.#serialized(async () => { await this.#evict(0) }).catch((err: unknown) => this.#store.log.error({ err }, 'chunk store eviction failed'))
+    })
+  }
+
+  async idle (): Promise<void> {
+    while (this.#scheduled) await new Promise(resolve => setImmediate(resolve))
+    await this.#evicting.catch(() => {})
+  }
+
+  async #serialized (fn: () => Promise<void>): Promise<void> {
+    const run = this.#evicting.catch(() => {}).then(fn)
+    this.#evicting = run
+    await run
+  }
+
+  /** Evicts least recently used NARs until `incoming` more bytes fit below the low-water mark. */
+  async #evict (incoming: number): Promise<number> {
+    const { index, leases } = this.#store
+    let total = index.storedBytes()
+    if (total + incoming <= this.capacity) return 0
+    const target = Math.floor(this.capacity * LOW_WATER) - incoming
+    let evicted = 0
+    for (const narHash of [...index.lru()]) {
+      if (total <= target) break
+      if (leases.has(hexOf(narHash))) continue
+      const freed = await this.dropNar(narHash)
+      if (freed === undefined) continue
+      total -= freed
+      evicted++
+    }
+    if (evicted > 0) this.#store.log.debug({ evicted, bytes: total, capacity: this.capacity }, 'chunk store evicted NARs')
+    return evicted
+  }
+
+  /** Re-hashes every chunk; drops the bad ones and the NARs that need them. */
+  async verify (onProgress?: (done: number, total: number) => void): Promise<VerifyReport> {
+    const { index, files } = this.#store
+    const rows = index.allChunks()
+    const bad: Uint8Array[] = []
+    let next = 0
+    let done = 0
+    const worker = async (): Promise<void> => {
+      while (next < rows.length) {
+        const { id, size } = rows[next++]!
+        try {
+          if (await files.read(hexOf(id), size) === undefined) bad.push(id)
+        } catch (err) {
+          if (!(err instanceof CorruptChunk)) throw err
+          bad.push(id)
+        }
+        onProgress?.(++done, rows.length)
+      }
+    }
+    await Promise.all([worker(), worker(), worker(), worker()])
+    const droppedNars = await this.dropChunks(bad)
+    return { chunks: rows.length, bad: bad.map(hexOf), droppedNars }
+  }
+
+  /** Start-up check without waiting for grace periods' owners, plus eviction down to the cap. */
+  async gc (): Promise<CheckReport & { evicted: number }> {
+    const report = await this.startupCheck()
+    let evicted = 0
+    await this.#serialized(async () => { evicted = await this.#evict(0) })
+    return { ...report, evicted }
+  }
+
+  stats (): StoreStats {
+    const t = this.#store.index.totals()
+    const num = (key: string): number => Number(this.#store.index.meta(key) ?? 0)
+    return {
+      nars: t.nars,
+      pinned: t.pinned,
+      chunks: t.chunks,
+      logicalBytes: t.logical,
+      uniqueBytes: t.uniqueBytes,
+      storedBytes: t.stored,
+      dedupRatio: t.stored === 0 ? 1 : t.logical / t.stored,
+      capacity: this.capacity,
+      hits: num('hits'),
+      misses: num('misses')
+    }
+  }
+}

@@ -1,0 +1,304 @@
+/**
+ * LAN peers as a source of NARs: a StoreFiller that fetches into the chunk store only the chunks
+ * it lacks, from every peer that has them, and commits the NAR once the store verified it whole
+ * against the signed NarHash and NarSize.
+ *
+ * 1. Manifest: the best few peers are asked at once (connect 250 ms, answer 1 s); the first
+ *    manifest that describes this NAR (NarHash, NarSize, chunker) is used, and peers that answer
+ *    the same manifest later join as holders. A manifest of another NAR scores its peer down.
+ * 2. Which chunks: the manifest diffed against the store (`has`); peers that do not hold the NAR
+ *    are asked which of the missing chunks they have (`have`), and join with those.
+ * 3. Chunks: 6 requests in flight, spread over the peers that have them (least loaded first),
+ *    small chunks batched; each chunk checked against its id on arrival (`putChunk`). A peer that
+ *    fails, stalls (2 s of silence) or sends a wrong chunk is dropped for this NAR and its chunks
+ *    go to the others.
+ * 4. `commitManifest`: the store renders the NAR and checks it; if that fails, the manifest was a
+ *    lie, its peers are scored down and the next distinct manifest, if any, is tried.
+ *
+ * Resolves false when no peer has the NAR; throws UpstreamError when peers had it but failed.
+ * A dead peer costs one connect timeout, then cools down in the table.
+ */
+import type { ChunkStore, Manifest, NarIdentity, StoreFiller } from '../chunk/types.ts'
+import { FormatError, IntegrityError, UpstreamError } from '../errors.ts'
+import type { Logger } from '../log.ts'
+import type { AbortOptions } from '../types.ts'
+import type { PeerClient, RequestTimeouts } from './client.ts'
+import { chunkHex, MAX_BATCH_IDS, MAX_HAVE_IDS } from './protocol.ts'
+import type { PeerTable } from './table.ts'
+
+export interface PeerFillerInit {
+  table: PeerTable
+  client: PeerClient
+  log: Logger
+  /** Peers asked for a manifest at once (default 3), in at most two waves. */
+  fanout?: number
+  /** Chunk requests in flight for one NAR (default 6). */
+  inFlight?: number
+  manifestTimeouts?: RequestTimeouts
+  chunkTimeouts?: RequestTimeouts
+}
+
+/** One distinct manifest and the peers that answered it. */
+interface Offer { manifest: Manifest, holders: string[], key: string }
+
+/** What one fill moved: bytes and chunks fetched, bytes the store already held, peers used. */
+interface Moved { bytes: number, chunks: number, reused: number, peers: number }
+
+/** The chunks one request asks for: up to this many bytes. */
+const BATCH_BYTES = 512 << 10
+
+export class PeerFiller implements StoreFiller {
+  readonly name = 'peers'
+  readonly #table: PeerTable
+  readonly #client: PeerClient
+  readonly #log: Logger
+  readonly #fanout: number
+  readonly #inFlight: number
+  readonly #manifestTimeouts: RequestTimeouts
+  readonly #chunkTimeouts: RequestTimeouts
+
+  constructor (init: PeerFillerInit) {
+    this.#table = init.table
+    this.#client = init.client
+    this.#log = init.log
+    this.#fanout = init.fanout ?? 3
+    this.#inFlight = init.inFlight ?? 6
+    this.#manifestTimeouts = init.manifestTimeouts ?? { answer: 1_000, stall: 1_000 }
+    this.#chunkTimeouts = init.chunkTimeouts ?? { answer: 2_000, stall: 2_000 }
+  }
+
+  async fill (expected: NarIdentity, store: ChunkStore, options: AbortOptions = {}): Promise<boolean> {
+    if (store.manifest(expected.narHash) !== undefined) return true
+    const signal = options.signal
+    const started = performance.now()
+    const offers: Offer[] = []
+    const absent: string[] = []
+    const asked = new Set<string>()
+    let notify = (): void => {}
+    let pending = 0
+
+    const ask = (peer: string): void => {
+      asked.add(peer)
+      pending++
+      const t0 = performance.now()
+      this.#client.manifest(peer, expected.narHash, expected.narSize, this.#manifestTimeouts, signal).then(manifest => {
+        this.#table.success(peer, performance.now() - t0)
+        if (manifest === undefined) { absent.push(peer); return }
+        if (!manifest.narHash.equals(expected.narHash) || manifest.narSize !== expected.narSize) {
+          this.#table.integrityFailure(peer, `manifest of another NAR (${manifest.narHash.toString()}) for ${expected.narHash.toString()}`)
+          return
+        }
+        if (manifest.cdcId !== store.cdcId) { absent.push(peer); return }
+        const key = manifestKey(manifest)
+        const offer = offers.find(o => o.key === key)
+        if (offer !== undefined) offer.holders.push(peer)
+        else offers.push({ manifest, holders: [peer], key })
+      }, (err: unknown) => {
+        if (signal?.aborted !== true) this.#penalise(peer, err)
+      }).finally(() => { pending--; notify() })
+    }
+    const wait = async (): Promise<void> => await new Promise<void>(resolve => { notify = resolve })
+
+    for (let wave = 0; wave < 2 && offers.length === 0; wave++) {
+      const peers = this.#table.available(store.cdcId, asked).slice(0, this.#fanout)
+      if (peers.length === 0) break
+      peers.forEach(ask)
+      while (offers.length === 0 && pending > 0) await wait()
+    }
+    signal?.throwIfAborted()
+
+    const failures: string[] = []
+    for (let tried = 0; ; tried++) {
+      while (offers.length <= tried && pending > 0) await wait()
+      const offer = offers[tried]
+      if (offer === undefined) break
+      try {
+        const moved = await this.#fetch(offer, absent, expected, store, signal)
+        for (const holder of offer.holders) this.#table.served(holder, { nars: 1 })
+        this.#log.debug({ storePath: expected.storePath, narHash: expected.narHash.toString(), ...moved, ms: Math.round(performance.now() - started) }, 'NAR filled from peers')
+        return true
+      } catch (err) {
+        if (signal?.aborted === true) throw err
+        if (err instanceof IntegrityError && !(err instanceof ChunkError)) {
+          for (const holder of offer.holders) this.#table.integrityFailure(holder, `manifest does not render ${expected.narHash.toString()}`)
+        }
+        failures.push((err as Error).message)
+      }
+    }
+    if (failures.length === 0) return false
+    throw new UpstreamError('peers', failures.join('; '))
+  }
+
+  /** Fetches the chunks the store lacks and commits; returns the bytes moved and reused. */
+  async #fetch (offer: Offer, absent: readonly string[], expected: NarIdentity, store: ChunkStore, signal?: AbortSignal): Promise<Moved> {
+    const { manifest } = offer
+    const held = store.has(manifest.chunks.map(c => c.id))
+    const seen = new Set<string>()
+    const missing = manifest.chunks.filter((c, i) => {
+      if (held[i]!) return false
+      const key = chunkHex(c.id)
+      if (seen.has(key)) return false
+      seen.add(key)
+      return true
+    })
+    const reused = manifest.narSize - manifest.chunks.reduce((n, c, i) => n + (held[i]! ? 0 : c.size), 0)
+    const moved: Moved = { bytes: 0, chunks: 0, reused, peers: 0 }
+    if (missing.length > 0) await new ChunkFetch(this, offer, absent, missing, store, moved, signal).run()
+    await store.commitManifest(manifest, expected, { signal })
+    return moved
+  }
+
+  // Used by ChunkFetch, which does the scheduling.
+  get client (): PeerClient { return this.#client }
+  get table (): PeerTable { return this.#table }
+  get inFlight (): number { return this.#inFlight }
+  get chunkTimeouts (): RequestTimeouts { return this.#chunkTimeouts }
+
+  #penalise (peer: string, err: unknown): void {
+    if (err instanceof FormatError || err instanceof IntegrityError) this.#table.integrityFailure(peer, (err as Error).message)
+    else this.#table.failure(peer, (err as Error).message)
+  }
+
+  penalise (peer: string, err: unknown): void { this.#penalise(peer, err) }
+}
+
+/** A chunk whose bytes did not match its id: the peer's fault, not the manifest's. */
+class ChunkError extends IntegrityError {}
+
+/** The chunks of one NAR, spread over the peers that have them. */
+class ChunkFetch {
+  readonly #filler: PeerFiller
+  readonly #missing: Manifest['chunks']
+  readonly #store: ChunkStore
+  readonly #moved: Moved
+  readonly #signal: AbortSignal | undefined
+  /** Which missing chunks (by index) each peer may be asked for; holders have all. */
+  readonly #sources = new Map<string, Set<number> | 'all'>()
+  readonly #load = new Map<string, number>()
+  readonly #queue: number[]
+  readonly #used = new Set<string>()
+  readonly #dropped = new Set<string>()
+  readonly #offer: Offer
+  #running = 0
+  #haves = 0
+  #finish: (err?: Error) => void = () => {}
+
+  constructor (filler: PeerFiller, offer: Offer, absent: readonly string[], missing: Manifest['chunks'], store: ChunkStore, moved: Moved, signal?: AbortSignal) {
+    this.#filler = filler
+    this.#missing = missing
+    this.#store = store
+    this.#moved = moved
+    this.#signal = signal
+    this.#queue = missing.map((_, i) => i)
+    this.#offer = offer
+    for (const holder of offer.holders) this.#sources.set(holder, 'all')
+    // Peers without this NAR may hold some of its chunks (an older version of the package).
+    const others = new Set([...absent, ...filler.table.available(store.cdcId)].filter(p => !this.#sources.has(p)))
+    for (const peer of [...others].slice(0, 4)) this.#askHave(peer)
+  }
+
+  async run (): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.#finish = err => { this.#finish = () => {}; if (err === undefined) resolve(); else reject(err) }
+      this.#signal?.addEventListener('abort', () => this.#finish(this.#signal!.reason as Error), { once: true })
+      this.#pump()
+    })
+  }
+
+  #askHave (peer: string): void {
+    this.#haves++
+    const ids = this.#missing.slice(0, MAX_HAVE_IDS).map(c => c.id)
+    this.#filler.client.have(peer, ids, { answer: 500, stall: 500 }, this.#signal).then(bits => {
+      const has = new Set<number>()
+      bits.forEach((b, i) => { if (b) has.add(i) })
+      if (has.size > 0 && !this.#sources.has(peer) && !this.#dropped.has(peer)) this.#sources.set(peer, has)
+    }, (err: unknown) => {
+      if (this.#signal?.aborted !== true) this.#filler.penalise(peer, err)
+    }).finally(() => { this.#haves--; this.#pump() })
+  }
+
+  #has (peer: string, index: number): boolean {
+    const s = this.#sources.get(peer)
+    return s === 'all' || (s !== undefined && s.has(index))
+  }
+
+  #pump (): void {
+    if (this.#queue.length === 0 && this.#running === 0) { this.#finish(); return }
+    // Peers whose manifest arrived after the fetch began join as holders.
+    for (const holder of this.#offer.holders) if (!this.#dropped.has(holder) && !this.#sources.has(holder)) this.#sources.set(holder, 'all')
+    while (this.#running < this.#filler.inFlight && this.#queue.length > 0) {
+      const first = this.#queue[0]!
+      const rank = this.#filler.table.available()
+      const order = (p: string): number => { const i = rank.indexOf(p); return i < 0 ? rank.length : i }
+      const peer = [...this.#sources.keys()].filter(p => this.#has(p, first))
+        .sort((a, b) => (this.#load.get(a) ?? 0) - (this.#load.get(b) ?? 0) || order(a) - order(b))[0]
+      if (peer === undefined) {
+        if (this.#running === 0 && this.#haves === 0) {
+          this.#finish(new UpstreamError('peers', `no peer left with chunk ${chunkHex(this.#missing[first]!.id)}`))
+        }
+        return
+      }
+      const batch: number[] = []
+      let bytes = 0
+      for (let i = 0; i < this.#queue.length && batch.length < MAX_BATCH_IDS; i++) {
+        const index = this.#queue[i]!
+        const size = this.#missing[index]!.size
+        if (!this.#has(peer, index) || (batch.length > 0 && bytes + size > BATCH_BYTES)) continue
+        batch.push(index)
+        bytes += size
+        this.#queue.splice(i--, 1)
+      }
+      this.#running++
+      this.#load.set(peer, (this.#load.get(peer) ?? 0) + 1)
+      this.#request(peer, batch).finally(() => {
+        this.#running--
+        this.#load.set(peer, (this.#load.get(peer) ?? 1) - 1)
+        this.#pump()
+      })
+    }
+  }
+
+  /** One `chunks` request; what it did not deliver goes back on the queue. */
+  async #request (peer: string, batch: number[]): Promise<void> {
+    const chunks = batch.map(i => this.#missing[i]!)
+    let done = 0
+    const t0 = performance.now()
+    try {
+      for await (const bytes of this.#filler.client.chunks(peer, chunks.map(c => c.id), chunks.map(c => c.size), this.#filler.chunkTimeouts, this.#signal)) {
+        const index = batch[done]!
+        if (bytes === undefined) {
+          // Not there after all: asked elsewhere.
+          const s = this.#sources.get(peer)
+          if (s === 'all') this.#sources.set(peer, new Set(this.#missing.map((_, i) => i).filter(i => i !== index)))
+          else s?.delete(index)
+          this.#queue.push(index)
+        } else {
+          try {
+            await this.#store.putChunk(chunks[done]!.id, bytes, { signal: this.#signal })
+          } catch (err) {
+            if (err instanceof IntegrityError) throw new ChunkError(`${peer}: ${err.message}`)
+            throw err
+          }
+          this.#moved.bytes += bytes.length
+          this.#moved.chunks++
+          this.#filler.table.served(peer, { chunks: 1, bytes: bytes.length })
+          if (!this.#used.has(peer)) { this.#used.add(peer); this.#moved.peers++ }
+        }
+        done++
+      }
+      this.#filler.table.success(peer, performance.now() - t0)
+    } catch (err) {
+      this.#queue.unshift(...batch.slice(done))
+      this.#sources.delete(peer)
+      this.#dropped.add(peer)
+      if (this.#signal?.aborted === true) return
+      if (err instanceof ChunkError) this.#filler.table.integrityFailure(peer, err.message)
+      else if (err instanceof IntegrityError || err instanceof UpstreamError || err instanceof FormatError) this.#filler.penalise(peer, err)
+      else { this.#finish(err as Error); return }
+    }
+  }
+}
+
+function manifestKey (m: Manifest): string {
+  return `${m.cdcId}|${m.chunks.map(c => `${chunkHex(c.id)}:${c.size}`).join(',')}`
+}

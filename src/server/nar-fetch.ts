@@ -1,0 +1,362 @@
+/**
+ * One fetch of one NAR, shared by every request for it while it runs (single flight by NarHash):
+ * one source read, one decompression, one hash, one ingest into the chunk store, however many
+ * requests (Nix's, peers') arrive meanwhile. The bytes go to a spool file that every request
+ * tails at its own offset, so a follower gets bytes as the fetch progresses, never more than the
+ * fetch may release, and memory does not grow with the number of readers.
+ *
+ * What may be released, and when, depends on whom the bytes come from:
+ * - untrusted sources (index locators: mirrors, file, S3, IPFS, BitTorrent, exec; and store
+ *   fillers: LAN peers) release nothing until the whole NAR matched NarHash and NarSize; a bad
+ *   copy reaches no one and its source is marked bad for this NAR;
+ * - an upstream (the signer's own cache) streams through as it verifies, holding back its last
+ *   chunk until the hash matched (`verifyNar`), as a direct relay would.
+ * Untrusted sources go first. If none has completed within `untrustedBudget` (or all failed),
+ * the upstreams start too, so Nix never waits on a slow peer or mirror for longer than that;
+ * the first complete verified copy wins and every other attempt is stopped.
+ *
+ * Outcome: `ready` resolves true once bytes are coming, false when every source said absent;
+ * it rejects (UpstreamError) when none delivered and one failed.
+ */
+import { raceSignal } from 'race-signal'
+import { FormatError, IntegrityError, StorageError, UpstreamError } from '../errors.ts'
+import type { Logger } from '../log.ts'
+import { decompress } from '../nix/compression.ts'
+import { race, type RaceCandidate, type RaceWinner } from '../backend/race.ts'
+import type { SourceScores } from '../backend/scores.ts'
+import type { SourceHealth } from '../upstream/health.ts'
+import type { ChunkStore, NarIdentity, StoreFiller } from '../chunk/types.ts'
+import { PushQueue } from '../util/push-queue.ts'
+import { verifyNar } from '../util/verify.ts'
+import { Spool } from './spool.ts'
+import { renderRange } from './store-range.ts'
+
+export interface NarFetchSources {
+  /** Index locators, opened by their backends: untrusted. */
+  untrusted: (signal: AbortSignal) => Promise<RaceCandidate[]>
+  /** LAN peers and the like, which fill the store themselves: untrusted. */
+  fillers: readonly StoreFiller[]
+  /** The upstreams, best first: the only sources whose bytes may stream through before their end. */
+  upstreams: RaceCandidate[]
+  /** The compressed size, a hint for the decoder. */
+  fileSize?: number
+}
+
+export interface NarFetchContext {
+  store?: ChunkStore
+  spoolDir: string
+  log: Logger
+  health: SourceHealth
+  scores: SourceScores
+  hedgeDelay: number
+  firstByteTimeout: number
+  /** Milliseconds untrusted sources get to complete before the upstreams start too. */
+  untrustedBudget: number
+  /** Called for every local storage failure (spool, store); the fetch goes on without it. */
+  storageFailed: (err: StorageError, where: 'spool' | 'store') => void
+}
+
+export interface NarReader {
+  body: AsyncIterable<Uint8Array>
+  /** The source that delivered (known for sure once the body has ended). */
+  source: () => string
+  /** Detaches the reader; idempotent. Must be called whether or not the body was read. */
+  close: () => void
+}
+
+type Published =
+  | { kind: 'spool', spool: Spool, available: number, source: string }
+  | { kind: 'store', source: string }
+
+const READ_SIZE = 256 * 1024
+
+export class NarFetch {
+  readonly identity: NarIdentity
+  readonly ready: Promise<boolean>
+  /** Settles when every attempt, and the winner's commit to the store, has ended. */
+  readonly done: Promise<void>
+  readonly #ctx: NarFetchContext
+  readonly #sources: NarFetchSources
+  readonly #what: string
+  readonly #abort = new AbortController()
+  readonly #attempts = new Set<AbortController>()
+  readonly #spools = new Set<Spool>()
+  readonly #outcomes: Array<Error | 'absent'> = []
+  #waiters: Array<() => void> = []
+  #published: Published | undefined
+  #complete = false
+  #failure: Error | undefined
+  #finished = false
+  #readers = 0
+  #started!: (value: boolean) => void
+  #failed!: (err: Error) => void
+
+  constructor (identity: NarIdentity, sources: NarFetchSources, ctx: NarFetchContext) {
+    this.identity = identity
+    this.#sources = sources
+    this.#ctx = ctx
+    this.#what = `NAR ${identity.storePath ?? identity.narHash.toString()}`
+    this.ready = new Promise<boolean>((resolve, reject) => { this.#started = resolve; this.#failed = reject })
+    this.ready.catch(() => {})
+    this.done = this.#run().catch((err: unknown) => { this.#fail(err as Error) }).finally(() => this.#finish())
+  }
+
+  /** Attaches a reader of bytes [start, end); undefined when no source has the NAR. */
+  async open (start: number, end: number, signal?: AbortSignal): Promise<NarReader | undefined> {
+    this.#readers++
+    let closed = false
+    const close = (): void => {
+      if (closed) return
+      closed = true
+      if (--this.#readers === 0 && this.#finished) this.#releaseSpools()
+    }
+    try {
+      const found = await raceSignal(this.ready, signal)
+      if (!found) { close(); return undefined }
+    } catch (err) {
+      close()
+      throw err
+    }
+    const self = this
+    const body = (async function * () {
+      try { yield * self.#read(start, end, signal) } finally { close() }
+    })()
+    return { body, source: () => this.#published?.source ?? 'none', close }
+  }
+
+  /** Stops every attempt (shutdown). */
+  abort (reason: Error): void {
+    this.#abort.abort(reason)
+  }
+
+  async * #read (start: number, end: number, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+    let position = start
+    // A range that stops short of the end keeps its last byte until the whole NAR verified.
+    const partial = end < this.identity.narSize
+    while (position < end) {
+      signal?.throwIfAborted()
+      if (this.#failure !== undefined) throw this.#failure
+      const published = this.#published
+      if (published?.kind === 'store') {
+        const rest = this.#ctx.store === undefined ? undefined : renderRange(this.#ctx.store, this.identity.narHash, position, end, signal)
+        if (rest === undefined) throw new StorageError(`${this.#what} left the chunk store before it could be served`)
+        yield * rest
+        return
+      }
+      const limit = published === undefined ? position : this.#complete ? end : Math.min(published.available, partial ? end - 1 : end)
+      if (limit > position) {
+        const bytes = await published!.spool.read(position, Math.min(limit - position, READ_SIZE))
+        position += bytes.length
+        yield bytes
+        continue
+      }
+      if (this.#finished) throw new UpstreamError('sources', `${this.#what}: no source completed it`)
+      await new Promise<void>((resolve, reject) => {
+        const onAbort = (): void => reject(signal!.reason)
+        signal?.addEventListener('abort', onAbort, { once: true })
+        this.#waiters.push(() => { signal?.removeEventListener('abort', onAbort); resolve() })
+      })
+    }
+  }
+
+  #changed (): void {
+    const waiters = this.#waiters
+    this.#waiters = []
+    for (const wake of waiters) wake()
+  }
+
+  async #run (): Promise<void> {
+    let budget: NodeJS.Timeout | undefined
+    const untrusted = this.#untrustedPhase()
+    await Promise.race([untrusted, new Promise<void>(resolve => { budget = setTimeout(resolve, this.#ctx.untrustedBudget) })])
+    clearTimeout(budget)
+    if (!this.#complete && this.#failure === undefined && !this.#abort.signal.aborted) {
+      this.#ctx.log.debug({ storePath: this.identity.storePath }, 'NAR: the upstreams start')
+      await this.#raceLoop(true)
+    }
+    await untrusted
+    if (this.#complete || this.#failure !== undefined) return
+    this.#abort.signal.throwIfAborted()
+    const errors = this.#outcomes.filter((o): o is Error => o !== 'absent')
+    if (errors.length === 0) {
+      this.#started(false)
+      return
+    }
+    throw new UpstreamError('sources', `${this.#what}: no source delivered: ${errors.map(e => e.message).join('; ')}`, {
+      cause: new AggregateError(errors), timeout: errors.every(e => e instanceof UpstreamError && e.timeout)
+    })
+  }
+
+  async #untrustedPhase (): Promise<void> {
+    const { store } = this.#ctx
+    const fillers = store === undefined ? [] : this.#sources.fillers.map(async filler => await this.#fill(filler, store))
+    await Promise.all([...fillers, this.#raceLoop(false)])
+  }
+
+  /** Races the candidates of one kind, consumes the winner; on a failed winner, races the rest. */
+  async #raceLoop (trusted: boolean): Promise<void> {
+    const narHash = this.identity.narHash.toNix32()
+    let candidates: RaceCandidate[]
+    const attempt = this.#newAttempt()
+    try {
+      candidates = trusted ? this.#sources.upstreams : await this.#sources.untrusted(attempt.signal)
+    } catch (err) {
+      this.#endAttempt(attempt, err as Error)
+      return
+    }
+    const usable = candidates.filter(c => !this.#ctx.health.isBadFor(c.name, narHash))
+    if (usable.length < candidates.length && usable.length === 0) {
+      this.#outcomes.push(new UpstreamError('sources', `every ${trusted ? 'upstream' : 'index source'} of ${this.#what} delivered bytes that do not match its NarHash`))
+    }
+    candidates = usable
+    while (candidates.length > 0 && !this.#complete && this.#failure === undefined && !attempt.signal.aborted) {
+      let winner: RaceWinner | undefined
+      try {
+        winner = await race(candidates, {
+          scores: this.#ctx.scores, hedgeDelay: this.#ctx.hedgeDelay, firstByteTimeout: this.#ctx.firstByteTimeout,
+          signal: attempt.signal, rank: !trusted
+        })
+      } catch (err) {
+        this.#endAttempt(attempt, err as Error)
+        return
+      }
+      if (winner === undefined) {
+        this.#outcomes.push('absent')
+        break
+      }
+      this.#started(true)
+      try {
+        await this.#consume(winner, trusted, attempt)
+        return
+      } catch (err) {
+        if (attempt.signal.aborted) break
+        this.#outcomes.push(err as Error)
+        candidates = candidates.filter(c => c.name !== winner.name)
+      }
+    }
+    this.#endAttempt(attempt)
+  }
+
+  async #fill (filler: StoreFiller, store: ChunkStore): Promise<void> {
+    const attempt = this.#newAttempt()
+    try {
+      const filled = await filler.fill(this.identity, store, { signal: attempt.signal })
+      if (filled && store.manifest(this.identity.narHash) !== undefined) this.#completeWith({ kind: 'store', source: filler.name }, attempt)
+      else if (!filled) this.#outcomes.push('absent')
+      this.#endAttempt(attempt)
+    } catch (err) {
+      if (err instanceof StorageError) this.#ctx.storageFailed(err, 'store')
+      this.#endAttempt(attempt, err as Error)
+    }
+  }
+
+  /**
+   * Reads the winner to its end through `verifyNar` into a spool and the store. An upstream's
+   * verified prefix is released as it grows; anything else is released when complete.
+   */
+  async #consume ({ name, source }: RaceWinner, trusted: boolean, attempt: AbortController): Promise<void> {
+    const signal = attempt.signal
+    const spool = await this.#newSpool()
+    const ingest = this.#ingest()
+    let streamed = false
+    try {
+      const what = `${this.#what} from ${name}`
+      const sizeHint = source.fileSize ?? this.#sources.fileSize
+      for await (const chunk of verifyNar(decompress(source.compression, source.body, { signal, sizeHint }), this.identity, what)) {
+        await spool.append(chunk)
+        await ingest?.queue.push(chunk)
+        const published = this.#published
+        if (trusted && !this.#complete && (published === undefined || (published.kind === 'spool' && published.spool === spool))) {
+          this.#published = { kind: 'spool', spool, available: spool.size, source: name }
+          streamed = true
+          this.#changed()
+        }
+      }
+      ingest?.queue.end()
+      this.#completeWith({ kind: 'spool', spool, available: spool.size, source: name }, attempt)
+      await ingest?.committed
+    } catch (err) {
+      ingest?.queue.fail(err)
+      if (err instanceof IntegrityError || err instanceof FormatError) {
+        this.#ctx.health.markBad(name, this.identity.narHash.toNix32())
+        this.#ctx.scores.integrityFailure(name)
+        this.#ctx.log.error({ storePath: this.identity.storePath, narHash: this.identity.narHash.toString(), source: name, err: (err as Error).message },
+          streamed ? 'NAR failed verification; response aborted, source marked bad' : 'NAR failed verification before release; source marked bad')
+      } else if (err instanceof StorageError) this.#ctx.storageFailed(err, 'spool')
+      // Bytes of this copy went out: no other copy may continue them (and readers may still be
+      // reading this spool, so it stays until the fetch ends).
+      if (streamed) this.#fail(err as Error)
+      else {
+        this.#spools.delete(spool)
+        void spool.release()
+      }
+      throw err
+    }
+  }
+
+  /** Feeds the chunk store, if any; a store that cannot take the NAR only costs the caching. */
+  #ingest (): { queue: PushQueue, committed: Promise<void> } | undefined {
+    const { store } = this.#ctx
+    if (store === undefined) return undefined
+    const queue = new PushQueue()
+    const committed = store.ingest(this.identity, queue, { signal: this.#abort.signal }).then(
+      () => { this.#ctx.log.debug({ storePath: this.identity.storePath }, 'NAR committed to the store') },
+      (err: unknown) => {
+        queue.close()
+        if (err instanceof StorageError) this.#ctx.storageFailed(err, 'store')
+        else if (!this.#complete || !(err instanceof IntegrityError)) this.#ctx.log.debug({ storePath: this.identity.storePath, err: (err as Error).message }, 'NAR not committed')
+      })
+    return { queue, committed }
+  }
+
+  async #newSpool (): Promise<Spool> {
+    try {
+      const spool = await Spool.create(this.#ctx.spoolDir)
+      this.#spools.add(spool)
+      return spool
+    } catch (err) {
+      if (err instanceof StorageError) this.#ctx.storageFailed(err, 'spool')
+      throw err
+    }
+  }
+
+  #completeWith (published: Published, winner: AbortController): void {
+    if (this.#complete || this.#failure !== undefined) return
+    this.#complete = true
+    this.#published = published
+    this.#started(true)
+    for (const attempt of this.#attempts) if (attempt !== winner) attempt.abort(new Error('another source completed the NAR'))
+    this.#changed()
+  }
+
+  #fail (err: Error): void {
+    if (this.#complete) return
+    this.#failure ??= err
+    for (const attempt of this.#attempts) attempt.abort(err)
+    this.#failed(err)
+    this.#changed()
+  }
+
+  #newAttempt (): AbortController {
+    const attempt = new AbortController()
+    this.#abort.signal.addEventListener('abort', () => attempt.abort(this.#abort.signal.reason), { once: true })
+    this.#attempts.add(attempt)
+    return attempt
+  }
+
+  #endAttempt (attempt: AbortController, err?: Error): void {
+    this.#attempts.delete(attempt)
+    if (err !== undefined && !attempt.signal.aborted) this.#outcomes.push(err)
+  }
+
+  #finish (): void {
+    this.#finished = true
+    this.#changed()
+    if (this.#readers === 0) this.#releaseSpools()
+  }
+
+  #releaseSpools (): void {
+    for (const spool of this.#spools) void spool.release()
+    this.#spools.clear()
+  }
+}

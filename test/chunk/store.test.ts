@@ -1,0 +1,107 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
+import { readdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { IntegrityError } from '../../src/errors.ts'
+import { chunkIdOf } from '../../src/chunk/files.ts'
+import { decodeManifest, encodeManifest } from '../../src/chunk/manifest.ts'
+import type { CommittedNar } from '../../src/chunk/types.ts'
+import { chunks, collect } from '../helpers/bytes.ts'
+import { pseudoRandom, pseudoRandomStream } from '../helpers/pseudo-random.ts'
+import { identity, identityOf, openStore } from './helpers.ts'
+
+test('round trip: empty, one byte, exactly min, exactly max, several chunks', async () => {
+  const store = await openStore()
+  for (const size of [0, 1, 16384, 262144, 3_000_000]) {
+    const nar = pseudoRandom(`rt${size}`, size)
+    const m = await store.ingest(identity(nar), chunks(nar, 100_000))
+    assert.equal(m.narSize, size)
+    assert.equal(m.cdcId, store.cdcId)
+    assert.equal(m.chunks.reduce((a, c) => a + c.size, 0), size)
+    assert.deepEqual(decodeManifest(encodeManifest(m)), m)
+    assert.ok((await collect(store.render(identity(nar).narHash)!)).equals(nar), `size ${size}`)
+  }
+  await store.close()
+})
+
+test('a 1 GiB NAR streamed in and rendered out, never held in memory', async () => {
+  const store = await openStore()
+  const size = 1 << 30
+  const expected = await identityOf(pseudoRandomStream('big', size))
+  const m = await store.ingest(expected, pseudoRandomStream('big', size))
+  assert.ok(m.chunks.length > 4096)
+  const h = createHash('sha256')
+  let n = 0
+  for await (const c of store.render(expected.narHash)!) { h.update(c); n += c.length }
+  assert.equal(n, size)
+  assert.ok(h.digest().equals(expected.narHash.digest))
+  assert.ok(process.memoryUsage().rss < 600 * 1024 * 1024, `rss ${process.memoryUsage().rss}`)
+  await store.close()
+})
+
+test('a NAR that does not match its NarHash or NarSize is not committed, and its chunks are gone', async () => {
+  const store = await openStore()
+  const nar = pseudoRandom('bad', 1_000_000)
+  const other = identity(pseudoRandom('other', 1_000_000))
+  await assert.rejects(store.ingest({ narHash: other.narHash, narSize: nar.length }, chunks(nar)), IntegrityError)
+  await assert.rejects(store.ingest({ ...identity(nar), narSize: nar.length - 1 }, chunks(nar)), IntegrityError)
+  await assert.rejects(store.ingest({ ...identity(nar), narSize: nar.length + 1 }, chunks(nar)), IntegrityError)
+  assert.equal(store.manifest(other.narHash), undefined)
+  assert.equal(store.render(identity(nar).narHash), undefined)
+  assert.equal(store.stats().chunks, 0)
+  assert.deepEqual(readdirSync(join(store.files.root, 'tmp')), [])
+  await store.close()
+})
+
+test('concurrent ingests of one NAR: both succeed, one commit, one set of references', async () => {
+  const store = await openStore()
+  const nar = pseudoRandom('same', 2_000_000)
+  const commits: CommittedNar[] = []
+  store.onCommit(n => commits.push(n))
+  const [a, b] = await Promise.all([store.ingest(identity(nar), chunks(nar, 70_000)), store.ingest(identity(nar), chunks(nar, 33_333))])
+  assert.deepEqual(a, b)
+  assert.equal(commits.length, 1)
+  const again = await store.ingest(identity(nar), chunks(nar))
+  assert.deepEqual(again, a)
+  assert.equal(store.stats().nars, 1)
+  for (const c of a.chunks) assert.equal(store.index.chunk(c.id)!.refcount, 1)
+  await store.close()
+})
+
+test('has, readChunk, putChunk and commitManifest: filling a second store chunk by chunk', async () => {
+  const a = await openStore()
+  const b = await openStore()
+  const nar = pseudoRandom('peer', 1_500_000)
+  const m = await a.ingest(identity(nar, '/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x'), chunks(nar))
+  assert.deepEqual(a.has(m.chunks.map(c => c.id)), m.chunks.map(() => true))
+  assert.deepEqual(b.has(m.chunks.map(c => c.id)), m.chunks.map(() => false))
+  const wire = decodeManifest(encodeManifest(a.manifest(m.narHash)!))
+  await assert.rejects(b.commitManifest(wire, identity(nar)), IntegrityError, 'chunks missing')
+  await assert.rejects(b.putChunk(wire.chunks[0]!.id, new Uint8Array(10)), IntegrityError)
+  for (const c of wire.chunks) await b.putChunk(c.id, (await a.readChunk(c.id))!)
+  assert.equal(b.manifest(m.narHash), undefined)
+  const seen: CommittedNar[] = []
+  b.onCommit(n => seen.push(n))
+  await assert.rejects(b.commitManifest(wire, { narHash: identity(nar.subarray(1)).narHash, narSize: nar.length }), IntegrityError)
+  await b.commitManifest(wire, identity(nar, '/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x'))
+  assert.equal(seen.length, 1)
+  assert.equal(seen[0]!.storePath, '/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x')
+  assert.ok((await collect(b.render(m.narHash)!)).equals(nar))
+  assert.equal(await b.readChunk(chunkIdOf(new Uint8Array(5))), undefined)
+  await a.close()
+  await b.close()
+})
+
+test('a store made by another chunker is refused with both ids named', async () => {
+  const first = await openStore({ params: { min: 4096, avg: 16384, max: 65536 } })
+  const dir = join(first.files.root, '..')
+  await first.close()
+  await assert.rejects(openStore({ dir, db: first.index.db }), (err: Error) => {
+    assert.equal(err.name, 'ConfigError')
+    assert.match(err.message, /fcdc32-v1\/4096\/16384\/65536/)
+    assert.match(err.message, /fcdc32-v1\/16384\/65536\/262144/)
+    assert.match(err.message, /narswarm cache clear/)
+    return true
+  })
+})
