@@ -9,6 +9,7 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { ConfigError } from '../errors.ts'
+import { groupTag } from './announcement.ts'
 
 export const AUTH_SCHEME = 'NARSWARM-HMAC-SHA256'
 export const MAX_SKEW_SECONDS = 60
@@ -39,9 +40,12 @@ export class GroupKey {
     return timingSafeEqual(expected, Buffer.from(m[2]!, 'hex'))
   }
 
-  /** A short public tag of the key (for discovery's TXT `g`), so nodes of other groups are not asked. */
-  get tag (): string {
-    return createHmac('sha256', this.#key).update('narswarm group tag').digest('hex').slice(0, 16)
+  /**
+   * The tag node `nodeId` announces in discovery's TXT `g`, so nodes of other groups are not asked;
+   * salted with the node id, so an observer cannot tell which nodes share a key (announcement.ts).
+   */
+  tag (nodeId: string): string {
+    return groupTag(this.#key, nodeId)
   }
 
   #mac (method: string, path: string, ts: number, hash: string): string {

@@ -233,3 +233,33 @@ export function feedPeerTable (discovery: MdnsDiscovery, table: Pick<PeerTable, 
   discovery.on('found', peer => { table.add({ url: peer.urls[0]!, nodeId: peer.nodeId, cdcId: peer.cdcId, ttl: Infinity }) })
   discovery.on('gone', peer => { table.remove(peer.urls[0]!) })
 }
+
+/**
+ * Starts discovery for the peer listener at `listenerUrl` (its real address, e.g.
+ * `http://0.0.0.0:37516`) and feeds `table`; undefined when the `discovery` setting is `off`.
+ */
+export function startDiscovery (init: {
+  mode: 'mdns' | 'off'
+  interval: number
+  nodeId: string
+  listenerUrl: string
+  cdcId: string
+  groupKey?: { tag: (nodeId: string) => string } | undefined
+  table: Pick<PeerTable, 'add' | 'remove'>
+  log: Logger
+}): MdnsDiscovery | undefined {
+  if (init.mode === 'off') return undefined
+  const url = new URL(init.listenerUrl)
+  const discovery = new MdnsDiscovery({
+    nodeId: init.nodeId,
+    port: Number(url.port),
+    host: url.hostname.replace(/^\[(.*)\]$/, '$1'),
+    cdcId: init.cdcId,
+    groupTag: init.groupKey === undefined ? undefined : id => init.groupKey!.tag(id),
+    interval: init.interval,
+    log: init.log
+  })
+  feedPeerTable(discovery, init.table)
+  discovery.start()
+  return discovery
+}
