@@ -12,6 +12,8 @@ import { ConfigError } from '../errors.ts'
 import { LOG_LEVELS, type LogLevel } from '../log.ts'
 import { checkedPublicKeys, DEFAULT_UPSTREAM, parseUpstreamSpec, upstreamFromTable, type UpstreamConfig } from '../upstream/spec.ts'
 import { duration, integer } from '../util/values.ts'
+import { DEFAULT_PEER_PORT } from '../peer/protocol.ts'
+import { normalizePeerUrl } from '../peer/table.ts'
 
 export interface Config {
   listen: { host: string, port: number }
@@ -37,6 +39,15 @@ export interface Config {
   discovery: Discovery
   /** Milliseconds between mDNS announcements; a peer silent for three of them is gone. */
   discoveryInterval: number
+  /** The peer listener's address; undefined when `peer-listen = "off"`. */
+  peerListen: { host: string, port: number } | undefined
+  /** Static peers (`http://host:port`), kept whatever discovery says. */
+  peers: string[]
+  peerKey: string
+  peerKeyFile: string
+  /** Bytes per second the peer listener sends in total; 0: no limit. */
+  peerUploadLimit: number
+  peerMaxRequests: number
 }
 
 export const DISCOVERY_MODES = ['mdns', 'off'] as const
@@ -58,11 +69,16 @@ export const SETTINGS: Record<string, { kind: Kind, default: string | number }> 
   'first-byte-timeout': { kind: 'duration', default: '30s' },
   'untrusted-budget': { kind: 'duration', default: '20s' },
   discovery: { kind: 'string', default: 'mdns' },
-  'discovery-interval': { kind: 'duration', default: '10s' }
+  'discovery-interval': { kind: 'duration', default: '10s' },
+  'peer-listen': { kind: 'string', default: `0.0.0.0:${DEFAULT_PEER_PORT}` },
+  'peer-key': { kind: 'string', default: '' },
+  'peer-key-file': { kind: 'string', default: '' },
+  'peer-upload-limit': { kind: 'integer', default: 0 },
+  'peer-max-requests': { kind: 'integer', default: 64 }
 }
 
 /** Settings that take a list: repeatable flags, space-separated environment variables, TOML arrays. */
-export const LIST_SETTINGS = ['upstream', 'mapper', 'backend', 'trusted-public-keys'] as const
+export const LIST_SETTINGS = ['upstream', 'mapper', 'backend', 'trusted-public-keys', 'peer'] as const
 type ListSetting = typeof LIST_SETTINGS[number]
 
 export interface ConfigSources {
@@ -138,7 +154,19 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
       ? [...new Set(upstreams.flatMap(u => u.trustedPublicKeys))]
       : checkedPublicKeys(stringList(lists['trusted-public-keys'], 'trusted-public-keys')),
     discovery: discovery as Discovery,
-    discoveryInterval
+    discoveryInterval,
+    peerListen: String(get('peer-listen')) === 'off' ? undefined : parseListen(String(get('peer-listen')), 'peer-listen'),
+    peers: stringList(lists.peer ?? [], 'peer').map(url => {
+      try {
+        return normalizePeerUrl(url)
+      } catch (err) {
+        throw new ConfigError(`peer: ${(err as Error).message}`)
+      }
+    }),
+    peerKey: String(get('peer-key')),
+    peerKeyFile: String(get('peer-key-file')),
+    peerUploadLimit: nonNegative(integer(get('peer-upload-limit'), 0, 'peer-upload-limit'), 'peer-upload-limit'),
+    peerMaxRequests: Math.max(1, integer(get('peer-max-requests'), 64, 'peer-max-requests'))
   }
 }
 
@@ -180,11 +208,16 @@ function parseUpstreams (list: unknown[]): UpstreamConfig[] {
   return upstreams
 }
 
-export function parseListen (value: string): { host: string, port: number } {
+function nonNegative (n: number, key: string): number {
+  if (n < 0) throw new ConfigError(`${key} must not be negative, got ${n}`)
+  return n
+}
+
+export function parseListen (value: string, key = 'listen'): { host: string, port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d+)$/.exec(value) ?? /^()()(\d+)$/.exec(value)
   const port = m === null ? NaN : Number(m[3])
   if (m === null || !Number.isInteger(port) || port > 65535) {
-    throw new ConfigError(`listen must be HOST:PORT (e.g. 127.0.0.1:37515 or [::1]:37515), got '${value}'`)
+    throw new ConfigError(`${key} must be HOST:PORT (e.g. 127.0.0.1:37515 or [::1]:37515)${key === 'peer-listen' ? ' or off' : ''}, got '${value}'`)
   }
   return { host: m[1] || m[2] || '127.0.0.1', port }
 }

@@ -12,6 +12,12 @@ import { createApp } from '../server/app.ts'
 import { Substituter } from '../server/substituter.ts'
 import { spoolDirOf } from '../server/nar-sources.ts'
 import { clearSpoolDir } from '../server/spool.ts'
+import { StorageError } from '../errors.ts'
+import { LocalChunkStore } from '../chunk/store.ts'
+import type { DatabaseSync } from 'node:sqlite'
+import { loadGroupKey } from '../peer/auth.ts'
+import { loadNodeId } from '../peer/node-id.ts'
+import { Swarm } from '../peer/swarm.ts'
 import { openDatabase } from '../util/sqlite.ts'
 import { NarInfoCache } from '../state/narinfo-cache.ts'
 import { SourceHealth } from '../upstream/health.ts'
@@ -21,6 +27,8 @@ import { openPlugins, type Plugins } from '../registry.ts'
 export interface RunningSubstituter {
   /** Base URL, e.g. http://127.0.0.1:37515 */
   url: string
+  /** The peer listener's base URL; undefined when it is off or the store is unusable. */
+  peerUrl?: string
   close: () => Promise<void>
 }
 
@@ -39,6 +47,29 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
     throw err
   }
   const { mappers, backends } = plugins
+  const store = await openStore(db, config, log).catch(async (err: unknown) => {
+    await plugins.close()
+    db.close()
+    throw err
+  })
+  let swarm: Swarm | undefined
+  try {
+    // Peers exchange chunks: without a store this node neither serves nor fetches from them.
+    swarm = store === undefined
+      ? undefined
+      : new Swarm({
+        store, cache, log, nodeId: loadNodeId(config.stateDir),
+        trustedKeys: [...new Set([...config.trustedPublicKeys, ...config.upstreams.flatMap(u => u.trustedPublicKeys)])],
+        staticPeers: config.peers, listen: config.peerListen, groupKey: loadGroupKey(config.peerKey, config.peerKeyFile),
+        uploadLimit: config.peerUploadLimit, maxRequests: config.peerMaxRequests,
+        discovery: config.discovery, discoveryInterval: config.discoveryInterval, backends, mapper: mappers[0]
+      })
+  } catch (err) {
+    await store?.close()
+    await plugins.close()
+    db.close()
+    throw err
+  }
   const spoolDir = spoolDirOf(config.stateDir)
   await clearSpoolDir(spoolDir).catch((err: unknown) => {
     log.warn({ err: (err as Error).message }, 'spool directory unusable: NARs are relayed without sharing or caching until it works')
@@ -54,9 +85,11 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
     hedgeDelay: config.hedgeDelay,
     firstByteTimeout: config.firstByteTimeout,
     untrustedBudget: config.untrustedBudget,
-    spoolDir
+    spoolDir,
+    ...(store === undefined ? {} : { store }),
+    ...(swarm === undefined ? {} : { fillers: [swarm.filler], narInfoFallback: swarm.narInfoFallback })
   })
-  const server = createApp({ substituter, log, priority: config.priority, storeDir: STORE_DIR, index: mappers[0] })
+  const server = createApp({ substituter, log, priority: config.priority, storeDir: STORE_DIR, index: mappers[0], ...(swarm === undefined ? {} : { peers: () => swarm.status() }) })
   server.listen(config.listen.port, config.listen.host)
   try {
     await once(server, 'listening')
@@ -67,12 +100,24 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
   const address = server.address() as AddressInfo
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
   const url = `http://${host}:${address.port}`
-  log.info({ url, stateDir: config.stateDir, upstreams: upstreams.map(u => u.name), mappers: mappers.map(m => m.name), backends: backends.map(b => b.name) }, 'narswarm substituter listening')
+  try {
+    await swarm?.start()
+  } catch (err) {
+    server.close()
+    await swarm?.close()
+    await store?.close()
+    await plugins.close()
+    db.close()
+    throw err
+  }
+  const peerUrl = swarm?.status().listener ?? undefined
+  log.info({ url, peerUrl, stateDir: config.stateDir, upstreams: upstreams.map(u => u.name), mappers: mappers.map(m => m.name), backends: backends.map(b => b.name) }, 'narswarm substituter listening')
 
   let closing: Promise<void> | undefined
   const close = async (): Promise<void> => {
     closing ??= (async () => {
       clearInterval(purge)
+      await swarm?.close()
       const closed = new Promise<void>(resolve => server.close(() => resolve()))
       server.closeIdleConnections()
       // In-flight NAR transfers get a grace period to finish; then they are cut.
@@ -82,10 +127,25 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
       substituter.abortFetches()
       await Promise.all(upstreams.map(u => u.close()))
       await plugins.close()
+      await store?.close()
       db.close()
       log.info('narswarm substituter stopped')
     })()
     return await closing
   }
-  return { url, close }
+  return { url, ...(peerUrl === undefined ? {} : { peerUrl }), close }
+}
+
+/**
+ * The chunk store in the state directory. A store made by another chunker refuses to start
+ * (ConfigError); one whose directory cannot be written leaves narswarm serving without caching.
+ */
+async function openStore (db: DatabaseSync, config: Config, log: Logger): Promise<LocalChunkStore | undefined> {
+  try {
+    return await LocalChunkStore.open({ db, dir: config.stateDir, log })
+  } catch (err) {
+    if (!(err instanceof StorageError)) throw err
+    log.warn({ err: err.message }, 'chunk store unusable: NARs are served without caching')
+    return undefined
+  }
 }

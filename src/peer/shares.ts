@@ -89,6 +89,11 @@ export class PeerShares {
     return manifest
   }
 
+  /** A signed narinfo naming this NarHash when the NAR is shared; undefined otherwise. */
+  narInfoOf (narHash: NixHash): string | undefined {
+    return this.#store.manifest(narHash) === undefined ? undefined : this.#sharedNarInfos(narHash)[0]
+  }
+
   /** Whether a chunk belongs to a shared NAR (it may still have been evicted since). */
   chunkShared (id: ChunkId): boolean {
     return this.#chunks.has(key(id))

@@ -6,6 +6,7 @@
  *   GET|HEAD /nar/<52-char narHash>.nar    the NAR, uncompressed and verified; Range: bytes=N-;
  *            [?hash=<32-char hash part>]   the store path, to find the NAR again if narswarm forgot it
  *   GET|HEAD /narswarm/v1/…                this narswarm's index, for other narswarms' http+ mappers
+ *   GET|HEAD /narswarm/peers               the LAN peers this node knows, as JSON (`narswarm peers`)
  *
  * Everything else is 404, including malformed hashes (a 400 would abort Nix). Paths are matched
  * after dropping the query string and collapsing `//` (Nix 2.8 produces `//nar/…` for absolute-path
@@ -25,6 +26,8 @@ import type { Mapper } from '../types.ts'
 
 const NARINFO = /^\/([0-9a-df-np-sv-z]{32})\.narinfo$/
 const NAR = /^\/nar\/([0-9a-df-np-sv-z]{52})\.nar$/
+/** The LAN swarm's state, as JSON, for `narswarm peers`. */
+export const PEERS = '/narswarm/peers'
 
 export interface AppInit {
   substituter: Substituter
@@ -34,6 +37,8 @@ export interface AppInit {
   storeDir: string
   /** The mapper whose contents `/narswarm/v1/…` serves to other narswarms (the first configured). */
   index?: Mapper
+  /** The LAN swarm's state for `narswarm peers` (`/narswarm/peers`); absent when peers are off. */
+  peers?: () => unknown
 }
 
 export function createApp (init: AppInit): Server {
@@ -64,6 +69,10 @@ export function createApp (init: AppInit): Server {
     m = NAR.exec(path)
     if (m !== null) {
       await serveNar(m[1]!, hashPartOf(req.url!), req, res)
+      return
+    }
+    if (path === PEERS && init.peers !== undefined) {
+      sendText(res, JSON.stringify(init.peers()), 'application/json', 'no-store')
       return
     }
     if (init.index !== undefined && await handleIndexRequest(path, init.index, res)) return

@@ -15,6 +15,8 @@ export interface LogLine { level: number, msg: string, [key: string]: unknown }
 
 export interface NarswarmProcess {
   url: string
+  /** The peer listener's base URL; undefined when it is off. */
+  peerUrl?: string
   stateDir: string
   child: ChildProcess
   logs: LogLine[]
@@ -33,7 +35,10 @@ export async function startNarswarm (args: string[], opts: { env?: NodeJS.Proces
   const stateDir = await mkdtemp(join(tmpdir(), 'narswarm-state-'))
   const [command, ...prefix] = [...opts.wrap ?? [], process.execPath]
   const child = spawn(command!, [...prefix, '--disable-warning=ExperimentalWarning', MAIN, 'serve',
-    '--listen', '127.0.0.1:0', '--state-dir', stateDir, '--log-level', 'debug', ...args], {
+    '--listen', '127.0.0.1:0', '--state-dir', stateDir, '--log-level', 'debug',
+    // No test joins anything outside itself: the peer listener on a free loopback port, no mDNS,
+    // unless the test's own arguments (which come later and win) say otherwise.
+    '--peer-listen', '127.0.0.1:0', '--discovery', 'off', ...args], {
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'ignore', 'pipe']
   })
@@ -71,6 +76,7 @@ export async function startNarswarm (args: string[], opts: { env?: NodeJS.Proces
   const listening = await waitForLog(l => l.msg === 'narswarm substituter listening')
   return {
     url: listening.url as string,
+    ...(typeof listening.peerUrl === 'string' ? { peerUrl: listening.peerUrl } : {}),
     stateDir,
     child,
     logs,
