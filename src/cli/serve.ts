@@ -12,6 +12,9 @@ import { createApp } from '../server/app.ts'
 import { Substituter } from '../server/substituter.ts'
 import { spoolDirOf } from '../server/nar-sources.ts'
 import { clearSpoolDir } from '../server/spool.ts'
+import { StorageError } from '../errors.ts'
+import { LocalChunkStore } from '../chunk/store.ts'
+import type { DatabaseSync } from 'node:sqlite'
 import { openDatabase } from '../util/sqlite.ts'
 import { NarInfoCache } from '../state/narinfo-cache.ts'
 import { SourceHealth } from '../upstream/health.ts'
@@ -39,6 +42,11 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
     throw err
   }
   const { mappers, backends } = plugins
+  const store = await openStore(db, config, log).catch(async (err: unknown) => {
+    await plugins.close()
+    db.close()
+    throw err
+  })
   const spoolDir = spoolDirOf(config.stateDir)
   await clearSpoolDir(spoolDir).catch((err: unknown) => {
     log.warn({ err: (err as Error).message }, 'spool directory unusable: NARs are relayed without sharing or caching until it works')
@@ -54,7 +62,8 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
     hedgeDelay: config.hedgeDelay,
     firstByteTimeout: config.firstByteTimeout,
     untrustedBudget: config.untrustedBudget,
-    spoolDir
+    spoolDir,
+    ...(store === undefined ? {} : { store })
   })
   const server = createApp({ substituter, log, priority: config.priority, storeDir: STORE_DIR, index: mappers[0] })
   server.listen(config.listen.port, config.listen.host)
@@ -82,10 +91,25 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
       substituter.abortFetches()
       await Promise.all(upstreams.map(u => u.close()))
       await plugins.close()
+      await store?.close()
       db.close()
       log.info('narswarm substituter stopped')
     })()
     return await closing
   }
   return { url, close }
+}
+
+/**
+ * The chunk store in the state directory. A store made by another chunker refuses to start
+ * (ConfigError); one whose directory cannot be written leaves narswarm serving without caching.
+ */
+async function openStore (db: DatabaseSync, config: Config, log: Logger): Promise<LocalChunkStore | undefined> {
+  try {
+    return await LocalChunkStore.open({ db, dir: config.stateDir, log })
+  } catch (err) {
+    if (!(err instanceof StorageError)) throw err
+    log.warn({ err: err.message }, 'chunk store unusable: NARs are served without caching')
+    return undefined
+  }
 }
