@@ -11,17 +11,31 @@
 import { hash, randomBytes } from 'node:crypto'
 import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
-import { constants, zstdCompress, zstdDecompress } from 'node:zlib'
+import { constants, zstdCompressSync, zstdDecompress } from 'node:zlib'
 import { promisify } from 'node:util'
 import { StorageError } from '../errors.ts'
 
-const compress = promisify(zstdCompress)
 const decompress = promisify(zstdDecompress)
+const ZSTD_OPTIONS = { params: { [constants.ZSTD_c_compressionLevel]: 3 } }
+const SAMPLE = 4096
 
 export const RAW = 0
 export const ZSTD = 1
-const ZSTD_LEVEL = 3
 const HEX64 = /^[0-9a-f]{64}$/
+
+/**
+ * Whether compressing a chunk may pay: a 4 KiB sample from its middle is compressed at level 1
+ * first, so chunks of compressed archives (most of a .jar, .gz, .png) cost a few microseconds, not
+ * a full compression. Compression runs on the calling thread: Node's one-shot asynchronous zstd
+ * was several times slower per chunk than the synchronous call.
+ */
+function worthCompressing (bytes: Uint8Array): boolean {
+  if (bytes.length < 64) return false
+  if (bytes.length <= SAMPLE * 2) return true
+  const start = (bytes.length - SAMPLE) >>> 1
+  const packed = zstdCompressSync(bytes.subarray(start, start + SAMPLE), { params: { [constants.ZSTD_c_compressionLevel]: 1 } })
+  return packed.length < SAMPLE - (SAMPLE >>> 3)
+}
 
 export function hexOf (id: Uint8Array): string {
   return Buffer.from(id.buffer, id.byteOffset, id.length).toString('hex')
@@ -63,8 +77,8 @@ export class ChunkFiles {
   async write (hex: string, bytes: Uint8Array): Promise<number> {
     let body = bytes
     let flag = RAW
-    if (bytes.length >= 64) {
-      const packed = await compress(bytes, { params: { [constants.ZSTD_c_compressionLevel]: ZSTD_LEVEL } })
+    if (worthCompressing(bytes)) {
+      const packed = zstdCompressSync(bytes, ZSTD_OPTIONS)
       if (packed.length <= bytes.length - (bytes.length >>> 3)) { body = packed; flag = ZSTD }
     }
     const tmp = join(this.tmp, `${process.pid}-${randomBytes(8).toString('hex')}.tmp`)

@@ -11,7 +11,7 @@ import { parse as parseToml } from 'smol-toml'
 import { ConfigError } from '../errors.ts'
 import { LOG_LEVELS, type LogLevel } from '../log.ts'
 import { checkedPublicKeys, DEFAULT_UPSTREAM, parseUpstreamSpec, upstreamFromTable, type UpstreamConfig } from '../upstream/spec.ts'
-import { duration, integer } from '../util/values.ts'
+import { duration, integer, size } from '../util/values.ts'
 
 export interface Config {
   listen: { host: string, port: number }
@@ -24,6 +24,8 @@ export interface Config {
   shutdownGrace: number
   hedgeDelay: number
   firstByteTimeout: number
+  /** Bytes on disk the chunk store may keep; 0 keeps a NAR only while it is being served. */
+  cacheSize: number
   upstreams: UpstreamConfig[]
   /** Mapper specs, asked in order. */
   mappers: string[]
@@ -33,7 +35,7 @@ export interface Config {
   trustedPublicKeys: string[]
 }
 
-type Kind = 'string' | 'integer' | 'duration' | 'log-level'
+type Kind = 'string' | 'integer' | 'duration' | 'size' | 'log-level'
 
 /** Top-level scalar settings: key → kind and default. `upstream` is handled on its own. */
 export const SETTINGS: Record<string, { kind: Kind, default: string | number }> = {
@@ -46,7 +48,8 @@ export const SETTINGS: Record<string, { kind: Kind, default: string | number }> 
   'bad-source-cooldown': { kind: 'duration', default: '10m' },
   'shutdown-grace': { kind: 'duration', default: '10s' },
   'hedge-delay': { kind: 'duration', default: '250ms' },
-  'first-byte-timeout': { kind: 'duration', default: '30s' }
+  'first-byte-timeout': { kind: 'duration', default: '30s' },
+  'cache-size': { kind: 'size', default: '10GiB' }
 }
 
 /** Settings that take a list: repeatable flags, space-separated environment variables, TOML arrays. */
@@ -112,6 +115,7 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
     shutdownGrace: duration(get('shutdown-grace'), 0, 'shutdown-grace'),
     hedgeDelay: duration(get('hedge-delay'), 0, 'hedge-delay'),
     firstByteTimeout: duration(get('first-byte-timeout'), 0, 'first-byte-timeout'),
+    cacheSize: size(get('cache-size'), 0, 'cache-size'),
     upstreams,
     mappers: stringList(lists.mapper ?? ['sqlite:'], 'mapper'),
     backends: stringList(lists.backend ?? [], 'backend'),

@@ -38,7 +38,7 @@ Options of 'serve' (each also settable as NARSWARM_<NAME> or in the TOML file):
   --backend SPEC               a NAR source (repeatable): file:///dir, mirror+https://a/,https://b/,
                                s3://bucket/prefix?endpoint=…, exec:///program
   --trusted-public-keys KEY    a key for narinfos from an index (repeatable; default: the upstreams')
-${Object.entries(SETTINGS).map(([k, s]) => `  --${k} ${s.kind === 'integer' ? 'N' : s.kind === 'duration' ? 'DURATION' : 'VALUE'}`.padEnd(31) + `default: ${s.default === '' ? '$XDG_DATA_HOME/narswarm' : s.default}   (${envName(k)})`).join('\n')}
+${Object.entries(SETTINGS).map(([k, s]) => `  --${k} ${s.kind === 'integer' ? 'N' : s.kind === 'duration' ? 'DURATION' : s.kind === 'size' ? 'SIZE' : 'VALUE'}`.padEnd(31) + `default: ${s.default === '' ? '$XDG_DATA_HOME/narswarm' : s.default}   (${envName(k)})`).join('\n')}
 `
 
 async function main (argv: string[]): Promise<number> {
