@@ -12,6 +12,7 @@ import { startSubstituter } from './serve.ts'
 import { publishCommand } from './publish.ts'
 import { keysCommand } from './keys.ts'
 import { indexCommand } from './index-command.ts'
+import { cacheCommand } from './cache-command.ts'
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
@@ -26,6 +27,8 @@ Usage:
                                Nix signing keys ('narswarm keys help')
   narswarm index export|import DIR
                                the index as static files ('narswarm index help')
+  narswarm cache stats|verify|gc|pin|unpin|import|clear
+                               the chunk store ('narswarm cache help')
   narswarm help                show this text
   narswarm version             print the version
 
@@ -48,6 +51,7 @@ async function main (argv: string[]): Promise<number> {
   if (command === 'publish') return await publishCommand(rest)
   if (command === 'keys') return await keysCommand(rest)
   if (command === 'index') return await indexCommand(rest)
+  if (command === 'cache') return await cacheCommand(rest)
   if (command !== 'serve') {
     process.stderr.write(`narswarm: unknown command '${command}'\n\n${USAGE}`)
     return 2
