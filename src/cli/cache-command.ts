@@ -4,7 +4,8 @@
  * or the local Nix store, and emptying it. Works on the state directory of the configuration, also
  * while `narswarm serve` runs (except `clear`).
  */
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { ConfigError } from '../errors.ts'
 import { importFromCache, importFromLocalStore, type ImportReport } from '../chunk/import.ts'
@@ -136,7 +137,7 @@ function usage (sub: string, message: string): number {
 /** A directory or file:// URL as a file:// spec; other URLs as they are. */
 function cacheSpec (source: string): string {
   if (/^[a-z][a-z0-9+.-]*:/i.test(source)) return source
-  return new URL(`file://${join(process.cwd(), source).replace(/^\/*/, '/')}`).href
+  return pathToFileURL(resolve(source)).href
 }
 
 function printStats (store: LocalChunkStore): void {

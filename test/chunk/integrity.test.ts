@@ -26,7 +26,7 @@ test('a corrupt chunk is detected on reading: the render fails, never with wrong
   const victim = m.chunks[1]!
   const file = store.files.path(hexOf(victim.id))
   const stored = readFileSync(file)
-  stored[stored.length >> 1] ^= 0x40
+  stored[stored.length >> 1] = stored[stored.length >> 1]! ^ 0x40
   writeFileSync(file, stored)
   const got: Buffer[] = []
   await assert.rejects(async () => { for await (const c of store.render(identity(random).narHash)!) got.push(Buffer.from(c)) }, IntegrityError)
@@ -42,7 +42,7 @@ test('a corrupt chunk is detected on reading: the render fails, never with wrong
   const textFile = store.files.path(hexOf(textChunk.id))
   assert.equal(readFileSync(textFile)[0], 1, 'stored zstd-compressed')
   const z = readFileSync(textFile)
-  z[10] ^= 0xff
+  z[10] = z[10]! ^ 0xff
   writeFileSync(textFile, z)
   assert.equal(await store.readChunk(textChunk.id), undefined)
   assert.equal(store.manifest(identity(TEXT).narHash), undefined)
