@@ -92,8 +92,9 @@ export async function startNarswarm (args: string[], opts: { env?: NodeJS.Proces
 }
 
 /** Runs a one-shot `narswarm` command (publish, keys, index…) to completion. */
-export async function runNarswarm (args: string[], opts: { env?: NodeJS.ProcessEnv, input?: string } = {}): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', MAIN, ...args], {
+export async function runNarswarm (args: string[], opts: { env?: NodeJS.ProcessEnv, input?: string, wrap?: string[] } = {}): Promise<{ code: number | null, stdout: string, stderr: string }> {
+  const [command, ...prefix] = [...opts.wrap ?? [], process.execPath]
+  const child = spawn(command!, [...prefix, '--disable-warning=ExperimentalWarning', MAIN, ...args], {
     env: { ...process.env, ...opts.env },
     stdio: ['pipe', 'pipe', 'pipe']
   })

@@ -9,7 +9,8 @@ import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createLan, netnsUnavailable } from '../helpers/netns.ts'
-import { startNarswarm, type LogLine, type NarswarmProcess } from '../helpers/narswarm.ts'
+import { runNarswarm, startNarswarm, type LogLine, type NarswarmProcess } from '../helpers/narswarm.ts'
+import type { SwarmStatus } from '../../src/peer/swarm.ts'
 
 const GROUP = 'our-lan-group-key-0123456789'
 const STRANGERS = 'another-group-key-9876543210'
@@ -25,7 +26,7 @@ test('nodes on one LAN find each other by mDNS; another group is not taken; a no
   const lan = createLan(4)
   t.after(() => lan.close())
   const nodes = await Promise.all(lan.hosts.map(async (host, i) => await startNarswarm([
-    '--peer-listen', '0.0.0.0:0', '--discovery-interval', '1s', '--peer-key', i < 3 ? GROUP : STRANGERS,
+    '--peer-listen', '0.0.0.0:0', '--discovery', 'mdns', '--discovery-interval', '1s', '--peer-key', i < 3 ? GROUP : STRANGERS,
     '--upstream', 'http://127.0.0.1:9?require-sigs=false'
   ], { wrap: lan.wrap(host) })))
   t.after(async () => { await Promise.all(nodes.map(async n => await n.stop())) })
@@ -40,6 +41,14 @@ test('nodes on one LAN find each other by mDNS; another group is not taken; a no
       assert.match(String(line.peer), new RegExp(`^http://${lan.hosts[j]!.address.replaceAll('.', '\\.')}:\\d+$`))
     }
   }
+  // `narswarm peers` lists them as discovered peers, by node id.
+  const listed = await runNarswarm(['peers', '--url', a.url, '--json'], { wrap: lan.wrap(lan.hosts[0]!) })
+  assert.equal(listed.code, 0, listed.stderr)
+  const status = JSON.parse(listed.stdout) as SwarmStatus
+  assert.equal(status.nodeId, ids[0])
+  assert.equal(status.discovery, 'mdns')
+  assert.deepEqual(status.peers.map(p => [p.nodeId, p.origin]).sort(), [[ids[1], 'discovered'], [ids[2], 'discovered']].sort())
+
   // The stranger announced too (its announcement reached each member and was turned down)…
   for (const node of [a, b, c]) {
     await node.waitForLog(l => l.msg === 'announcement ignored' && l.peer === ids[3] && l.reason === 'another group')
