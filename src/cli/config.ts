@@ -47,7 +47,7 @@ export interface Config {
   peers: string[]
   peerKey: string
   peerKeyFile: string
-  /** Bytes per second the peer listener sends in total; 0: no limit. */
+  /** Bytes per second the peer listener sends to all peers together; 0: no limit. */
   peerUploadLimit: number
   peerMaxRequests: number
 }
@@ -75,7 +75,7 @@ export const SETTINGS: Record<string, { kind: Kind, default: string | number }> 
   'peer-listen': { kind: 'string', default: `0.0.0.0:${DEFAULT_PEER_PORT}` },
   'peer-key': { kind: 'string', default: '' },
   'peer-key-file': { kind: 'string', default: '' },
-  'peer-upload-limit': { kind: 'integer', default: 0 },
+  'peer-upload-limit': { kind: 'size', default: '0' },
   'peer-max-requests': { kind: 'integer', default: 64 },
   'cache-size': { kind: 'size', default: '10GiB' }
 }
@@ -169,7 +169,7 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
     }),
     peerKey: String(get('peer-key')),
     peerKeyFile: String(get('peer-key-file')),
-    peerUploadLimit: nonNegative(integer(get('peer-upload-limit'), 0, 'peer-upload-limit'), 'peer-upload-limit'),
+    peerUploadLimit: size(get('peer-upload-limit'), 0, 'peer-upload-limit'),
     peerMaxRequests: Math.max(1, integer(get('peer-max-requests'), 64, 'peer-max-requests'))
   }
 }
@@ -210,11 +210,6 @@ function parseUpstreams (list: unknown[]): UpstreamConfig[] {
     names.add(name)
   }
   return upstreams
-}
-
-function nonNegative (n: number, key: string): number {
-  if (n < 0) throw new ConfigError(`${key} must not be negative, got ${n}`)
-  return n
 }
 
 export function parseListen (value: string, key = 'listen'): { host: string, port: number } {
