@@ -126,6 +126,8 @@ export class PeerFiller implements StoreFiller {
 
   /** Scores a failed peer: down hard for wrong data, a cooldown for anything else. */
   penalise (peer: string, err: unknown): void {
+    // A busy peer (503) is asked again next time; only this NAR goes elsewhere.
+    if (err instanceof UpstreamError && err.status === 503) return
     if (err instanceof FormatError || err instanceof IntegrityError) this.#table.integrityFailure(peer, (err as Error).message)
     else this.#table.failure(peer, (err as Error).message)
   }
