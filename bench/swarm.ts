@@ -3,7 +3,8 @@
  *
  *   1. A big NAR (BENCH_NAR_MIB, default 200 MiB) fetched by a fresh narswarm node from one peer
  *      that holds it, as Nix sees it (curl on the node's NAR URL: the node fetches the chunks,
- *      verifies the whole NAR, then renders it), against the same file straight from nginx.
+ *      verifies the whole NAR, then renders it), against the same file straight from nginx, and
+ *      through a narswarm node from nginx as its upstream (which also stores every chunk).
  *   2. The same from three peers at once.
  *   3. Time to first byte of a small NAR (64 KiB) from a peer, as Nix sees it (narinfo fetched
  *      first), median over BENCH_SMALL NARs.
@@ -12,10 +13,10 @@
  *
  * Every narinfo is signed with a key made here (peers share only what a trusted key signed).
  */
-import { randomBytes } from 'node:crypto'
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs'
+import { createHash, randomBytes } from 'node:crypto'
+import { chmodSync, createWriteStream, mkdirSync, renameSync, writeFileSync } from 'node:fs'
+import { once } from 'node:events'
 import { join } from 'node:path'
-import { makeFixture } from './lib/fixture.ts'
 import { startNginx } from './lib/nginx.ts'
 import { curlDownload, fmt, median, MiB, table } from './lib/measure.ts'
 import { intEnv, makeTempDir, runBench } from './lib/procs.ts'
@@ -35,24 +36,34 @@ const SMALL = intEnv('BENCH_SMALL', 9)
 async function main (): Promise<void> {
   const root = makeTempDir('narswarm-bench-swarm-')
   chmodSync(root, 0o755) // nginx's worker may run as another user (nobody, www-data) when started as root
-  const fixture = await makeFixture(root, { narInfos: 1, narMiB: NAR_MIB })
   const plain = join(root, 'plain')
+  mkdirSync(join(plain, 'nar'), { recursive: true })
+  writeFileSync(join(plain, 'nix-cache-info'), 'StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n')
   const key = generateSecretKey('bench-swarm-1')
   const signed = (narInfo: NarInfo): string => narInfo.withSigs([sign(key.secret, narInfoFingerprint(narInfo))]).toString()
-  const bigInfo = join(plain, `${fixture.big.hashPart}.narinfo`)
-  const big = NarInfo.parse(readFileSync(bigInfo, 'utf8'))
-  writeFileSync(bigInfo, signed(NarInfo.build({ storePath: big.storePath, url: big.url, compression: 'none', narHash: big.narHash, narSize: big.narSize, references: [] })))
-  const small: Array<{ hashPart: string, narHash: string, narSize: number }> = []
-  for (let i = 0; i < SMALL; i++) {
-    const parts: Uint8Array[] = []
-    for await (const p of writeNar({ type: 'file', contents: randomBytes(64 << 10) })) parts.push(p)
-    const nar = Buffer.concat(parts)
-    const narHash = NixHash.of('sha256', nar)
-    const storePath = makeStorePath('output:out', NixHash.of('sha256', randomBytes(32)), `small-${i}`)
-    writeFileSync(join(plain, 'nar', `${narHash.toNix32()}.nar`), nar)
-    writeFileSync(join(plain, `${storePath.slice(11, 43)}.narinfo`), signed(NarInfo.build({ storePath, url: `nar/${narHash.toNix32()}.nar`, compression: 'none', narHash, narSize: nar.length, references: [] })))
-    small.push({ hashPart: storePath.slice(11, 43), narHash: narHash.toNix32(), narSize: nar.length })
+  const publish = async (name: string, contents: AsyncIterable<Uint8Array>, size: number): Promise<{ hashPart: string, narHash: string, narSize: number }> => {
+    const tmp = join(root, 'nar.tmp')
+    const hash = createHash('sha256')
+    let narSize = 0
+    const out = createWriteStream(tmp)
+    for await (const piece of writeNar([{ type: 'file', depth: 0, name: '', size, contents }])) {
+      hash.update(piece)
+      narSize += piece.length
+      if (!out.write(piece)) await once(out, 'drain')
+    }
+    await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => err == null ? resolve() : reject(err)))
+    const narHash = new NixHash('sha256', new Uint8Array(hash.digest()))
+    renameSync(tmp, join(plain, 'nar', `${narHash.toNix32()}.nar`))
+    const storePath = makeStorePath('output:out', NixHash.of('sha256', randomBytes(32)), name)
+    writeFileSync(join(plain, `${storePath.slice(11, 43)}.narinfo`), signed(NarInfo.build({ storePath, url: `nar/${narHash.toNix32()}.nar`, compression: 'none', narHash, narSize, references: [] })))
+    return { hashPart: storePath.slice(11, 43), narHash: narHash.toNix32(), narSize }
   }
+  // Random contents: no chunk repeats, so every byte crosses the wire (a real NAR dedups some).
+  const bigNar = await publish('bench-big', (async function * () {
+    for (let left = NAR_MIB * MiB; left > 0; left -= MiB) yield randomBytes(Math.min(MiB, left))
+  })(), NAR_MIB * MiB)
+  const small = []
+  for (let i = 0; i < SMALL; i++) small.push(await publish(`small-${i}`, (async function * () { yield randomBytes(64 << 10) })(), 64 << 10))
   const nginx = await startNginx(plain, join(root, 'nginx'))
   const upstream = ['--upstream', `${nginx.url}?trusted-public-keys=${key.public}`]
   const nodes: NarswarmProcess[] = []
@@ -62,30 +73,29 @@ async function main (): Promise<void> {
     return node
   }
   const narUrl = (node: NarswarmProcess, narHash: string): string => `${node.url}/nar/${narHash}.nar`
-  const bigNar = fixture.big.narHash
-  const size = fixture.big.narSize
+  const size = bigNar.narSize
   try {
-    const direct = await curlDownload(`${nginx.url}/nar/${bigNar}.nar`, size)
+    const direct = await curlDownload(`${nginx.url}/nar/${bigNar.narHash}.nar`, size)
 
     // The seeds: the first from the upstream, the others from it.
     const seeds = [await start([])]
-    await fetch(`${seeds[0]!.url}/${fixture.big.hashPart}.narinfo`)
-    await curlDownload(narUrl(seeds[0]!, bigNar), size)
+    await fetch(`${seeds[0]!.url}/${bigNar.hashPart}.narinfo`)
+    const viaUpstream = await curlDownload(narUrl(seeds[0]!, bigNar.narHash), size)
     for (const s of small) {
       await fetch(`${seeds[0]!.url}/${s.hashPart}.narinfo`)
       await curlDownload(narUrl(seeds[0]!, s.narHash), s.narSize)
     }
     for (let i = 1; i < 3; i++) {
       const seed = await start(['--peer', seeds[0]!.peerUrl!])
-      await fetch(`${seed.url}/${fixture.big.hashPart}.narinfo`)
-      await curlDownload(narUrl(seed, bigNar), size)
+      await fetch(`${seed.url}/${bigNar.hashPart}.narinfo`)
+      await curlDownload(narUrl(seed, bigNar.narHash), size)
       seeds.push(seed)
     }
 
     const fromPeers = async (peers: NarswarmProcess[]): Promise<{ mibPerSec: number, fillMs: number, peerBytes: number }> => {
       const node = await start(peers.flatMap(p => ['--peer', p.peerUrl!]))
-      await fetch(`${node.url}/${fixture.big.hashPart}.narinfo`)
-      const d = await curlDownload(narUrl(node, bigNar), size)
+      await fetch(`${node.url}/${bigNar.hashPart}.narinfo`)
+      const d = await curlDownload(narUrl(node, bigNar.narHash), size)
       const fill = await node.waitForLog(l => l.msg === 'NAR filled from peers')
       const status = await (await fetch(`${node.url}/narswarm/peers`)).json() as { peers: Array<{ served: { bytes: number } }> }
       return { mibPerSec: d.mibPerSec, fillMs: fill.ms as number, peerBytes: status.peers.reduce((n, p) => n + p.served.bytes, 0) }
@@ -100,10 +110,11 @@ async function main (): Promise<void> {
       ttfb.push((await curlDownload(narUrl(client, s.narHash), s.narSize)).ttfbMs)
     }
 
-    process.stdout.write(`\nLAN swarm on 127.0.0.1 — ${NAR_MIB} MiB NAR (${fixture.big.content}), nginx ${nginx.version}\n\n`)
+    process.stdout.write(`\nLAN swarm on 127.0.0.1 — ${NAR_MIB} MiB NAR (random contents), nginx ${nginx.version}\n\n`)
     process.stdout.write(table([
       ['what', 'MiB/s', 'vs nginx', 'fill (ms)', 'bytes from peers'],
       ['nginx, straight HTTP', fmt(direct.mibPerSec), '1.00×', '', ''],
+      ['narswarm, from the upstream (nginx)', fmt(viaUpstream.mibPerSec), `${fmt(viaUpstream.mibPerSec / direct.mibPerSec, 2)}×`, '', '0 %'],
       ['narswarm, from 1 peer', fmt(one.mibPerSec), `${fmt(one.mibPerSec / direct.mibPerSec, 2)}×`, fmt(one.fillMs), `${fmt(100 * one.peerBytes / size, 1)} %`],
       ['narswarm, from 3 peers', fmt(three.mibPerSec), `${fmt(three.mibPerSec / direct.mibPerSec, 2)}×`, fmt(three.fillMs), `${fmt(100 * three.peerBytes / size, 1)} %`]
     ]))
@@ -113,6 +124,7 @@ async function main (): Promise<void> {
     await nginx.stop()
   }
 
+  if (process.env.BENCH_SWARM_NIX === '0') return
   if (nixVersion() === false) {
     process.stdout.write('\nthree-node share: skipped (the Nix client is not installed)\n')
     return
