@@ -11,7 +11,7 @@ import { parse as parseToml } from 'smol-toml'
 import { ConfigError } from '../errors.ts'
 import { LOG_LEVELS, type LogLevel } from '../log.ts'
 import { checkedPublicKeys, DEFAULT_UPSTREAM, parseUpstreamSpec, upstreamFromTable, type UpstreamConfig } from '../upstream/spec.ts'
-import { duration, integer } from '../util/values.ts'
+import { duration, integer, size } from '../util/values.ts'
 
 export interface Config {
   listen: { host: string, port: number }
@@ -26,6 +26,8 @@ export interface Config {
   firstByteTimeout: number
   /** Milliseconds untrusted sources (index, peers) get to complete a NAR before the upstreams start too. */
   untrustedBudget: number
+  /** Bytes on disk the chunk store may keep; 0 keeps a NAR only while it is being served. */
+  cacheSize: number
   upstreams: UpstreamConfig[]
   /** Mapper specs, asked in order. */
   mappers: string[]
@@ -35,7 +37,7 @@ export interface Config {
   trustedPublicKeys: string[]
 }
 
-type Kind = 'string' | 'integer' | 'duration' | 'log-level'
+type Kind = 'string' | 'integer' | 'duration' | 'size' | 'log-level'
 
 /** Top-level scalar settings: key → kind and default. `upstream` is handled on its own. */
 export const SETTINGS: Record<string, { kind: Kind, default: string | number }> = {
@@ -49,7 +51,8 @@ export const SETTINGS: Record<string, { kind: Kind, default: string | number }> 
   'shutdown-grace': { kind: 'duration', default: '10s' },
   'hedge-delay': { kind: 'duration', default: '250ms' },
   'first-byte-timeout': { kind: 'duration', default: '30s' },
-  'untrusted-budget': { kind: 'duration', default: '20s' }
+  'untrusted-budget': { kind: 'duration', default: '20s' },
+  'cache-size': { kind: 'size', default: '10GiB' }
 }
 
 /** Settings that take a list: repeatable flags, space-separated environment variables, TOML arrays. */
@@ -116,6 +119,7 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
     hedgeDelay: duration(get('hedge-delay'), 0, 'hedge-delay'),
     firstByteTimeout: duration(get('first-byte-timeout'), 0, 'first-byte-timeout'),
     untrustedBudget: duration(get('untrusted-budget'), 0, 'untrusted-budget'),
+    cacheSize: size(get('cache-size'), 0, 'cache-size'),
     upstreams,
     mappers: stringList(lists.mapper ?? ['sqlite:'], 'mapper'),
     backends: stringList(lists.backend ?? [], 'backend'),
