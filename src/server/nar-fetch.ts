@@ -26,7 +26,6 @@ import { race, type RaceCandidate, type RaceWinner } from '../backend/race.ts'
 import type { SourceScores } from '../backend/scores.ts'
 import type { SourceHealth } from '../upstream/health.ts'
 import type { ChunkStore, NarIdentity, StoreFiller } from '../chunk/types.ts'
-import { PushQueue } from '../util/push-queue.ts'
 import { verifyNar } from '../util/verify.ts'
 import { Spool } from './spool.ts'
 import { renderRange } from './store-range.ts'
@@ -63,6 +62,9 @@ export interface NarReader {
   /** Detaches the reader; idempotent. Must be called whether or not the body was read. */
   close: () => void
 }
+
+/** How an attempt's spool stands, for the store that tails it. */
+interface SpoolState { done: boolean, error?: unknown }
 
 type Published =
   | { kind: 'spool', spool: Spool, available: number, source: string }
@@ -214,7 +216,7 @@ export class NarFetch {
       try {
         winner = await race(candidates, {
           scores: this.#ctx.scores, hedgeDelay: this.#ctx.hedgeDelay, firstByteTimeout: this.#ctx.firstByteTimeout,
-          signal: attempt.signal, rank: !trusted
+          signal: attempt.signal, rank: false
         })
       } catch (err) {
         this.#endAttempt(attempt, err as Error)
@@ -257,26 +259,27 @@ export class NarFetch {
   async #consume ({ name, source }: RaceWinner, trusted: boolean, attempt: AbortController): Promise<void> {
     const signal = attempt.signal
     const spool = await this.#newSpool()
-    const ingest = this.#ingest()
+    const state: SpoolState = { done: false }
+    const committed = this.#ingest(spool, state)
     let streamed = false
     try {
       const what = `${this.#what} from ${name}`
       const sizeHint = source.fileSize ?? this.#sources.fileSize
       for await (const chunk of verifyNar(decompress(source.compression, source.body, { signal, sizeHint }), this.identity, what)) {
         await spool.append(chunk)
-        await ingest?.queue.push(chunk)
         const published = this.#published
         if (trusted && !this.#complete && (published === undefined || (published.kind === 'spool' && published.spool === spool))) {
           this.#published = { kind: 'spool', spool, available: spool.size, source: name }
           streamed = true
-          this.#changed()
         }
+        this.#changed()
       }
-      ingest?.queue.end()
+      state.done = true
       this.#completeWith({ kind: 'spool', spool, available: spool.size, source: name }, attempt)
-      await ingest?.committed
+      await committed
     } catch (err) {
-      ingest?.queue.fail(err)
+      state.error = err
+      this.#changed()
       if (err instanceof IntegrityError || err instanceof FormatError) {
         this.#ctx.health.markBad(name, this.identity.narHash.toNix32())
         this.#ctx.scores.integrityFailure(name)
@@ -294,19 +297,37 @@ export class NarFetch {
     }
   }
 
-  /** Feeds the chunk store, if any; a store that cannot take the NAR only costs the caching. */
-  #ingest (): { queue: PushQueue, committed: Promise<void> } | undefined {
+  /**
+   * Feeds the chunk store, if any, from the spool as it grows: the store works at its own pace
+   * without slowing the fetch or its readers, and one that cannot take the NAR only costs the
+   * caching. Resolves (never rejects) once the store committed the NAR or gave up.
+   */
+  async #ingest (spool: Spool, state: SpoolState): Promise<void> {
     const { store } = this.#ctx
-    if (store === undefined) return undefined
-    const queue = new PushQueue()
-    const committed = store.ingest(this.identity, queue, { signal: this.#abort.signal }).then(
-      () => { this.#ctx.log.debug({ storePath: this.identity.storePath }, 'NAR committed to the store') },
-      (err: unknown) => {
-        queue.close()
-        if (err instanceof StorageError) this.#ctx.storageFailed(err, 'store')
-        else if (!this.#complete || !(err instanceof IntegrityError)) this.#ctx.log.debug({ storePath: this.identity.storePath, err: (err as Error).message }, 'NAR not committed')
-      })
-    return { queue, committed }
+    if (store === undefined) return
+    try {
+      await store.ingest(this.identity, this.#tail(spool, state), { signal: this.#abort.signal })
+      this.#ctx.log.debug({ storePath: this.identity.storePath }, 'NAR committed to the store')
+    } catch (err) {
+      if (err instanceof StorageError) this.#ctx.storageFailed(err, 'store')
+      else if (state.error === undefined) this.#ctx.log.warn({ storePath: this.identity.storePath, err: (err as Error).message }, 'NAR not committed to the store')
+    }
+  }
+
+  /** Everything appended to `spool`, as it is appended; throws the attempt's error. */
+  async * #tail (spool: Spool, state: SpoolState): AsyncGenerator<Uint8Array> {
+    let position = 0
+    for (;;) {
+      if (state.error !== undefined) throw state.error
+      if (position < spool.size) {
+        const bytes = await spool.read(position, READ_SIZE)
+        position += bytes.length
+        yield bytes
+        continue
+      }
+      if (state.done) return
+      await new Promise<void>(resolve => { this.#waiters.push(resolve) })
+    }
   }
 
   async #newSpool (): Promise<Spool> {
