@@ -22,7 +22,8 @@ import type { SourceHealth } from '../upstream/health.ts'
 import type { Upstream } from '../upstream/upstream.ts'
 import { sliceBytes, verifyNar } from '../util/verify.ts'
 import type { Backend, Mapper } from '../types.ts'
-import { NarFetch, type NarFetchContext, type NarReader } from './nar-fetch.ts'
+import { NarFetch, type NarFetchContext } from './nar-fetch.ts'
+import type { NarReader } from './shared-nar.ts'
 import { renderRange } from './store-range.ts'
 
 export interface NarSourcesInit {
