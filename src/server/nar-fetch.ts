@@ -18,7 +18,6 @@
  * Outcome: `ready` resolves true once bytes are coming, false when every source said absent;
  * it rejects (UpstreamError) when none delivered and one failed.
  */
-import { raceSignal } from 'race-signal'
 import { FormatError, IntegrityError, StorageError, UpstreamError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { decompress } from '../nix/compression.ts'
@@ -26,10 +25,9 @@ import { race, type RaceCandidate, type RaceWinner } from '../backend/race.ts'
 import type { SourceScores } from '../backend/scores.ts'
 import type { SourceHealth } from '../upstream/health.ts'
 import type { ChunkStore, NarIdentity, StoreFiller } from '../chunk/types.ts'
-import { PushQueue } from '../util/push-queue.ts'
 import { verifyNar } from '../util/verify.ts'
 import { Spool } from './spool.ts'
-import { renderRange } from './store-range.ts'
+import { SharedNar, type NarReader, type Published } from './shared-nar.ts'
 
 export interface NarFetchSources {
   /** Index locators, opened by their backends: untrusted. */
@@ -56,72 +54,35 @@ export interface NarFetchContext {
   storageFailed: (err: StorageError, where: 'spool' | 'store') => void
 }
 
-export interface NarReader {
-  body: AsyncIterable<Uint8Array>
-  /** The source that delivered (known for sure once the body has ended). */
-  source: () => string
-  /** Detaches the reader; idempotent. Must be called whether or not the body was read. */
-  close: () => void
-}
-
-type Published =
-  | { kind: 'spool', spool: Spool, available: number, source: string }
-  | { kind: 'store', source: string }
+/** How an attempt's spool stands, for the store that tails it. */
+interface SpoolState { done: boolean, error?: unknown }
 
 const READ_SIZE = 256 * 1024
 
 export class NarFetch {
   readonly identity: NarIdentity
-  readonly ready: Promise<boolean>
   /** Settles when every attempt, and the winner's commit to the store, has ended. */
   readonly done: Promise<void>
+  readonly #shared: SharedNar
   readonly #ctx: NarFetchContext
   readonly #sources: NarFetchSources
   readonly #what: string
   readonly #abort = new AbortController()
   readonly #attempts = new Set<AbortController>()
-  readonly #spools = new Set<Spool>()
   readonly #outcomes: Array<Error | 'absent'> = []
-  #waiters: Array<() => void> = []
-  #published: Published | undefined
-  #complete = false
-  #failure: Error | undefined
-  #finished = false
-  #readers = 0
-  #started!: (value: boolean) => void
-  #failed!: (err: Error) => void
 
   constructor (identity: NarIdentity, sources: NarFetchSources, ctx: NarFetchContext) {
     this.identity = identity
     this.#sources = sources
     this.#ctx = ctx
-    this.#what = `NAR ${identity.storePath ?? identity.narHash.toString()}`
-    this.ready = new Promise<boolean>((resolve, reject) => { this.#started = resolve; this.#failed = reject })
-    this.ready.catch(() => {})
-    this.done = this.#run().catch((err: unknown) => { this.#fail(err as Error) }).finally(() => this.#finish())
+    this.#shared = new SharedNar(identity, ctx.store)
+    this.#what = this.#shared.what
+    this.done = this.#run().catch((err: unknown) => { this.#fail(err as Error) }).finally(() => this.#shared.finish())
   }
 
   /** Attaches a reader of bytes [start, end); undefined when no source has the NAR. */
   async open (start: number, end: number, signal?: AbortSignal): Promise<NarReader | undefined> {
-    this.#readers++
-    let closed = false
-    const close = (): void => {
-      if (closed) return
-      closed = true
-      if (--this.#readers === 0 && this.#finished) this.#releaseSpools()
-    }
-    try {
-      const found = await raceSignal(this.ready, signal)
-      if (!found) { close(); return undefined }
-    } catch (err) {
-      close()
-      throw err
-    }
-    const self = this
-    const body = (async function * () {
-      try { yield * self.#read(start, end, signal) } finally { close() }
-    })()
-    return { body, source: () => this.#published?.source ?? 'none', close }
+    return await this.#shared.open(start, end, signal)
   }
 
   /** Stops every attempt (shutdown). */
@@ -129,57 +90,23 @@ export class NarFetch {
     this.#abort.abort(reason)
   }
 
-  async * #read (start: number, end: number, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
-    let position = start
-    // A range that stops short of the end keeps its last byte until the whole NAR verified.
-    const partial = end < this.identity.narSize
-    while (position < end) {
-      signal?.throwIfAborted()
-      if (this.#failure !== undefined) throw this.#failure
-      const published = this.#published
-      if (published?.kind === 'store') {
-        const rest = this.#ctx.store === undefined ? undefined : renderRange(this.#ctx.store, this.identity.narHash, position, end, signal)
-        if (rest === undefined) throw new StorageError(`${this.#what} left the chunk store before it could be served`)
-        yield * rest
-        return
-      }
-      const limit = published === undefined ? position : this.#complete ? end : Math.min(published.available, partial ? end - 1 : end)
-      if (limit > position) {
-        const bytes = await published!.spool.read(position, Math.min(limit - position, READ_SIZE))
-        position += bytes.length
-        yield bytes
-        continue
-      }
-      if (this.#finished) throw new UpstreamError('sources', `${this.#what}: no source completed it`)
-      await new Promise<void>((resolve, reject) => {
-        const onAbort = (): void => reject(signal!.reason)
-        signal?.addEventListener('abort', onAbort, { once: true })
-        this.#waiters.push(() => { signal?.removeEventListener('abort', onAbort); resolve() })
-      })
-    }
-  }
-
-  #changed (): void {
-    const waiters = this.#waiters
-    this.#waiters = []
-    for (const wake of waiters) wake()
-  }
+  get #settled (): boolean { return this.#shared.complete || this.#shared.failed }
 
   async #run (): Promise<void> {
     let budget: NodeJS.Timeout | undefined
     const untrusted = this.#untrustedPhase()
     await Promise.race([untrusted, new Promise<void>(resolve => { budget = setTimeout(resolve, this.#ctx.untrustedBudget) })])
     clearTimeout(budget)
-    if (!this.#complete && this.#failure === undefined && !this.#abort.signal.aborted) {
+    if (!this.#settled && !this.#abort.signal.aborted) {
       this.#ctx.log.debug({ storePath: this.identity.storePath }, 'NAR: the upstreams start')
       await this.#raceLoop(true)
     }
     await untrusted
-    if (this.#complete || this.#failure !== undefined) return
+    if (this.#settled) return
     this.#abort.signal.throwIfAborted()
     const errors = this.#outcomes.filter((o): o is Error => o !== 'absent')
     if (errors.length === 0) {
-      this.#started(false)
+      this.#shared.start(false)
       return
     }
     throw new UpstreamError('sources', `${this.#what}: no source delivered: ${errors.map(e => e.message).join('; ')}`, {
@@ -209,12 +136,12 @@ export class NarFetch {
       this.#outcomes.push(new UpstreamError('sources', `every ${trusted ? 'upstream' : 'index source'} of ${this.#what} delivered bytes that do not match its NarHash`))
     }
     candidates = usable
-    while (candidates.length > 0 && !this.#complete && this.#failure === undefined && !attempt.signal.aborted) {
+    while (candidates.length > 0 && !this.#settled && !attempt.signal.aborted) {
       let winner: RaceWinner | undefined
       try {
         winner = await race(candidates, {
           scores: this.#ctx.scores, hedgeDelay: this.#ctx.hedgeDelay, firstByteTimeout: this.#ctx.firstByteTimeout,
-          signal: attempt.signal, rank: !trusted
+          signal: attempt.signal, rank: false
         })
       } catch (err) {
         this.#endAttempt(attempt, err as Error)
@@ -224,7 +151,7 @@ export class NarFetch {
         this.#outcomes.push('absent')
         break
       }
-      this.#started(true)
+      this.#shared.start(true)
       try {
         await this.#consume(winner, trusted, attempt)
         return
@@ -257,26 +184,26 @@ export class NarFetch {
   async #consume ({ name, source }: RaceWinner, trusted: boolean, attempt: AbortController): Promise<void> {
     const signal = attempt.signal
     const spool = await this.#newSpool()
-    const ingest = this.#ingest()
+    const state: SpoolState = { done: false }
+    const committed = this.#ingest(spool, state)
     let streamed = false
     try {
       const what = `${this.#what} from ${name}`
       const sizeHint = source.fileSize ?? this.#sources.fileSize
       for await (const chunk of verifyNar(decompress(source.compression, source.body, { signal, sizeHint }), this.identity, what)) {
         await spool.append(chunk)
-        await ingest?.queue.push(chunk)
-        const published = this.#published
-        if (trusted && !this.#complete && (published === undefined || (published.kind === 'spool' && published.spool === spool))) {
-          this.#published = { kind: 'spool', spool, available: spool.size, source: name }
+        const published = this.#shared.published
+        if (trusted && (published === undefined || (published.kind === 'spool' && published.spool === spool))) {
+          this.#shared.stream({ kind: 'spool', spool, available: spool.size, source: name })
           streamed = true
-          this.#changed()
-        }
+        } else this.#shared.changed()
       }
-      ingest?.queue.end()
+      state.done = true
       this.#completeWith({ kind: 'spool', spool, available: spool.size, source: name }, attempt)
-      await ingest?.committed
+      await committed
     } catch (err) {
-      ingest?.queue.fail(err)
+      state.error = err
+      this.#shared.changed()
       if (err instanceof IntegrityError || err instanceof FormatError) {
         this.#ctx.health.markBad(name, this.identity.narHash.toNix32())
         this.#ctx.scores.integrityFailure(name)
@@ -286,33 +213,48 @@ export class NarFetch {
       // Bytes of this copy went out: no other copy may continue them (and readers may still be
       // reading this spool, so it stays until the fetch ends).
       if (streamed) this.#fail(err as Error)
-      else {
-        this.#spools.delete(spool)
-        void spool.release()
-      }
+      else this.#shared.drop(spool)
       throw err
     }
   }
 
-  /** Feeds the chunk store, if any; a store that cannot take the NAR only costs the caching. */
-  #ingest (): { queue: PushQueue, committed: Promise<void> } | undefined {
+  /**
+   * Feeds the chunk store, if any, from the spool as it grows: the store works at its own pace
+   * without slowing the fetch or its readers, and one that cannot take the NAR only costs the
+   * caching. Resolves (never rejects) once the store committed the NAR or gave up.
+   */
+  async #ingest (spool: Spool, state: SpoolState): Promise<void> {
     const { store } = this.#ctx
-    if (store === undefined) return undefined
-    const queue = new PushQueue()
-    const committed = store.ingest(this.identity, queue, { signal: this.#abort.signal }).then(
-      () => { this.#ctx.log.debug({ storePath: this.identity.storePath }, 'NAR committed to the store') },
-      (err: unknown) => {
-        queue.close()
-        if (err instanceof StorageError) this.#ctx.storageFailed(err, 'store')
-        else if (!this.#complete || !(err instanceof IntegrityError)) this.#ctx.log.debug({ storePath: this.identity.storePath, err: (err as Error).message }, 'NAR not committed')
-      })
-    return { queue, committed }
+    if (store === undefined) return
+    try {
+      await store.ingest(this.identity, this.#tail(spool, state), { signal: this.#abort.signal })
+      this.#ctx.log.debug({ storePath: this.identity.storePath }, 'NAR committed to the store')
+    } catch (err) {
+      if (err instanceof StorageError) this.#ctx.storageFailed(err, 'store')
+      else if (state.error === undefined) this.#ctx.log.warn({ storePath: this.identity.storePath, err: (err as Error).message }, 'NAR not committed to the store')
+    }
+  }
+
+  /** Everything appended to `spool`, as it is appended; throws the attempt's error. */
+  async * #tail (spool: Spool, state: SpoolState): AsyncGenerator<Uint8Array> {
+    let position = 0
+    for (;;) {
+      if (state.error !== undefined) throw state.error
+      if (position < spool.size) {
+        const bytes = await spool.read(position, READ_SIZE)
+        position += bytes.length
+        yield bytes
+        continue
+      }
+      if (state.done) return
+      await this.#shared.wait()
+    }
   }
 
   async #newSpool (): Promise<Spool> {
     try {
       const spool = await Spool.create(this.#ctx.spoolDir)
-      this.#spools.add(spool)
+      this.#shared.adopt(spool)
       return spool
     } catch (err) {
       if (err instanceof StorageError) this.#ctx.storageFailed(err, 'spool')
@@ -321,20 +263,14 @@ export class NarFetch {
   }
 
   #completeWith (published: Published, winner: AbortController): void {
-    if (this.#complete || this.#failure !== undefined) return
-    this.#complete = true
-    this.#published = published
-    this.#started(true)
+    if (!this.#shared.completeWith(published)) return
     for (const attempt of this.#attempts) if (attempt !== winner) attempt.abort(new Error('another source completed the NAR'))
-    this.#changed()
   }
 
   #fail (err: Error): void {
-    if (this.#complete) return
-    this.#failure ??= err
+    if (this.#shared.complete) return
     for (const attempt of this.#attempts) attempt.abort(err)
-    this.#failed(err)
-    this.#changed()
+    this.#shared.fail(err)
   }
 
   #newAttempt (): AbortController {
@@ -347,16 +283,5 @@ export class NarFetch {
   #endAttempt (attempt: AbortController, err?: Error): void {
     this.#attempts.delete(attempt)
     if (err !== undefined && !attempt.signal.aborted) this.#outcomes.push(err)
-  }
-
-  #finish (): void {
-    this.#finished = true
-    this.#changed()
-    if (this.#readers === 0) this.#releaseSpools()
-  }
-
-  #releaseSpools (): void {
-    for (const spool of this.#spools) void spool.release()
-    this.#spools.clear()
   }
 }

@@ -22,7 +22,8 @@ import type { SourceHealth } from '../upstream/health.ts'
 import type { Upstream } from '../upstream/upstream.ts'
 import { sliceBytes, verifyNar } from '../util/verify.ts'
 import type { Backend, Mapper } from '../types.ts'
-import { NarFetch, type NarFetchContext, type NarReader } from './nar-fetch.ts'
+import { NarFetch, type NarFetchContext } from './nar-fetch.ts'
+import type { NarReader } from './shared-nar.ts'
 import { renderRange } from './store-range.ts'
 
 export interface NarSourcesInit {
@@ -102,13 +103,33 @@ export class NarSources {
       this.#fetches.set(key, created)
       void created.done.finally(() => { if (this.#fetches.get(key) === created) this.#fetches.delete(key) })
     }
+    let reader: NarReader | undefined
     try {
-      return await fetch.open(start, end, signal)
+      reader = await fetch.open(start, end, signal)
     } catch (err) {
       // The spool could not be written: answer anyway, without sharing or caching.
       if (Date.now() < this.#directUntil && signal?.aborted !== true) return await this.#openDirect(expected, rows, start, end, signal)
       throw err
     }
+    if (reader === undefined) return undefined
+    return { ...reader, body: this.#resumeDirect(reader.body, expected, rows, start, end, signal) }
+  }
+
+  /** A shared fetch whose spool failed under a reader: the reader goes on from a direct relay. */
+  async * #resumeDirect (body: AsyncIterable<Uint8Array>, expected: NarInfo, rows: NarInfoRow[], start: number, end: number, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+    let position = start
+    try {
+      for await (const chunk of body) {
+        position += chunk.length
+        yield chunk
+      }
+      return
+    } catch (err) {
+      if (!(err instanceof StorageError) || signal?.aborted === true) throw err
+    }
+    const direct = await this.#openDirect(expected, rows, position, end, signal)
+    if (direct === undefined) throw new UpstreamError('sources', `NAR ${expected.storePath} is gone from every upstream`)
+    yield * direct.body
   }
 
   /** Stops every running fetch (shutdown). */

@@ -5,29 +5,32 @@
  * outlives the process, and its space returns when the last reader lets go. `clearSpoolDir`
  * removes what a crash between open and unlink left behind.
  */
-import { mkdir, open, rm, unlink, type FileHandle } from 'node:fs/promises'
+import { closeSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs'
+import { mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { StorageError } from '../errors.ts'
 
 export class Spool {
-  readonly #file: FileHandle
+  readonly #fd: number
   #size = 0
   #refs = 1
-  #closed: Promise<void> | undefined
+  #closed = false
 
-  private constructor (file: FileHandle) {
-    this.#file = file
+  private constructor (fd: number) {
+    this.#fd = fd
   }
 
   /** A new empty spool in `dir`; throws StorageError when it cannot be created. */
   static async create (dir: string): Promise<Spool> {
     const path = join(dir, `${randomBytes(12).toString('hex')}.spool`)
+    let fd: number | undefined
     try {
-      const file = await open(path, 'w+', 0o600)
-      await unlink(path).catch(async (err: unknown) => { await file.close(); throw err })
-      return new Spool(file)
+      fd = openSync(path, 'w+', 0o600)
+      unlinkSync(path)
+      return new Spool(fd)
     } catch (err) {
+      if (fd !== undefined) closeSync(fd)
       throw new StorageError(`cannot create a spool file in ${dir}: ${(err as Error).message}`, { cause: err })
     }
   }
@@ -35,14 +38,15 @@ export class Spool {
   /** Bytes written so far. */
   get size (): number { return this.#size }
 
-  /** Appends `chunk`; throws StorageError (disk full, I/O error). */
+  /**
+   * Appends `chunk`; throws StorageError (disk full, I/O error). Reads and writes are synchronous:
+   * they hit the page cache and cost microseconds, where a round trip through libuv's thread pool
+   * waits behind every fsync of the chunk store.
+   */
   async append (chunk: Uint8Array): Promise<void> {
     let offset = 0
     try {
-      while (offset < chunk.length) {
-        const { bytesWritten } = await this.#file.write(chunk, offset, chunk.length - offset, this.#size + offset)
-        offset += bytesWritten
-      }
+      while (offset < chunk.length) offset += writeSync(this.#fd, chunk, offset, chunk.length - offset, this.#size + offset)
     } catch (err) {
       throw new StorageError(`spool write failed: ${(err as Error).message}`, { cause: err })
     }
@@ -53,12 +57,17 @@ export class Spool {
   async read (position: number, length: number): Promise<Uint8Array> {
     const want = Math.min(length, this.#size - position)
     if (want <= 0) return new Uint8Array(0)
+    if (this.#closed) throw new StorageError('spool read after close')
     const buffer = Buffer.allocUnsafe(want)
     let got = 0
-    while (got < want) {
-      const { bytesRead } = await this.#file.read(buffer, got, want - got, position + got)
-      if (bytesRead === 0) throw new StorageError(`spool ended at ${position + got}, expected ${position + want}`)
-      got += bytesRead
+    try {
+      while (got < want) {
+        const n = readSync(this.#fd, buffer, got, want - got, position + got)
+        if (n === 0) throw new Error(`spool ended at ${position + got}, expected ${position + want}`)
+        got += n
+      }
+    } catch (err) {
+      throw new StorageError(`spool read failed: ${(err as Error).message}`, { cause: err })
     }
     return buffer
   }
@@ -68,9 +77,9 @@ export class Spool {
 
   /** Drops one hold; the file closes (and its space is freed) with the last. */
   async release (): Promise<void> {
-    if (--this.#refs > 0) return
-    this.#closed ??= this.#file.close().catch(() => {})
-    await this.#closed
+    if (--this.#refs > 0 || this.#closed) return
+    this.#closed = true
+    try { closeSync(this.#fd) } catch {}
   }
 }
 

@@ -30,7 +30,7 @@ import { NixHash } from '../nix/hash.ts'
 import { trustedKeyMap, verifyNarInfo, type PublicKey } from '../nix/signature.ts'
 import type { AbortOptions, Backend, Mapper } from '../types.ts'
 import type { ChunkStore, NarIdentity, StoreFiller } from '../chunk/types.ts'
-import type { NarReader } from './nar-fetch.ts'
+import type { NarReader } from './shared-nar.ts'
 import { NarSources } from './nar-sources.ts'
 
 export type NarInfoResponse =

@@ -116,16 +116,19 @@ describe('the NAR store and untrusted sources with the real Nix', { skip: nixSki
     })
   })
 
-  test('a mirror that stalls past Nix\'s stall timeout: the upstream starts within the untrusted budget', async () => {
+  test('a mirror that stalls past Nix\'s stall timeout, a slow upstream: the upstream starts within the untrusted budget', async () => {
     await withHostileMirrors('stalling', async (mirrors, args) => {
       // The mirrors send the start of each NAR, then nothing: slower than the budget and than
-      // Nix's stall timeout (lowered to 4 s here from 300 s).
+      // Nix's stall timeout (lowered to 6 s here from 300 s). The upstream takes 2 s to answer.
       for (const m of mirrors) m.faults.push({ match: p => p.startsWith('/nar/'), fault: { kind: 'stall', after: 4096 } })
+      const slow = { match: (p: string) => p.startsWith('/nar/'), fault: { kind: 'delay', ms: 2000 } as const }
+      upstream.faults.push(slow)
       const narswarm = await startNarswarm(['--upstream', upstreamArg(), ...args, '--untrusted-budget', '1s'])
       try {
-        await realise(narswarm, ['--option', 'stalled-download-timeout', '4'])
+        await realise(narswarm, ['--option', 'stalled-download-timeout', '6'])
         assert.ok(served(narswarm).every(l => l.source === upstream.url))
       } finally {
+        upstream.faults.splice(upstream.faults.indexOf(slow), 1)
         await narswarm.stop()
       }
     })

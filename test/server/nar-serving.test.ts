@@ -10,6 +10,7 @@ import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
+import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 import { generateSecretKey } from '../../src/nix/signature.ts'
 import { openMapper } from '../../src/registry.ts'
@@ -158,6 +159,28 @@ describe('serving NARs', () => {
       assert.equal((await fetch(`${b.url}${badHash.replace(/\?.*/, '')}`)).status, 404, 'the bare URL of an unknown NAR')
     } finally {
       await b.stop()
+    }
+  })
+
+  test('a full state disk: NARs are still served, without sharing or caching', async (t) => {
+    const state = tempDir('narswarm-full-')
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=600k', 'tmpfs', state], { encoding: 'utf8' })
+    if (mounted.status !== 0) { t.skip(`cannot mount a small tmpfs (needs root): ${mounted.stderr.trim()}`); return }
+    try {
+      const n = await startNarswarm(['--upstream', upstream(xz), '--state-dir', state])
+      try {
+        const url = await narUrl(n, big)
+        for (let i = 0; i < 2; i++) {
+          const res = await fetch(url)
+          assert.equal(res.status, 200)
+          assert.equal(sha(new Uint8Array(await res.arrayBuffer())), sha(big.nar))
+        }
+        await n.waitForLog(l => l.msg.startsWith('local storage failing') && /ENOSPC|no space/i.test(String(l.err)))
+      } finally {
+        await n.stop()
+      }
+    } finally {
+      spawnSync('umount', [state])
     }
   })
 
