@@ -42,9 +42,11 @@ export interface MdnsResponder {
 
 export interface DiscoveryOptions {
   nodeId: string
-  /** Where the peer listener is bound: its port and host (`0.0.0.0`, `::` or one address). */
-  port: number
-  host: string
+  /**
+   * Where the peer listener is bound: its port and host (`0.0.0.0`, `::` or one address).
+   * Undefined: nothing is announced, peers are only browsed for (a node that fetches but serves none).
+   */
+  listener: { host: string, port: number } | undefined
   cdcId: string
   /** The group key's tag function (announcement.ts `groupTag`); undefined without a group key. */
   groupTag?: ((nodeId: string) => string) | undefined
@@ -106,7 +108,8 @@ export class MdnsDiscovery extends EventEmitter<{ found: [DiscoveredPeer], gone:
     this.#after(this.#options.interval, tick)
     const sweep = (): void => { this.#expire(); this.#after(this.#options.interval / 2, sweep) }
     this.#after(this.#options.interval / 2, sweep)
-    this.#log.info({ nodeId: this.#options.nodeId, port: this.#options.port, addresses: this.#addresses() }, 'mDNS discovery started')
+    const listener = this.#options.listener
+    this.#log.info({ nodeId: this.#options.nodeId, announced: listener === undefined ? null : { port: listener.port, addresses: this.#addresses(listener.host) } }, 'mDNS discovery started')
   }
 
   /** Says goodbye on the LAN, closes the socket and cancels every timer. Idempotent. */
@@ -137,21 +140,22 @@ export class MdnsDiscovery extends EventEmitter<{ found: [DiscoveredPeer], gone:
     this.#timers.add(timer)
   }
 
-  #addresses (): string[] {
-    return servedAddresses(this.#options.host)
+  #addresses (host: string): string[] {
+    return servedAddresses(host)
   }
 
   /** Announces (with the current addresses: an interface may have come up since). */
   #announce (): void {
     const responder = this.#responder
-    if (responder === undefined || this.#stopping !== undefined) return
-    const { nodeId, port, cdcId, groupTag, interval } = this.#options
+    const listener = this.#options.listener
+    if (responder === undefined || listener === undefined || this.#stopping !== undefined) return
+    const { nodeId, cdcId, groupTag, interval } = this.#options
     const records = serviceRecords({
       type: MDNS_SERVICE_TYPE,
       instance: nodeId,
       host: `narswarm-${nodeId}.local`,
-      port,
-      addresses: this.#addresses(),
+      port: listener.port,
+      addresses: this.#addresses(listener.host),
       txt: encodeTxt({ version: String(PROTOCOL_VERSION), nodeId, cdcId, group: groupTag?.(nodeId) }),
       ttl: Math.max(1, Math.ceil(3 * interval / 1000))
     })
@@ -236,24 +240,24 @@ export function feedPeerTable (discovery: MdnsDiscovery, table: Pick<PeerTable, 
 
 /**
  * Starts discovery for the peer listener at `listenerUrl` (its real address, e.g.
- * `http://0.0.0.0:37516`) and feeds `table`; undefined when the `discovery` setting is `off`.
+ * `http://0.0.0.0:37516`; undefined without a listener: then peers are found but this node is not
+ * announced) and feeds `table`; undefined when the `discovery` setting is `off`.
  */
 export function startDiscovery (init: {
   mode: 'mdns' | 'off'
   interval: number
   nodeId: string
-  listenerUrl: string
+  listenerUrl?: string | undefined
   cdcId: string
   groupKey?: { tag: (nodeId: string) => string } | undefined
   table: Pick<PeerTable, 'add' | 'remove'>
   log: Logger
 }): MdnsDiscovery | undefined {
   if (init.mode === 'off') return undefined
-  const url = new URL(init.listenerUrl)
+  const url = init.listenerUrl === undefined ? undefined : new URL(init.listenerUrl)
   const discovery = new MdnsDiscovery({
     nodeId: init.nodeId,
-    port: Number(url.port),
-    host: url.hostname.replace(/^\[(.*)\]$/, '$1'),
+    listener: url === undefined ? undefined : { port: Number(url.port), host: url.hostname.replace(/^\[(.*)\]$/, '$1') },
     cdcId: init.cdcId,
     groupTag: init.groupKey === undefined ? undefined : id => init.groupKey!.tag(id),
     interval: init.interval,

@@ -122,9 +122,9 @@ class FakeResponder implements MdnsResponder {
 describe('MdnsDiscovery', () => {
   const interval = 10_000
 
-  function setup (groupKey?: string): { discovery: MdnsDiscovery, responder: FakeResponder, found: DiscoveredPeer[], gone: Array<[string, string]> } {
+  function setup (groupKey?: string, browseOnly = false): { discovery: MdnsDiscovery, responder: FakeResponder, found: DiscoveredPeer[], gone: Array<[string, string]> } {
     const responder = new FakeResponder()
-    const discovery = new MdnsDiscovery({ nodeId: ME, port: 40000, host: '0.0.0.0', cdcId: CDC, groupTag: groupKey === undefined ? undefined : id => groupTag(groupKey, id), interval, log: silentLogger(), responder: () => responder })
+    const discovery = new MdnsDiscovery({ nodeId: ME, listener: browseOnly ? undefined : { port: 40000, host: '0.0.0.0' }, cdcId: CDC, groupTag: groupKey === undefined ? undefined : id => groupTag(groupKey, id), interval, log: silentLogger(), responder: () => responder })
     const found: DiscoveredPeer[] = []
     const gone: Array<[string, string]> = []
     discovery.on('found', p => found.push(p))
@@ -191,6 +191,18 @@ describe('MdnsDiscovery', () => {
     responder.receive(ad(OTHER, ['10.0.0.7'], { group: groupTag(key, OTHER) }), '10.0.0.7')
     assert.equal(found.length, 1)
     await discovery.stop()
+  })
+
+  it('without a listener, finds peers but announces nothing', async (t) => {
+    t.mock.timers.enable({ apis: ['setTimeout', 'Date'] })
+    const { discovery, responder, found } = setup(undefined, true)
+    assert.deepEqual(responder.queries, [`${MDNS_SERVICE_TYPE} PTR`])
+    responder.receive(ad(OTHER, ['10.0.0.7']), '10.0.0.7')
+    assert.equal(found.length, 1)
+    t.mock.timers.tick(5 * interval)
+    await discovery.stop()
+    assert.deepEqual(responder.sent, [], 'no announcement, no goodbye')
+    assert.deepEqual(responder.registered, [])
   })
 
   it('keeps at most 256 discovered peers, whatever a flood of announcements claims', async (t) => {
