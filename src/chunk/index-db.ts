@@ -18,6 +18,11 @@ export interface NarRow {
   pinned: boolean
 }
 
+/** Removes the chunk store's tables (to empty a store, whatever chunker made it). */
+export function dropChunkTables (db: DatabaseSync): void {
+  db.exec('DROP TABLE IF EXISTS nar_path; DROP TABLE IF EXISTS nar; DROP TABLE IF EXISTS chunk; DROP TABLE IF EXISTS chunk_meta;')
+}
+
 export class ChunkIndex {
   readonly db: DatabaseSync
   readonly #s: Record<string, StatementSync>

@@ -9,6 +9,7 @@
  */
 import { createHash } from 'node:crypto'
 import type { DatabaseSync } from 'node:sqlite'
+import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ConfigError, FormatError, IntegrityError, StorageError } from '../errors.ts'
 import type { Logger } from '../log.ts'
@@ -17,7 +18,7 @@ import type { NixHash } from '../nix/hash.ts'
 import type { AbortOptions } from '../types.ts'
 import { Chunker, DEFAULT_CDC, type CdcParams } from './fastcdc.ts'
 import { ChunkFiles, chunkIdOf, CorruptChunk, hexOf, storageError } from './files.ts'
-import { ChunkIndex } from './index-db.ts'
+import { ChunkIndex, dropChunkTables } from './index-db.ts'
 import { decodeManifest, encodeManifest } from './manifest.ts'
 import { Maintenance, type CheckReport, type StoreStats, type VerifyReport } from './maintenance.ts'
 import type { ChunkId, ChunkStore, CommittedNar, Manifest, ManifestChunk, NarIdentity } from './types.ts'
@@ -39,6 +40,15 @@ export interface LocalChunkStoreInit {
   orphanGrace?: number
   /** Chunks read ahead while rendering. */
   prefetch?: number
+}
+
+/**
+ * Empties the chunk store under `dir` whatever chunker made it: index rows first, then the files.
+ * No narswarm may be using it meanwhile.
+ */
+export async function clearChunkStore (db: DatabaseSync, dir: string): Promise<void> {
+  dropChunkTables(db)
+  await rm(join(dir, 'chunks'), { recursive: true, force: true })
 }
 
 /** Chunks written by one ingest at a time at most (bounds memory: each is ≤ 256 KiB). */

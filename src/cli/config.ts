@@ -11,7 +11,7 @@ import { parse as parseToml } from 'smol-toml'
 import { ConfigError } from '../errors.ts'
 import { LOG_LEVELS, type LogLevel } from '../log.ts'
 import { checkedPublicKeys, DEFAULT_UPSTREAM, parseUpstreamSpec, upstreamFromTable, type UpstreamConfig } from '../upstream/spec.ts'
-import { duration, integer } from '../util/values.ts'
+import { duration, integer, size } from '../util/values.ts'
 import { DEFAULT_PEER_PORT } from '../peer/protocol.ts'
 import { normalizePeerUrl } from '../peer/table.ts'
 
@@ -28,6 +28,8 @@ export interface Config {
   firstByteTimeout: number
   /** Milliseconds untrusted sources (index, peers) get to complete a NAR before the upstreams start too. */
   untrustedBudget: number
+  /** Bytes on disk the chunk store may keep; 0 keeps a NAR only while it is being served. */
+  cacheSize: number
   upstreams: UpstreamConfig[]
   /** Mapper specs, asked in order. */
   mappers: string[]
@@ -45,7 +47,7 @@ export interface Config {
   peers: string[]
   peerKey: string
   peerKeyFile: string
-  /** Bytes per second the peer listener sends in total; 0: no limit. */
+  /** Bytes per second the peer listener sends to all peers together; 0: no limit. */
   peerUploadLimit: number
   peerMaxRequests: number
 }
@@ -53,7 +55,7 @@ export interface Config {
 export const DISCOVERY_MODES = ['mdns', 'off'] as const
 export type Discovery = typeof DISCOVERY_MODES[number]
 
-type Kind = 'string' | 'integer' | 'duration' | 'log-level'
+type Kind = 'string' | 'integer' | 'duration' | 'size' | 'log-level'
 
 /** Top-level scalar settings: key → kind and default. `upstream` is handled on its own. */
 export const SETTINGS: Record<string, { kind: Kind, default: string | number }> = {
@@ -73,8 +75,9 @@ export const SETTINGS: Record<string, { kind: Kind, default: string | number }> 
   'peer-listen': { kind: 'string', default: `0.0.0.0:${DEFAULT_PEER_PORT}` },
   'peer-key': { kind: 'string', default: '' },
   'peer-key-file': { kind: 'string', default: '' },
-  'peer-upload-limit': { kind: 'integer', default: 0 },
-  'peer-max-requests': { kind: 'integer', default: 64 }
+  'peer-upload-limit': { kind: 'size', default: '0' },
+  'peer-max-requests': { kind: 'integer', default: 64 },
+  'cache-size': { kind: 'size', default: '10GiB' }
 }
 
 /** Settings that take a list: repeatable flags, space-separated environment variables, TOML arrays. */
@@ -147,6 +150,7 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
     hedgeDelay: duration(get('hedge-delay'), 0, 'hedge-delay'),
     firstByteTimeout: duration(get('first-byte-timeout'), 0, 'first-byte-timeout'),
     untrustedBudget: duration(get('untrusted-budget'), 0, 'untrusted-budget'),
+    cacheSize: size(get('cache-size'), 0, 'cache-size'),
     upstreams,
     mappers: stringList(lists.mapper ?? ['sqlite:'], 'mapper'),
     backends: stringList(lists.backend ?? [], 'backend'),
@@ -165,7 +169,7 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
     }),
     peerKey: String(get('peer-key')),
     peerKeyFile: String(get('peer-key-file')),
-    peerUploadLimit: nonNegative(integer(get('peer-upload-limit'), 0, 'peer-upload-limit'), 'peer-upload-limit'),
+    peerUploadLimit: size(get('peer-upload-limit'), 0, 'peer-upload-limit'),
     peerMaxRequests: Math.max(1, integer(get('peer-max-requests'), 64, 'peer-max-requests'))
   }
 }
@@ -206,11 +210,6 @@ function parseUpstreams (list: unknown[]): UpstreamConfig[] {
     names.add(name)
   }
   return upstreams
-}
-
-function nonNegative (n: number, key: string): number {
-  if (n < 0) throw new ConfigError(`${key} must not be negative, got ${n}`)
-  return n
 }
 
 export function parseListen (value: string, key = 'listen'): { host: string, port: number } {

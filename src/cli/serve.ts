@@ -142,7 +142,7 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
  */
 async function openStore (db: DatabaseSync, config: Config, log: Logger): Promise<LocalChunkStore | undefined> {
   try {
-    return await LocalChunkStore.open({ db, dir: config.stateDir, log })
+    return await LocalChunkStore.open({ db, dir: config.stateDir, capacity: config.cacheSize, log })
   } catch (err) {
     if (!(err instanceof StorageError)) throw err
     log.warn({ err: err.message }, 'chunk store unusable: NARs are served without caching')

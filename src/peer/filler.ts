@@ -3,9 +3,10 @@
  * it lacks, from every peer that has them, and commits the NAR once the store verified it whole
  * against the signed NarHash and NarSize.
  *
- * 1. Manifest: the best few peers are asked at once (connect 250 ms, answer 1 s); the first
- *    manifest that describes this NAR (NarHash, NarSize, chunker) is used, and peers that answer
- *    the same manifest later join as holders. A manifest of another NAR scores its peer down.
+ * 1. Manifest: the best few peers are asked at once (connect 250 ms, answer 1 s), the next few
+ *    only when those do not have it or fail; the first manifest that describes this NAR (NarHash,
+ *    NarSize, chunker) is used, and peers that answer the same manifest later join as holders. A
+ *    manifest of another NAR scores its peer down.
  * 2. Which chunks: the manifest diffed against the store (`has`); peers that do not hold the NAR
  *    are asked which of the missing chunks they have (`have`), and join with those.
  * 3. Chunks: 6 requests in flight, spread over the peers that have them (least loaded first),
@@ -30,7 +31,7 @@ export interface PeerFillerInit {
   table: PeerTable
   client: PeerClient
   log: Logger
-  /** Peers asked for a manifest at once (default 3), in at most two waves. */
+  /** Peers asked for a manifest at once (default 3), in at most three waves. */
   fanout?: number
   /** Chunk requests in flight for one NAR (default 6). */
   inFlight?: number
@@ -71,49 +72,16 @@ export class PeerFiller implements StoreFiller {
     if (store.manifest(expected.narHash) !== undefined) return true
     const signal = options.signal
     const started = performance.now()
-    const offers: Offer[] = []
-    const absent: string[] = []
-    const asked = new Set<string>()
-    let notify = (): void => {}
-    let pending = 0
-
-    const ask = (peer: string): void => {
-      asked.add(peer)
-      pending++
-      const t0 = performance.now()
-      this.#client.manifest(peer, expected.narHash, expected.narSize, this.#manifestTimeouts, signal).then(manifest => {
-        this.#table.success(peer, performance.now() - t0)
-        if (manifest === undefined) { absent.push(peer); return }
-        if (!manifest.narHash.equals(expected.narHash) || manifest.narSize !== expected.narSize) {
-          this.#table.integrityFailure(peer, `manifest of another NAR (${manifest.narHash.toString()}) for ${expected.narHash.toString()}`)
-          return
-        }
-        if (manifest.cdcId !== store.cdcId) { absent.push(peer); return }
-        const key = manifestKey(manifest)
-        const offer = offers.find(o => o.key === key)
-        if (offer !== undefined) offer.holders.push(peer)
-        else offers.push({ manifest, holders: [peer], key })
-      }, (err: unknown) => {
-        if (signal?.aborted !== true) this.#penalise(peer, err)
-      }).finally(() => { pending--; notify() })
-    }
-    const wait = async (): Promise<void> => await new Promise<void>(resolve => { notify = resolve })
-
-    for (let wave = 0; wave < 2 && offers.length === 0; wave++) {
-      const peers = this.#table.available(store.cdcId, asked).slice(0, this.#fanout)
-      if (peers.length === 0) break
-      peers.forEach(ask)
-      while (offers.length === 0 && pending > 0) await wait()
-    }
-    signal?.throwIfAborted()
-
+    const search = new ManifestSearch(this, expected, store, signal)
     const failures: string[] = []
     for (let tried = 0; ; tried++) {
-      while (offers.length <= tried && pending > 0) await wait()
-      const offer = offers[tried]
+      // The next distinct manifest: wait for answers, asking more peers while none is left.
+      while (search.offers.length <= tried && (search.pending > 0 || search.askMore())) await search.changed()
+      signal?.throwIfAborted()
+      const offer = search.offers[tried]
       if (offer === undefined) break
       try {
-        const moved = await this.#fetch(offer, absent, expected, store, signal)
+        const moved = await this.#fetch(offer, search, expected, store, signal)
         for (const holder of offer.holders) this.#table.served(holder, { nars: 1 })
         this.#log.debug({ storePath: expected.storePath, narHash: expected.narHash.toString(), ...moved, ms: Math.round(performance.now() - started) }, 'NAR filled from peers')
         return true
@@ -130,7 +98,7 @@ export class PeerFiller implements StoreFiller {
   }
 
   /** Fetches the chunks the store lacks and commits; returns the bytes moved and reused. */
-  async #fetch (offer: Offer, absent: readonly string[], expected: NarIdentity, store: ChunkStore, signal?: AbortSignal): Promise<Moved> {
+  async #fetch (offer: Offer, search: ManifestSearch, expected: NarIdentity, store: ChunkStore, signal?: AbortSignal): Promise<Moved> {
     const { manifest } = offer
     const held = store.has(manifest.chunks.map(c => c.id))
     const seen = new Set<string>()
@@ -143,7 +111,7 @@ export class PeerFiller implements StoreFiller {
     })
     const reused = manifest.narSize - manifest.chunks.reduce((n, c, i) => n + (held[i]! ? 0 : c.size), 0)
     const moved: Moved = { bytes: 0, chunks: 0, reused, peers: 0 }
-    if (missing.length > 0) await new ChunkFetch(this, offer, absent, missing, store, moved, signal).run()
+    if (missing.length > 0) await new ChunkFetch(this, offer, search, missing, store, moved, signal).run()
     await store.commitManifest(manifest, expected, { signal })
     return moved
   }
@@ -153,13 +121,14 @@ export class PeerFiller implements StoreFiller {
   get table (): PeerTable { return this.#table }
   get inFlight (): number { return this.#inFlight }
   get chunkTimeouts (): RequestTimeouts { return this.#chunkTimeouts }
+  get manifestTimeouts (): RequestTimeouts { return this.#manifestTimeouts }
+  get fanout (): number { return this.#fanout }
 
-  #penalise (peer: string, err: unknown): void {
+  /** Scores a failed peer: down hard for wrong data, a cooldown for anything else. */
+  penalise (peer: string, err: unknown): void {
     if (err instanceof FormatError || err instanceof IntegrityError) this.#table.integrityFailure(peer, (err as Error).message)
     else this.#table.failure(peer, (err as Error).message)
   }
-
-  penalise (peer: string, err: unknown): void { this.#penalise(peer, err) }
 }
 
 /** A chunk whose bytes did not match its id: the peer's fault, not the manifest's. */
@@ -181,9 +150,12 @@ class ChunkFetch {
   readonly #offer: Offer
   #running = 0
   #haves = 0
+  #done = false
   #finish: (err?: Error) => void = () => {}
 
-  constructor (filler: PeerFiller, offer: Offer, absent: readonly string[], missing: Manifest['chunks'], store: ChunkStore, moved: Moved, signal?: AbortSignal) {
+  readonly #search: ManifestSearch
+
+  constructor (filler: PeerFiller, offer: Offer, search: ManifestSearch, missing: Manifest['chunks'], store: ChunkStore, moved: Moved, signal?: AbortSignal) {
     this.#filler = filler
     this.#missing = missing
     this.#store = store
@@ -191,16 +163,22 @@ class ChunkFetch {
     this.#signal = signal
     this.#queue = missing.map((_, i) => i)
     this.#offer = offer
+    this.#search = search
     for (const holder of offer.holders) this.#sources.set(holder, 'all')
     // Peers without this NAR may hold some of its chunks (an older version of the package).
-    const others = new Set([...absent, ...filler.table.available(store.cdcId)].filter(p => !this.#sources.has(p)))
+    const others = new Set([...search.absent, ...filler.table.available(store.cdcId)].filter(p => !this.#sources.has(p)))
     for (const peer of [...others].slice(0, 4)) this.#askHave(peer)
   }
 
   async run (): Promise<void> {
     await new Promise<void>((resolve, reject) => {
-      this.#finish = err => { this.#finish = () => {}; if (err === undefined) resolve(); else reject(err) }
+      this.#finish = err => {
+        this.#finish = () => {}
+        this.#done = true
+        if (err === undefined) resolve(); else reject(err)
+      }
       this.#signal?.addEventListener('abort', () => this.#finish(this.#signal!.reason as Error), { once: true })
+      this.#search.onChange(() => this.#pump())
       this.#pump()
     })
   }
@@ -223,6 +201,7 @@ class ChunkFetch {
   }
 
   #pump (): void {
+    if (this.#done) return
     if (this.#queue.length === 0 && this.#running === 0) { this.#finish(); return }
     // Peers whose manifest arrived after the fetch began join as holders.
     for (const holder of this.#offer.holders) if (!this.#dropped.has(holder) && !this.#sources.has(holder)) this.#sources.set(holder, 'all')
@@ -233,7 +212,8 @@ class ChunkFetch {
       const peer = [...this.#sources.keys()].filter(p => this.#has(p, first))
         .sort((a, b) => (this.#load.get(a) ?? 0) - (this.#load.get(b) ?? 0) || order(a) - order(b))[0]
       if (peer === undefined) {
-        if (this.#running === 0 && this.#haves === 0) {
+        // Every source failed: peers not asked yet may hold the NAR (their answers call pump).
+        if (this.#running === 0 && this.#haves === 0 && this.#search.pending === 0 && !this.#search.askMore()) {
           this.#finish(new UpstreamError('peers', `no peer left with chunk ${chunkHex(this.#missing[first]!.id)}`))
         }
         return
@@ -296,6 +276,76 @@ class ChunkFetch {
       else if (err instanceof IntegrityError || err instanceof UpstreamError || err instanceof FormatError) this.#filler.penalise(peer, err)
       else { this.#finish(err as Error); return }
     }
+  }
+}
+
+/** The peers asked for one NAR's manifest, and what they answered, grouped by manifest. */
+class ManifestSearch {
+  readonly offers: Offer[] = []
+  /** Peers that answered without this NAR (they may still hold some of its chunks). */
+  readonly absent: string[] = []
+  pending = 0
+  readonly #asked = new Set<string>()
+  readonly #filler: PeerFiller
+  readonly #expected: NarIdentity
+  readonly #store: ChunkStore
+  readonly #signal: AbortSignal | undefined
+  readonly #listeners = new Set<() => void>()
+  #waves = 0
+
+  constructor (filler: PeerFiller, expected: NarIdentity, store: ChunkStore, signal?: AbortSignal) {
+    this.#filler = filler
+    this.#expected = expected
+    this.#store = store
+    this.#signal = signal
+  }
+
+  /** Asks the next best peers not asked yet; false when there are none (or enough were asked). */
+  askMore (): boolean {
+    if (this.#waves >= 3 || this.#signal?.aborted === true) return false
+    const peers = this.#filler.table.available(this.#store.cdcId, this.#asked).slice(0, this.#filler.fanout)
+    if (peers.length === 0) return false
+    this.#waves++
+    for (const peer of peers) this.#ask(peer)
+    return true
+  }
+
+  /** Resolves at the next answer. */
+  async changed (): Promise<void> {
+    await new Promise<void>(resolve => {
+      const once = (): void => { this.#listeners.delete(once); resolve() }
+      this.#listeners.add(once)
+    })
+  }
+
+  onChange (listener: () => void): void {
+    this.#listeners.add(listener)
+  }
+
+  #ask (peer: string): void {
+    const { table, client } = this.#filler
+    const expected = this.#expected
+    this.#asked.add(peer)
+    this.pending++
+    const t0 = performance.now()
+    client.manifest(peer, expected.narHash, expected.narSize, this.#filler.manifestTimeouts, this.#signal).then(manifest => {
+      table.success(peer, performance.now() - t0)
+      if (manifest === undefined) { this.absent.push(peer); return }
+      if (!manifest.narHash.equals(expected.narHash) || manifest.narSize !== expected.narSize) {
+        table.integrityFailure(peer, `manifest of another NAR (${manifest.narHash.toString()}) for ${expected.narHash.toString()}`)
+        return
+      }
+      if (manifest.cdcId !== this.#store.cdcId) { this.absent.push(peer); return }
+      const key = manifestKey(manifest)
+      const offer = this.offers.find(o => o.key === key)
+      if (offer !== undefined) offer.holders.push(peer)
+      else this.offers.push({ manifest, holders: [peer], key })
+    }, (err: unknown) => {
+      if (this.#signal?.aborted !== true) this.#filler.penalise(peer, err)
+    }).finally(() => {
+      this.pending--
+      for (const listener of [...this.#listeners]) listener()
+    })
   }
 }
 

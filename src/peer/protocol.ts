@@ -37,7 +37,7 @@ export function encodeIds (ids: readonly Uint8Array[]): Buffer {
 }
 
 export function decodeIds (body: Buffer, max: number): Uint8Array[] {
-  if (body.length % 32 !== 0) throw new FormatError(`a list of chunk ids is a multiple of 32 bytes, got ${body.length}`)
+  if (body.length === 0 || body.length % 32 !== 0) throw new FormatError(`a list of chunk ids is a non-empty multiple of 32 bytes, got ${body.length}`)
   if (body.length / 32 > max) throw new FormatError(`at most ${max} chunk ids per request, got ${body.length / 32}`)
   const ids: Uint8Array[] = []
   for (let o = 0; o < body.length; o += 32) ids.push(body.subarray(o, o + 32))

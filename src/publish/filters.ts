@@ -4,7 +4,7 @@
  * `--max-size` on the NAR size. A path is taken when it matches some include (or none are given),
  * matches no exclude, and is not larger than the maximum.
  */
-import { ConfigError } from '../errors.ts'
+import { size } from '../util/values.ts'
 import { parseStorePath } from '../nix/store-path.ts'
 
 export interface PathFilter {
@@ -32,11 +32,7 @@ export function compileFilter (filter: PathFilter): (storePath: string, narSize:
   }
 }
 
-const UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }
-
 /** `1048576`, `512K`, `100M`, `2G`, `1.5GiB` → bytes (binary units). */
 export function parseSize (text: string, what: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i.exec(text.trim())
-  if (m === null) throw new ConfigError(`${what} must be a size such as 500M or 2G, got '${text}'`)
-  return Math.floor(Number(m[1]) * UNITS[m[2]!.toLowerCase()]!)
+  return size(text, 0, what)
 }

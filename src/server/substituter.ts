@@ -215,11 +215,13 @@ export class Substituter {
    * the narinfo could not be fetched.
    */
   async findNar (narHash: string, hashPart?: string): Promise<NarHandle | undefined> {
+    let rows = this.#cache.findByNarHash(narHash)
     const stored = this.#nars.stored(NixHash.parseDigest('sha256', narHash))
     if (stored !== undefined) {
-      return { identity: stored, open: async (start, end, signal) => await this.#nars.open(stored, undefined, [], start, end, signal) }
+      // The store path only names the NAR in logs.
+      const identity = rows.length > 0 ? { ...stored, storePath: NarInfo.parse(rows[0]!.text).storePath } : stored
+      return { identity, open: async (start, end, signal) => await this.#nars.open(identity, undefined, [], start, end, signal) }
     }
-    let rows = this.#cache.findByNarHash(narHash)
     let expected = rows.length > 0 ? NarInfo.parse(rows[0]!.text) : undefined
     if (expected === undefined && hashPart !== undefined) {
       const answer = await this.narInfo(hashPart)

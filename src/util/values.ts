@@ -35,3 +35,25 @@ export function compression (value: unknown, fallback: Compression, what: string
   if (typeof value === 'string' && (COMPRESSIONS as readonly string[]).includes(value)) return value as Compression
   throw new ConfigError(`${what}: unsupported compression '${String(value)}' (compression must be one of ${COMPRESSIONS.join(', ')})`)
 }
+
+const SIZE_UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }
+
+/** A byte count: a number, or `1048576`, `512K`, `500MiB`, `10GiB`, `1.5G` (binary units; `B` optional). */
+export function parseSize (value: unknown): number | undefined {
+  if (typeof value === 'number' || typeof value === 'bigint') {
+    const n = Number(value)
+    return Number.isSafeInteger(n) && n >= 0 ? n : undefined
+  }
+  if (typeof value !== 'string') return undefined
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$/i.exec(value.trim())
+  if (m === null) return undefined
+  const n = Math.floor(Number(m[1]) * SIZE_UNITS[m[2]!.toLowerCase()]!)
+  return Number.isSafeInteger(n) ? n : undefined
+}
+
+export function size (value: unknown, fallback: number, what: string): number {
+  if (value === undefined) return fallback
+  const n = parseSize(value)
+  if (n === undefined) throw new ConfigError(`${what} must be a size such as 500M, 10GiB or 0, got '${String(value)}'`)
+  return n
+}

@@ -116,3 +116,17 @@ test('discovery: mdns by default, off on request, anything else refused', () => 
   assert.throws(() => loadConfig({ flags: { discovery: 'avahi' }, env: {} }), /discovery must be one of mdns, off, got 'avahi'/)
   assert.throws(() => loadConfig({ flags: { 'discovery-interval': '0' }, env: {} }), /at least 100ms/)
 })
+
+test('peer settings: a listener on all interfaces by default, off on request; static peers checked; sizes for the upload limit', () => {
+  const c = loadConfig({ flags: {}, env: {} })
+  assert.deepEqual(c.peerListen, { host: '0.0.0.0', port: 37516 })
+  assert.deepEqual(c.peers, [])
+  assert.equal(c.peerUploadLimit, 0)
+  assert.equal(c.peerMaxRequests, 64)
+  assert.equal(loadConfig({ flags: { 'peer-listen': 'off' }, env: {} }).peerListen, undefined)
+  assert.deepEqual(loadConfig({ flags: { peer: ['http://10.0.0.7:37516/'] }, env: {} }).peers, ['http://10.0.0.7:37516'])
+  assert.deepEqual(loadConfig({ flags: {}, env: { NARSWARM_PEER: 'http://a.lan:1 http://b.lan:2' } }).peers, ['http://a.lan:1', 'http://b.lan:2'])
+  assert.throws(() => loadConfig({ flags: { peer: ['file:///etc'] }, env: {} }), /peer: a peer URL must be http/)
+  assert.throws(() => loadConfig({ flags: { 'peer-listen': 'everywhere' }, env: {} }), /peer-listen must be HOST:PORT .* or off/)
+  assert.equal(loadConfig({ flags: { 'peer-upload-limit': '10MiB' }, env: {} }).peerUploadLimit, 10 * 1024 * 1024)
+})

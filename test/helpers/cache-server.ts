@@ -17,6 +17,7 @@ export type Fault =
   | { kind: 'status', status: number }
   | { kind: 'body', body: string }             // replace the body
   | { kind: 'delay', ms: number }              // answer after a delay
+  | { kind: 'stall', after: number }           // send `after` bytes of the body, then nothing more
 
 export interface CacheServer {
   url: string
@@ -58,6 +59,12 @@ export async function startCacheServer (dir: string, options: CacheServerOptions
         return
       }
       if (fault?.kind === 'delay') await new Promise(resolve => setTimeout(resolve, fault.ms))
+      if (fault?.kind === 'stall') {
+        hanging.add(res)
+        res.writeHead(200, { 'content-length': size })
+        createReadStream(file, { end: fault.after - 1 }).pipe(res, { end: false })
+        return
+      }
       if (fault?.kind === 'truncate') {
         res.writeHead(200, { 'content-length': fault.clean === true ? fault.keep : size })
         const stream = createReadStream(file, { end: fault.keep - 1 })

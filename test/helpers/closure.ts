@@ -22,7 +22,7 @@ export interface Closure {
   secretKey: string
 }
 
-const EXPRESSION = `{ nonce, withBig }:
+const EXPRESSION = `{ nonce, withBig, bigBytes ? "65536" }:
 let
   mk = name: script: builtins.derivation {
     inherit name; system = builtins.currentSystem; builder = "/bin/sh";
@@ -43,7 +43,7 @@ let
     head -c 104857600 /dev/zero >> $out/big.bin
     head -c 65536 /dev/urandom >> $out/big.bin
   '' else ''
-    mkdir -p $out; head -c 65536 /dev/urandom > $out/big.bin
+    mkdir -p $out; head -c \${bigBytes} /dev/urandom > $out/big.bin
   '');
   note = builtins.toFile "note-\${nonce}.txt" "a text file\\n";
   top = mk "top" ''
@@ -56,13 +56,16 @@ let
 in { inherit top tree big note; }
 `
 
-/** Builds the closure. `withBig: false` makes the big path small, for tests that don't need 100 MiB. */
-export async function buildClosure (nix: NixEnv, opts: { withBig?: boolean } = {}): Promise<Closure> {
+/**
+ * Builds the closure. `withBig: false` makes the big path small (`bigBytes` of random bytes,
+ * default 64 KiB), for tests that don't need 100 MiB.
+ */
+export async function buildClosure (nix: NixEnv, opts: { withBig?: boolean, bigBytes?: number } = {}): Promise<Closure> {
   const nonce = randomBytes(8).toString('hex')
   const file = join(nix.dir, 'closure.nix')
   await writeFile(file, EXPRESSION)
   const attr = async (name: string): Promise<string> => (await nix.run('nix-build', [file, '-A', name, '--no-out-link',
-    '--argstr', 'nonce', nonce, '--arg', 'withBig', String(opts.withBig ?? true)])).trim()
+    '--argstr', 'nonce', nonce, '--arg', 'withBig', String(opts.withBig ?? true), '--argstr', 'bigBytes', String(opts.bigBytes ?? 65536)])).trim()
   const top = await attr('top')
   const [tree, big] = [await attr('tree'), await attr('big')]
   const paths = (await nix.run('nix-store', ['-qR', top])).trim().split('\n').sort()

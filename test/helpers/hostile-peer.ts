@@ -18,7 +18,8 @@ export interface HostilePeer {
   close: () => Promise<void>
 }
 
-export async function startHostilePeer (real: string, fault: PeerFault): Promise<HostilePeer> {
+/** `delay` (ms) holds every answer back: a slow but honest relay ranks behind fast hostile ones. */
+export async function startHostilePeer (real: string, fault: PeerFault, options: { delay?: number } = {}): Promise<HostilePeer> {
   const sockets = new Set<Socket>()
   const hanging = new Set<ServerResponse>()
   const peer: HostilePeer = { url: '', fault, requests: [], close: async () => {} }
@@ -29,6 +30,7 @@ export async function startHostilePeer (real: string, fault: PeerFault): Promise
     req.on('end', () => {
       const relay = async (): Promise<void> => {
         if (peer.fault === 'dead') { hanging.add(res); return }
+        if (options.delay !== undefined) await new Promise(resolve => setTimeout(resolve, options.delay))
         const headers: Record<string, string> = {}
         if (req.headers['content-type'] !== undefined) headers['content-type'] = req.headers['content-type']
         if (req.headers.authorization !== undefined) headers.authorization = req.headers.authorization

@@ -17,3 +17,18 @@ export async function * pseudoRandomStream (seed: string, size: number, piece = 
   const zeros = Buffer.alloc(piece)
   for (let done = 0; done < size; done += piece) yield cipher.update(zeros.subarray(0, Math.min(piece, size - done)))
 }
+
+/**
+ * `size` bytes that repeat a `period`-byte pseudo-random block: a stream as long as wanted whose
+ * chunks are mostly the same few, so it costs CPU but little disk.
+ */
+export async function * repeatingStream (seed: string, size: number, period = 3_000_017, piece = 1 << 20): AsyncGenerator<Uint8Array> {
+  const block = pseudoRandom(seed, period)
+  let at = 0
+  for (let done = 0; done < size;) {
+    const n = Math.min(piece, size - done, period - at)
+    yield block.subarray(at, at + n)
+    done += n
+    at = (at + n) % period
+  }
+}

@@ -1,0 +1,214 @@
+/**
+ * The chunk store (docs/chunk-store.md), measured against baselines run in the same process:
+ *
+ * 1. Rendering a NAR from the store over HTTP (a minimal server around `render`, pinned to the
+ *    server CPU like nginx) vs nginx sending the raw NAR file with sendfile, and vs node:crypto
+ *    sha256 over the same file (the verification ceiling). Two NARs: the realistic one of
+ *    bench/lib/fixture.ts (stored zstd-compressed) and pseudo-random bytes (stored raw).
+ * 2. Stored bytes / logical bytes after two versions of a closure built with the real Nix: a
+ *    dependency changes, everything that refers to it is rebuilt.
+ * 3. Peak RSS of a process that ingests, then renders, a NAR of BENCH_BIG_GIB GiB.
+ *
+ * Run: `node --disable-warning=ExperimentalWarning bench/chunk-store.ts` (BENCH_NAR_MIB=200,
+ * BENCH_REPS=3, BENCH_BIG_GIB=4). Needs nginx, curl, taskset; Nix for part 2.
+ */
+import { createHash } from 'node:crypto'
+import { createServer } from 'node:http'
+import { chmodSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { pipeline } from 'node:stream/promises'
+import { Readable } from 'node:stream'
+import { LocalChunkStore } from '../src/chunk/store.ts'
+import { NixHash } from '../src/nix/hash.ts'
+import { dumpPath } from '../src/nix/nar/dump.ts'
+import { queryPathInfos } from '../src/publish/path-info.ts'
+import { openDatabase } from '../src/util/sqlite.ts'
+import { makeNixEnv, nixVersion } from '../test/helpers/nix.ts'
+import { pseudoRandom, pseudoRandomStream } from '../test/helpers/pseudo-random.ts'
+import { makeFixture } from './lib/fixture.ts'
+import { curlDownload, fmt, machineBusy, median, MiB, sha256Ceiling, table } from './lib/measure.ts'
+import { startNginx } from './lib/nginx.ts'
+import { freePort, intEnv, makeTempDir, pinned, runBench, runCommand, SERVER_CPU, spawnTracked, stopTracked, waitForHttp } from './lib/procs.ts'
+
+const NAR_MIB = intEnv('BENCH_NAR_MIB', 200)
+const REPS = intEnv('BENCH_REPS', 3)
+const BIG_GIB = intEnv('BENCH_BIG_GIB', 4)
+const SELF = new URL(import.meta.url).pathname
+
+async function openStore (dir: string): Promise<LocalChunkStore> {
+  return await LocalChunkStore.open({ db: openDatabase(join(dir, 'narswarm.sqlite')), dir, capacity: 64 * 1024 ** 3 })
+}
+
+/** Child mode: a store holding the given files, rendered at /<n> over HTTP. */
+async function serve (dir: string, port: number, files: string[]): Promise<void> {
+  const store = await openStore(dir)
+  const ids: NixHash[] = []
+  for (const file of files) {
+    const h = createHash('sha256')
+    let size = 0
+    for await (const c of (await import('node:fs')).createReadStream(file, { highWaterMark: MiB })) { h.update(c as Buffer); size += (c as Buffer).length }
+    const narHash = new NixHash('sha256', new Uint8Array(h.digest()))
+    await store.ingest({ narHash, narSize: size }, (await import('node:fs')).createReadStream(file, { highWaterMark: MiB }))
+    ids.push(narHash)
+  }
+  createServer((req, res) => {
+    const narHash = ids[Number(req.url!.slice(1))]
+    const body = narHash === undefined ? undefined : store.render(narHash)
+    if (body === undefined) { res.writeHead(404).end(); return }
+    res.writeHead(200, { 'content-type': 'application/x-nix-nar', 'content-length': String(store.manifest(narHash!)!.narSize) })
+    pipeline(Readable.from(body), res).catch(() => res.destroy())
+  }).listen(port, '127.0.0.1')
+}
+
+/** Child mode: ingest then render a NAR of `gib` GiB of unique bytes; prints timings and VmHWM. */
+async function big (dir: string, gib: number): Promise<void> {
+  const size = gib * 1024 ** 3
+  // Every other MiB compresses about 2×, so both ways of storing a chunk are exercised.
+  async function * source (): AsyncGenerator<Uint8Array> {
+    let i = 0
+    for await (const piece of pseudoRandomStream(`big${gib}`, size)) {
+      const b = piece as Buffer
+      if (i++ % 2 === 1) for (let j = 0; j < b.length; j++) b[j] = b[j]! & 0x0f
+      yield b
+    }
+  }
+  const h = createHash('sha256')
+  for await (const c of source()) h.update(c)
+  const narHash = new NixHash('sha256', new Uint8Array(h.digest()))
+  const store = await openStore(dir)
+  let t = performance.now()
+  await store.ingest({ narHash, narSize: size }, source())
+  const ingestS = (performance.now() - t) / 1000
+  t = performance.now()
+  const check = createHash('sha256')
+  for await (const c of store.render(narHash)!) check.update(c)
+  const renderS = (performance.now() - t) / 1000
+  if (!check.digest().equals(narHash.digest)) throw new Error('rendered NAR does not match')
+  const hwm = /VmHWM:\s+(\d+)/.exec((await import('node:fs')).readFileSync('/proc/self/status', 'utf8'))![1]
+  process.stdout.write(JSON.stringify({ ingestMiBs: size / MiB / ingestS, renderMiBs: size / MiB / renderS, hwmKiB: Number(hwm), stored: store.stats().storedBytes }) + '\n')
+  await store.close()
+}
+
+async function renderBench (root: string): Promise<string[][]> {
+  const fixture = await makeFixture(join(root, 'fixture'), { narInfos: 1, narMiB: NAR_MIB })
+  const plain = join(fixture.root, 'plain')
+  const randomFile = join(plain, 'random.nar')
+  writeFileSync(randomFile, pseudoRandom('render', NAR_MIB * MiB))
+  const randomHex = createHash('sha256').update(pseudoRandom('render', NAR_MIB * MiB)).digest('hex')
+  const nginx = await startNginx(plain, join(root, 'nginx'))
+  const port = await freePort()
+  const [cmd, args] = pinned(SERVER_CPU, process.execPath, ['--disable-warning=ExperimentalWarning', SELF, '--serve', join(root, 'serve-state'), String(port), fixture.big.file, randomFile])
+  const server = spawnTracked('store server', cmd, args)
+  await waitForHttp(`http://127.0.0.1:${port}/0`, server, 600_000)
+  const cases = [
+    { name: `realistic ${NAR_MIB} MiB (${fixture.big.content}; chunks zstd)`, nginx: `${nginx.url}/nar/${fixture.big.narHash}.nar`, store: `http://127.0.0.1:${port}/0`, file: fixture.big.file, hex: fixture.big.narHashHex },
+    { name: `pseudo-random ${NAR_MIB} MiB (chunks raw)`, nginx: `${nginx.url}/random.nar`, store: `http://127.0.0.1:${port}/1`, file: randomFile, hex: randomHex }
+  ]
+  const rows: string[][] = []
+  for (const c of cases) {
+    await curlDownload(c.nginx, NAR_MIB * MiB)
+    await curlDownload(c.store, NAR_MIB * MiB)
+    const vsNginx: number[] = []
+    const vsSha: number[] = []
+    const store: number[] = []
+    const ng: number[] = []
+    const sha: number[] = []
+    for (let r = 0; r < REPS; r++) {
+      const n = (await curlDownload(c.nginx, NAR_MIB * MiB)).mibPerSec
+      const s = (await curlDownload(c.store, NAR_MIB * MiB)).mibPerSec
+      const h = await sha256Ceiling(c.file, c.hex)
+      ng.push(n); store.push(s); sha.push(h)
+      vsNginx.push(s / n); vsSha.push(s / h)
+    }
+    rows.push([`${c.name}: store / nginx sendfile MiB/s`, fmt(median(store)), fmt(median(ng)), fmt(median(vsNginx), 2), '≥ 0.5'])
+    rows.push([`${c.name}: store / node sha256 MiB/s`, fmt(median(store)), fmt(median(sha)), fmt(median(vsSha), 2), '≥ 0.8'])
+  }
+  await stopTracked(server)
+  await nginx.stop()
+  return rows
+}
+
+const CLOSURE = `{ variant }:
+let
+  mk = name: script: builtins.derivation {
+    inherit name; system = builtins.currentSystem; builder = "/bin/sh";
+    args = [ "-c" script ]; PATH = "/usr/bin:/bin";
+  };
+  # The dependency that changes: a library directory and its version.
+  dep = mk "libdep" ''
+    mkdir -p $out/lib; cp -r /usr/lib/python3.11/email /usr/lib/python3.11/json $out/lib/
+    echo "version \${variant}" > $out/lib/VERSION
+    if [ "\${variant}" = 2 ]; then sed -i 's/charset/Charset/' $out/lib/email/charset.py; fi
+  '';
+  # Packages that refer to it: rebuilt when it changes, so their store-path references change.
+  pkg = name: dir: mk name ''
+    mkdir -p $out/share $out/nix-support; cp -r \${dir} $out/share/
+    echo \${dep} > $out/nix-support/deps
+    printf '#!/bin/sh\\nexec \${dep}/lib/run "$@"\\n' > $out/run
+  '';
+  pkgs = [ (pkg "gcc-lib" "/usr/lib/gcc") (pkg "include" "/usr/include") (pkg "perl" "/usr/share/perl")
+           (pkg "python" "/usr/lib/python3.11") (pkg "binaries" "/usr/lib/x86_64-linux-gnu/perl-base") ];
+in mk "top" ''
+  mkdir -p $out; echo \${toString pkgs} > $out/pkgs
+''
+`
+
+async function dedupBench (root: string): Promise<string[][]> {
+  if (nixVersion() === false) return [['closure rebuild (real Nix)', 'skipped: nix-store not installed', '', '', '']]
+  const nix = await makeNixEnv()
+  try {
+    const file = join(nix.dir, 'closure.nix')
+    writeFileSync(file, CLOSURE)
+    const store = await openStore(join(root, 'dedup-state'))
+    const versions: Array<{ logical: number, stored: number, unique: number, paths: number }> = []
+    for (const variant of ['1', '2']) {
+      const top = (await runCommand('nix-build', [file, '--argstr', 'variant', variant, '--no-out-link'], { env: nix.env })).trim()
+      const { infos } = await queryPathInfos([top], { recursive: true })
+      let logical = 0
+      for (const info of infos) {
+        await store.ingest({ narHash: info.narHash, narSize: info.narSize, storePath: info.storePath }, dumpPath(info.storePath))
+        logical += info.narSize
+      }
+      const s = store.stats()
+      versions.push({ logical, stored: s.storedBytes, unique: s.uniqueBytes, paths: infos.length })
+    }
+    await store.close()
+    const [v1, v2] = versions as [typeof versions[0], typeof versions[0]]
+    return [
+      [`closure v1 (${v1.paths} paths): stored / logical bytes`, fmt(v1.stored / MiB, 1), fmt(v1.logical / MiB, 1), fmt(v1.stored / v1.logical, 3), '—'],
+      ['v1 + v2 (one dependency changed): stored / logical', fmt(v2.stored / MiB, 1), fmt((v1.logical + v2.logical) / MiB, 1), fmt(v2.stored / (v1.logical + v2.logical), 3), '—'],
+      ['v2 bytes not already in v1 (new chunk bytes / v2 logical)', fmt((v2.unique - v1.unique) / MiB, 1), fmt(v2.logical / MiB, 1), fmt((v2.unique - v1.unique) / v2.logical, 3), '—']
+    ]
+  } finally {
+    await nix.cleanup()
+  }
+}
+
+async function bigBench (root: string): Promise<string[][]> {
+  const out = await runCommand(process.execPath, ['--disable-warning=ExperimentalWarning', SELF, '--big', join(root, 'big-state'), String(BIG_GIB)])
+  const r = JSON.parse(out) as { ingestMiBs: number, renderMiBs: number, hwmKiB: number, stored: number }
+  return [
+    [`${BIG_GIB} GiB NAR through ingest and render: peak RSS MiB`, fmt(r.hwmKiB / 1024), '200', fmt(r.hwmKiB / 1024 / 200, 2), '≤ 1'],
+    [`  ingest / render MiB/s (stored ${fmt(r.stored / MiB)} MiB)`, fmt(r.ingestMiBs), fmt(r.renderMiBs), '', '']
+  ]
+}
+
+if (process.argv[2] === '--serve') {
+  await serve(process.argv[3]!, Number(process.argv[4]), process.argv.slice(5))
+} else if (process.argv[2] === '--big') {
+  await big(process.argv[3]!, Number(process.argv[4]))
+} else {
+  await runBench(async () => {
+    const root = makeTempDir('narswarm-bench-chunk-')
+    chmodSync(root, 0o755) // nginx's worker is not root
+    const busy = await machineBusy()
+    process.stdout.write(`other work on the CPUs before: ${busy === undefined ? '?' : fmt(busy)} %\n`)
+    const rows = [
+      ['measure', 'value', 'reference', 'ratio', 'target'],
+      ...await renderBench(root),
+      ...await dedupBench(root),
+      ...await bigBench(root)
+    ]
+    process.stdout.write(table(rows) + '\n')
+  })
+}

@@ -1,0 +1,206 @@
+/**
+ * `narswarm cache`: the chunk store seen from the command line (docs/chunk-store.md) — how full it
+ * is, re-hashing every chunk, collecting garbage, pinning paths, pre-seeding it from a binary cache
+ * or the local Nix store, and emptying it. Works on the state directory of the configuration, also
+ * while `narswarm serve` runs (except `clear`).
+ */
+import { join, resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { parseArgs } from 'node:util'
+import { ConfigError } from '../errors.ts'
+import { importFromCache, importFromLocalStore, type ImportReport } from '../chunk/import.ts'
+import { clearChunkStore, LocalChunkStore } from '../chunk/store.ts'
+import { NixHash } from '../nix/hash.ts'
+import { NarInfo } from '../nix/narinfo.ts'
+import { parseStorePath, STORE_DIR } from '../nix/store-path.ts'
+import { queryPathInfos } from '../publish/path-info.ts'
+import { NarInfoCache } from '../state/narinfo-cache.ts'
+import { openDatabase } from '../util/sqlite.ts'
+import { loadConfig, type Config } from './config.ts'
+
+export const CACHE_USAGE = `Usage: narswarm cache COMMAND [options]
+
+The chunk store: every NAR narswarm verified, kept as deduplicated chunks (docs/chunk-store.md).
+
+Commands:
+  stats                     NARs, chunks, bytes (logical and on disk), dedup ratio, hit rate
+  verify                    re-hash every chunk; drop bad chunks and the NARs that need them
+  gc                        evict down to cache-size, remove leftovers (temporary files, chunks
+                            no NAR uses)
+  pin PATH…                 keep these store paths' NARs whatever the cap (--closure: and their
+                            closures)
+  unpin PATH…               make them evictable again (--closure as for pin)
+  import SOURCE [PATH…]     pre-seed the store: SOURCE is a binary cache (file:///dir or a
+                            directory written by 'nix copy --to file://…', or https://…), whose
+                            narinfos must be signed by a trusted key; PATHs (default: all of a
+                            directory cache) are taken from it. Or, with --local, PATHs of the
+                            local Nix store.
+  clear                     delete everything the store holds (stop 'narswarm serve' first)
+
+Options:
+  --closure                 pin, unpin, import: the paths' closures too
+  --local                   import: the paths come from the local Nix store
+  --trusted-public-keys KEY import: keys a cache's narinfos must be signed by (default: the
+                            upstreams'; repeatable)
+  --config FILE, --state-dir DIR, --cache-size SIZE   as for 'serve'
+`
+
+export async function cacheCommand (argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv
+  if (sub === undefined || sub === 'help' || sub === '--help' || sub === '-h') {
+    process.stdout.write(CACHE_USAGE)
+    return sub === undefined ? 2 : 0
+  }
+  let parsed
+  try {
+    parsed = parseArgs({
+      args: rest,
+      allowPositionals: true,
+      options: {
+        closure: { type: 'boolean' },
+        local: { type: 'boolean' },
+        'trusted-public-keys': { type: 'string', multiple: true },
+        config: { type: 'string' },
+        'state-dir': { type: 'string' },
+        'cache-size': { type: 'string' }
+      }
+    })
+  } catch (err) {
+    return usage(sub, (err as Error).message)
+  }
+  const { values: flags, positionals } = parsed
+  const takesPaths = sub === 'pin' || sub === 'unpin' || sub === 'import'
+  if (!['stats', 'verify', 'gc', 'pin', 'unpin', 'import', 'clear'].includes(sub)) return usage(sub, `unknown command '${sub}'`)
+  if (!takesPaths && positionals.length > 0) return usage(sub, `takes no arguments, got '${positionals[0]}'`)
+  if ((sub === 'pin' || sub === 'unpin') && positionals.length === 0) return usage(sub, 'needs at least one store path')
+  if (sub === 'import' && flags.local !== true && positionals.length === 0) return usage(sub, 'needs a binary cache (file:///dir, a directory or https://…), or --local PATH…')
+  if (sub === 'import' && flags.local === true && positionals.length === 0) return usage(sub, '--local needs at least one store path')
+
+  let config: Config
+  try {
+    config = loadConfig({ flags: { config: flags.config, 'state-dir': flags['state-dir'], 'cache-size': flags['cache-size'], 'trusted-public-keys': flags['trusted-public-keys'] }, env: process.env })
+  } catch (err) {
+    if (err instanceof ConfigError) return usage(sub, err.message)
+    throw err
+  }
+  const db = openDatabase(join(config.stateDir, 'narswarm.sqlite'))
+  let store: LocalChunkStore | undefined
+  try {
+    if (sub === 'clear') {
+      await clearChunkStore(db, config.stateDir)
+      process.stdout.write(`emptied the chunk store in ${config.stateDir}\n`)
+      return 0
+    }
+    store = await LocalChunkStore.open({ db, dir: config.stateDir, capacity: config.cacheSize })
+    const narInfos = new NarInfoCache(db, { positiveTtl: config.narinfoPositiveTtl, negativeTtl: config.narinfoNegativeTtl })
+    switch (sub) {
+      case 'stats': printStats(store); return 0
+      case 'verify': {
+        const r = await store.verify()
+        for (const hex of r.bad) process.stdout.write(`bad chunk ${hex}\n`)
+        process.stdout.write(`verified ${r.chunks} chunks: ${r.bad.length} bad, ${r.droppedNars} NARs dropped (they will be fetched again)\n`)
+        return r.bad.length === 0 ? 0 : 1
+      }
+      case 'gc': {
+        const r = await store.gc()
+        process.stdout.write(`evicted ${r.evicted} NARs; removed ${r.orphans} unused chunks, ${r.temps} temporary files, ${r.unindexedFiles + r.strays} stray files; dropped ${r.droppedNars} NARs with missing chunks\n`)
+        printStats(store)
+        return 0
+      }
+      case 'pin':
+      case 'unpin': return await pin(store, narInfos, positionals, sub === 'pin', flags.closure === true)
+      case 'import': {
+        const options = { closure: flags.closure === true, trustedKeys: config.trustedPublicKeys, onPath: (path: string, outcome: string) => { process.stdout.write(`${outcome} ${path}\n`) } }
+        const r: ImportReport = flags.local === true
+          ? await importFromLocalStore(store, positionals, options)
+          : await importFromCache(store, narInfos, cacheSpec(positionals[0]!), positionals.slice(1), options)
+        for (const f of r.failed) process.stdout.write(`failed ${f.path}: ${f.reason}\n`)
+        process.stdout.write(`imported ${r.imported} NARs (${formatBytes(r.bytes)}), ${r.present} already present, ${r.failed.length} failed\n`)
+        return r.failed.length === 0 ? 0 : 1
+      }
+    }
+    return 2
+  } catch (err) {
+    process.stderr.write(`narswarm cache ${sub}: ${(err as Error).message}\n`)
+    return 1
+  } finally {
+    await store?.close()
+    db.close()
+  }
+}
+
+function usage (sub: string, message: string): number {
+  process.stderr.write(`narswarm cache ${sub}: ${message}\n\nRun 'narswarm cache help' for the commands.\n`)
+  return 2
+}
+
+/** A directory or file:// URL as a file:// spec; other URLs as they are. */
+function cacheSpec (source: string): string {
+  if (/^[a-z][a-z0-9+.-]*:/i.test(source)) return source
+  return pathToFileURL(resolve(source)).href
+}
+
+function printStats (store: LocalChunkStore): void {
+  const s = store.stats()
+  const asked = s.hits + s.misses
+  const rows: Array<[string, string]> = [
+    ['NARs', `${s.nars}${s.pinned > 0 ? ` (${s.pinned} pinned)` : ''}`],
+    ['chunks', String(s.chunks)],
+    ['logical bytes', formatBytes(s.logicalBytes)],
+    ['unique bytes', formatBytes(s.uniqueBytes)],
+    ['stored bytes', `${formatBytes(s.storedBytes)} of ${formatBytes(s.capacity)} (cache-size)`],
+    ['dedup ratio', `${s.dedupRatio.toFixed(2)}× (logical / stored)`],
+    ['hits / misses', `${s.hits} / ${s.misses}${asked > 0 ? ` (${(100 * s.hits / asked).toFixed(1)} % hit rate)` : ''}`],
+    ['chunker', store.cdcId]
+  ]
+  for (const [k, v] of rows) process.stdout.write(`${k.padEnd(15)} ${v}\n`)
+}
+
+export function formatBytes (n: number): string {
+  if (n < 1024) return `${n} B`
+  const units = ['KiB', 'MiB', 'GiB', 'TiB']
+  let v = n / 1024
+  let i = 0
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++ }
+  return `${v.toFixed(1)} ${units[i]}`
+}
+
+/** Pins or unpins the NARs of store paths (and their closures). */
+async function pin (store: LocalChunkStore, narInfos: NarInfoCache, paths: string[], pinned: boolean, closure: boolean): Promise<number> {
+  const roots = paths.map(p => parseStorePath(p.split('/').slice(0, 4).join('/')).path)
+  const all = closure ? await closureOf(roots, narInfos) : roots
+  let missing = 0
+  for (const path of all) {
+    const narHash = store.narHashOf(path)
+    if (narHash === undefined || !store.pin(new NixHash('sha256', narHash), pinned)) {
+      process.stdout.write(`not in the chunk store: ${path}\n`)
+      missing++
+    } else process.stdout.write(`${pinned ? 'pinned' : 'unpinned'} ${path}\n`)
+  }
+  process.stdout.write(`${pinned ? 'pinned' : 'unpinned'} ${all.length - missing} of ${all.length} paths\n`)
+  return missing === 0 ? 0 : 1
+}
+
+/**
+ * The closure of `roots`: through the references of the narinfos the state database holds, and,
+ * for a path it knows no narinfo of, through the local Nix store when the path is valid there.
+ */
+async function closureOf (roots: string[], narInfos: NarInfoCache): Promise<string[]> {
+  const seen = new Set<string>()
+  const local: string[] = []
+  const queue = [...roots]
+  while (queue.length > 0) {
+    const path = queue.shift()!
+    if (seen.has(path)) continue
+    seen.add(path)
+    const cached = narInfos.get(parseStorePath(path).hashPart)
+    if (cached?.present !== true) { local.push(path); continue }
+    for (const ref of NarInfo.parse(cached.text).references) queue.push(`${STORE_DIR}/${ref}`)
+  }
+  if (local.length > 0) {
+    const { infos, invalid } = await queryPathInfos(local, { recursive: true })
+    for (const info of infos) seen.add(info.storePath)
+    for (const bad of invalid) process.stdout.write(`closure unknown (no narinfo, not in the local store): ${bad.path}\n`)
+  }
+  return [...seen]
+}

@@ -1,0 +1,121 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { existsSync, readdirSync, readFileSync, writeFileSync, unlinkSync, mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { IntegrityError } from '../../src/errors.ts'
+import { hexOf } from '../../src/chunk/files.ts'
+import { openDatabase } from '../../src/util/sqlite.ts'
+import { chunks, collect } from '../helpers/bytes.ts'
+import { pseudoRandom } from '../helpers/pseudo-random.ts'
+import { runNarswarm } from '../helpers/narswarm.ts'
+import { tempDir } from '../helpers/temp.ts'
+import { identity, openStore } from './helpers.ts'
+
+const TEXT = Buffer.from(Array.from({ length: 60000 }, (_, i) => `${i} the quick brown fox ${i % 13}\n`).join(''))
+
+test('a corrupt chunk is detected on reading: the render fails, never with wrong bytes, and every NAR needing it is dropped', async () => {
+  const store = await openStore()
+  const random = pseudoRandom('corrupt', 1_000_000)
+  // A second NAR that shares the first NAR's chunks (same prefix).
+  const sharing = Buffer.concat([random, pseudoRandom('tail', 200_000)])
+  const m = await store.ingest(identity(random), chunks(random))
+  await store.ingest(identity(sharing), chunks(sharing))
+  const text = await store.ingest(identity(TEXT), chunks(TEXT))
+  const victim = m.chunks[1]!
+  const file = store.files.path(hexOf(victim.id))
+  const stored = readFileSync(file)
+  stored[stored.length >> 1] = stored[stored.length >> 1]! ^ 0x40
+  writeFileSync(file, stored)
+  const got: Buffer[] = []
+  await assert.rejects(async () => { for await (const c of store.render(identity(random).narHash)!) got.push(Buffer.from(c)) }, IntegrityError)
+  // What came out before the failure is a correct prefix, nothing else.
+  assert.ok(random.subarray(0, Buffer.concat(got).length).equals(Buffer.concat(got)))
+  assert.equal(store.manifest(identity(random).narHash), undefined)
+  assert.equal(store.manifest(identity(sharing).narHash), undefined)
+  assert.equal(existsSync(file), false)
+  assert.equal(await store.readChunk(victim.id), undefined)
+  assert.ok(store.manifest(identity(TEXT).narHash) !== undefined, 'an unrelated NAR stays')
+  // A compressed chunk (text compresses) that is corrupted is refused the same way, by readChunk too.
+  const textChunk = text.chunks[0]!
+  const textFile = store.files.path(hexOf(textChunk.id))
+  assert.equal(readFileSync(textFile)[0], 1, 'stored zstd-compressed')
+  const z = readFileSync(textFile)
+  z[10] = z[10]! ^ 0xff
+  writeFileSync(textFile, z)
+  assert.equal(await store.readChunk(textChunk.id), undefined)
+  assert.equal(store.manifest(identity(TEXT).narHash), undefined)
+  await store.close()
+})
+
+test('start-up check: temporary files, unknown files and index rows without a file are removed', async () => {
+  const dir = tempDir('narswarm-chunk-')
+  const db = openDatabase(join(dir, 'narswarm.sqlite'))
+  let store = await openStore({ dir, db })
+  const a = pseudoRandom('kept', 500_000)
+  const b = pseudoRandom('lost', 500_000)
+  await store.ingest(identity(a), chunks(a))
+  const mb = await store.ingest(identity(b), chunks(b))
+  await store.close()
+  unlinkSync(store.files.path(hexOf(mb.chunks[0]!.id)))
+  writeFileSync(join(store.files.tmp, '999999999-dead.tmp'), 'half')
+  store = await openStore({ dir, db })
+  assert.deepEqual(readdirSync(store.files.tmp), [])
+  assert.equal(store.manifest(identity(b).narHash), undefined)
+  assert.ok((await collect(store.render(identity(a).narHash)!)).equals(a))
+  assert.deepEqual((await store.verify()).bad, [])
+  await store.close()
+})
+
+const CHILD = `
+import { join } from 'node:path'
+import { openDatabase } from ${JSON.stringify(new URL('../../src/util/sqlite.ts', import.meta.url).pathname)}
+import { LocalChunkStore } from ${JSON.stringify(new URL('../../src/chunk/store.ts', import.meta.url).pathname)}
+import { NixHash } from ${JSON.stringify(new URL('../../src/nix/hash.ts', import.meta.url).pathname)}
+import { pseudoRandom } from ${JSON.stringify(new URL('../helpers/pseudo-random.ts', import.meta.url).pathname)}
+const dir = process.argv[2]
+const store = await LocalChunkStore.open({ db: openDatabase(join(dir, 'narswarm.sqlite')), dir })
+const done = pseudoRandom('committed', 400_000)
+await store.ingest({ narHash: NixHash.of('sha256', done), narSize: done.length }, [done])
+const big = pseudoRandom('cut', 64 << 20)
+async function * slow () {
+  for (let o = 0; o < big.length; o += 1 << 20) {
+    if (o === 8 << 20) process.stdout.write('writing\\n')
+    yield big.subarray(o, o + (1 << 20))
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
+}
+await store.ingest({ narHash: NixHash.of('sha256', big), narSize: big.length }, slow())
+process.stdout.write('finished\\n')
+`
+
+test('kill -9 in the middle of an ingest: after restart nothing half-written is served and cache verify is clean', async () => {
+  const dir = tempDir('narswarm-chunk-')
+  const script = join(dir, 'child.ts')
+  writeFileSync(script, CHILD)
+  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', script, dir], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); if (out.includes('writing')) resolve() })
+    child.once('exit', code => reject(new Error(`child exited early (${code}): ${out}`)))
+  })
+  await sleep(100)
+  child.kill('SIGKILL')
+  await new Promise(resolve => child.once('exit', resolve))
+  assert.doesNotMatch(out, /finished/)
+  mkdirSync(join(dir, 'chunks', 'tmp'), { recursive: true })
+  const chunkFiles = readdirSync(join(dir, 'chunks')).filter(d => d !== 'tmp').length
+  assert.ok(chunkFiles > 10, 'chunks were written before the kill')
+  const store = await openStore({ dir, orphanGrace: 0 })
+  assert.equal(store.manifest(identity(pseudoRandom('cut', 64 << 20)).narHash), undefined)
+  assert.equal(store.render(identity(pseudoRandom('cut', 64 << 20)).narHash), undefined)
+  const committed = pseudoRandom('committed', 400_000)
+  assert.ok((await collect(store.render(identity(committed).narHash)!)).equals(committed))
+  assert.equal(store.stats().nars, 1)
+  assert.deepEqual(readdirSync(store.files.tmp), [])
+  await store.close()
+  const verify = await runNarswarm(['cache', 'verify', '--state-dir', dir])
+  assert.equal(verify.code, 0, verify.stderr)
+  assert.match(verify.stdout, /0 bad/)
+})

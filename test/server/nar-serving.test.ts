@@ -1,0 +1,180 @@
+/**
+ * The NAR route over real HTTP, with narswarm as a process and static upstreams and mirrors on
+ * 127.0.0.1: one upstream fetch for 50 concurrent requests; a NAR over 512 KiB whose last chunk
+ * is wrong (from an upstream: never a complete body; from a mirror: never a byte, and the good
+ * upstream's copy on the first request); `bytes=N-M` ranges; the store serving a NAR whose
+ * narinfo expired; URLs that find their path again through `?hash=`; a NAR that every source lost
+ * taking its narinfo out of the cache.
+ */
+import { after, before, describe, test } from 'node:test'
+import assert from 'node:assert/strict'
+import { createHash, randomBytes } from 'node:crypto'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { generateSecretKey } from '../../src/nix/signature.ts'
+import { openMapper } from '../../src/registry.ts'
+import { silentLogger } from '../../src/log.ts'
+import { startCacheServer, type CacheServer } from '../helpers/cache-server.ts'
+import { startNarswarm, type NarswarmProcess } from '../helpers/narswarm.ts'
+import { makeEntry, writeSignedCache, type CacheEntry } from '../helpers/signed-cache.ts'
+import { tempDir } from '../helpers/temp.ts'
+
+const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
+
+describe('serving NARs', () => {
+  const dir = tempDir('narswarm-nars-')
+  const key = generateSecretKey('nars-1')
+  // Above 512 KiB, and not a multiple of any chunk size.
+  const big = makeEntry('big', randomBytes(1024 * 1024 + 12345))
+  const other = makeEntry('other', randomBytes(700_000))
+  const lost = makeEntry('lost', randomBytes(10_000))
+  let xz: CacheServer
+  let plain: CacheServer
+
+  before(async () => {
+    await writeSignedCache(join(dir, 'xz'), [big, other, lost], key, 'xz')
+    await writeSignedCache(join(dir, 'none'), [big, other, lost], key, 'none')
+    xz = await startCacheServer(join(dir, 'xz'))
+    plain = await startCacheServer(join(dir, 'none'))
+  })
+  after(async () => { await Promise.all([xz.close(), plain.close()]) })
+
+  const upstream = (s: CacheServer): string => `${s.url}?trusted-public-keys=${key.public}`
+  const narUrl = async (n: NarswarmProcess, e: CacheEntry): Promise<string> => {
+    const text = await (await fetch(`${n.url}/${e.hashPart}.narinfo`)).text()
+    return `${n.url}/${/^URL: (.*)$/m.exec(text)![1]!}`
+  }
+  const narGets = (s: CacheServer): number => s.requests.filter(r => r.startsWith('GET /nar/')).length
+
+  test('50 concurrent requests for one NAR make one upstream fetch; later ones come from the store', async () => {
+    const n = await startNarswarm(['--upstream', upstream(xz)])
+    try {
+      const url = await narUrl(n, big)
+      const before = narGets(xz)
+      const bodies = await Promise.all(Array.from({ length: 50 }, async () => new Uint8Array(await (await fetch(url)).arrayBuffer())))
+      for (const b of bodies) assert.equal(sha(b), sha(big.nar))
+      assert.equal(narGets(xz) - before, 1, 'one upstream fetch')
+      await n.waitForLog(l => l.msg === 'NAR committed to the store' && l.storePath === big.storePath)
+      const again = await fetch(url)
+      assert.equal(sha(new Uint8Array(await again.arrayBuffer())), sha(big.nar))
+      assert.equal(narGets(xz) - before, 1, 'no second upstream fetch')
+      await n.waitForLog(l => l.msg === 'NAR served' && l.source === 'store' && l.storePath === big.storePath)
+    } finally {
+      await n.stop()
+    }
+  })
+
+  test('bytes=N-M ranges, while fetching and from the store', async () => {
+    const n = await startNarswarm(['--upstream', upstream(xz)])
+    try {
+      const url = await narUrl(n, other)
+      for (const [start, end] of [[1000, 199_999], [600_000, 699_999], [0, 0]] as const) {
+        const res = await fetch(url, { headers: { range: `bytes=${start}-${end}` } })
+        assert.equal(res.status, 206)
+        assert.equal(res.headers.get('content-range'), `bytes ${start}-${end}/${other.nar.length}`)
+        assert.equal(sha(new Uint8Array(await res.arrayBuffer())), sha(other.nar.subarray(start, end + 1)))
+      }
+      const open = await fetch(url, { headers: { range: 'bytes=123456-' } })
+      assert.equal(sha(new Uint8Array(await open.arrayBuffer())), sha(other.nar.subarray(123456)))
+    } finally {
+      await n.stop()
+    }
+  })
+
+  test('a NAR over 512 KiB whose last chunk is wrong: from an upstream never complete, from a mirror never sent', async () => {
+    const evilDir = tempDir('narswarm-evil-')
+    await writeSignedCache(evilDir, [big], key, 'none')
+    const bad = Buffer.from(big.nar)
+    bad[bad.length - 1]! ^= 0xff
+    const file = `nar/${big.narHash.toNix32()}.nar`
+    await writeFile(join(evilDir, file), bad)
+    const evil = await startCacheServer(evilDir)
+    const evil2 = await startCacheServer(evilDir)
+    const db = join(evilDir, 'index.sqlite')
+    const mapper = await openMapper(`sqlite://${db}`, { log: silentLogger(), stateDir: evilDir })
+    await mapper.record!(big.narHash, { url: `${evil.url}/${file}`, compression: 'none' })
+    await mapper.close?.()
+    try {
+      // The upstream itself sends it: the body is cut before its end, however the client reads it.
+      const a = await startNarswarm(['--upstream', `${upstream(evil)}`])
+      try {
+        const url = await narUrl(a, big)
+        await assert.rejects(async () => { await (await fetch(url)).arrayBuffer() })
+        await a.waitForLog(l => l.msg === 'NAR failed verification; response aborted, source marked bad')
+      } finally {
+        await a.stop()
+      }
+      // A mirror sends it and the upstream is good: the first request gets the right bytes.
+      const b = await startNarswarm(['--upstream', upstream(plain), '--mapper', `sqlite://${db}`, '--backend', `mirror+${evil.url}/,${evil2.url}/`])
+      try {
+        const res = await fetch(await narUrl(b, big))
+        assert.equal(res.status, 200)
+        assert.equal(sha(new Uint8Array(await res.arrayBuffer())), sha(big.nar))
+        assert.ok(evil.requests.some(r => r.startsWith('GET /nar/')), 'the mirror was tried')
+        await b.waitForLog(l => l.msg === 'NAR failed verification before release; source marked bad')
+      } finally {
+        await b.stop()
+      }
+    } finally {
+      await Promise.all([evil.close(), evil2.close()])
+    }
+  })
+
+  test('the store serves a NAR whose narinfo expired once a fresh narinfo names the same NarHash', async () => {
+    const upstreamServer = await startCacheServer(join(dir, 'xz'))
+    const n = await startNarswarm(['--upstream', upstream(upstreamServer), '--narinfo-positive-ttl', '1s'])
+    try {
+      const url = await narUrl(n, other)
+      assert.equal(sha(new Uint8Array(await (await fetch(url)).arrayBuffer())), sha(other.nar))
+      await n.waitForLog(l => l.msg === 'NAR committed to the store' && l.storePath === other.storePath)
+      await new Promise(resolve => setTimeout(resolve, 1100))
+      upstreamServer.faults.push({ match: p => p.startsWith('/nar/'), fault: { kind: 'status', status: 500 } })
+      const fresh = await narUrl(n, other)
+      assert.equal(fresh, url)
+      assert.equal(upstreamServer.requests.filter(r => r.endsWith('.narinfo')).length, 2, 'the narinfo was fetched again')
+      const res = await fetch(fresh)
+      assert.equal(sha(new Uint8Array(await res.arrayBuffer())), sha(other.nar))
+      await n.waitForLog(l => l.msg === 'NAR served' && l.source === 'store' && l.storePath === other.storePath)
+      // The URL without the hash part keeps working while the store holds the NAR.
+      const bare = await fetch(fresh.replace(/\?.*$/, ''))
+      assert.equal(sha(new Uint8Array(await bare.arrayBuffer())), sha(other.nar))
+    } finally {
+      await n.stop()
+      await upstreamServer.close()
+    }
+  })
+
+  test('a URL finds its path again through ?hash= after narswarm lost everything; a wrong one does not', async () => {
+    const a = await startNarswarm(['--upstream', upstream(xz)])
+    const url = (await narUrl(a, other)).replace(a.url, '')
+    const badHash = (await narUrl(a, big)).replace(a.url, '').replace(/\?hash=.*/, `?hash=${other.hashPart}`)
+    await a.stop()
+    const b = await startNarswarm(['--upstream', upstream(xz)])
+    try {
+      const res = await fetch(`${b.url}${url}`)
+      assert.equal(res.status, 200)
+      assert.equal(sha(new Uint8Array(await res.arrayBuffer())), sha(other.nar))
+      assert.equal((await fetch(`${b.url}${badHash}`)).status, 404, 'a hash part whose narinfo names another NarHash')
+      assert.equal((await fetch(`${b.url}${badHash.replace(/\?.*/, '')}`)).status, 404, 'the bare URL of an unknown NAR')
+    } finally {
+      await b.stop()
+    }
+  })
+
+  test('a NAR every source lost: 404, and its narinfo leaves the cache', async () => {
+    const upstreamServer = await startCacheServer(join(dir, 'xz'))
+    upstreamServer.faults.push({ match: p => p.startsWith('/nar/'), fault: { kind: 'status', status: 404 } })
+    const n = await startNarswarm(['--upstream', upstream(upstreamServer)])
+    try {
+      const url = await narUrl(n, lost)
+      assert.equal((await fetch(url)).status, 404)
+      await n.waitForLog(l => l.msg.startsWith('no source has the NAR any more') && l.storePath === lost.storePath)
+      const asked = upstreamServer.requests.filter(r => r.endsWith('.narinfo')).length
+      assert.equal((await fetch(`${n.url}/${lost.hashPart}.narinfo`)).status, 200)
+      assert.equal(upstreamServer.requests.filter(r => r.endsWith('.narinfo')).length, asked + 1, 'asked again, not served from the cache')
+    } finally {
+      await n.stop()
+      await upstreamServer.close()
+    }
+  })
+})
