@@ -3,8 +3,9 @@
  * announces its peer listener every `interval` (and answers queries at any time), browses for the
  * same service, and reports peers as they come and go: `found` when a node is first seen, `gone`
  * when it said goodbye or missed three announcements in a row (and both when its addresses or TXT
- * record changed); `feedPeerTable` passes them on to the peer table. Only the service and its TXT record go out on the LAN (see announcement.ts); which NARs a
- * node holds is never broadcast, peers are asked by unicast.
+ * record changed); `feedPeerTable` passes them on to the peer table. Only the service and its
+ * TXT record go out on the LAN (announcement.ts); which NARs a node holds is never broadcast,
+ * peers are asked by unicast. docs/discovery.md describes it for users.
  *
  * mDNS is unauthenticated: an announcement is a hint where a peer listener might be, never trust.
  * Everything a peer sends is verified, and with a group key every request is authenticated.
@@ -79,7 +80,7 @@ export class MdnsDiscovery extends EventEmitter<{ found: [DiscoveredPeer], gone:
   constructor (options: DiscoveryOptions) {
     super()
     this.#options = options
-    this.#log = options.log.child({ component: 'discovery' })
+    this.#log = options.log
     this.#now = options.now ?? Date.now
   }
 
@@ -109,7 +110,7 @@ export class MdnsDiscovery extends EventEmitter<{ found: [DiscoveredPeer], gone:
     const sweep = (): void => { this.#expire(); this.#after(this.#options.interval / 2, sweep) }
     this.#after(this.#options.interval / 2, sweep)
     const listener = this.#options.listener
-    this.#log.info({ nodeId: this.#options.nodeId, announced: listener === undefined ? null : { port: listener.port, addresses: this.#addresses(listener.host) } }, 'mDNS discovery started')
+    this.#log.info({ nodeId: this.#options.nodeId, announced: listener === undefined ? null : { port: listener.port, addresses: servedAddresses(listener.host) } }, 'mDNS discovery started')
   }
 
   /** Says goodbye on the LAN, closes the socket and cancels every timer. Idempotent. */
@@ -140,10 +141,6 @@ export class MdnsDiscovery extends EventEmitter<{ found: [DiscoveredPeer], gone:
     this.#timers.add(timer)
   }
 
-  #addresses (host: string): string[] {
-    return servedAddresses(host)
-  }
-
   /** Announces (with the current addresses: an interface may have come up since). */
   #announce (): void {
     const responder = this.#responder
@@ -155,7 +152,7 @@ export class MdnsDiscovery extends EventEmitter<{ found: [DiscoveredPeer], gone:
       instance: nodeId,
       host: `narswarm-${nodeId}.local`,
       port: listener.port,
-      addresses: this.#addresses(listener.host),
+      addresses: servedAddresses(listener.host),
       txt: encodeTxt({ version: String(PROTOCOL_VERSION), nodeId, cdcId, group: groupTag?.(nodeId) }),
       ttl: Math.max(1, Math.ceil(3 * interval / 1000))
     })
@@ -207,7 +204,9 @@ export class MdnsDiscovery extends EventEmitter<{ found: [DiscoveredPeer], gone:
     this.emit('found', peer)
   }
 
+  /** Turns an announcement down; a known peer that now announces something unacceptable is dropped. */
   #refuse (who: string, why: string): void {
+    this.#drop(who, why)
     const key = `${who} ${why}`
     if (this.#refused.has(key)) return
     if (this.#refused.size > 1000) this.#refused.clear()

@@ -180,7 +180,7 @@ describe('MdnsDiscovery', () => {
   it('ignores nodes of another group, of another protocol version, and without a dialable address', async (t) => {
     t.mock.timers.enable({ apis: ['setTimeout', 'Date'] })
     const key = 'our group'
-    const { discovery, responder, found } = setup(key)
+    const { discovery, responder, found, gone } = setup(key)
     assert.equal(sightingsIn(responder.sent[0]!, MDNS_SERVICE_TYPE)[0]?.kind === 'service' &&
       (sightingsIn(responder.sent[0]!, MDNS_SERVICE_TYPE)[0] as { announcement: { group?: string } }).announcement.group, groupTag(key, ME))
     responder.receive(ad(OTHER, ['10.0.0.7']), '10.0.0.7')
@@ -190,6 +190,8 @@ describe('MdnsDiscovery', () => {
     assert.deepEqual(found, [])
     responder.receive(ad(OTHER, ['10.0.0.7'], { group: groupTag(key, OTHER) }), '10.0.0.7')
     assert.equal(found.length, 1)
+    responder.receive(ad(OTHER, ['10.0.0.7'], { group: groupTag('their group', OTHER) }), '10.0.0.7')
+    assert.deepEqual(gone, [[OTHER, 'another group']], 'a peer that moved to another group is dropped at once')
     await discovery.stop()
   })
 
