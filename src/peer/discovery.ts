@@ -91,6 +91,9 @@ export class MdnsDiscovery extends EventEmitter<{ found: [DiscoveredPeer], gone:
 
   start (): void {
     if (this.#responder !== undefined || this.#stopping !== undefined) return
+    // No `interface` option: multicast-dns would bind the socket to that unicast address, and a
+    // socket bound so receives no multicast at all (nothing was found that way between namespaces).
+    // Without it, it joins the group on every interface and sends by the multicast route.
     const responder = this.#responder = this.#options.responder?.() ??
       new BonjourServer({}, (err: Error) => this.#log.warn({ err }, 'mDNS answer failed')) as unknown as MdnsResponder
     responder.mdns.on('error', this.#onError)
