@@ -126,6 +126,8 @@ export class PeerFiller implements StoreFiller {
 
   /** Scores a failed peer: down hard for wrong data, a cooldown for anything else. */
   penalise (peer: string, err: unknown): void {
+    // A busy peer (503) is asked again next time; only this NAR goes elsewhere.
+    if (err instanceof UpstreamError && err.status === 503) return
     if (err instanceof FormatError || err instanceof IntegrityError) this.#table.integrityFailure(peer, (err as Error).message)
     else this.#table.failure(peer, (err as Error).message)
   }
@@ -238,43 +240,50 @@ class ChunkFetch {
     }
   }
 
-  /** One `chunks` request; what it did not deliver goes back on the queue. */
+  /**
+   * One `chunks` request; what it did not deliver goes back on the queue. Chunks are stored as they
+   * arrive, without waiting for one write (and its fsync) before reading the next.
+   */
   async #request (peer: string, batch: number[]): Promise<void> {
     const chunks = batch.map(i => this.#missing[i]!)
+    const writes: Array<Promise<void>> = []
+    let failure: Error | undefined
     let done = 0
     const t0 = performance.now()
+    const store = (index: number, bytes: Uint8Array): void => {
+      writes.push(this.#store.putChunk(this.#missing[index]!.id, bytes, { signal: this.#signal }).then(() => {
+        this.#moved.bytes += bytes.length
+        this.#moved.chunks++
+        this.#filler.table.served(peer, { chunks: 1, bytes: bytes.length })
+        if (!this.#used.has(peer)) { this.#used.add(peer); this.#moved.peers++ }
+      }, (err: unknown) => {
+        this.#queue.unshift(index)
+        failure ??= err instanceof IntegrityError ? new ChunkError(`${peer}: ${err.message}`) : err as Error
+      }))
+    }
     try {
       for await (const bytes of this.#filler.client.chunks(peer, chunks.map(c => c.id), chunks.map(c => c.size), this.#filler.chunkTimeouts, this.#signal)) {
-        const index = batch[done]!
-        if (bytes === undefined) {
-          // Not there after all: asked elsewhere.
-          const s = this.#sources.get(peer)
-          if (s === 'all') this.#sources.set(peer, new Set(this.#missing.map((_, i) => i).filter(i => i !== index)))
-          else s?.delete(index)
-          this.#queue.push(index)
-        } else {
-          try {
-            await this.#store.putChunk(chunks[done]!.id, bytes, { signal: this.#signal })
-          } catch (err) {
-            if (err instanceof IntegrityError) throw new ChunkError(`${peer}: ${err.message}`)
-            throw err
-          }
-          this.#moved.bytes += bytes.length
-          this.#moved.chunks++
-          this.#filler.table.served(peer, { chunks: 1, bytes: bytes.length })
-          if (!this.#used.has(peer)) { this.#used.add(peer); this.#moved.peers++ }
-        }
-        done++
+        const index = batch[done++]!
+        if (bytes !== undefined) { store(index, bytes); continue }
+        // Not there after all: asked elsewhere.
+        const s = this.#sources.get(peer)
+        if (s === 'all') this.#sources.set(peer, new Set(this.#missing.map((_, i) => i).filter(i => i !== index)))
+        else s?.delete(index)
+        this.#queue.push(index)
       }
+      await Promise.all(writes)
+      if (failure !== undefined) throw failure
       this.#filler.table.success(peer, performance.now() - t0)
     } catch (err) {
+      await Promise.all(writes)
       this.#queue.unshift(...batch.slice(done))
       this.#sources.delete(peer)
       this.#dropped.add(peer)
       if (this.#signal?.aborted === true) return
-      if (err instanceof ChunkError) this.#filler.table.integrityFailure(peer, err.message)
-      else if (err instanceof IntegrityError || err instanceof UpstreamError || err instanceof FormatError) this.#filler.penalise(peer, err)
-      else { this.#finish(err as Error); return }
+      const error = failure ?? err
+      if (error instanceof ChunkError) this.#filler.table.integrityFailure(peer, error.message)
+      else if (error instanceof IntegrityError || error instanceof UpstreamError || error instanceof FormatError) this.#filler.penalise(peer, error)
+      else this.#finish(error as Error)
     }
   }
 }

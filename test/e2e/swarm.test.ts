@@ -13,7 +13,7 @@ import { join } from 'node:path'
 import { makeNixEnv, nixSkip, type NixEnv } from '../helpers/nix.ts'
 import { buildWideClosure, copyTo, type WideClosure } from '../helpers/closure.ts'
 import { startCacheServer } from '../helpers/cache-server.ts'
-import { startNarswarm, type NarswarmProcess } from '../helpers/narswarm.ts'
+import { runNarswarm, startNarswarm, type NarswarmProcess } from '../helpers/narswarm.ts'
 import { realiseWith, runSwarmScenario } from '../helpers/swarm.ts'
 import type { SwarmStatus } from '../../src/peer/swarm.ts'
 
@@ -68,6 +68,9 @@ describe('the LAN swarm with real Nix', { skip: nixSkip() }, () => {
     const servedToB = (await peersOf(B!)).peers.find(p => p.url === A!.peerUrl)!
     assert.ok(servedToB.served.bytes > 0 && servedToB.served.nars > 0)
     assert.ok(C!.logs.some(l => l.msg === 'NAR filled from peers'), 'C filled NARs from peers (it is stopped by now)')
+    const listed = await runNarswarm(['peers', '--url', B!.url])
+    assert.equal(listed.code, 0, listed.stderr)
+    assert.match(listed.stdout, new RegExp(`${A!.peerUrl!.replaceAll('.', '\\.')}\\s+static\\s+\\d+`))
     process.stdout.write(`# swarm: ${wide.paths.length} paths, ${result.narBytes} NAR bytes; from peers for B and C: ${(result.peerShare * 100).toFixed(1)} %\n`)
   })
 
