@@ -56,7 +56,7 @@ describe('announcement', () => {
     const own = { nodeId: ME }
     const peer = { version: '1', nodeId: OTHER, cdcId: CDC }
     assert.equal(refusal(peer, own), undefined)
-    assert.equal(refusal({ ...peer, cdcId: 'other-chunker' }, own), undefined, 'another chunker still shares whole NARs')
+    assert.equal(refusal({ ...peer, cdcId: 'other-chunker' }, own), undefined, 'a node with another chunker is still a peer (the table decides what to ask it)')
     assert.match(refusal({ ...peer, nodeId: ME }, own)!, /ourselves/)
     assert.match(refusal({ ...peer, version: '2' }, own)!, /protocol version 2/)
     const key = 'group secret'
