@@ -27,12 +27,13 @@ test('nodes on one LAN find each other by mDNS; another group is not taken; a no
   const nodes: Array<NarswarmProcess | undefined> = []
   // Processes first: a deleted namespace lives on while a process runs in it.
   t.after(async () => { await Promise.all(nodes.map(async n => await n?.stop())); lan.close() })
-  await Promise.all(lan.hosts.map(async (host, i) => {
+  // One after the other: starting costs CPU seconds, and together they could outlast a start timeout.
+  for (const [i, host] of lan.hosts.entries()) {
     nodes[i] = await startNarswarm([
       '--peer-listen', '0.0.0.0:0', '--discovery', 'mdns', '--discovery-interval', '1s', '--peer-key', i < 3 ? GROUP : STRANGERS,
       '--upstream', 'http://127.0.0.1:9?require-sigs=false'
     ], { wrap: lan.wrap(host) })
-  }))
+  }
   const [a, b, c, stranger] = nodes as [NarswarmProcess, NarswarmProcess, NarswarmProcess, NarswarmProcess]
   const ids = [a, b, c, stranger].map(nodeId)
 
