@@ -1,7 +1,7 @@
 /**
  * What a node says about itself in its DNS-SD TXT record, and whether another node's record makes
  * it a peer. The record carries only what a browser needs to decide without a request: the peer
- * protocol version (`v`), the chunker id (`cdc`: nodes with another one share whole NARs only),
+ * protocol version (`v`), the chunker id (`cdc`: chunks are fetched only from nodes with ours),
  * the node id (`id`, to recognise our own announcements and a peer that moved), and, with a group
  * key, a group tag (`g`). The tag is an HMAC of the announcing node's id under the group key, so
  * members recognise each other while a stranger learns neither the key nor which nodes share one,

@@ -3,8 +3,9 @@
  * announces its peer listener every `interval` (and answers queries at any time), browses for the
  * same service, and reports peers as they come and go: `found` when a node is first seen, `gone`
  * when it said goodbye or missed three announcements in a row (and both when its addresses or TXT
- * record changed); `feedPeerTable` passes them on to the peer table. Only the service and its TXT record go out on the LAN (see announcement.ts); which NARs a
- * node holds is never broadcast, peers are asked by unicast.
+ * record changed); `feedPeerTable` passes them on to the peer table. Only the service and its
+ * TXT record go out on the LAN (announcement.ts); which NARs a node holds is never broadcast,
+ * peers are asked by unicast. docs/discovery.md describes it for users.
  *
  * mDNS is unauthenticated: an announcement is a hint where a peer listener might be, never trust.
  * Everything a peer sends is verified, and with a group key every request is authenticated.
@@ -42,9 +43,11 @@ export interface MdnsResponder {
 
 export interface DiscoveryOptions {
   nodeId: string
-  /** Where the peer listener is bound: its port and host (`0.0.0.0`, `::` or one address). */
-  port: number
-  host: string
+  /**
+   * Where the peer listener is bound: its port and host (`0.0.0.0`, `::` or one address).
+   * Undefined: nothing is announced, peers are only browsed for (a node that fetches but serves none).
+   */
+  listener: { host: string, port: number } | undefined
   cdcId: string
   /** The group key's tag function (announcement.ts `groupTag`); undefined without a group key. */
   groupTag?: ((nodeId: string) => string) | undefined
@@ -77,7 +80,7 @@ export class MdnsDiscovery extends EventEmitter<{ found: [DiscoveredPeer], gone:
   constructor (options: DiscoveryOptions) {
     super()
     this.#options = options
-    this.#log = options.log.child({ component: 'discovery' })
+    this.#log = options.log
     this.#now = options.now ?? Date.now
   }
 
@@ -88,6 +91,9 @@ export class MdnsDiscovery extends EventEmitter<{ found: [DiscoveredPeer], gone:
 
   start (): void {
     if (this.#responder !== undefined || this.#stopping !== undefined) return
+    // No `interface` option: multicast-dns would bind the socket to that unicast address, and a
+    // socket bound so receives no multicast at all (nothing was found that way between namespaces).
+    // Without it, it joins the group on every interface and sends by the multicast route.
     const responder = this.#responder = this.#options.responder?.() ??
       new BonjourServer({}, (err: Error) => this.#log.warn({ err }, 'mDNS answer failed')) as unknown as MdnsResponder
     responder.mdns.on('error', this.#onError)
@@ -106,7 +112,8 @@ export class MdnsDiscovery extends EventEmitter<{ found: [DiscoveredPeer], gone:
     this.#after(this.#options.interval, tick)
     const sweep = (): void => { this.#expire(); this.#after(this.#options.interval / 2, sweep) }
     this.#after(this.#options.interval / 2, sweep)
-    this.#log.info({ nodeId: this.#options.nodeId, port: this.#options.port, addresses: this.#addresses() }, 'mDNS discovery started')
+    const listener = this.#options.listener
+    this.#log.info({ nodeId: this.#options.nodeId, announced: listener === undefined ? null : { port: listener.port, addresses: servedAddresses(listener.host) } }, 'mDNS discovery started')
   }
 
   /** Says goodbye on the LAN, closes the socket and cancels every timer. Idempotent. */
@@ -137,21 +144,18 @@ export class MdnsDiscovery extends EventEmitter<{ found: [DiscoveredPeer], gone:
     this.#timers.add(timer)
   }
 
-  #addresses (): string[] {
-    return servedAddresses(this.#options.host)
-  }
-
   /** Announces (with the current addresses: an interface may have come up since). */
   #announce (): void {
     const responder = this.#responder
-    if (responder === undefined || this.#stopping !== undefined) return
-    const { nodeId, port, cdcId, groupTag, interval } = this.#options
+    const listener = this.#options.listener
+    if (responder === undefined || listener === undefined || this.#stopping !== undefined) return
+    const { nodeId, cdcId, groupTag, interval } = this.#options
     const records = serviceRecords({
       type: MDNS_SERVICE_TYPE,
       instance: nodeId,
       host: `narswarm-${nodeId}.local`,
-      port,
-      addresses: this.#addresses(),
+      port: listener.port,
+      addresses: servedAddresses(listener.host),
       txt: encodeTxt({ version: String(PROTOCOL_VERSION), nodeId, cdcId, group: groupTag?.(nodeId) }),
       ttl: Math.max(1, Math.ceil(3 * interval / 1000))
     })
@@ -203,7 +207,9 @@ export class MdnsDiscovery extends EventEmitter<{ found: [DiscoveredPeer], gone:
     this.emit('found', peer)
   }
 
+  /** Turns an announcement down; a known peer that now announces something unacceptable is dropped. */
   #refuse (who: string, why: string): void {
+    this.#drop(who, why)
     const key = `${who} ${why}`
     if (this.#refused.has(key)) return
     if (this.#refused.size > 1000) this.#refused.clear()
@@ -236,24 +242,24 @@ export function feedPeerTable (discovery: MdnsDiscovery, table: Pick<PeerTable, 
 
 /**
  * Starts discovery for the peer listener at `listenerUrl` (its real address, e.g.
- * `http://0.0.0.0:37516`) and feeds `table`; undefined when the `discovery` setting is `off`.
+ * `http://0.0.0.0:37516`; undefined without a listener: then peers are found but this node is not
+ * announced) and feeds `table`; undefined when the `discovery` setting is `off`.
  */
 export function startDiscovery (init: {
   mode: 'mdns' | 'off'
   interval: number
   nodeId: string
-  listenerUrl: string
+  listenerUrl?: string | undefined
   cdcId: string
   groupKey?: { tag: (nodeId: string) => string } | undefined
   table: Pick<PeerTable, 'add' | 'remove'>
   log: Logger
 }): MdnsDiscovery | undefined {
   if (init.mode === 'off') return undefined
-  const url = new URL(init.listenerUrl)
+  const url = init.listenerUrl === undefined ? undefined : new URL(init.listenerUrl)
   const discovery = new MdnsDiscovery({
     nodeId: init.nodeId,
-    port: Number(url.port),
-    host: url.hostname.replace(/^\[(.*)\]$/, '$1'),
+    listener: url === undefined ? undefined : { port: Number(url.port), host: url.hostname.replace(/^\[(.*)\]$/, '$1') },
     cdcId: init.cdcId,
     groupTag: init.groupKey === undefined ? undefined : id => init.groupKey!.tag(id),
     interval: init.interval,

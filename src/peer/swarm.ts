@@ -81,14 +81,15 @@ export class Swarm {
     void this.table.probeAll()
     if (init.listen === undefined) {
       init.log.info('peer listener off: this node fetches from peers but serves none')
-      return
+    } else {
+      this.#server = await startPeerServer({
+        store: init.store, shares: this.#shares, nodeId: init.nodeId, log: init.log.child({ component: 'peer-listener' }),
+        uploadLimit: init.uploadLimit, maxRequests: init.maxRequests, ...(init.groupKey === undefined ? {} : { groupKey: init.groupKey })
+      }, init.listen)
     }
-    this.#server = await startPeerServer({
-      store: init.store, shares: this.#shares, nodeId: init.nodeId, log: init.log.child({ component: 'peer-listener' }),
-      uploadLimit: init.uploadLimit, maxRequests: init.maxRequests, ...(init.groupKey === undefined ? {} : { groupKey: init.groupKey })
-    }, init.listen)
+    // Without a listener, discovery still finds peers to fetch from; it just announces nothing.
     this.#discovery = startDiscovery({
-      mode: init.discovery, interval: init.discoveryInterval, nodeId: init.nodeId, listenerUrl: this.#server.url,
+      mode: init.discovery, interval: init.discoveryInterval, nodeId: init.nodeId, listenerUrl: this.#server?.url,
       cdcId: init.store.cdcId, groupKey: init.groupKey, table: this.table, log: init.log.child({ component: 'discovery' })
     })
   }

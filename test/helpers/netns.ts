@@ -55,17 +55,27 @@ function probe (): string | undefined {
     return "the 'ip' command (iproute2) is not installed"
   }
   const name = `${PREFIX}-${process.pid.toString(16)}-probe`
+  const bridge = `${PREFIX}b${process.pid.toString(16)}xp`
   try {
     ip(['netns', 'add', name])
-    ip(['netns', 'del', name])
+    ip(['link', 'add', bridge, 'type', 'bridge', 'mcast_snooping', '0'])
+    ip(['link', 'add', `${PREFIX}v${process.pid.toString(16)}xp`, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', name])
   } catch (err) {
-    return `cannot create a network namespace: ${(err as Error).message.split('\n')[0]}`
+    return `cannot create network namespaces joined by a bridge: ${(err as Error).message}`
+  } finally {
+    quietly(['netns', 'del', name])
+    quietly(['link', 'del', bridge])
   }
   return undefined
 }
 
 function ip (args: string[]): void {
-  execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] })
+  try {
+    execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] })
+  } catch (err) {
+    const stderr = String((err as { stderr?: unknown }).stderr ?? '').trim()
+    throw new Error(`ip ${args.join(' ')}: ${stderr === '' ? (err as Error).message : stderr}`)
+  }
 }
 
 function quietly (args: string[]): void {

@@ -1,13 +1,15 @@
 /**
  * The LAN swarm scenario with real narswarm processes and the real Nix, written once so that it
  * runs over 127.0.0.1 with static peers (test/e2e/swarm.test.ts) and in network namespaces with
- * mDNS discovery: the caller says how a node starts (`start`), how Nix reaches it (`realise`) and
- * when it has found its peers (`ready`).
+ * mDNS discovery (test/e2e/swarm-lan.test.ts): the caller says how a node starts (`start`), how
+ * Nix reaches it (`realise`), when it has found its peers (`ready`) and where the upstream runs
+ * (`startUpstream`).
  *
  * 1. Node A substitutes the closure from the upstream.
  * 2. Nodes B and C (knowing A; C also B) substitute it at once with the upstream up; the upstream
  *    counts the NAR bytes it sends.
- * 3. The upstream and A stop; a fresh node C' with a fresh Nix store substitutes the closure from B.
+ * 3. The upstream, A and C stop; a fresh node C' with a fresh Nix store substitutes the closure,
+ *    which only B holds now.
  */
 import { join } from 'node:path'
 import type { NixEnv } from './nix.ts'
@@ -25,8 +27,11 @@ export interface SwarmScenarioInit {
   closure: SwarmClosure
   /** A binary cache of the closure with uncompressed NARs (so file bytes are NAR bytes). */
   cacheDir: string
-  /** Where the upstream listens (127.0.0.1 by default). */
-  upstreamHost?: string
+  /**
+   * Serves `cacheDir` as the upstream, calling `onServed` for each response that ended; default: a
+   * cache server in this process on 127.0.0.1.
+   */
+  startUpstream?: (cacheDir: string, onServed: (path: string, bytes: number) => void) => Promise<{ url: string, close: () => Promise<void> }>
   /** Starts node `name` with these arguments, knowing the peer listeners `peers`. */
   start: (name: string, args: string[], peers: string[]) => Promise<NarswarmProcess>
   /** Realises the closure into the Nix store at `root` through `node` (default: nix-store --realise). */
@@ -61,10 +66,8 @@ export async function realiseWith (nix: NixEnv, publicKey: string, top: string):
 export async function runSwarmScenario (init: SwarmScenarioInit): Promise<SwarmScenarioResult> {
   const { nix, closure } = init
   let narBytesSent = 0
-  const upstream = await startCacheServer(init.cacheDir, {
-    ...(init.upstreamHost === undefined ? {} : { host: init.upstreamHost }),
-    onServed: (path, bytes) => { if (path.startsWith('/nar/')) narBytesSent += bytes }
-  })
+  const onServed = (path: string, bytes: number): void => { if (path.startsWith('/nar/')) narBytesSent += bytes }
+  const upstream = await (init.startUpstream ?? (async (dir, served) => await startCacheServer(dir, { onServed: served })))(init.cacheDir, onServed)
   const realise = init.realise ?? await realiseWith(nix, closure.publicKey, closure.top)
   const ready = init.ready ?? (async () => {})
   const args = ['--upstream', `${upstream.url}?trusted-public-keys=${closure.publicKey}`]
@@ -85,6 +88,7 @@ export async function runSwarmScenario (init: SwarmScenarioInit): Promise<SwarmS
 
     await upstream.close()
     await a.stop()
+    await c.stop()
     const fresh = nodes["C'"] = await init.start("C'", args, [a.peerUrl!, b.peerUrl!])
     await ready(fresh, [b])
     const root = join(nix.dir, 'store-C-fresh')

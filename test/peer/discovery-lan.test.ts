@@ -24,14 +24,18 @@ const left = (id: string, reason: string) => (l: LogLine): boolean => l.msg === 
 
 test('nodes on one LAN find each other by mDNS; another group is not taken; a node that stops or vanishes is dropped', { skip: netnsUnavailable() ?? false, timeout: 90_000 }, async (t) => {
   const lan = createLan(4)
-  t.after(() => lan.close())
-  const nodes = await Promise.all(lan.hosts.map(async (host, i) => await startNarswarm([
-    '--peer-listen', '0.0.0.0:0', '--discovery', 'mdns', '--discovery-interval', '1s', '--peer-key', i < 3 ? GROUP : STRANGERS,
-    '--upstream', 'http://127.0.0.1:9?require-sigs=false'
-  ], { wrap: lan.wrap(host) })))
-  t.after(async () => { await Promise.all(nodes.map(async n => await n.stop())) })
+  const nodes: Array<NarswarmProcess | undefined> = []
+  // Processes first: a deleted namespace lives on while a process runs in it.
+  t.after(async () => { await Promise.all(nodes.map(async n => await n?.stop())); lan.close() })
+  // One after the other: starting costs CPU seconds, and together they could outlast a start timeout.
+  for (const [i, host] of lan.hosts.entries()) {
+    nodes[i] = await startNarswarm([
+      '--peer-listen', '0.0.0.0:0', '--discovery', 'mdns', '--discovery-interval', '1s', '--peer-key', i < 3 ? GROUP : STRANGERS,
+      '--upstream', 'http://127.0.0.1:9?require-sigs=false'
+    ], { wrap: lan.wrap(host) })
+  }
   const [a, b, c, stranger] = nodes as [NarswarmProcess, NarswarmProcess, NarswarmProcess, NarswarmProcess]
-  const ids = nodes.map(nodeId)
+  const ids = [a, b, c, stranger].map(nodeId)
 
   // Each member finds the two others, at the address of their own namespace.
   for (const [i, node] of [a, b, c].entries()) {
@@ -68,6 +72,7 @@ test('nodes on one LAN find each other by mDNS; another group is not taken; a no
   await a.waitForLog(left(ids[1]!, 'goodbye'), 20_000)
   assert.ok(b.logs.some(l => l.msg === 'mDNS discovery stopped'))
 
+  for (const node of nodes) await node!.stop()
   lan.close()
   const namespaces = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
   assert.ok(lan.hosts.every(h => !namespaces.includes(h.name)), 'namespaces removed')

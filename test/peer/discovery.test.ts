@@ -56,7 +56,7 @@ describe('announcement', () => {
     const own = { nodeId: ME }
     const peer = { version: '1', nodeId: OTHER, cdcId: CDC }
     assert.equal(refusal(peer, own), undefined)
-    assert.equal(refusal({ ...peer, cdcId: 'other-chunker' }, own), undefined, 'another chunker still shares whole NARs')
+    assert.equal(refusal({ ...peer, cdcId: 'other-chunker' }, own), undefined, 'a node with another chunker is still a peer (the table decides what to ask it)')
     assert.match(refusal({ ...peer, nodeId: ME }, own)!, /ourselves/)
     assert.match(refusal({ ...peer, version: '2' }, own)!, /protocol version 2/)
     const key = 'group secret'
@@ -122,9 +122,9 @@ class FakeResponder implements MdnsResponder {
 describe('MdnsDiscovery', () => {
   const interval = 10_000
 
-  function setup (groupKey?: string): { discovery: MdnsDiscovery, responder: FakeResponder, found: DiscoveredPeer[], gone: Array<[string, string]> } {
+  function setup (groupKey?: string, browseOnly = false): { discovery: MdnsDiscovery, responder: FakeResponder, found: DiscoveredPeer[], gone: Array<[string, string]> } {
     const responder = new FakeResponder()
-    const discovery = new MdnsDiscovery({ nodeId: ME, port: 40000, host: '0.0.0.0', cdcId: CDC, groupTag: groupKey === undefined ? undefined : id => groupTag(groupKey, id), interval, log: silentLogger(), responder: () => responder })
+    const discovery = new MdnsDiscovery({ nodeId: ME, listener: browseOnly ? undefined : { port: 40000, host: '0.0.0.0' }, cdcId: CDC, groupTag: groupKey === undefined ? undefined : id => groupTag(groupKey, id), interval, log: silentLogger(), responder: () => responder })
     const found: DiscoveredPeer[] = []
     const gone: Array<[string, string]> = []
     discovery.on('found', p => found.push(p))
@@ -180,7 +180,7 @@ describe('MdnsDiscovery', () => {
   it('ignores nodes of another group, of another protocol version, and without a dialable address', async (t) => {
     t.mock.timers.enable({ apis: ['setTimeout', 'Date'] })
     const key = 'our group'
-    const { discovery, responder, found } = setup(key)
+    const { discovery, responder, found, gone } = setup(key)
     assert.equal(sightingsIn(responder.sent[0]!, MDNS_SERVICE_TYPE)[0]?.kind === 'service' &&
       (sightingsIn(responder.sent[0]!, MDNS_SERVICE_TYPE)[0] as { announcement: { group?: string } }).announcement.group, groupTag(key, ME))
     responder.receive(ad(OTHER, ['10.0.0.7']), '10.0.0.7')
@@ -190,7 +190,21 @@ describe('MdnsDiscovery', () => {
     assert.deepEqual(found, [])
     responder.receive(ad(OTHER, ['10.0.0.7'], { group: groupTag(key, OTHER) }), '10.0.0.7')
     assert.equal(found.length, 1)
+    responder.receive(ad(OTHER, ['10.0.0.7'], { group: groupTag('their group', OTHER) }), '10.0.0.7')
+    assert.deepEqual(gone, [[OTHER, 'another group']], 'a peer that moved to another group is dropped at once')
     await discovery.stop()
+  })
+
+  it('without a listener, finds peers but announces nothing', async (t) => {
+    t.mock.timers.enable({ apis: ['setTimeout', 'Date'] })
+    const { discovery, responder, found } = setup(undefined, true)
+    assert.deepEqual(responder.queries, [`${MDNS_SERVICE_TYPE} PTR`])
+    responder.receive(ad(OTHER, ['10.0.0.7']), '10.0.0.7')
+    assert.equal(found.length, 1)
+    t.mock.timers.tick(5 * interval)
+    await discovery.stop()
+    assert.deepEqual(responder.sent, [], 'no announcement, no goodbye')
+    assert.deepEqual(responder.registered, [])
   })
 
   it('keeps at most 256 discovered peers, whatever a flood of announcements claims', async (t) => {
