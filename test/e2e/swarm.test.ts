@@ -60,6 +60,7 @@ describe('the LAN swarm with real Nix', { skip: nixSkip() }, () => {
       start: async (_name, args, peers) => track(await startNarswarm([...args, ...peerArgs(peers)]))
     })
     const { A, B, C } = result.nodes
+    const fresh = result.nodes["C'"]!
     assert.ok(result.upstreamForA >= result.narBytes, `A fetched ${result.upstreamForA} of ${result.narBytes} NAR bytes from the upstream`)
     assert.ok(result.peerShare >= 0.95, `share of B's and C's NAR bytes from peers: ${(result.peerShare * 100).toFixed(1)} %`)
     assert.equal(result.freshPaths, wide.paths.length)
@@ -68,6 +69,8 @@ describe('the LAN swarm with real Nix', { skip: nixSkip() }, () => {
     const servedToB = (await peersOf(B!)).peers.find(p => p.url === A!.peerUrl)!
     assert.ok(servedToB.served.bytes > 0 && servedToB.served.nars > 0)
     assert.ok(C!.logs.some(l => l.msg === 'NAR filled from peers'), 'C filled NARs from peers (it is stopped by now)')
+    const servedToFresh = (await peersOf(fresh)).peers.find(p => p.url === B!.peerUrl)!
+    assert.ok(servedToFresh.served.bytes >= result.narBytes, 'B served the fresh node the whole closure')
     const listed = await runNarswarm(['peers', '--url', B!.url])
     assert.equal(listed.code, 0, listed.stderr)
     assert.match(listed.stdout, new RegExp(`${A!.peerUrl!.replaceAll('.', '\\.')}\\s+static\\s+\\d+`))
