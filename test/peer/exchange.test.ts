@@ -20,7 +20,7 @@ import { startPeerServer } from '../../src/peer/server.ts'
 import { PeerShares } from '../../src/peer/shares.ts'
 import { PeerTable } from '../../src/peer/table.ts'
 import { makeEntry, type CacheEntry } from '../helpers/signed-cache.ts'
-import { MemoryChunkStore } from '../helpers/memory-chunk-store.ts'
+import { MemoryStore } from '../helpers/memory-store.ts'
 import { startHostilePeer, type PeerFault } from '../helpers/hostile-peer.ts'
 import { freePort } from '../helpers/net.ts'
 
@@ -32,10 +32,10 @@ function narInfoText (e: CacheEntry, key = trusted): string {
   return unsigned.withSigs([sign(key.secret, narInfoFingerprint(unsigned))]).toString()
 }
 
-interface Node { url: string, store: MemoryChunkStore, cache: NarInfoCache, close: () => Promise<void> }
+interface Node { url: string, store: MemoryStore, cache: NarInfoCache, close: () => Promise<void> }
 
 async function startNode (entries: Array<{ entry: CacheEntry, key?: typeof trusted }>, groupKey?: GroupKey): Promise<Node> {
-  const store = new MemoryChunkStore()
+  const store = new MemoryStore(16_384)
   const cache = new NarInfoCache(openDatabase(':memory:'), { positiveTtl: 86_400_000, negativeTtl: 60_000 })
   const shares = new PeerShares({ store, cache, trustedKeys: [trusted.public], log: silentLogger() })
   for (const { entry, key } of entries) {
@@ -55,7 +55,7 @@ function client (peers: string[], groupKey?: GroupKey, inFlight = 6): { table: P
 
 const identity = (e: CacheEntry): { narHash: CacheEntry['narHash'], narSize: number } => ({ narHash: e.narHash, narSize: e.nar.length })
 
-async function rendered (store: MemoryChunkStore, e: CacheEntry): Promise<Buffer> {
+async function rendered (store: MemoryStore, e: CacheEntry): Promise<Buffer> {
   const parts: Uint8Array[] = []
   for await (const p of store.render(e.narHash)!) parts.push(p)
   return Buffer.concat(parts)
@@ -68,7 +68,7 @@ test('a NAR comes from a peer chunk by chunk; version 2 moves only the chunks th
   const v2 = makeEntry('pkg-2', changed)
   const node = await startNode([{ entry: v1 }, { entry: v2 }])
   const { filler, table, client: c } = client([node.url])
-  const mine = new MemoryChunkStore()
+  const mine = new MemoryStore(16_384)
   assert.equal(await filler.fill(identity(v1), mine), true)
   assert.deepEqual(await rendered(mine, v1), v1.nar)
   const before = table.list()[0]!.served.bytes
@@ -93,7 +93,7 @@ test('a peer that lacks the NAR but holds some of its chunks serves them (have)'
   // The fresh node answers slowly, so the old node gets some of the work.
   table.success(fresh.url, 1)
   table.success(old.url, 50)
-  const mine = new MemoryChunkStore()
+  const mine = new MemoryStore(16_384)
   assert.equal(await filler.fill(identity(v2), mine), true)
   assert.deepEqual(await rendered(mine, v2), v2.nar)
   const served = Object.fromEntries(table.list().map(p => [p.url, p.served.chunks]))
@@ -119,7 +119,7 @@ test('what no trusted key signed is never served: not its narinfo, manifest, chu
   const have = await new PeerClient().have(node.url, [publicChunk, privateChunk], { answer: 1000, stall: 1000 })
   assert.deepEqual(have, [true, false])
   const { filler, client: c } = client([node.url])
-  assert.equal(await filler.fill(identity(unsigned), new MemoryChunkStore()), false)
+  assert.equal(await filler.fill(identity(unsigned), new MemoryStore(16_384)), false)
   assert.equal(await get('/../../etc/passwd'), 404)
   await c.close()
   await node.close()
@@ -136,9 +136,9 @@ test('with a group key, a peer without it gets nothing', async () => {
   assert.equal((await fetch(`${node.url}${path}`, { headers: { authorization: stale } })).status, 403)
   assert.equal((await fetch(`${node.url}${path}`, { headers: { authorization: key.authorization('GET', path) } })).status, 200)
   const outsider = client([node.url])
-  assert.equal(await outsider.filler.fill(identity(entry), new MemoryChunkStore()).catch(() => false), false)
+  assert.equal(await outsider.filler.fill(identity(entry), new MemoryStore(16_384)).catch(() => false), false)
   const member = client([node.url], key)
-  assert.equal(await member.filler.fill(identity(entry), new MemoryChunkStore()), true)
+  assert.equal(await member.filler.fill(identity(entry), new MemoryStore(16_384)), true)
   await outsider.client.close()
   await member.client.close()
   await node.close()
@@ -153,7 +153,7 @@ for (const fault of ['wrong-chunk', 'other-manifest', 'stall', 'vanish'] as Peer
     // The hostile peer ranks first, so it is asked.
     table.success(hostile.url, 1)
     table.success(good.url, 40)
-    const mine = new MemoryChunkStore()
+    const mine = new MemoryStore(16_384)
     assert.equal(await filler.fill(identity(entry), mine), true)
     assert.deepEqual(await rendered(mine, entry), entry.nar)
     const [first, second] = table.list()
@@ -172,10 +172,10 @@ test('a dead peer costs one connect timeout, then is left alone', async () => {
   const hanging = await startHostilePeer('http://127.0.0.1:9', 'dead')
   const { filler, table, client: c } = client([`http://127.0.0.1:${await freePort()}`, hanging.url])
   const started = performance.now()
-  assert.equal(await filler.fill(identity(entry), new MemoryChunkStore()), false)
+  assert.equal(await filler.fill(identity(entry), new MemoryStore(16_384)), false)
   assert.ok(performance.now() - started < 5_000)
   assert.equal(table.available().length, 0)
-  assert.equal(await filler.fill(identity(entry), new MemoryChunkStore()), false)
+  assert.equal(await filler.fill(identity(entry), new MemoryStore(16_384)), false)
   assert.equal(hanging.requests.length, 1)
   await c.close()
   await hanging.close()
@@ -204,7 +204,7 @@ test('when every peer asked first is hostile, the good one further down the tabl
   const { filler, table, client: c } = client([...hostiles.map(h => h.url), good.url])
   hostiles.forEach((h, i) => table.success(h.url, i + 1))
   table.success(good.url, 40)
-  const mine = new MemoryChunkStore()
+  const mine = new MemoryStore(16_384)
   assert.equal(await filler.fill(identity(entry), mine), true)
   assert.deepEqual(await rendered(mine, entry), entry.nar)
   assert.equal(table.list()[0]!.url, good.url)

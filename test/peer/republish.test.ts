@@ -11,12 +11,12 @@ import { PeerShares } from '../../src/peer/shares.ts'
 import type { Backend, Locator, Mapper, NarUpload } from '../../src/types.ts'
 import type { NixHash } from '../../src/nix/hash.ts'
 import { makeEntry } from '../helpers/signed-cache.ts'
-import { MemoryChunkStore } from '../helpers/memory-chunk-store.ts'
+import { MemoryStore } from '../helpers/memory-store.ts'
 
 test('each shared NAR the store commits is published to IPFS/BitTorrent backends and recorded with its signed narinfo; unsigned ones are not', async () => {
   const trusted = generateSecretKey('trusted-1')
   const stranger = generateSecretKey('stranger-1')
-  const store = new MemoryChunkStore()
+  const store = new MemoryStore(16_384)
   const cache = new NarInfoCache(openDatabase(':memory:'), { positiveTtl: 86_400_000, negativeTtl: 60_000 })
   const shares = new PeerShares({ store, cache, trustedKeys: [trusted.public], log: silentLogger() })
   const published: Array<{ backend: string, bytes: number }> = []
