@@ -11,8 +11,8 @@ import { readFileSync } from 'node:fs'
 import { ConfigError } from '../errors.ts'
 import { groupTag } from './announcement.ts'
 
-export const AUTH_SCHEME = 'NARSWARM-HMAC-SHA256'
-export const MAX_SKEW_SECONDS = 60
+const AUTH_SCHEME = 'NARSWARM-HMAC-SHA256'
+const MAX_SKEW_SECONDS = 60
 const EMPTY_BODY_HASH = createHash('sha256').digest('hex')
 
 export class GroupKey {
