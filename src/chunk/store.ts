@@ -42,6 +42,8 @@ export interface LocalChunkStoreInit {
   orphanGrace?: number
   /** Chunks read ahead while rendering. */
   prefetch?: number
+  /** False skips fsync of chunk files: not crash-safe, for benchmarks of other things. */
+  fsync?: boolean
 }
 
 /**
@@ -71,7 +73,7 @@ export class LocalChunkStore implements ChunkStore {
   private constructor (init: LocalChunkStoreInit) {
     this.params = init.params ?? DEFAULT_CDC
     this.cdcId = new Chunker(this.params).cdcId
-    this.files = new ChunkFiles(join(init.dir, 'chunks'))
+    this.files = new ChunkFiles(join(init.dir, 'chunks'), init.fsync === undefined ? {} : { fsync: init.fsync })
     this.index = new ChunkIndex(init.db)
     this.log = init.log ?? silentLogger()
     this.now = init.now ?? Date.now
