@@ -130,3 +130,11 @@ test('peer settings: a listener on all interfaces by default, off on request; st
   assert.throws(() => loadConfig({ flags: { 'peer-listen': 'everywhere' }, env: {} }), /peer-listen must be HOST:PORT .* or off/)
   assert.equal(loadConfig({ flags: { 'peer-upload-limit': '10MiB' }, env: {} }).peerUploadLimit, 10 * 1024 * 1024)
 })
+
+test('cache-size: 10 GiB by default, sizes with binary units, 0 keeps nothing, nonsense refused', () => {
+  assert.equal(loadConfig({ flags: {}, env: {} }).cacheSize, 10 * 1024 ** 3)
+  assert.equal(loadConfig({ flags: { 'cache-size': '500MiB' }, env: {} }).cacheSize, 500 * 1024 ** 2)
+  assert.equal(loadConfig({ flags: {}, env: { NARSWARM_CACHE_SIZE: '2G' } }).cacheSize, 2 * 1024 ** 3)
+  assert.equal(loadConfig({ flags: { 'cache-size': '0' }, env: {} }).cacheSize, 0)
+  assert.throws(() => loadConfig({ flags: { 'cache-size': 'lots' }, env: {} }), /cache-size must be a size/)
+})
