@@ -24,7 +24,7 @@ import { dumpPath } from '../src/nix/nar/dump.ts'
 import { queryPathInfos } from '../src/publish/path-info.ts'
 import { openDatabase } from '../src/util/sqlite.ts'
 import { makeNixEnv, nixVersion } from '../test/helpers/nix.ts'
-import { pseudoRandom, pseudoRandomStream } from '../test/helpers/pseudo-random.ts'
+import { pseudoRandom } from '../test/helpers/pseudo-random.ts'
 import { makeFixture } from './lib/fixture.ts'
 import { curlDownload, fmt, machineBusy, median, MiB, sha256Ceiling, table } from './lib/measure.ts'
 import { startNginx } from './lib/nginx.ts'
@@ -63,13 +63,17 @@ async function serve (dir: string, port: number, files: string[]): Promise<void>
 /** Child mode: ingest then render a NAR of `gib` GiB of unique bytes; prints timings and VmHWM. */
 async function big (dir: string, gib: number): Promise<void> {
   const size = gib * 1024 ** 3
-  // Every other MiB compresses about 2×, so both ways of storing a chunk are exercised.
+  // Unique bytes made in one reused buffer, so the source itself adds nothing to the memory
+  // measured: a pseudo-random MiB, each 32-bit word mixed with its position. Every other MiB
+  // compresses about 2×, so both ways of storing a chunk are exercised.
+  const base = new Uint32Array(Uint8Array.from(pseudoRandom(`big${gib}`, MiB)).buffer)
+  const buf = new Uint32Array(MiB / 4)
+  const bytes = new Uint8Array(buf.buffer)
   async function * source (): AsyncGenerator<Uint8Array> {
-    let i = 0
-    for await (const piece of pseudoRandomStream(`big${gib}`, size)) {
-      const b = piece as Buffer
-      if (i++ % 2 === 1) for (let j = 0; j < b.length; j++) b[j] = b[j]! & 0x0f
-      yield b
+    for (let i = 0; i < size / MiB; i++) {
+      const mask = i % 2 === 0 ? 0xffffffff : 0x0f0f0f0f
+      for (let j = 0; j < buf.length; j++) buf[j] = ((base[j]! ^ Math.imul(i * buf.length + j, 2654435761)) & mask) >>> 0
+      yield bytes
     }
   }
   const h = createHash('sha256')

@@ -109,12 +109,16 @@ export class Chunker {
     this.#buf = new Uint8Array(params.max)
   }
 
-  /** Feeds `data`; returns the chunks it completed (each a fresh array the caller may keep). */
+  /**
+   * Feeds `data`; returns the chunks it completed (each a fresh array the caller may keep). `data`
+   * is not kept: the caller may reuse its buffer.
+   */
   push (data: Uint8Array): Uint8Array[] {
     const out: Uint8Array[] = []
     if (this.#head !== undefined) {
-      // The first `avg` bytes are held whole: a NAR shorter than that is one chunk.
-      this.#head.push(data)
+      // The first `avg` bytes are held whole (copied: the caller may reuse its buffer): a NAR
+      // shorter than that is one chunk.
+      this.#head.push(data.slice())
       this.#total += data.length
       if (this.#total < this.#p.avg) return out
       const head = this.#head

@@ -157,9 +157,9 @@ export class LocalChunkStore implements ChunkStore {
     const manifest = decodeManifest(row.manifest)
     // The lease is taken now, not when iteration starts, so eviction cannot slip in between.
     // A render that is never iterated must not keep the NAR forever.
-    const { release, keep } = this.#leaseFor(narHash.toBase16(), this.#freshLease)
+    const lease = this.#leaseFor(narHash.toBase16(), this.#freshLease)
     return {
-      [Symbol.asyncIterator]: () => { keep(); return this.#renderChunks(manifest.chunks, options?.signal, release) }
+      [Symbol.asyncIterator]: () => this.#renderChunks(manifest.chunks, options?.signal, lease.keep())
     }
   }
 
@@ -201,12 +201,22 @@ export class LocalChunkStore implements ChunkStore {
     }
   }
 
-  /** A lease that ends by itself after `ms` unless `keep` is called first. */
-  #leaseFor (key: string, ms: number): { release: () => void, keep: () => void } {
+  /**
+   * A lease that ends by itself after `ms` unless `keep` is called first; `keep` returns the
+   * function that ends it (a fresh lease if the first one had already run out).
+   */
+  #leaseFor (key: string, ms: number): { keep: () => () => void } {
     const release = this.lease(key)
-    const timer = setTimeout(() => { this.#timers.delete(timer); release() }, ms).unref()
+    let expired = false
+    const timer = setTimeout(() => { this.#timers.delete(timer); expired = true; release() }, ms).unref()
     this.#timers.add(timer)
-    return { release, keep: () => { clearTimeout(timer); this.#timers.delete(timer) } }
+    return {
+      keep: () => {
+        clearTimeout(timer)
+        this.#timers.delete(timer)
+        return expired ? this.lease(key) : release
+      }
+    }
   }
 
   hold (hex: string): void { this.holds.set(hex, (this.holds.get(hex) ?? 0) + 1) }

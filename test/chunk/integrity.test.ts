@@ -1,10 +1,10 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync, writeFileSync, unlinkSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { IntegrityError } from '../../src/errors.ts'
+import { IntegrityError, StorageError } from '../../src/errors.ts'
 import { hexOf } from '../../src/chunk/files.ts'
 import { openDatabase } from '../../src/util/sqlite.ts'
 import { chunks, collect } from '../helpers/bytes.ts'
@@ -66,6 +66,34 @@ test('start-up check: temporary files, unknown files and index rows without a fi
   assert.ok((await collect(store.render(identity(a).narHash)!)).equals(a))
   assert.deepEqual((await store.verify()).bad, [])
   await store.close()
+})
+
+test('a full disk during an ingest is one StorageError, and nothing half-written remains', async (t) => {
+  const dir = tempDir('narswarm-chunk-')
+  const state = join(dir, 'state')
+  mkdirSync(state)
+  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', state], { encoding: 'utf8' })
+  if (mounted.status !== 0) { t.skip(`cannot mount a small tmpfs (needs root): ${mounted.stderr.trim()}`); return }
+  try {
+    // The database elsewhere: only the chunk files run out of space.
+    const store = await openStore({ dir: state, db: openDatabase(join(dir, 'narswarm.sqlite')) })
+    const small = pseudoRandom('fits', 100_000)
+    await store.ingest(identity(small), chunks(small))
+    const big = pseudoRandom('too big', 3_000_000)
+    await assert.rejects(store.ingest(identity(big), chunks(big)), (err: Error) => {
+      assert.ok(err instanceof StorageError, String(err))
+      assert.equal(err.code, 'ENOSPC')
+      assert.ok((err.cause as NodeJS.ErrnoException).code === 'ENOSPC')
+      return true
+    })
+    assert.equal(store.manifest(identity(big).narHash), undefined)
+    assert.deepEqual(readdirSync(store.files.tmp), [])
+    assert.equal(store.stats().chunks, 1, 'only the chunk of the NAR that fitted')
+    assert.ok((await collect(store.render(identity(small).narHash)!)).equals(small))
+    await store.close()
+  } finally {
+    spawnSync('umount', [state])
+  }
 })
 
 const CHILD = `
