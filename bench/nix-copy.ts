@@ -12,8 +12,9 @@
  * a slice of the real files under /usr/lib (binaries and libraries: realistic compressibility),
  * BENCH_CLOSURE_MIB (100) MiB in all, plus a top path referring to all of them. Servers on CPU 0,
  * Nix on CPU 1 (taskset). Ratios are narswarm's time over nginx's; the goals are cold ≤ 1.1,
- * warm ≤ 0.5. Run: `node --disable-warning=ExperimentalWarning bench/nix-copy.ts`. Needs nix-store,
- * nginx, taskset.
+ * warm ≤ 0.5. Run: `node --disable-warning=ExperimentalWarning bench/nix-copy.ts [--profile]`
+ * (`--profile`: a CPU profile of the first round's narswarm, top functions printed). Needs
+ * nix-store, nginx, taskset.
  */
 import { chmodSync, readdirSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -21,6 +22,7 @@ import { makeNixEnv, nixVersion, type NixEnv } from '../test/helpers/nix.ts'
 import { fmt, machineBusy, median, MiB, table } from './lib/measure.ts'
 import { startNarswarm } from './lib/narswarm.ts'
 import { startNginx } from './lib/nginx.ts'
+import { summarizeProfile, type ProfileSummary } from './lib/profile.ts'
 import { CLIENT_CPU, intEnv, makeTempDir, pinned, runBench, runCommand } from './lib/procs.ts'
 
 const PATHS = intEnv('BENCH_PATHS', 120)
@@ -28,6 +30,7 @@ const CLOSURE_MIB = intEnv('BENCH_CLOSURE_MIB', 100)
 const REPS = intEnv('BENCH_REPS', 3)
 const SOURCE_DIR = '/usr/lib/x86_64-linux-gnu'
 const TARGET = { cold: 1.1, warm: 0.5 }
+const PROFILE = process.argv.includes('--profile')
 
 const t0 = performance.now()
 const progress = (msg: string): void => { process.stderr.write(`[${((performance.now() - t0) / 1000).toFixed(1).padStart(6)} s] ${msg}\n`) }
@@ -105,9 +108,12 @@ async function main (): Promise<void> {
     await runCommand('chmod', ['-R', 'a+rX', join(root, 'xz')])
     const nginx = await startNginx(root, makeTempDir('narswarm-bench-nginx-'))
     const upstream = `${nginx.url}/xz`
+    let profile: ProfileSummary | undefined
     const rounds: Array<{ nginx: number, cold: number, warm: number }> = []
     for (let rep = 0; rep < REPS; rep++) {
-      const ns = await startNarswarm(`${upstream}?trusted-public-keys=${publicKey}`, makeTempDir('narswarm-bench-state-'))
+      const profDir = PROFILE && rep === 0 ? makeTempDir('narswarm-bench-prof-') : undefined
+      const ns = await startNarswarm(`${upstream}?trusted-public-keys=${publicKey}`, makeTempDir('narswarm-bench-state-'),
+        profDir === undefined ? {} : { cpuProfDir: profDir })
       try {
         const base = await copy(nix, upstream, closure.top, publicKey)
         const cold = await copy(nix, ns.url, closure.top, publicKey)
@@ -116,6 +122,10 @@ async function main (): Promise<void> {
         progress(`round ${rep + 1}/${REPS}: nginx ${fmt(base, 2)} s, narswarm cold ${fmt(cold, 2)} s, warm ${fmt(warm, 2)} s`)
       } finally {
         await ns.stop()
+      }
+      if (profDir !== undefined) {
+        const file = readdirSync(profDir).find(f => f.endsWith('.cpuprofile'))
+        if (file !== undefined) profile = summarizeProfile(join(profDir, file), { top: 20 })
       }
     }
     await nginx.stop()
@@ -129,6 +139,10 @@ async function main (): Promise<void> {
       ['narswarm cold (from nginx)', fmt(med('cold'), 2), fmt(ratio('cold'), 2), `≤ ${TARGET.cold}`],
       ['narswarm warm (from its store)', fmt(med('warm'), 2), fmt(ratio('warm'), 2), `≤ ${TARGET.warm}`]
     ]) + '\n')
+    if (profile !== undefined) {
+      process.stdout.write(`\nnarswarm CPU profile of round 1 (cold + warm copy): ${fmt(profile.totalMs)} ms sampled, ${fmt(profile.idlePct)} % idle; top self time:\n`)
+      for (const line of profile.self) process.stdout.write(`  ${fmt(line.pct, 1).padStart(5)} %  ${line.name}\n`)
+    }
     process.stdout.write(`\nother load on this machine: ${busyBefore === undefined ? '?' : fmt(busyBefore)} % before, ${busyAfter === undefined ? '?' : fmt(busyAfter)} % after\n`)
   } finally {
     await nix.cleanup()
