@@ -15,8 +15,9 @@
  * the upstreams start too, so Nix never waits on a slow peer or mirror for longer than that;
  * the first complete verified copy wins and every other attempt is stopped.
  *
- * Outcome: `ready` resolves true once bytes are coming, false when every source said absent;
- * it rejects (UpstreamError) when none delivered and one failed.
+ * Outcome: `open` resolves with a reader once bytes are coming, undefined when every source said
+ * absent; it rejects (UpstreamError) when none delivered and one failed. A source that stays
+ * silent is never taken for absent.
  */
 import { FormatError, IntegrityError, StorageError, UpstreamError } from '../errors.ts'
 import type { Logger } from '../log.ts'
@@ -70,6 +71,8 @@ export class NarFetch {
   readonly #abort = new AbortController()
   readonly #attempts = new Set<AbortController>()
   readonly #outcomes: Array<Error | 'absent'> = []
+  /** The winning copy's commit to the store. */
+  #committed: Promise<void> | undefined
 
   constructor (identity: NarIdentity, sources: NarFetchSources, ctx: NarFetchContext) {
     this.identity = identity
@@ -93,16 +96,22 @@ export class NarFetch {
   get #settled (): boolean { return this.#shared.complete || this.#shared.failed }
 
   async #run (): Promise<void> {
-    let budget: NodeJS.Timeout | undefined
-    const untrusted = this.#untrustedPhase()
-    await Promise.race([untrusted, new Promise<void>(resolve => { budget = setTimeout(resolve, this.#ctx.untrustedBudget) })])
-    clearTimeout(budget)
+    const untrusted = this.#untrustedPhase().then(() => true)
+    await this.#within(untrusted)
     if (!this.#settled && !this.#abort.signal.aborted) {
       this.#ctx.log.debug({ storePath: this.identity.storePath }, 'NAR: the upstreams start')
       await this.#raceLoop(true)
+      // The upstreams are done; untrusted sources still at work get one more budget.
+      if (!this.#settled && !await this.#within(untrusted)) {
+        const late = new UpstreamError('sources', `${this.#what}: untrusted sources still busy after the upstreams gave up`, { timeout: true })
+        this.#outcomes.push(late)
+        for (const attempt of this.#attempts) attempt.abort(late)
+      }
     }
-    await untrusted
-    if (this.#settled) return
+    if (this.#settled) {
+      await this.#committed
+      return
+    }
     this.#abort.signal.throwIfAborted()
     const errors = this.#outcomes.filter((o): o is Error => o !== 'absent')
     if (errors.length === 0) {
@@ -112,6 +121,17 @@ export class NarFetch {
     throw new UpstreamError('sources', `${this.#what}: no source delivered: ${errors.map(e => e.message).join('; ')}`, {
       cause: new AggregateError(errors), timeout: errors.every(e => e instanceof UpstreamError && e.timeout)
     })
+  }
+
+  /** Whether `work` ended within one untrusted budget. */
+  async #within (work: Promise<boolean>): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined
+    const expired = new Promise<boolean>(resolve => { timer = setTimeout(() => resolve(false), this.#ctx.untrustedBudget) })
+    try {
+      return await Promise.race([work, expired])
+    } finally {
+      clearTimeout(timer)
+    }
   }
 
   async #untrustedPhase (): Promise<void> {
@@ -199,7 +219,7 @@ export class NarFetch {
         } else this.#shared.changed()
       }
       state.done = true
-      this.#completeWith({ kind: 'spool', spool, available: spool.size, source: name }, attempt)
+      if (this.#completeWith({ kind: 'spool', spool, available: spool.size, source: name }, attempt)) this.#committed = committed
       await committed
     } catch (err) {
       state.error = err
@@ -262,9 +282,11 @@ export class NarFetch {
     }
   }
 
-  #completeWith (published: Published, winner: AbortController): void {
-    if (!this.#shared.completeWith(published)) return
+  /** True when this is the first complete copy; every other attempt is then stopped. */
+  #completeWith (published: Published, winner: AbortController): boolean {
+    if (!this.#shared.completeWith(published)) return false
     for (const attempt of this.#attempts) if (attempt !== winner) attempt.abort(new Error('another source completed the NAR'))
+    return true
   }
 
   #fail (err: Error): void {

@@ -44,6 +44,8 @@ export class Spool {
    * waits behind every fsync of the chunk store.
    */
   async append (chunk: Uint8Array): Promise<void> {
+    // A closed descriptor's number may already belong to another file.
+    if (this.#closed) throw new StorageError('spool write after close')
     let offset = 0
     try {
       while (offset < chunk.length) offset += writeSync(this.#fd, chunk, offset, chunk.length - offset, this.#size + offset)

@@ -143,6 +143,12 @@ describe('the shared NAR fetch', () => {
     await assert.rejects(other.open(0, nar.length), /connection refused/)
   })
 
+  test('a silent peer is never absence: the upstreams said absent, the peer never answered', async () => {
+    const silent: StoreFiller = { name: 'silent-peer', fill: async (_, __, options) => await new Promise((_resolve, reject) => options?.signal?.addEventListener('abort', () => reject(options.signal!.reason))) }
+    const fetch = new NarFetch(identity, sources([], [source('u', nar, { absent: true })], [silent]), await context(new MemoryStore(), 100))
+    await assert.rejects(fetch.open(0, nar.length), /still busy/)
+  })
+
   test('a full store costs only the caching; ranges are served from the spool', async () => {
     const store = new MemoryStore()
     store.full = true
