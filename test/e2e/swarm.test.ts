@@ -1,6 +1,6 @@
 /**
  * The LAN swarm end to end, with real narswarm processes and the real Nix over 127.0.0.1 with
- * static peers (the same scenario runs with mDNS in network namespaces in test/peer/): NARs
+ * static peers (the same scenario runs with mDNS in network namespaces in swarm-lan.test.ts): NARs
  * come from peers instead of the upstream, a fresh node installs from a peer with the upstream and
  * the first node down, version 2 moves only the chunks a node lacks, hostile and dead peers cost
  * nothing but a short timeout, and nothing unsigned or without the group key is shared.
