@@ -188,12 +188,13 @@ class ChunkFetch {
   #askHave (peer: string): void {
     this.#haves++
     const ids = this.#missing.slice(0, MAX_HAVE_IDS).map(c => c.id)
-    this.#filler.client.have(peer, ids, { answer: 500, stall: 500 }, this.#signal).then(bits => {
+    // Like manifest requests, bounded by their own timeouts rather than the fill's signal.
+    this.#filler.client.have(peer, ids, { answer: 500, stall: 500 }).then(bits => {
       const has = new Set<number>()
       bits.forEach((b, i) => { if (b) has.add(i) })
       if (has.size > 0 && !this.#sources.has(peer) && !this.#dropped.has(peer)) this.#sources.set(peer, has)
     }, (err: unknown) => {
-      if (this.#signal?.aborted !== true) this.#filler.penalise(peer, err)
+      this.#filler.penalise(peer, err)
     }).finally(() => { this.#haves--; this.#pump() })
   }
 
@@ -337,7 +338,9 @@ class ManifestSearch {
     this.#asked.add(peer)
     this.pending++
     const t0 = performance.now()
-    client.manifest(peer, expected.narHash, expected.narSize, this.#filler.manifestTimeouts, this.#signal).then(manifest => {
+    // Not cut short when the fill ends (another peer or source won): the request is bounded by its
+    // own timeouts, and a peer that does not answer must still be found out and left alone.
+    client.manifest(peer, expected.narHash, expected.narSize, this.#filler.manifestTimeouts).then(manifest => {
       table.success(peer, performance.now() - t0)
       if (manifest === undefined) { this.absent.push(peer); return }
       if (!manifest.narHash.equals(expected.narHash) || manifest.narSize !== expected.narSize) {
@@ -350,7 +353,7 @@ class ManifestSearch {
       if (offer !== undefined) offer.holders.push(peer)
       else this.offers.push({ manifest, holders: [peer], key })
     }, (err: unknown) => {
-      if (this.#signal?.aborted !== true) this.#filler.penalise(peer, err)
+      this.#filler.penalise(peer, err)
     }).finally(() => {
       this.pending--
       for (const listener of [...this.#listeners]) listener()
