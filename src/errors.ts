@@ -61,3 +61,12 @@ export class RangeNotSatisfiableError extends Error {
   static override readonly name = 'RangeNotSatisfiableError'
   override readonly name = 'RangeNotSatisfiableError'
 }
+
+/**
+ * Local storage that refused a write or read: disk full, read-only, an I/O error. The original
+ * error is the `cause`. Callers that can still answer without storing (see `WriteGuard`) do so.
+ */
+export class StorageError extends Error {
+  static override readonly name = 'StorageError'
+  override readonly name = 'StorageError'
+}

@@ -12,6 +12,8 @@ import { ConfigError } from '../errors.ts'
 import { LOG_LEVELS, type LogLevel } from '../log.ts'
 import { checkedPublicKeys, DEFAULT_UPSTREAM, parseUpstreamSpec, upstreamFromTable, type UpstreamConfig } from '../upstream/spec.ts'
 import { duration, integer } from '../util/values.ts'
+import { INDEX_API_MODES, type IndexApiMode } from '../server/index-api.ts'
+import { SERVER_LIMIT_DEFAULTS, type ServerLimits } from '../server/limits.ts'
 
 export interface Config {
   listen: { host: string, port: number }
@@ -31,6 +33,9 @@ export interface Config {
   backends: string[]
   /** Keys that make a narinfo from an index (mapper) usable; default: every upstream's keys. */
   trustedPublicKeys: string[]
+  /** Who may read the first mapper's index at /narswarm/v1/. */
+  indexApi: IndexApiMode
+  limits: ServerLimits
 }
 
 type Kind = 'string' | 'integer' | 'duration' | 'log-level'
@@ -46,7 +51,13 @@ export const SETTINGS: Record<string, { kind: Kind, default: string | number }> 
   'bad-source-cooldown': { kind: 'duration', default: '10m' },
   'shutdown-grace': { kind: 'duration', default: '10s' },
   'hedge-delay': { kind: 'duration', default: '250ms' },
-  'first-byte-timeout': { kind: 'duration', default: '30s' }
+  'first-byte-timeout': { kind: 'duration', default: '30s' },
+  'index-api': { kind: 'string', default: 'local' },
+  'header-timeout': { kind: 'duration', default: `${SERVER_LIMIT_DEFAULTS.headersTimeout / 1000}s` },
+  'request-timeout': { kind: 'duration', default: `${SERVER_LIMIT_DEFAULTS.requestTimeout / 1000}s` },
+  'keep-alive-timeout': { kind: 'duration', default: `${SERVER_LIMIT_DEFAULTS.keepAliveTimeout / 1000}s` },
+  'max-connections': { kind: 'integer', default: SERVER_LIMIT_DEFAULTS.maxConnections },
+  'max-connections-per-client': { kind: 'integer', default: SERVER_LIMIT_DEFAULTS.maxConnectionsPerClient }
 }
 
 /** Settings that take a list: repeatable flags, space-separated environment variables, TOML arrays. */
@@ -100,6 +111,10 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
     throw new ConfigError(`log-level must be one of ${LOG_LEVELS.join(', ')}, got '${logLevel}'`)
   }
   const stateDir = String(get('state-dir'))
+  const indexApi = String(get('index-api'))
+  if (!(INDEX_API_MODES as readonly string[]).includes(indexApi)) {
+    throw new ConfigError(`index-api must be one of ${INDEX_API_MODES.join(', ')}, got '${indexApi}'`)
+  }
   const upstreams = parseUpstreams(lists.upstream ?? [DEFAULT_UPSTREAM])
   return {
     listen: parseListen(String(get('listen'))),
@@ -117,8 +132,29 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
     backends: stringList(lists.backend ?? [], 'backend'),
     trustedPublicKeys: lists['trusted-public-keys'] === undefined
       ? [...new Set(upstreams.flatMap(u => u.trustedPublicKeys))]
-      : checkedPublicKeys(stringList(lists['trusted-public-keys'], 'trusted-public-keys'))
+      : checkedPublicKeys(stringList(lists['trusted-public-keys'], 'trusted-public-keys')),
+    indexApi: indexApi as IndexApiMode,
+    limits: serverLimits(get)
   }
+}
+
+function serverLimits (get: (key: string) => unknown): ServerLimits {
+  const positive = (n: number, key: string): number => {
+    if (n <= 0) throw new ConfigError(`${key} must be positive, got '${String(get(key))}'`)
+    return n
+  }
+  const limits: ServerLimits = {
+    headersTimeout: positive(duration(get('header-timeout'), 0, 'header-timeout'), 'header-timeout'),
+    requestTimeout: positive(duration(get('request-timeout'), 0, 'request-timeout'), 'request-timeout'),
+    keepAliveTimeout: positive(duration(get('keep-alive-timeout'), 0, 'keep-alive-timeout'), 'keep-alive-timeout'),
+    maxConnections: positive(integer(get('max-connections'), 0, 'max-connections'), 'max-connections'),
+    maxConnectionsPerClient: positive(integer(get('max-connections-per-client'), 0, 'max-connections-per-client'), 'max-connections-per-client')
+  }
+  // Node would stretch the header timer to the request timer otherwise.
+  if (limits.requestTimeout < limits.headersTimeout) {
+    throw new ConfigError(`request-timeout (${String(get('request-timeout'))}) must not be shorter than header-timeout (${String(get('header-timeout'))})`)
+  }
+  return limits
 }
 
 function stringList (list: unknown[], key: string): string[] {

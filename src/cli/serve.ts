@@ -13,7 +13,7 @@ import { Substituter } from '../server/substituter.ts'
 import { openDatabase } from '../util/sqlite.ts'
 import { NarInfoCache } from '../state/narinfo-cache.ts'
 import { SourceHealth } from '../upstream/health.ts'
-import { Upstream } from '../upstream/upstream.ts'
+import { parseServedNarInfo, Upstream } from '../upstream/upstream.ts'
 import { openPlugins, type Plugins } from '../registry.ts'
 
 export interface RunningSubstituter {
@@ -24,7 +24,13 @@ export interface RunningSubstituter {
 
 export async function startSubstituter (config: Config, log: Logger): Promise<RunningSubstituter> {
   const db = openDatabase(join(config.stateDir, 'narswarm.sqlite'))
-  const cache = new NarInfoCache(db, { positiveTtl: config.narinfoPositiveTtl, negativeTtl: config.narinfoNegativeTtl })
+  const cache = new NarInfoCache(db, {
+    positiveTtl: config.narinfoPositiveTtl,
+    negativeTtl: config.narinfoNegativeTtl,
+    log,
+    // Rows stored before a rule existed are held to it too.
+    check: (hashPart, text) => { const served = parseServedNarInfo(text, hashPart); return served.kind === 'rejected' ? served.reason : undefined }
+  })
   cache.purgeExpired()
   const purge = setInterval(() => cache.purgeExpired(), 3_600_000).unref()
   const upstreams = config.upstreams.map(u => new Upstream(u))
@@ -48,7 +54,9 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
     hedgeDelay: config.hedgeDelay,
     firstByteTimeout: config.firstByteTimeout
   })
-  const server = createApp({ substituter, log, priority: config.priority, storeDir: STORE_DIR, index: mappers[0] })
+  const server = createApp({
+    substituter, log, priority: config.priority, storeDir: STORE_DIR, index: mappers[0], indexApi: config.indexApi, limits: config.limits
+  })
   server.listen(config.listen.port, config.listen.host)
   try {
     await once(server, 'listening')

@@ -5,6 +5,7 @@
  *   GET|HEAD /<32-char hash>.narinfo       narinfo, rewritten to point at our NAR URL
  *   GET|HEAD /nar/<52-char narHash>.nar    the NAR, uncompressed and verified; Range: bytes=N-
  *   GET|HEAD /narswarm/v1/…                this narswarm's index, for other narswarms' http+ mappers
+ *                                          (loopback clients only unless `index-api = "public"`)
  *
  * Everything else is 404, including malformed hashes (a 400 would abort Nix). Paths are matched
  * after dropping the query string and collapsing `//` (Nix 2.8 produces `//nar/…` for absolute-path
@@ -20,7 +21,8 @@ import { parseRange } from './range.ts'
 import { sendStatus, sendText, statusFor } from './respond.ts'
 import { sliceBytes } from '../util/verify.ts'
 import type { Substituter } from './substituter.ts'
-import { handleIndexRequest } from './index-api.ts'
+import { handleIndexRequest, type IndexApiMode } from './index-api.ts'
+import { applyServerLimits, isLoopbackAddress, SERVER_LIMIT_DEFAULTS, type ServerLimits } from './limits.ts'
 import type { Mapper } from '../types.ts'
 
 const NARINFO = /^\/([0-9a-df-np-sv-z]{32})\.narinfo$/
@@ -34,10 +36,14 @@ export interface AppInit {
   storeDir: string
   /** The mapper whose contents `/narswarm/v1/…` serves to other narswarms (the first configured). */
   index?: Mapper
+  /** Who may read `index` (default: loopback clients only). */
+  indexApi?: IndexApiMode
+  limits?: ServerLimits
 }
 
 export function createApp (init: AppInit): Server {
   const { substituter, log } = init
+  const indexApi = init.indexApi ?? 'local'
   const cacheInfo = Buffer.from(serializeCacheInfo({ storeDir: init.storeDir, wantMassQuery: true, priority: init.priority }))
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
@@ -66,7 +72,11 @@ export function createApp (init: AppInit): Server {
       await serveNar(m[1]!, req, res)
       return
     }
-    if (init.index !== undefined && await handleIndexRequest(path, init.index, res)) return
+    if (init.index !== undefined && indexApi !== 'off') {
+      const remote = !isLoopbackAddress(req.socket.remoteAddress ?? '')
+      // For a client the index is not served to, /narswarm/ is as unknown as any other path.
+      if ((indexApi === 'public' || !remote) && await handleIndexRequest(path, init.index, res, { remote })) return
+    }
     sendStatus(res, 404)
   }
 
@@ -117,7 +127,7 @@ export function createApp (init: AppInit): Server {
     }
   }
 
-  const server = createServer({ keepAliveTimeout: 60_000, requestTimeout: 0 }, (req, res) => {
+  const server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
       const status = statusFor(err)
       if (status === 502 || status === 504) log.warn({ url: req.url, err: (err as Error).message }, 'request failed: no source could deliver')
@@ -127,6 +137,7 @@ export function createApp (init: AppInit): Server {
       else res.destroy()
     })
   })
+  applyServerLimits(server, init.limits ?? SERVER_LIMIT_DEFAULTS, log)
   return server
 }
 
