@@ -79,7 +79,7 @@ export class NarInfoCache {
 
   /** The live entry for a hash part, or undefined when there is none or it has expired. */
   get (hashPart: string): CachedNarInfo | undefined {
-    const row = this.#unsaved.get(hashPart) ?? this.#guard.run(() => this.#readRow(hashPart), undefined)
+    const row = this.#unsaved.get(hashPart) ?? this.#guard.read(() => this.#readRow(hashPart), undefined)
     if (row === undefined) return undefined
     const age = this.#now() - row.fetchedAt
     if (row.present) {
@@ -93,7 +93,7 @@ export class NarInfoCache {
   /** Live positive entries whose NarHash (nix32 sha256) is `narHash`, newest first. */
   findByNarHash (narHash: string): Array<{ text: string, upstream: string }> {
     const since = this.#now() - this.#positiveTtl
-    const stored = this.#guard.run(() => this.#byNarHash.all(narHash, since) as Array<{ hash_part: string, text: string, upstream: string }>, [])
+    const stored = this.#guard.read(() => this.#byNarHash.all(narHash, since) as Array<{ hash_part: string, text: string, upstream: string }>, [])
     const unsaved = [...this.#unsaved.values()].filter(r => r.present && r.narHash === narHash && r.fetchedAt > since).reverse()
     const rows = [
       ...unsaved.map(r => ({ hashPart: r.hashPart, text: r.text!, upstream: r.upstream! })),

@@ -80,6 +80,19 @@ export class WriteGuard {
     return value
   }
 
+  /**
+   * `run` for a read: a storage failure is absorbed and logged the same way, but a read that works
+   * says nothing about writes, so it does not end a failure.
+   */
+  read<T> (operation: () => T, fallback: T): T {
+    try {
+      return operation()
+    } catch (err) {
+      this.#failed(err)
+      return fallback
+    }
+  }
+
   /** `run` for an asynchronous operation. */
   async runAsync<T> (operation: () => Promise<T>, fallback: T): Promise<T> {
     let value: T

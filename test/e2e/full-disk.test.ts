@@ -1,0 +1,106 @@
+/**
+ * A full state disk is not an outage: narswarm's state directory on a small tmpfs, filled to the
+ * last byte while narswarm runs; the real Nix still substitutes a closure through narswarm from a
+ * healthy upstream, narswarm says why it stores nothing (once), and stores again by itself once
+ * space is freed. Skipped with the reason where a tmpfs cannot be mounted (not root, no mount).
+ */
+import { after, before, describe, test } from 'node:test'
+import assert from 'node:assert/strict'
+import { execFile } from 'node:child_process'
+import { closeSync, openSync, rmSync, writeSync } from 'node:fs'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { DatabaseSync } from 'node:sqlite'
+import { makeNixEnv, nixSkip, type NixEnv } from '../helpers/nix.ts'
+import { buildClosure, copyTo, type Closure } from '../helpers/closure.ts'
+import { startCacheServer, type CacheServer } from '../helpers/cache-server.ts'
+import { startNarswarm } from '../helpers/narswarm.ts'
+import { tempDir } from '../helpers/temp.ts'
+
+const run = promisify(execFile)
+
+/** Mounts a tmpfs of `size` at a new directory; the reason why not, as a string, where it cannot. */
+async function mountTmpfs (size: string): Promise<string | { dir: string, unmount: () => Promise<void> }> {
+  if (process.getuid?.() !== 0) return 'mounting a tmpfs needs root'
+  const dir = tempDir('narswarm-full-')
+  try {
+    await run('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir])
+  } catch (err) {
+    return `cannot mount a tmpfs here: ${(err as Error).message.split('\n')[0]}`
+  }
+  return { dir, unmount: async () => { await run('umount', ['-l', dir]) } }
+}
+
+/** Writes to `file` until the file system says ENOSPC. */
+function fill (file: string): void {
+  const fd = openSync(file, 'w')
+  const block = Buffer.alloc(64 * 1024, 1)
+  try {
+    for (;;) writeSync(fd, block)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err
+  } finally {
+    closeSync(fd)
+  }
+  // The last partial block: byte by byte until nothing fits.
+  const tail = openSync(file, 'a')
+  try { for (;;) writeSync(tail, block.subarray(0, 512)) } catch {} finally { closeSync(tail) }
+}
+
+describe('a full state disk', { skip: nixSkip() }, async () => {
+  const mounted = await mountTmpfs('4m')
+  const skip = typeof mounted === 'string' ? mounted : false
+  let nix: NixEnv
+  let closure: Closure
+  let upstream: CacheServer
+
+  before(async () => {
+    if (skip !== false) return
+    nix = await makeNixEnv()
+    closure = await buildClosure(nix, { withBig: false })
+    const dir = join(nix.dir, 'cache')
+    await copyTo(nix, closure, dir, 'zstd')
+    upstream = await startCacheServer(dir)
+  })
+  after(async () => {
+    await upstream?.close()
+    await nix?.cleanup()
+    if (typeof mounted !== 'string') await mounted.unmount()
+  })
+
+  test('Nix substitutes through narswarm while nothing can be stored; storing resumes when space returns', { skip }, async () => {
+    const { dir } = mounted as { dir: string }
+    const stateDir = join(dir, 'state')
+    const narswarm = await startNarswarm(['--upstream', `${upstream.url}?trusted-public-keys=${closure.publicKey}`, '--state-dir', stateDir])
+    const filler = join(dir, 'filler')
+    try {
+      fill(filler)
+      const store = `local?root=${join(nix.dir, 'store')}`
+      const result = await nix.tryRun('nix-store', ['--store', store, '--realise', closure.top,
+        '--option', 'substituters', narswarm.url, '--option', 'trusted-public-keys', closure.publicKey])
+      assert.equal(result.code, 0, `Nix substitutes the closure: ${result.stderr}`)
+      for (const path of closure.paths) {
+        assert.equal((await nix.tryRun('nix-store', ['--store', store, '--check-validity', path])).code, 0, path)
+      }
+      const failed = await narswarm.waitForLog(l => l.msg === 'state write failed; serving without storing until it works again')
+      assert.match(String(failed.err), /SQLITE_FULL|ENOSPC/)
+      assert.equal(narswarm.logs.filter(l => l.msg.startsWith('state write')).length, 1, 'one line, not one per request')
+      assert.equal(narswarm.logs.filter(l => l.msg === 'request failed').length, 0)
+
+      rmSync(filler)
+      const absent = '0'.repeat(32)
+      assert.equal((await fetch(`${narswarm.url}/${absent}.narinfo`)).status, 404)
+      await narswarm.waitForLog(l => l.msg === 'state writes work again')
+    } finally {
+      rmSync(filler, { force: true })
+      await narswarm.stop()
+    }
+    // stop() removed its own temporary directory, not this one: the answer given after recovery is on disk.
+    const db = new DatabaseSync(join(stateDir, 'narswarm.sqlite'), { readOnly: true })
+    try {
+      assert.equal(db.prepare('SELECT present FROM narinfo WHERE hash_part = ?').get('0'.repeat(32))?.present, 0)
+    } finally {
+      db.close()
+    }
+  })
+})
