@@ -129,6 +129,11 @@ export function createApp (init: AppInit): Server {
 
   const server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
+      // A client that hung up while we waited on a source is not a failure of ours.
+      if (req.socket.destroyed) {
+        log.debug({ url: req.url, err: (err as Error).message }, 'client closed the connection before the answer')
+        return
+      }
       const status = statusFor(err)
       if (status === 502 || status === 504) log.warn({ url: req.url, err: (err as Error).message }, 'request failed: no source could deliver')
       else if (status >= 500) log.error({ url: req.url, err: (err as Error).message, stack: (err as Error).stack }, 'request failed')

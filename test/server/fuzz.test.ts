@@ -29,7 +29,8 @@ async function rawStatus (url: string, request: Buffer): Promise<number | 'close
       const m = /^HTTP\/1\.1 (\d{3}) /.exec(head)
       resolve(m === null ? 'closed' : Number(m[1]))
     })
-    socket.end(request)
+    // Written, not ended: a client that half-closes gets no answer to a request that waits on a source.
+    socket.write(request)
   })
 }
 
