@@ -106,3 +106,17 @@ test('every setting is documented in narswarm.example.toml and the README', asyn
     assert.ok(readme.includes(key), `${key} in README.md`)
   }
 })
+
+test('server limits and the index API: defaults, values, refusals', () => {
+  const c = loadConfig({ flags: {}, env: {} })
+  assert.equal(c.indexApi, 'local')
+  assert.deepEqual(c.limits, { headersTimeout: 20_000, requestTimeout: 60_000, keepAliveTimeout: 60_000, maxConnections: 1024, maxConnectionsPerClient: 64 })
+  const set = loadConfig({ flags: { 'index-api': 'public', 'header-timeout': '2s', 'max-connections-per-client': '3' }, env: { NARSWARM_REQUEST_TIMEOUT: '5s' } })
+  assert.equal(set.indexApi, 'public')
+  assert.equal(set.limits.headersTimeout, 2000)
+  assert.equal(set.limits.requestTimeout, 5000)
+  assert.equal(set.limits.maxConnectionsPerClient, 3)
+  assert.throws(() => loadConfig({ flags: { 'index-api': 'everyone' }, env: {} }), /index-api must be one of local, public, off/)
+  assert.throws(() => loadConfig({ flags: { 'header-timeout': '2m' }, env: {} }), /request-timeout .* must not be shorter than header-timeout/)
+  assert.throws(() => loadConfig({ flags: { 'max-connections': '0' }, env: {} }), /max-connections must be positive/)
+})
