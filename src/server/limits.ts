@@ -44,7 +44,7 @@ export function applyServerLimits (server: Server, limits: ServerLimits, log: Lo
   // Node checks the two request timers on this interval (30 s by default; read when listening
   // starts, undeclared in its types): without a shorter one, a slow client would get up to 30 s
   // more than configured.
-  ;(server as Server & { connectionsCheckingInterval: number }).connectionsCheckingInterval = Math.min(5_000, Math.max(100, Math.floor(Math.min(limits.headersTimeout, limits.requestTimeout || Infinity) / 4)))
+  ;(server as Server & { connectionsCheckingInterval: number }).connectionsCheckingInterval = Math.min(5_000, Math.max(100, Math.floor(Math.min(limits.headersTimeout, limits.requestTimeout) / 4)))
   server.maxConnections = limits.maxConnections
 
   let refused = 0

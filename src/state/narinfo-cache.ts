@@ -14,8 +14,7 @@
  * database again on every write.
  */
 import type { DatabaseSync, StatementSync } from 'node:sqlite'
-import type { Logger } from '../log.ts'
-import { silentLogger } from '../log.ts'
+import { silentLogger, type Logger } from '../log.ts'
 import { WriteGuard } from './write-guard.ts'
 
 export type CachedNarInfo =

@@ -13,11 +13,11 @@ import type { Logger } from '../log.ts'
 
 /** SQLite primary result codes that mean "the storage refused" (extended codes are masked to these). */
 const SQLITE_STORAGE_CODES = new Map([
-  [5, 'database is locked by another process (SQLITE_BUSY)'],
-  [8, 'read-only database (SQLITE_READONLY)'],
-  [10, 'disk I/O error (SQLITE_IOERR)'],
-  [13, 'database or disk is full (SQLITE_FULL)'],
-  [14, 'cannot open the database file (SQLITE_CANTOPEN)']
+  [5, 'SQLITE_BUSY'], // another process holds the lock past the busy timeout
+  [8, 'SQLITE_READONLY'],
+  [10, 'SQLITE_IOERR'],
+  [13, 'SQLITE_FULL'],
+  [14, 'SQLITE_CANTOPEN']
 ])
 
 /** File-system error codes that mean the same. */
@@ -32,10 +32,10 @@ export function storageFailure (err: unknown): StorageError | undefined {
   if (typeof err !== 'object' || err === null) return undefined
   const { code, errcode } = err as { code?: unknown, errcode?: unknown }
   if (code === 'ERR_SQLITE_ERROR' && typeof errcode === 'number') {
-    const reason = SQLITE_STORAGE_CODES.get(errcode & 0xff)
-    if (reason !== undefined) return new StorageError(`${reason}: ${(err as Error).message}`, { cause: err })
+    const name = SQLITE_STORAGE_CODES.get(errcode & 0xff)
+    if (name !== undefined) return new StorageError(`${(err as Error).message} (${name})`, { cause: err })
   }
-  if (typeof code === 'string' && FS_STORAGE_CODES.has(code)) return new StorageError(`${code}: ${(err as Error).message}`, { cause: err })
+  if (typeof code === 'string' && FS_STORAGE_CODES.has(code)) return new StorageError(`${(err as Error).message} (${code})`, { cause: err })
   return undefined
 }
 

@@ -26,7 +26,7 @@ test('storage failures are told apart from bugs', () => {
   assert.ok(failure instanceof StorageError)
   assert.equal(failure.name, 'StorageError')
   assert.equal(failure.cause, err)
-  assert.match(failure.message, /read-only/)
+  assert.match(failure.message, /readonly database \(SQLITE_READONLY\)/)
   assert.ok(storageFailure(Object.assign(new Error('no space left on device'), { code: 'ENOSPC' })) instanceof StorageError)
   assert.ok(storageFailure(Object.assign(new Error('database or disk is full'), { code: 'ERR_SQLITE_ERROR', errcode: 13 })) instanceof StorageError)
   assert.ok(storageFailure(Object.assign(new Error('disk I/O error'), { code: 'ERR_SQLITE_ERROR', errcode: 778 })) instanceof StorageError, 'extended code SQLITE_IOERR_WRITE')
