@@ -68,32 +68,40 @@ describe('a full state disk', { skip: nixSkip() }, async () => {
     if (typeof mounted !== 'string') await mounted.unmount()
   })
 
-  test('Nix substitutes through narswarm while nothing can be stored; storing resumes when space returns', { skip }, async () => {
+  test('Nix substitutes through narswarm while nothing can be stored, also after a restart; storing resumes when space returns', { skip }, async () => {
     const { dir } = mounted as { dir: string }
     const stateDir = join(dir, 'state')
-    const narswarm = await startNarswarm(['--upstream', `${upstream.url}?trusted-public-keys=${closure.publicKey}`, '--state-dir', stateDir])
+    const args = ['--upstream', `${upstream.url}?trusted-public-keys=${closure.publicKey}`, '--state-dir', stateDir]
     const filler = join(dir, 'filler')
+    const first = await startNarswarm(args)
     try {
       fill(filler)
       const store = `local?root=${join(nix.dir, 'store')}`
       const result = await nix.tryRun('nix-store', ['--store', store, '--realise', closure.top,
-        '--option', 'substituters', narswarm.url, '--option', 'trusted-public-keys', closure.publicKey])
+        '--option', 'substituters', first.url, '--option', 'trusted-public-keys', closure.publicKey])
       assert.equal(result.code, 0, `Nix substitutes the closure: ${result.stderr}`)
       for (const path of closure.paths) {
         assert.equal((await nix.tryRun('nix-store', ['--store', store, '--check-validity', path])).code, 0, path)
       }
-      const failed = await narswarm.waitForLog(l => l.msg === 'state write failed; serving without storing until it works again')
+      const failed = await first.waitForLog(l => l.msg === 'state write failed; serving without storing until it works again')
       assert.match(String(failed.err), /SQLITE_FULL|ENOSPC/)
-      assert.equal(narswarm.logs.filter(l => l.msg.startsWith('state write')).length, 1, 'one line, not one per request')
-      assert.equal(narswarm.logs.filter(l => l.msg === 'request failed').length, 0)
+      assert.equal(first.logs.filter(l => l.msg.startsWith('state write')).length, 1, 'one line, not one per request')
+      assert.equal(first.logs.filter(l => l.level >= 50).length, 0, 'no request failed')
+    } finally {
+      assert.equal(await first.stop(), 0)
+    }
 
+    // Restarted while the disk is still full: it starts, and answers from the upstream.
+    const second = await startNarswarm(args)
+    try {
+      assert.equal((await fetch(`${second.url}/${closure.paths[0]!.slice(11, 43)}.narinfo`)).status, 200)
+      await second.waitForLog(l => l.msg === 'state write failed; serving without storing until it works again')
       rmSync(filler)
-      const absent = '0'.repeat(32)
-      assert.equal((await fetch(`${narswarm.url}/${absent}.narinfo`)).status, 404)
-      await narswarm.waitForLog(l => l.msg === 'state writes work again')
+      assert.equal((await fetch(`${second.url}/${'0'.repeat(32)}.narinfo`)).status, 404)
+      await second.waitForLog(l => l.msg === 'state writes work again')
     } finally {
       rmSync(filler, { force: true })
-      await narswarm.stop()
+      assert.equal(await second.stop(), 0)
     }
     // stop() removed its own temporary directory, not this one: the answer given after recovery is on disk.
     const db = new DatabaseSync(join(stateDir, 'narswarm.sqlite'), { readOnly: true })
