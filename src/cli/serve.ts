@@ -5,6 +5,7 @@
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
+import type { DatabaseSync } from 'node:sqlite'
 import type { Config } from './config.ts'
 import type { Logger } from '../log.ts'
 import { STORE_DIR } from '../nix/store-path.ts'
@@ -12,6 +13,7 @@ import { createApp } from '../server/app.ts'
 import { Substituter } from '../server/substituter.ts'
 import { openDatabase } from '../util/sqlite.ts'
 import { NarInfoCache } from '../state/narinfo-cache.ts'
+import { storageFailure } from '../state/write-guard.ts'
 import { SourceHealth } from '../upstream/health.ts'
 import { parseServedNarInfo, Upstream } from '../upstream/upstream.ts'
 import { openPlugins, type Plugins } from '../registry.ts'
@@ -23,7 +25,7 @@ export interface RunningSubstituter {
 }
 
 export async function startSubstituter (config: Config, log: Logger): Promise<RunningSubstituter> {
-  const db = openDatabase(join(config.stateDir, 'narswarm.sqlite'))
+  const db = openStateDatabase(join(config.stateDir, 'narswarm.sqlite'), log)
   const cache = new NarInfoCache(db, {
     positiveTtl: config.narinfoPositiveTtl,
     negativeTtl: config.narinfoNegativeTtl,
@@ -87,4 +89,17 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
     return await closing
   }
   return { url, close }
+}
+
+/**
+ * The state database; where the state directory cannot hold it (read-only, full, failing, not
+ * creatable), one in memory, so that narswarm still serves: its state only saves work.
+ */
+function openStateDatabase (file: string, log: Logger): DatabaseSync {
+  try {
+    return openDatabase(file)
+  } catch (err) {
+    log.warn({ file, err: (storageFailure(err) ?? err as Error).message }, 'state database unusable; narinfos are kept in memory only until restart')
+    return openDatabase(':memory:')
+  }
 }

@@ -111,4 +111,25 @@ describe('a full state disk', { skip: nixSkip() }, async () => {
       db.close()
     }
   })
+
+  test('a state directory on a read-only file system: narswarm starts with its state in memory and serves', { skip }, async () => {
+    const { dir } = mounted as { dir: string }
+    await run('mount', ['-o', 'remount,ro', dir])
+    try {
+      // The default sqlite: index lives in the state directory too; this one lives elsewhere.
+      const narswarm = await startNarswarm(['--upstream', `${upstream.url}?trusted-public-keys=${closure.publicKey}`,
+        '--state-dir', join(dir, 'new-state'), '--mapper', `folder://${tempDir()}`])
+      try {
+        await narswarm.waitForLog(l => l.msg === 'state database unusable; narinfos are kept in memory only until restart')
+        const res = await fetch(`${narswarm.url}/${closure.tree.slice(11, 43)}.narinfo`)
+        assert.equal(res.status, 200)
+        const url = /^URL: (.*)$/m.exec(await res.text())![1]!
+        assert.equal((await fetch(`${narswarm.url}/${url}`)).status, 200)
+      } finally {
+        assert.equal(await narswarm.stop(), 0)
+      }
+    } finally {
+      await run('mount', ['-o', 'remount,rw', dir])
+    }
+  })
 })
