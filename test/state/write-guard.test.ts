@@ -38,7 +38,7 @@ test('storage failures are told apart from bugs', () => {
   assert.throws(() => guard.run(() => { throw new TypeError('bug') }, 0), TypeError, 'bugs are not swallowed')
 })
 
-test('the guard logs once, then at most once a minute, and again when writes work', () => {
+test('the guard logs once, then at most once a minute, and again when writes work', async () => {
   let now = 0
   const { log, lines } = capture()
   const guard = new WriteGuard({ what: 'test', log, now: () => now })
@@ -59,6 +59,11 @@ test('the guard logs once, then at most once a minute, and again when writes wor
   assert.equal(lines.length, 3)
   assert.equal(lines[2]!.msg, 'state writes work again')
   assert.equal(guard.failing, false)
+  const enospc = Object.assign(new Error('no space left on device'), { code: 'ENOSPC' })
+  assert.equal(await guard.runAsync(async () => { throw enospc }, 'fallback'), 'fallback', 'the same for asynchronous writes')
+  assert.equal(lines.length, 4)
+  assert.match(String(lines[3]!.err), /\(ENOSPC\)/)
+  await assert.rejects(guard.runAsync(async () => { throw new RangeError('bug') }, 'fallback'), RangeError)
 })
 
 test('a narinfo cache whose database refuses writes keeps answering, from memory, and recovers', () => {
