@@ -14,6 +14,8 @@ import { checkedPublicKeys, DEFAULT_UPSTREAM, parseUpstreamSpec, upstreamFromTab
 import { duration, integer, size } from '../util/values.ts'
 import { DEFAULT_PEER_PORT } from '../peer/protocol.ts'
 import { normalizePeerUrl } from '../peer/table.ts'
+import { INDEX_API_MODES, type IndexApiMode } from '../server/index-api.ts'
+import { SERVER_LIMIT_DEFAULTS, type ServerLimits } from '../server/limits.ts'
 
 export interface Config {
   listen: { host: string, port: number }
@@ -50,6 +52,9 @@ export interface Config {
   /** Bytes per second the peer listener sends to all peers together; 0: no limit. */
   peerUploadLimit: number
   peerMaxRequests: number
+  /** Who may read the first mapper's index at /narswarm/v1/. */
+  indexApi: IndexApiMode
+  limits: ServerLimits
 }
 
 export const DISCOVERY_MODES = ['mdns', 'off'] as const
@@ -77,7 +82,13 @@ export const SETTINGS: Record<string, { kind: Kind, default: string | number }> 
   'peer-key-file': { kind: 'string', default: '' },
   'peer-upload-limit': { kind: 'size', default: '0' },
   'peer-max-requests': { kind: 'integer', default: 64 },
-  'cache-size': { kind: 'size', default: '10GiB' }
+  'cache-size': { kind: 'size', default: '10GiB' },
+  'index-api': { kind: 'string', default: 'local' },
+  'header-timeout': { kind: 'duration', default: `${SERVER_LIMIT_DEFAULTS.headersTimeout / 1000}s` },
+  'request-timeout': { kind: 'duration', default: `${SERVER_LIMIT_DEFAULTS.requestTimeout / 1000}s` },
+  'keep-alive-timeout': { kind: 'duration', default: `${SERVER_LIMIT_DEFAULTS.keepAliveTimeout / 1000}s` },
+  'max-connections': { kind: 'integer', default: SERVER_LIMIT_DEFAULTS.maxConnections },
+  'max-connections-per-client': { kind: 'integer', default: SERVER_LIMIT_DEFAULTS.maxConnectionsPerClient }
 }
 
 /** Settings that take a list: repeatable flags, space-separated environment variables, TOML arrays. */
@@ -137,6 +148,10 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
   const discoveryInterval = duration(get('discovery-interval'), 0, 'discovery-interval')
   if (discoveryInterval < 100) throw new ConfigError(`discovery-interval must be at least 100ms, got '${String(get('discovery-interval'))}'`)
   const stateDir = String(get('state-dir'))
+  const indexApi = String(get('index-api'))
+  if (!(INDEX_API_MODES as readonly string[]).includes(indexApi)) {
+    throw new ConfigError(`index-api must be one of ${INDEX_API_MODES.join(', ')}, got '${indexApi}'`)
+  }
   const upstreams = parseUpstreams(lists.upstream ?? [DEFAULT_UPSTREAM])
   return {
     listen: parseListen(String(get('listen'))),
@@ -170,8 +185,29 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
     peerKey: String(get('peer-key')),
     peerKeyFile: String(get('peer-key-file')),
     peerUploadLimit: size(get('peer-upload-limit'), 0, 'peer-upload-limit'),
-    peerMaxRequests: Math.max(1, integer(get('peer-max-requests'), 64, 'peer-max-requests'))
+    peerMaxRequests: Math.max(1, integer(get('peer-max-requests'), 64, 'peer-max-requests')),
+    indexApi: indexApi as IndexApiMode,
+    limits: serverLimits(get)
   }
+}
+
+function serverLimits (get: (key: string) => unknown): ServerLimits {
+  const positive = (n: number, key: string): number => {
+    if (n <= 0) throw new ConfigError(`${key} must be positive, got '${String(get(key))}'`)
+    return n
+  }
+  const limits: ServerLimits = {
+    headersTimeout: positive(duration(get('header-timeout'), 0, 'header-timeout'), 'header-timeout'),
+    requestTimeout: positive(duration(get('request-timeout'), 0, 'request-timeout'), 'request-timeout'),
+    keepAliveTimeout: positive(duration(get('keep-alive-timeout'), 0, 'keep-alive-timeout'), 'keep-alive-timeout'),
+    maxConnections: positive(integer(get('max-connections'), 0, 'max-connections'), 'max-connections'),
+    maxConnectionsPerClient: positive(integer(get('max-connections-per-client'), 0, 'max-connections-per-client'), 'max-connections-per-client')
+  }
+  // Node would stretch the header timer to the request timer otherwise.
+  if (limits.requestTimeout < limits.headersTimeout) {
+    throw new ConfigError(`request-timeout (${String(get('request-timeout'))}) must not be shorter than header-timeout (${String(get('header-timeout'))})`)
+  }
+  return limits
 }
 
 function stringList (list: unknown[], key: string): string[] {

@@ -5,6 +5,7 @@
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
+import type { DatabaseSync } from 'node:sqlite'
 import type { Config } from './config.ts'
 import type { Logger } from '../log.ts'
 import { STORE_DIR } from '../nix/store-path.ts'
@@ -14,14 +15,14 @@ import { spoolDirOf } from '../server/nar-sources.ts'
 import { clearSpoolDir } from '../server/spool.ts'
 import { StorageError } from '../errors.ts'
 import { LocalChunkStore } from '../chunk/store.ts'
-import type { DatabaseSync } from 'node:sqlite'
 import { loadGroupKey } from '../peer/auth.ts'
 import { loadNodeId } from '../peer/node-id.ts'
 import { Swarm } from '../peer/swarm.ts'
 import { openDatabase } from '../util/sqlite.ts'
 import { NarInfoCache } from '../state/narinfo-cache.ts'
+import { storageFailure } from '../state/write-guard.ts'
 import { SourceHealth } from '../upstream/health.ts'
-import { Upstream } from '../upstream/upstream.ts'
+import { parseServedNarInfo, Upstream } from '../upstream/upstream.ts'
 import { openPlugins, type Plugins } from '../registry.ts'
 
 export interface RunningSubstituter {
@@ -33,8 +34,14 @@ export interface RunningSubstituter {
 }
 
 export async function startSubstituter (config: Config, log: Logger): Promise<RunningSubstituter> {
-  const db = openDatabase(join(config.stateDir, 'narswarm.sqlite'))
-  const cache = new NarInfoCache(db, { positiveTtl: config.narinfoPositiveTtl, negativeTtl: config.narinfoNegativeTtl })
+  const db = openStateDatabase(join(config.stateDir, 'narswarm.sqlite'), log)
+  const cache = new NarInfoCache(db, {
+    positiveTtl: config.narinfoPositiveTtl,
+    negativeTtl: config.narinfoNegativeTtl,
+    log,
+    // Rows stored before a rule existed are held to it too.
+    check: (hashPart, text) => { const served = parseServedNarInfo(text, hashPart); return served.kind === 'rejected' ? served.reason : undefined }
+  })
   cache.purgeExpired()
   const purge = setInterval(() => cache.purgeExpired(), 3_600_000).unref()
   const upstreams = config.upstreams.map(u => new Upstream(u))
@@ -89,7 +96,10 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
     ...(store === undefined ? {} : { store }),
     ...(swarm === undefined ? {} : { fillers: [swarm.filler], narInfoFallback: swarm.narInfoFallback })
   })
-  const server = createApp({ substituter, log, priority: config.priority, storeDir: STORE_DIR, index: mappers[0], ...(swarm === undefined ? {} : { peers: () => swarm.status() }) })
+  const server = createApp({
+    substituter, log, priority: config.priority, storeDir: STORE_DIR, index: mappers[0], indexApi: config.indexApi, limits: config.limits,
+    ...(swarm === undefined ? {} : { peers: () => swarm.status() })
+  })
   server.listen(config.listen.port, config.listen.host)
   try {
     await once(server, 'listening')
@@ -147,5 +157,18 @@ async function openStore (db: DatabaseSync, config: Config, log: Logger): Promis
     if (!(err instanceof StorageError)) throw err
     log.warn({ err: err.message }, 'chunk store unusable: NARs are served without caching')
     return undefined
+  }
+}
+
+/**
+ * The state database; where the state directory cannot hold it (read-only, full, failing, not
+ * creatable), one in memory, so that narswarm still serves: its state only saves work.
+ */
+function openStateDatabase (file: string, log: Logger): DatabaseSync {
+  try {
+    return openDatabase(file)
+  } catch (err) {
+    log.warn({ file, err: (storageFailure(err) ?? err as Error).message }, 'state database unusable; narinfos are kept in memory only until restart')
+    return openDatabase(':memory:')
   }
 }

@@ -138,3 +138,17 @@ test('cache-size: 10 GiB by default, sizes with binary units, 0 keeps nothing, n
   assert.equal(loadConfig({ flags: { 'cache-size': '0' }, env: {} }).cacheSize, 0)
   assert.throws(() => loadConfig({ flags: { 'cache-size': 'lots' }, env: {} }), /cache-size must be a size/)
 })
+
+test('server limits and the index API: defaults, values, refusals', () => {
+  const c = loadConfig({ flags: {}, env: {} })
+  assert.equal(c.indexApi, 'local')
+  assert.deepEqual(c.limits, { headersTimeout: 20_000, requestTimeout: 60_000, keepAliveTimeout: 60_000, maxConnections: 1024, maxConnectionsPerClient: 64 })
+  const set = loadConfig({ flags: { 'index-api': 'public', 'header-timeout': '2s', 'max-connections-per-client': '3' }, env: { NARSWARM_REQUEST_TIMEOUT: '5s' } })
+  assert.equal(set.indexApi, 'public')
+  assert.equal(set.limits.headersTimeout, 2000)
+  assert.equal(set.limits.requestTimeout, 5000)
+  assert.equal(set.limits.maxConnectionsPerClient, 3)
+  assert.throws(() => loadConfig({ flags: { 'index-api': 'everyone' }, env: {} }), /index-api must be one of local, public, off/)
+  assert.throws(() => loadConfig({ flags: { 'header-timeout': '2m' }, env: {} }), /request-timeout .* must not be shorter than header-timeout/)
+  assert.throws(() => loadConfig({ flags: { 'max-connections': '0' }, env: {} }), /max-connections must be positive/)
+})
