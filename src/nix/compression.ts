@@ -38,8 +38,11 @@ import { createRequire } from 'node:module'
 import { delimiter, join } from 'node:path'
 import type { Duplex } from 'node:stream'
 import zlib from 'node:zlib'
+import { setImmediate } from 'node:timers/promises'
 import { raceSignal } from 'race-signal'
 import { FormatError } from '../errors.ts'
+import { Bzip2Decoder } from './bzip2-decoder.ts'
+import { XzDecoder, XZ_SLICE } from './xz-decoder.ts'
 import type { NixHash } from './hash.ts'
 
 export const COMPRESSIONS = ['none', 'xz', 'zstd', 'bzip2', 'br'] as const
@@ -84,11 +87,6 @@ const OUT_CHUNK = 256 * 1024
 
 interface LzmaNative {
   createStream: (coder: string, options: Record<string, unknown>) => Duplex & { cleanup?: () => void }
-}
-interface ClassicStream {
-  on: (event: string, listener: (arg: any) => void) => void
-  write: (chunk: Uint8Array) => void
-  end: () => void
 }
 interface CompressJs { Bzip2: { compressFile: (input: Uint8Array, output: null, blockSize: number) => Uint8Array } }
 
@@ -153,8 +151,9 @@ async function * codec (c: Compression, direction: 'compress' | 'decompress', so
     const bin = findBinary(c) as string
     yield * runProcess(c, bin, unpack ? ['-dcq'] : ['-cq', `-${level}`], source, unpack, opts.signal)
   } else if (c === 'bzip2') {
-    const input = abortable(source, opts.signal)
-    yield * (unpack ? bunzipLibrary(input) : bzipLibrary(input, level))
+    yield * (unpack ? bunzipLibrary(source, opts.signal) : bzipLibrary(abortable(source, opts.signal), level))
+  } else if (c === 'xz' && unpack) {
+    yield * unxzLibrary(source, opts.signal)
   } else {
     yield * runTransform(c, () => libraryStream(c, unpack, level), source, unpack, opts.signal)
   }
@@ -174,12 +173,9 @@ function libraryStream (c: 'xz' | 'zstd' | 'br', unpack: boolean, level: number)
         ? zlib.createBrotliDecompress({ chunkSize: OUT_CHUNK })
         : zlib.createBrotliCompress({ chunkSize: 64 * 1024, params: { [zlib.constants.BROTLI_PARAM_QUALITY]: level } })
     case 'xz': {
+      // Decoding goes through unxzLibrary. Check 4 is CRC64, what Nix's own xz sink writes.
       const lzma = require('lzma-native') as LzmaNative
-      // `streamDecoder` takes only .xz (not legacy .lzma), matching the label. Check 4 is CRC64,
-      // what Nix's own xz sink writes.
-      return unpack
-        ? lzma.createStream('streamDecoder', { bufsize: OUT_CHUNK })
-        : lzma.createStream('easyEncoder', { preset: level, check: 4 })
+      return lzma.createStream('easyEncoder', { preset: level, check: 4 })
     }
   }
 }
@@ -307,30 +303,75 @@ async function * runProcess (c: Compression, bin: string, args: string[], source
   }
 }
 
-/** bzip2 decoding in-process: unbzip2-stream decodes synchronously inside `write`. */
-async function * bunzipLibrary (source: Source): AsyncGenerator<Uint8Array, void, undefined> {
-  const make = require('unbzip2-stream') as () => ClassicStream
-  const s = make()
-  const out: Uint8Array[] = []
-  let error: unknown
-  let ended = false
-  s.on('data', (d: Uint8Array) => out.push(d))
-  s.on('error', (e: unknown) => { error ??= e })
-  s.on('end', () => { ended = true })
-  const fail = (err: unknown): FormatError => new FormatError(`bzip2: corrupt or truncated input: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
-  let sawInput = false
-  for await (const chunk of source) {
-    if (chunk.length === 0) continue
-    sawInput = true
-    try { s.write(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length)) } catch (err) { error ??= err }
-    if (error !== undefined) throw fail(error)
-    while (out.length > 0) yield out.shift()!
+/** A failure of an in-process decoder on its input, as a FormatError. */
+function corrupt (c: Compression, err: unknown): FormatError {
+  return new FormatError(`${c}: corrupt or truncated input: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
+}
+
+/**
+ * Gives the event loop a turn once a decoder has held it for TURN_MS: the in-process decoders
+ * below run synchronously in bounded steps, and a consumer that never waits on I/O (a verifying
+ * spool into the store) would otherwise chain those steps without letting a request in.
+ */
+const TURN_MS = 10
+function turns (): () => Promise<void> {
+  let since = performance.now()
+  return async () => {
+    if (performance.now() - since < TURN_MS) return
+    await setImmediate()
+    since = performance.now()
   }
-  if (!sawInput) throw fail(new Error('empty input'))
-  try { s.end() } catch (err) { error ??= err }
-  if (error !== undefined) throw fail(error)
-  while (out.length > 0) yield out.shift()!
-  if (!ended) throw fail(new Error('no end of stream'))
+}
+
+/** xz decoding in-process, one bounded slice of input at a time (see xz-decoder.ts). */
+async function * unxzLibrary (source: Source, signal?: AbortSignal): AsyncGenerator<Uint8Array, void, undefined> {
+  const d = new XzDecoder()
+  const turn = turns()
+  try {
+    for await (const chunk of abortable(source, signal)) {
+      for (let i = 0; i < chunk.length; i += XZ_SLICE) {
+        let out: Buffer[]
+        try { out = d.write(chunk.subarray(i, i + XZ_SLICE)) } catch (err) { throw corrupt('xz', err) }
+        yield * out
+        await turn()
+        signal?.throwIfAborted()
+      }
+    }
+    let out: Buffer[]
+    try { out = d.end() } catch (err) { throw corrupt('xz', err) }
+    yield * out
+  } finally {
+    d.close()
+  }
+}
+
+/** bzip2 decoding in-process, in pieces of at most OUT_CHUNK bytes (see bzip2-decoder.ts). */
+async function * bunzipLibrary (source: Source, signal?: AbortSignal): AsyncGenerator<Uint8Array, void, undefined> {
+  const d = new Bzip2Decoder()
+  const turn = turns()
+  let out = new Uint8Array(OUT_CHUNK)
+  const drain = async function * (): AsyncGenerator<Uint8Array, void, undefined> {
+    for (;;) {
+      let n: number
+      try { n = d.read(out) } catch (err) { throw corrupt('bzip2', err) }
+      if (n > 0) {
+        // A small piece is copied, so that a held chunk does not pin a whole buffer.
+        yield n < OUT_CHUNK / 4 ? out.slice(0, n) : out.subarray(0, n)
+        if (n >= OUT_CHUNK / 4) out = new Uint8Array(OUT_CHUNK)
+      } else if (d.needsInput || d.done) {
+        return
+      }
+      await turn()
+      signal?.throwIfAborted()
+    }
+  }
+  for await (const chunk of abortable(source, signal)) {
+    d.push(chunk)
+    yield * drain()
+  }
+  d.end()
+  yield * drain()
+  if (!d.done) throw corrupt('bzip2', new Error('no end of stream'))
 }
 
 /**

@@ -1,0 +1,106 @@
+/**
+ * xz decoding in-process with liblzma (through lzma-native's native stream), with the output of
+ * one call bounded. lzma-native's own stream decodes each input chunk it is given to the end and
+ * queues all of the output without backpressure, so a small chunk of a decompression bomb became
+ * gigabytes in memory (xz reaches ~7000:1 on zeros: 256 MiB → 39 KB). Here the native decoder is
+ * called synchronously on slices of at most SLICE input bytes, so one call produces at most
+ * SLICE × 7000 bytes (~7 MiB) and takes a few milliseconds; the caller decides when to feed the
+ * next slice, so nothing is decoded ahead of what is read. Concatenated streams and the zero
+ * padding between them are read as `xz -d` reads them.
+ */
+import { createRequire } from 'node:module'
+
+/** Input bytes per native call: its output is at most ~7000 times this. */
+export const XZ_SLICE = 1024
+/** The decoder refuses a stream whose dictionary needs more memory (`xz -9e` needs 65 MiB). */
+const MEMLIMIT = 256 * 1024 * 1024
+/** Output buffer size of the native decoder. */
+const BUFSIZE = 64 * 1024
+
+interface NativeStream {
+  bufferHandler: (buf: Buffer | null | undefined, processed: number | undefined, err: Error | null | undefined, totalIn: number | null, totalOut: number | null) => void
+  code: (input: Uint8Array | null, async: boolean) => void
+  streamDecoder: (options: { memlimit?: number }) => void
+  resetUnderlying: () => void
+  setBufsize: (n: number) => number
+}
+
+const require = createRequire(import.meta.url)
+
+export class XzDecoder {
+  readonly #s: NativeStream
+  #out: Buffer[] = []
+  #error: Error | undefined
+  #streamEnded = false
+  #totalIn = 0
+  /** Input given to the current stream before the current call. */
+  #streamIn = 0
+  #inStream = false
+  #streams = 0
+
+  constructor () {
+    const lzma = require('lzma-native') as { Stream: new () => NativeStream }
+    this.#s = new lzma.Stream()
+    this.#s.setBufsize(BUFSIZE)
+    this.#s.bufferHandler = (buf, _processed, err, totalIn) => {
+      if (typeof totalIn === 'number') this.#totalIn = totalIn
+      if (err !== undefined && err !== null) this.#error ??= err
+      else if (buf === null) this.#streamEnded = true
+      else if (buf !== undefined) this.#out.push(buf)
+    }
+  }
+
+  /** Decodes `input` (at most XZ_SLICE bytes) synchronously; returns the output. Throws on bad input. */
+  write (input: Uint8Array): Buffer[] {
+    let rest = input
+    while (rest.length > 0) {
+      if (!this.#inStream) {
+        // Between streams only zero padding may come; anything else starts the next stream.
+        let i = 0
+        while (i < rest.length && rest[i] === 0) i++
+        if (i > 0 && this.#streams === 0) throw new Error('input does not start with an xz stream')
+        rest = rest.subarray(i)
+        if (rest.length === 0) break
+        this.#s.streamDecoder({ memlimit: MEMLIMIT })
+        this.#inStream = true
+        this.#streamIn = 0
+        this.#totalIn = 0
+        this.#streams++
+      }
+      this.#streamEnded = false
+      this.#s.code(rest, false)
+      if (this.#error !== undefined) throw this.#error
+      if (this.#streamEnded) {
+        // The native decoder drops what follows the end of a stream within the call's input.
+        rest = rest.subarray(this.#totalIn - this.#streamIn)
+        this.#inStream = false
+      } else {
+        this.#streamIn += rest.length
+        rest = rest.subarray(rest.length)
+      }
+    }
+    return this.#take()
+  }
+
+  /** Finishes after the last input; returns the remaining output. Throws if a stream is incomplete. */
+  end (): Buffer[] {
+    if (this.#streams === 0) throw new Error('empty input')
+    if (this.#inStream) {
+      this.#s.code(null, false)
+      if (this.#error !== undefined) throw this.#error
+      if (!this.#streamEnded) throw new Error('truncated input')
+      this.#inStream = false
+    }
+    return this.#take()
+  }
+
+  close (): void {
+    this.#s.resetUnderlying()
+  }
+
+  #take (): Buffer[] {
+    const out = this.#out
+    this.#out = []
+    return out
+  }
+}
