@@ -61,3 +61,12 @@ export class RangeNotSatisfiableError extends Error {
   static override readonly name = 'RangeNotSatisfiableError'
   override readonly name = 'RangeNotSatisfiableError'
 }
+
+/**
+ * A path inside a directory that narswarm may read (the file backend's, the folder mapper's, an
+ * index export) that leads out of it through a symlink, or that was swapped while it was opened.
+ */
+export class OutsideDirectoryError extends Error {
+  static override readonly name = 'OutsideDirectoryError'
+  override readonly name = 'OutsideDirectoryError'
+}
