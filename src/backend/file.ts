@@ -22,7 +22,8 @@ import { isAbsolute, join, relative, resolve, sep } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { pipeline } from 'node:stream/promises'
 import { fileURLToPath, pathToFileURL } from 'node:url'
-import { ConfigError } from '../errors.ts'
+import { ConfigError, OutsideDirectoryError } from '../errors.ts'
+import type { Logger } from '../log.ts'
 import { compress, narFileName, type Compression } from '../nix/compression.ts'
 import { compression as parseCompression } from '../util/values.ts'
 import type { AbortOptions, Backend, BackendPlugin, Components, Locator, NarSource, NarUpload } from '../types.ts'
@@ -43,8 +44,10 @@ export class FileBackend implements Backend {
   readonly directory: string
   readonly compression: Compression
   readonly #confined: ConfinedDirectory
+  readonly #log: Logger | undefined
 
-  constructor (init: FileBackendInit) {
+  constructor (init: FileBackendInit, log?: Logger) {
+    this.#log = log
     this.directory = resolve(init.directory)
     this.#confined = new ConfinedDirectory(this.directory)
     this.compression = init.compression
@@ -57,7 +60,14 @@ export class FileBackend implements Backend {
     if (path === undefined) return undefined
     // Checked now, to answer "not here" or refuse at once; opened (and checked) again when read,
     // so a source that is never read holds no descriptor.
-    const opened = await this.#confined.open(path)
+    let opened
+    try {
+      opened = await this.#confined.open(path)
+    } catch (err) {
+      // Logged here too: another source may win the race, which would leave the refusal unseen.
+      if (err instanceof OutsideDirectoryError) this.#log?.warn({ backend: this.name, err: err.message }, 'file backend refused a path that leads out of its directory')
+      throw err
+    }
     if (opened === undefined) return undefined
     await opened.handle.close()
     const size = opened.size
@@ -156,8 +166,8 @@ export const plugin: BackendPlugin<FileBackendInit> = {
   scheme: 'file',
   summary: 'a local directory of NARs (file:///srv/nars?compression=zstd); publishes content-addressed, crash-safe',
   parse,
-  create: async (init: FileBackendInit, _components: Components) => {
+  create: async (init: FileBackendInit, components: Components) => {
     await mkdir(init.directory, { recursive: true })
-    return new FileBackend(init)
+    return new FileBackend(init, components.log)
   }
 }

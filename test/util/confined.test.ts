@@ -12,6 +12,7 @@ import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { FileBackend } from '../../src/backend/file.ts'
 import { OutsideDirectoryError } from '../../src/errors.ts'
+import type { Logger } from '../../src/log.ts'
 import { NixHash } from '../../src/nix/hash.ts'
 import { FolderMapper } from '../../src/mapper/folder.ts'
 import { exportIndex, importIndex } from '../../src/publish/index-files.ts'
@@ -27,6 +28,7 @@ describe('file backend: reads confined to its directory', () => {
   let outside: string
   let backend: FileBackend
   const secret = 'secret bytes outside the directory'
+  const warnings: string[] = []
   const url = (rel: string): string => `${pathToFileURL(dir).href}/${rel}`
 
   before(async () => {
@@ -36,12 +38,13 @@ describe('file backend: reads confined to its directory', () => {
     await mkdir(join(dir, 'nar'), { recursive: true })
     await mkdir(outside)
     await writeFile(join(outside, 'x.nar'), secret)
-    backend = new FileBackend({ directory: dir, compression: 'none' })
+    backend = new FileBackend({ directory: dir, compression: 'none' }, { warn: (fields: { err: string }, msg: string) => { warnings.push(`${msg}: ${fields.err}`) } } as unknown as Logger)
   })
 
-  it('refuses a symlinked file that points outside', async () => {
+  it('refuses a symlinked file that points outside, and logs why', async () => {
     await symlink(join(outside, 'x.nar'), join(dir, 'nar', 'file-link.nar'))
     await assert.rejects(backend.open({ url: url('nar/file-link.nar'), compression: 'none' }), refused)
+    assert.match(warnings.join('\n'), /refused a path that leads out of its directory: .*file-link\.nar leads out/)
   })
 
   it('refuses a file under a symlinked directory that points outside', async () => {
