@@ -8,8 +8,6 @@
  */
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { createRequire } from 'node:module'
-import { Readable } from 'node:stream'
 import { compress, decompress, findBinary } from '../src/nix/compression.ts'
 import type { CodecEngine, Compression } from '../src/nix/compression.ts'
 import { dumpPath } from '../src/nix/nar/dump.ts'
@@ -91,45 +89,6 @@ for (const c of candidates) {
     td += performance.now() - t
   }
   rows.push([c.codec, c.label, (tc / 50).toFixed(2), (td / 50).toFixed(2), ''])
-}
-
-// The in-process decoders bound their output per call (see src/nix/xz-decoder.ts and
-// bzip2-decoder.ts); the streams they replaced decoded each input chunk to the end. Both, on the
-// same data, in this process: the ratio is bounded / unbounded speed.
-const require = createRequire(import.meta.url)
-async function through (data: Uint8Array, s: NodeJS.ReadWriteStream): Promise<Uint8Array> {
-  return await new Promise((resolve, reject) => {
-    const parts: Buffer[] = []
-    s.on('data', (d: Buffer) => parts.push(d))
-    s.on('end', () => resolve(Buffer.concat(parts)))
-    s.on('error', reject)
-    Readable.from(chunks(data)).pipe(s)
-  })
-}
-async function unboundedXz (data: Uint8Array): Promise<Uint8Array> {
-  const lzma = require('lzma-native') as { createStream: (coder: string, o: object) => NodeJS.ReadWriteStream }
-  return await through(data, lzma.createStream('streamDecoder', { bufsize: 256 * 1024 }))
-}
-async function unboundedBzip2 (data: Uint8Array): Promise<Uint8Array> {
-  return await through(data, (require('unbzip2-stream') as () => NodeJS.ReadWriteStream)())
-}
-rows.push(['', '', '', '', ''], ['codec', 'in-process decoder', 'bounded MiB/s', 'unbounded MiB/s', 'ratio'])
-for (const [codec, unbounded] of [['xz', unboundedXz], ['bzip2', unboundedBzip2]] as const) {
-  const ref = reference.get(codec)
-  if (ref === undefined) continue
-  const speed = async (f: () => Promise<Uint8Array>): Promise<number> => {
-    let best = 0
-    for (let i = 0; i < 3; i++) {
-      const t = performance.now()
-      const out = await f()
-      if (sha(out) !== sha(ref.plain)) throw new Error(`${codec}: round trip mismatch`)
-      best = Math.max(best, ref.plain.length / MiB / ((performance.now() - t) / 1000))
-    }
-    return best
-  }
-  const old = await speed(async () => await unbounded(ref.data))
-  const now = await speed(async () => await collect(decompress(codec, chunks(ref.data), { engine: 'library' })))
-  rows.push([codec, `${(ref.plain.length / MiB).toFixed(0)} MiB`, now.toFixed(1), old.toFixed(1), (now / old).toFixed(2)])
 }
 
 const widths = rows[0]!.map((_, i) => Math.max(...rows.map(r => r[i]!.length)))

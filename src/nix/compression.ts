@@ -18,7 +18,7 @@
  *   zstd   node:zlib level 3                 154.1       409.6  0.271   0.3 / 0.2
  *   br     node:zlib quality 5                36.7       258.0  0.238   0.5 / 0.3
  *   bzip2  bzip2 1.0.8 CLI -9                 13.3        20.6  0.232   31 / 31
- *   bzip2  compressjs / unbzip2-stream         0.5         8.4  0.269   12 / 1.9
+ *   bzip2  compressjs / JS decoder             0.5         8.4  0.269   12 / 1.9
  *
  * A spawn costs ~30 ms here, so `auto` picks per codec:
  * - zstd, br: node:zlib always (the zstd CLI gains 14% at 30 ms a call). zlib's default 16 KiB
@@ -28,9 +28,32 @@
  *   works on libuv's thread pool.
  * - bzip2: the CLI when present (2.5× decoding, 27× encoding), unless `sizeHint` is under 64 KiB
  *   (decode) / 16 KiB (encode). The npm fallbacks run synchronously on the calling thread, in
- *   pieces of one block (≤ 900 kB): correct but slow, for machines without `bzip2`.
+ *   bounded steps: correct but slow, for machines without `bzip2`.
  * Decoders ignore bytes after the end of a zstd or brotli stream (node:zlib does); xz and bzip2
  * accept concatenated streams, as their CLIs do.
+ *
+ * Decompression bombs. Compression, URL and FileSize are not covered by a narinfo's signature, so
+ * any source can relabel a signed NAR as a small file that expands to gigabytes (xz reaches ~7000:1,
+ * bzip2 ~10⁶:1 on zeros), and it picks the engine too (`sizeHint` comes from the size it
+ * announces). Every engine is therefore pulled: it decodes only when its reader asks for the next
+ * piece, and each piece is bounded, so a reader that stops at NarSize (verifyNar does) stops the
+ * decoder there, one piece past it at most — and memory is bounded by design, whatever the ratio:
+ * - programs (`xz`, `bzip2`): the pipe blocks the child when we do not read; the child is killed
+ *   when the reader stops.
+ * - node:zlib (zstd, br): decodes on the thread pool and pauses within an input chunk as soon as
+ *   its 256 KiB output is not read.
+ * - xz in-process: lzma-native's own stream decoded each input chunk to its end and queued all the
+ *   output (a 300 KiB file of 2 GiB of zeros grew the process by 165 MiB; 1.7 GiB was seen), so
+ *   liblzma is called here synchronously on 1 KiB input slices: at most ~7 MiB out per call, a few
+ *   milliseconds (xz-decoder.ts). It was as fast or faster than the stream it replaced.
+ * - bzip2 in-process: unbzip2-stream decoded a whole block's output (up to ~46 MB from 900 kB) into
+ *   a JS array at once (200 MiB of zeros from 266 bytes took 2.8 GiB and held the event loop 6.4 s);
+ *   bzip2-decoder.ts decodes a block's symbols in slices and its output in 256 KiB pieces.
+ * The in-process decoders run on the event loop in steps of milliseconds and give it a turn every
+ * 10 ms, so other requests keep being answered during a bomb. `bench/decoders.ts` compares them
+ * with the streams they replaced (bounded / unbounded speed on a loaded 2-core machine: xz 1.05 on
+ * 8 MiB, 5.7 on a 4 KiB NAR, 1.06 on 64 KiB; bzip2 3.5, 1.3, 2.0). test/e2e/bombs.test.ts holds
+ * every engine to it against a running narswarm.
  */
 import { spawn } from 'node:child_process'
 import { accessSync, constants as fsConstants } from 'node:fs'
