@@ -25,7 +25,7 @@
  *   output chunks made zstd decoding 3× slower (163 MiB/s), hence 256 KiB chunks for decoders.
  * - xz: the CLI when present (1.4× decoding, 1.6× encoding), unless `sizeHint` says the input is
  *   below the break-even (1 MiB compressed to decode, 128 KiB to encode); else lzma-native, which
- *   works on libuv's thread pool.
+ *   encodes on libuv's thread pool and decodes in bounded slices (below).
  * - bzip2: the CLI when present (2.5× decoding, 27× encoding), unless `sizeHint` is under 64 KiB
  *   (decode) / 16 KiB (encode). The npm fallbacks run synchronously on the calling thread, in
  *   bounded steps: correct but slow, for machines without `bzip2`.
