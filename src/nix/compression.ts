@@ -44,12 +44,12 @@
  *   its 256 KiB output is not read.
  * - xz in-process: lzma-native's own stream decoded each input chunk to its end and queued all the
  *   output (a 300 KiB file of 2 GiB of zeros grew the process by 165 MiB; 1.7 GiB was seen), so
- *   liblzma is called here synchronously on 1 KiB input slices: at most ~7 MiB out per call, a few
- *   milliseconds (xz-decoder.ts). It was as fast or faster than the stream it replaced.
+ *   liblzma is called here on 1 KiB input slices, one at a time, on the thread pool: at most
+ *   ~7 MiB out per call (xz-decoder.ts).
  * - bzip2 in-process: unbzip2-stream decoded a whole block's output (up to ~46 MB from 900 kB) into
  *   a JS array at once (200 MiB of zeros from 266 bytes took 2.8 GiB and held the event loop 6.4 s);
  *   bzip2-decoder.ts decodes a block's symbols in slices and its output in 256 KiB pieces.
- * The in-process decoders run on the event loop in steps of milliseconds and give it a turn every
+ * The JS bzip2 decoder runs on the event loop in steps of milliseconds and gives it a turn every
  * 10 ms, so other requests keep being answered during a bomb. `bench/decoders.ts` compares them
  * with the streams they replaced (bounded / unbounded speed on a loaded 2-core machine: xz 1.05 on
  * 8 MiB, 5.7 on a 4 KiB NAR, 1.06 on 64 KiB; bzip2 3.5, 1.3, 2.0). test/e2e/bombs.test.ts holds
@@ -349,19 +349,17 @@ function turns (): () => Promise<void> {
 /** xz decoding in-process, one bounded slice of input at a time (see xz-decoder.ts). */
 async function * unxzLibrary (source: Source, signal?: AbortSignal): AsyncGenerator<Uint8Array, void, undefined> {
   const d = new XzDecoder()
-  const turn = turns()
   try {
     for await (const chunk of abortable(source, signal)) {
       for (let i = 0; i < chunk.length; i += XZ_SLICE) {
         let out: Buffer[]
-        try { out = d.write(chunk.subarray(i, i + XZ_SLICE)) } catch (err) { throw corrupt('xz', err) }
+        try { out = await d.write(chunk.subarray(i, i + XZ_SLICE)) } catch (err) { throw corrupt('xz', err) }
         yield * out
-        await turn()
         signal?.throwIfAborted()
       }
     }
     let out: Buffer[]
-    try { out = d.end() } catch (err) { throw corrupt('xz', err) }
+    try { out = await d.end() } catch (err) { throw corrupt('xz', err) }
     yield * out
   } finally {
     d.close()

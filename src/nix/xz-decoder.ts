@@ -3,10 +3,11 @@
  * one call bounded. lzma-native's own stream decodes each input chunk it is given to the end and
  * queues all of the output without backpressure, so a small chunk of a decompression bomb became
  * gigabytes in memory (xz reaches ~7000:1 on zeros: 256 MiB → 39 KB). Here the native decoder is
- * called synchronously on slices of at most SLICE input bytes, so one call produces at most
- * SLICE × 7000 bytes (~7 MiB) and takes a few milliseconds; the caller decides when to feed the
- * next slice, so nothing is decoded ahead of what is read. Concatenated streams and the zero
- * padding between them are read as `xz -d` reads them.
+ * called on slices of at most XZ_SLICE input bytes, one at a time, so one call produces at most
+ * XZ_SLICE × 7000 bytes (~7 MiB); the caller decides when to feed the next slice, so nothing is
+ * decoded ahead of what is read. Each call runs on libuv's thread pool, as lzma-native's stream
+ * did: a bomb's slice takes a worker thread for tens of milliseconds, never the event loop.
+ * Concatenated streams and the zero padding between them are read as `xz -d` reads them.
  */
 import { createRequire } from 'node:module'
 
@@ -37,21 +38,23 @@ export class XzDecoder {
   #streamIn = 0
   #inStream = false
   #streams = 0
+  #done: (() => void) | undefined
 
   constructor () {
     const lzma = require('lzma-native') as { Stream: new () => NativeStream }
     this.#s = new lzma.Stream()
     this.#s.setBufsize(BUFSIZE)
-    this.#s.bufferHandler = (buf, _processed, err, totalIn) => {
+    this.#s.bufferHandler = (buf, processed, err, totalIn) => {
       if (typeof totalIn === 'number') this.#totalIn = totalIn
       if (err !== undefined && err !== null) this.#error ??= err
       else if (buf === null) this.#streamEnded = true
       else if (buf !== undefined) this.#out.push(buf)
+      if (typeof processed === 'number' || (err !== undefined && err !== null)) { const done = this.#done; this.#done = undefined; done?.() }
     }
   }
 
-  /** Decodes `input` (at most XZ_SLICE bytes) synchronously; returns the output. Throws on bad input. */
-  write (input: Uint8Array): Buffer[] {
+  /** Decodes `input` (at most XZ_SLICE bytes); returns the output. Throws on bad input. */
+  async write (input: Uint8Array): Promise<Buffer[]> {
     let rest = input
     while (rest.length > 0) {
       if (!this.#inStream) {
@@ -68,7 +71,7 @@ export class XzDecoder {
         this.#streams++
       }
       this.#streamEnded = false
-      this.#s.code(rest, false)
+      await this.#code(rest)
       if (this.#error !== undefined) throw this.#error
       if (this.#streamEnded) {
         // The native decoder drops what follows the end of a stream within the call's input.
@@ -83,15 +86,29 @@ export class XzDecoder {
   }
 
   /** Finishes after the last input; returns the remaining output. Throws if a stream is incomplete. */
-  end (): Buffer[] {
+  async end (): Promise<Buffer[]> {
     if (this.#streams === 0) throw new Error('empty input')
     if (this.#inStream) {
-      this.#s.code(null, false)
+      await this.#code(null)
       if (this.#error !== undefined) throw this.#error
       if (!this.#streamEnded) throw new Error('truncated input')
       this.#inStream = false
     }
     return this.#take()
+  }
+
+  /** One call of the native decoder on the thread pool; resolves once it has handed over its output. */
+  async #code (input: Uint8Array | null): Promise<void> {
+    await new Promise<void>(resolve => {
+      this.#done = resolve
+      try {
+        this.#s.code(input, true)
+      } catch (err) {
+        this.#error ??= err as Error
+        this.#done = undefined
+        resolve()
+      }
+    })
   }
 
   close (): void {
