@@ -346,17 +346,33 @@ function turns (): () => Promise<void> {
   }
 }
 
-/** xz decoding in-process, one bounded slice of input at a time (see xz-decoder.ts). */
+/**
+ * xz decoding in-process, one bounded slice of input at a time (see xz-decoder.ts). The many small
+ * outputs of the slices are handed on together, up to OUT_CHUNK at a time.
+ */
 async function * unxzLibrary (source: Source, signal?: AbortSignal): AsyncGenerator<Uint8Array, void, undefined> {
   const d = new XzDecoder()
+  const turn = turns()
+  let pending: Buffer[] = []
+  let size = 0
+  // Small pieces (of the synchronous calls) are joined; large ones are handed on as they are.
+  const take = (): Buffer[] => {
+    const out = pending.length === 1 || size > 2 * OUT_CHUNK ? pending : [Buffer.concat(pending, size)]
+    pending = []
+    size = 0
+    return out
+  }
   try {
     for await (const chunk of abortable(source, signal)) {
       for (let i = 0; i < chunk.length; i += XZ_SLICE) {
         let out: Buffer[]
         try { out = await d.write(chunk.subarray(i, i + XZ_SLICE)) } catch (err) { throw corrupt('xz', err) }
-        yield * out
+        for (const b of out) { pending.push(b); size += b.length }
+        if (size >= OUT_CHUNK) yield * take()
+        await turn()
         signal?.throwIfAborted()
       }
+      if (size > 0) yield * take()
     }
     let out: Buffer[]
     try { out = await d.end() } catch (err) { throw corrupt('xz', err) }
