@@ -44,8 +44,9 @@
  *   its 256 KiB output is not read.
  * - xz in-process: lzma-native's own stream decoded each input chunk to its end and queued all the
  *   output (a 300 KiB file of 2 GiB of zeros grew the process by 165 MiB; 1.7 GiB was seen), so
- *   liblzma is called here on 1 KiB input slices, one at a time, on the thread pool: at most
- *   ~7 MiB out per call (xz-decoder.ts).
+ *   liblzma is called here on 256-byte input slices, one at a time: at most ~1.7 MiB out per
+ *   call, on the thread pool, or synchronously while the data expands like ordinary data
+ *   (xz-decoder.ts).
  * - bzip2 in-process: unbzip2-stream decoded a whole block's output (up to ~46 MB from 900 kB) into
  *   a JS array at once (200 MiB of zeros from 266 bytes took 2.8 GiB and held the event loop 6.4 s);
  *   bzip2-decoder.ts decodes a block's symbols in slices and its output in 256 KiB pieces.

@@ -4,17 +4,17 @@
  * queues all of the output without backpressure, so a small chunk of a decompression bomb became
  * gigabytes in memory (xz reaches ~7000:1 on zeros: 256 MiB → 39 KB). Here the native decoder is
  * called on slices of at most XZ_SLICE input bytes, one at a time, so one call produces at most
- * XZ_SLICE × 7000 bytes (~7 MiB); the caller decides when to feed the next slice, so nothing is
+ * XZ_SLICE × 7000 bytes (~1.7 MiB); the caller decides when to feed the next slice, so nothing is
  * decoded ahead of what is read. A call runs on libuv's thread pool, as lzma-native's stream did
  * (a bomb's slice takes a worker thread for tens of milliseconds, never the event loop), except
- * while the data expands like ordinary data: then it is decoded synchronously in smaller slices,
- * each a fraction of a millisecond, bounded at SYNC_SLICE × 7000 bytes.
+ * while the data expands like ordinary data: then each slice is decoded synchronously, a fraction
+ * of a millisecond.
  * Concatenated streams and the zero padding between them are read as `xz -d` reads them.
  */
 import { createRequire } from 'node:module'
 
-/** Input bytes per native call: its output is at most ~7000 times this. */
-export const XZ_SLICE = 1024
+/** Input bytes per native call: its output is at most ~7000 times this (~1.7 MiB). */
+export const XZ_SLICE = 256
 /** The decoder refuses a stream whose dictionary needs more memory (`xz -9e` needs 65 MiB). */
 const MEMLIMIT = 256 * 1024 * 1024
 /**
@@ -25,13 +25,12 @@ const SYNC_BUFSIZE = 16 * 1024
 const ASYNC_BUFSIZE = 256 * 1024
 /**
  * After CHEAP_RUN calls in a row whose input expanded at most CHEAP_RATIO times (ordinary NARs:
- * 3–6×), calls are made synchronously on SYNC_SLICE bytes: a thread-pool round trip per KiB cost
- * ordinary data a quarter of its speed. One such call makes at most ~1.7 MiB (~20 ms on zeros);
- * anything more expansive sends the decoder back to the thread pool at once.
+ * 3–6×), calls are made synchronously: a thread-pool round trip per slice cost ordinary data a
+ * quarter of its speed. One call makes at most ~1.7 MiB (~20 ms on zeros); anything more
+ * expansive sends the decoder back to the thread pool at once.
  */
 const CHEAP_RATIO = 16
 const CHEAP_RUN = 4
-const SYNC_SLICE = 256
 
 interface NativeStream {
   bufferHandler: (buf: Buffer | null | undefined, processed: number | undefined, err: Error | null | undefined, totalIn: number | null, totalOut: number | null) => void
@@ -89,7 +88,7 @@ export class XzDecoder {
         this.#streams++
       }
       const sync = this.#cheapRun >= CHEAP_RUN
-      const piece = sync ? rest.subarray(0, SYNC_SLICE) : rest
+      const piece = rest
       const before = this.#outBytes
       this.#streamEnded = false
       if (sync) this.#s.code(piece, false)
