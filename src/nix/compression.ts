@@ -52,9 +52,11 @@
  *   bzip2-decoder.ts decodes a block's symbols in slices and its output in 256 KiB pieces.
  * The JS bzip2 decoder runs on the event loop in steps of milliseconds and gives it a turn every
  * 10 ms, so other requests keep being answered during a bomb. `bench/decoders.ts` compares them
- * with the streams they replaced (bounded / unbounded speed on a loaded 2-core machine: xz 1.05 on
- * 8 MiB, 5.7 on a 4 KiB NAR, 1.06 on 64 KiB; bzip2 3.5, 1.3, 2.0). test/e2e/bombs.test.ts holds
- * every engine to it against a running narswarm.
+ * with the streams they replaced (bounded / unbounded speed, medians of 9 alternating runs on a
+ * loaded 2-core machine): xz 3.4 on a 4 KiB NAR, 1.27 on 64 KiB, 0.83 on 8 MiB (decoded on the
+ * event loop rather than beside it; `auto` gives xz files over 1 MiB to the `xz` program anyway);
+ * bzip2 1.9, 3.6, 3.4. test/e2e/bombs.test.ts holds every engine to the bound against a running
+ * narswarm.
  */
 import { spawn } from 'node:child_process'
 import { accessSync, constants as fsConstants } from 'node:fs'

@@ -30,7 +30,7 @@ const ASYNC_BUFSIZE = 256 * 1024
  * expansive sends the decoder back to the thread pool at once.
  */
 const CHEAP_RATIO = 16
-const CHEAP_RUN = 4
+const CHEAP_RUN = 2
 
 interface NativeStream {
   bufferHandler: (buf: Buffer | null | undefined, processed: number | undefined, err: Error | null | undefined, totalIn: number | null, totalOut: number | null) => void
@@ -54,13 +54,13 @@ export class XzDecoder {
   #streams = 0
   #done: (() => void) | undefined
   #outBytes = 0
-  /** How many calls in a row expanded their input like ordinary data. */
-  #cheapRun = 0
+  /** How many calls in a row expanded their input like ordinary data (the first call is synchronous). */
+  #cheapRun = CHEAP_RUN
 
   constructor () {
     const lzma = require('lzma-native') as { Stream: new () => NativeStream }
     this.#s = new lzma.Stream()
-    this.#s.setBufsize(ASYNC_BUFSIZE)
+    this.#s.setBufsize(SYNC_BUFSIZE)
     this.#s.bufferHandler = (buf, processed, err, totalIn) => {
       if (typeof totalIn === 'number') this.#totalIn = totalIn
       if (err !== undefined && err !== null) this.#error ??= err

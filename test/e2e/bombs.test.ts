@@ -26,7 +26,7 @@ const MiB = 1 << 20
 const RSS_GROWTH = 64 * MiB
 /**
  * Largest latency allowed to a probe request during a bomb. Measured on a 2-core machine under a
- * load average of ~15: 20–330 ms (the first use of an in-process decoder loads its module); an
+ * load average of ~15: 10–330 ms (the first use of an in-process decoder loads its module); an
  * unbounded decoder held the event loop for seconds.
  */
 const PROBE_BOUND_MS = 1000
