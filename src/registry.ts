@@ -50,8 +50,8 @@ const PATH_SCHEMES = ['file:', 'folder:', 'sqlite:', 'exec:', 'torrent:']
 /**
  * A spec with a local path names it as `scheme:///absolute/path` (or takes options only:
  * `sqlite:`, `torrent:?…`). Text right after the scheme is a relative path, which the URL parser
- * does not keep relative: `file:nars` parses as `file:///nars`, a directory at the file-system root. So it
- * is refused here, on the text as written, with the absolute form it may have meant.
+ * does not keep relative (`file:nars` parses as `file:///nars`, a directory at the root), so it is
+ * refused here, on the text as written, with the absolute form it may have meant.
  */
 function refuseRelativePath (spec: string, protocol: string, kind: 'mapper' | 'backend'): void {
   const rest = spec.slice(protocol.length)

@@ -5,11 +5,11 @@
  * gigabytes in memory (xz reaches ~7000:1 on zeros: 256 MiB → 39 KB). Here the native decoder is
  * called on slices of at most XZ_SLICE input bytes, one at a time, so one call produces at most
  * XZ_SLICE × 7000 bytes (~1.7 MiB); the caller decides when to feed the next slice, so nothing is
- * decoded ahead of what is read. A call runs on libuv's thread pool, as lzma-native's stream did
- * (a bomb's slice takes a worker thread for tens of milliseconds, never the event loop), except
- * while the data expands like ordinary data: then each slice is decoded synchronously, a fraction
- * of a millisecond.
- * Concatenated streams and the zero padding between them are read as `xz -d` reads them.
+ * decoded ahead of what is read. While the data expands like ordinary data (and at the start),
+ * each slice is decoded synchronously, a fraction of a millisecond; once it expands more, calls
+ * run on libuv's thread pool, as lzma-native's stream did, so a bomb's slices take a worker
+ * thread, not the event loop. Concatenated streams and the zero padding between them are read as
+ * `xz -d` reads them.
  */
 import { createRequire } from 'node:module'
 
