@@ -78,3 +78,12 @@ export class StorageError extends Error {
     if (typeof code === 'string') this.code = code
   }
 }
+
+/**
+ * A path inside a directory that narswarm may read (the file backend's, the folder mapper's, an
+ * index export) that leads out of it through a symlink, or that was swapped while it was opened.
+ */
+export class OutsideDirectoryError extends Error {
+  static override readonly name = 'OutsideDirectoryError'
+  override readonly name = 'OutsideDirectoryError'
+}
