@@ -23,6 +23,7 @@ import { verifyNar } from '../../util/verify.ts'
 import type { AbortOptions, Backend, BackendPlugin, Components, Locator, NarSource, NarUpload } from '../../types.ts'
 import { formatMagnet, parseMagnet, type Magnet } from './magnet.ts'
 import { infoHashOf, PieceHasher, torrentFile, type Info } from './metainfo.ts'
+import { LocalDiscovery } from './lsd.ts'
 import { SeedStore, type Seed } from './seeds.ts'
 import { parseTorrentSpec, type TorrentInit } from './spec.ts'
 import { Swarm } from './swarm.ts'
@@ -40,14 +41,16 @@ export class TorrentBackend implements Backend {
   readonly #swarm: Swarm
   readonly #dispatcher: Dispatcher
   readonly #log: Logger
+  readonly #lsd: LocalDiscovery | undefined
   #closed: Promise<void> | undefined
 
-  constructor (init: TorrentInit, client: WtClient, seeds: SeedStore, log: Logger) {
+  constructor (init: TorrentInit, client: WtClient, seeds: SeedStore, log: Logger, lsd?: LocalDiscovery) {
     this.#init = init
     this.#client = client
     this.#seeds = seeds
     this.#log = log
-    this.#swarm = new Swarm(client, seeds, init, log)
+    this.#lsd = lsd
+    this.#swarm = new Swarm(client, seeds, init, log, lsd)
     this.#dispatcher = createHttpDispatcher({ connections: 8, connectTimeout: 5_000 })
     this.name = 'torrent'
   }
@@ -152,6 +155,7 @@ export class TorrentBackend implements Backend {
 
   async close (): Promise<void> {
     this.#closed ??= (async () => {
+      await this.#lsd?.close()
       await new Promise<void>(resolve => this.#client.destroy(() => resolve()))
       await this.#dispatcher.close().catch(() => {})
     })()
@@ -168,14 +172,27 @@ async function create (init: TorrentInit, components: Components): Promise<Torre
   // affected fetches fail through their own checks, and the proxy keeps running.
   client.on('error', (err: Error) => log.warn({ err: err.message }, 'BitTorrent client error'))
   const seeds = new SeedStore(directory, client, init.maxSeeds, log)
+  let lsd: LocalDiscovery | undefined
   try {
     await seeds.resume()
+    if (init.lsd) {
+      lsd = new LocalDiscovery({ port: client.torrentPort, peerId: client.peerId, log, onPeer: (infoHash, address) => addPeer(client, infoHash, address) })
+      await lsd.start()
+    }
   } catch (err) {
+    await lsd?.close()
     client.destroy()
     throw err
   }
-  log.info({ port: client.torrentPort, seeding: seeds.size, dht: init.dht, trackers: init.trackers.length }, 'BitTorrent client listening')
-  return new TorrentBackend(init, client, seeds, log)
+  log.info({ port: client.torrentPort, seeding: seeds.size, dht: init.dht, lsd: init.lsd, trackers: init.trackers.length }, 'BitTorrent client listening')
+  return new TorrentBackend(init, client, seeds, log, lsd)
+}
+
+/** A peer announced on the LAN, for the torrent it named only (if this node has it). */
+function addPeer (client: WtClient, infoHash: string, address: string): void {
+  const torrent = client.torrents.find(t => t.infoHash === infoHash)
+  if (torrent === undefined || torrent.destroyed) return
+  try { torrent.addPeer(address) } catch { /* destroyed meanwhile */ }
 }
 
 export const plugin: BackendPlugin<TorrentInit> = {
