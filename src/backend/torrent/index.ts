@@ -123,6 +123,7 @@ export class TorrentBackend implements Backend {
     const existing = this.#seeds.byName(name)
     if (existing !== undefined && existing.torrent.info.pieceLength === this.#init.pieceLength) {
       this.#seeds.touch(existing.infoHash)
+      await this.#seeds.markPublished(existing.infoHash)
       return this.#locator(existing.torrent.info, existing.infoHash, [...new Set([...existing.torrent.webSeeds, ...webSeeds])])
     }
     await mkdir(this.#seeds.tmpDir, { recursive: true })
@@ -139,13 +140,24 @@ export class TorrentBackend implements Backend {
       info = { name, length: nar.narSize, pieceLength: this.#init.pieceLength, pieces: pieces.finish() }
       infoHash = infoHashOf(info)
       // A zero-length NAR cannot be a torrent (no pieces); its magnet link alone says everything.
-      if (nar.narSize > 0) await this.#seeds.adoptFile(temp, torrentFile(info, this.#init.trackers, webSeeds))
+      if (nar.narSize > 0) await this.#seeds.adoptFile(temp, torrentFile(info, this.#init.trackers, webSeeds), { published: true })
     } finally {
       await closedWriteStream(out)
       await rm(temp, { force: true })
     }
     this.#log.debug({ infoHash, name }, 'NAR published as a torrent')
     return this.#locator(info, infoHash, webSeeds)
+  }
+
+  /**
+   * Whether this node still seeds what `locator` names: `publish` asks before it skips a path
+   * already recorded, so that it seeds again what was lost (data deleted, a torrent that could
+   * not be resumed) and the index never names a torrent its publisher stopped seeding.
+   */
+  async has (locator: Locator): Promise<boolean> {
+    const magnet = parseMagnet(locator.url)
+    if (magnet === undefined) return false
+    return magnet.length === 0 || this.#seeds.isPublished(magnet.infoHash)
   }
 
   #locator (info: Info, infoHash: string, webSeeds: string[]): Locator {
