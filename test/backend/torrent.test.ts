@@ -18,6 +18,7 @@ import { NixHash } from '../../src/nix/hash.ts'
 import { plugin, type TorrentBackend, type TorrentInit } from '../../src/backend/torrent/index.ts'
 import { TORRENT_DEFAULTS } from '../../src/backend/torrent/spec.ts'
 import { parseMagnet } from '../../src/backend/torrent/magnet.ts'
+import { formatAnnounce, parseAnnounce } from '../../src/backend/torrent/lsd.ts'
 import { bdecode, bencode, type BValue } from '../../src/backend/torrent/bencode.ts'
 import { infoHashOf, PieceHasher, parseTorrentFile, torrentFile } from '../../src/backend/torrent/metainfo.ts'
 import type { NarSource } from '../../src/types.ts'
@@ -145,6 +146,24 @@ describe('torrent backend: the torrent format', () => {
     assert.equal(parseMagnet('magnet:?xt=urn:sha1:YNCKHTQCWBTRNJIV4WNAE52SJUQCZO5C'), undefined)
     assert.throws(() => parseMagnet('magnet:?xt=urn:btih:1234'), FormatError)
     assert.throws(() => parseMagnet('magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a&xl=-1'), FormatError)
+  })
+})
+
+describe('torrent backend: local discovery messages (BEP 14)', () => {
+  const h1 = 'a'.repeat(40)
+  const h2 = '0123456789abcdef0123456789abcdef01234567'
+  it('several info hashes in one message round-trip', () => {
+    const text = formatAnnounce({ host: '239.192.152.143:6771', port: 6881, infoHashes: [h1, h2], cookie: 'narswarm-x' })
+    assert.deepEqual(parseAnnounce(text), { host: '239.192.152.143:6771', port: 6881, infoHashes: [h1, h2], cookie: 'narswarm-x' })
+  })
+  it("reads WebTorrent's announcements (bittorrent-lsd) and ignores what is not one", () => {
+    const webtorrent = `BT-SEARCH * HTTP/1.1\r\nHost: 239.192.152.143:6771\r\nPort: 51413\r\nInfohash: ${h2.toUpperCase()}\r\ncookie: bittorrent-lsd-2d57\r\n\r\n\r\n`
+    assert.deepEqual(parseAnnounce(webtorrent)?.infoHashes, [h2])
+    assert.equal(parseAnnounce(webtorrent)?.port, 51413)
+    for (const bad of ['', 'GET / HTTP/1.1\r\n\r\n', `BT-SEARCH * HTTP/1.1\r\nPort: 0\r\nInfohash: ${h1}\r\n\r\n`,
+      `BT-SEARCH * HTTP/1.1\r\nPort: 6881\r\nInfohash: xyz\r\n\r\n`, `BT-SEARCH * HTTP/1.1\r\nInfohash: ${h1}\r\n\r\n`]) {
+      assert.equal(parseAnnounce(bad), undefined, JSON.stringify(bad))
+    }
   })
 })
 

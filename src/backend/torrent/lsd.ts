@@ -4,7 +4,7 @@
  * through torrent-discovery) opens one socket per torrent, each of which receives every
  * announcement on the LAN and hands the sender to *its* torrent whatever info hash was announced:
  * with 338 torrents, one announcement made every torrent connect to the announcer, which knew
- * none of them, and the connections were retried forever (see docs/torrent.md, "CPU").
+ * none of them, and the connections were retried forever (see docs/torrent.md, "CPU and sockets").
  *
  * Here an announcement reaches only the torrents it names. A node announces the torrents it is
  * fetching (when a fetch starts, and again each minute while it runs: BEP 14's rate limit); it
@@ -29,9 +29,6 @@ export interface LsdOptions {
   log: Logger
   /** A peer announced `infoHash` from `address` (`ip:port`). */
   onPeer: (infoHash: string, address: string) => void
-  /** Group address and port, for tests in their own network namespace; BEP 14's by default. */
-  group?: string
-  groupPort?: number
 }
 
 export class LocalDiscovery {
@@ -60,14 +57,17 @@ export class LocalDiscovery {
     try {
       await new Promise<void>((resolve, reject) => {
         this.#socket.once('error', reject)
-        this.#socket.bind(this.#options.groupPort ?? LSD_PORT, () => { this.#socket.off('error', reject); resolve() })
+        this.#socket.bind(LSD_PORT, () => { this.#socket.off('error', reject); resolve() })
       })
     } catch (err) {
       this.#options.log.warn({ err: (err as Error).message }, 'local peer discovery is off: its socket cannot be bound')
+      this.#closed = true
+      clearInterval(this.#timer)
+      this.#socket.close()
       return
     }
     try {
-      this.#socket.addMembership(this.#options.group ?? LSD_GROUP)
+      this.#socket.addMembership(LSD_GROUP)
     } catch (err) {
       this.#options.log.warn({ err: (err as Error).message }, 'local peer discovery cannot join its multicast group: announcing only')
     }
@@ -102,10 +102,8 @@ export class LocalDiscovery {
   }
 
   #send (infoHashes: string[]): void {
-    const group = this.#options.group ?? LSD_GROUP
-    const port = this.#options.groupPort ?? LSD_PORT
-    const message = formatAnnounce({ host: `${group}:${port}`, port: this.#options.port, infoHashes, cookie: this.#cookie })
-    this.#socket.send(message, port, group, err => {
+    const message = formatAnnounce({ host: `${LSD_GROUP}:${LSD_PORT}`, port: this.#options.port, infoHashes, cookie: this.#cookie })
+    this.#socket.send(message, LSD_PORT, LSD_GROUP, err => {
       if (err !== null && err !== undefined) this.#options.log.debug({ err: err.message }, 'local peer discovery: announcement not sent')
     })
   }
