@@ -19,6 +19,7 @@ buildNpmPackage {
       ../tsconfig.json
       ../tsconfig.build.json
       ../bin
+      ../vendor
       ../src
       ../docs
       ../narswarm.example.toml

@@ -107,7 +107,7 @@ export function parseTorrentSpec (spec: URL): TorrentInit {
       case 'download-limit': init.downloadLimit = rate(value, what); break
       case 'max-seeds': {
         const n = integer(value, 0, what)
-        if (n < 1) throw new ConfigError(`${what} must be at least 1 (what this node publishes is seeded), got ${n}`)
+        if (n < 1) throw new ConfigError(`${what} must be at least 1 (to keep no fetched torrent, set reseed=false), got ${n}`)
         init.maxSeeds = n
         break
       }
