@@ -90,6 +90,12 @@ export interface Backend {
   open: (locator: Locator, options?: AbortOptions) => Promise<NarSource | undefined>
   /** Stores a NAR and returns where it can be fetched. Idempotent for the same NarHash. */
   publish?: (nar: NarUpload, options?: AbortOptions) => Promise<Locator>
+  /**
+   * Whether this backend still holds what it published at `locator`, for a backend that can lose
+   * it (the torrent backend seeds from files that can be deleted). `publish` publishes again a
+   * recorded path whose locator fails this, instead of skipping it.
+   */
+  has?: (locator: Locator, options?: AbortOptions) => Promise<boolean>
   /** Releases resources. Idempotent. */
   close?: () => Promise<void>
 }

@@ -81,11 +81,16 @@ async function main (argv: string[]): Promise<number> {
   await new Promise<void>(resolve => {
     const stop = (signal: string): void => {
       log.info({ signal }, 'shutting down')
-      running.close().then(resolve, (err: unknown) => { log.error({ err }, 'error during shutdown'); resolve() })
+      // A plug-in that does not finish closing must not keep a stopped server alive for ever.
+      const deadline = setTimeout(() => { log.error({ ms: config.shutdownGrace + 5000 }, 'shutdown did not finish: exiting'); process.exit(1) }, config.shutdownGrace + 5000)
+      running.close().then(resolve, (err: unknown) => { log.error({ err }, 'error during shutdown'); resolve() }).finally(() => clearTimeout(deadline))
     }
     process.once('SIGTERM', () => stop('SIGTERM'))
     process.once('SIGINT', () => stop('SIGINT'))
   })
+  // Everything narswarm opened is closed now; a handle a dependency keeps beyond its own close
+  // (utp-native's socket, with the torrent backend's utp=true) must not keep the process alive.
+  setTimeout(() => process.exit(), 1000).unref()
   return 0
 }
 

@@ -159,13 +159,22 @@ export class Publisher {
     const options = signal === undefined ? {} : { signal }
     for (const mapper of this.#mappers) {
       if (mapper.narInfo !== undefined && await mapper.narInfo(hashPart, options) === undefined) return false
-      const urls = (await mapper.lookup(item.narHash, options)).map(l => l.url)
+      const recorded = await mapper.lookup(item.narHash, options)
+      const urls = recorded.map(l => l.url)
       if (item.existing !== undefined) {
         if (!urls.includes(item.existing.locator.url)) return false
         continue
       }
       const schemes = urls.map(u => u.slice(0, Math.max(u.indexOf(':'), 0)))
       if (!this.#backends.every(b => b.schemes.some(s => schemes.includes(s)))) return false
+      // A backend that can lose what it published must still hold it, or the path is published again.
+      for (const backend of this.#backends) {
+        if (backend.has === undefined) continue
+        const own = recorded.filter((_, i) => backend.schemes.includes(schemes[i]!))
+        let held = false
+        for (const locator of own) if (await backend.has(locator, options)) { held = true; break }
+        if (!held) return false
+      }
     }
     return true
   }

@@ -3,7 +3,8 @@
  * format (deterministic info hashes), and two or three clients on 127.0.0.1 with a tracker started
  * here (no DHT, no local discovery, no port mapping, nothing outside loopback): a NAR published by
  * one is fetched by another from the swarm, from the web seed alone when no peer is online, fails
- * as a timeout when nobody has it, and is seeded again after a restart within the seeding cap.
+ * as a timeout when nobody has it, and is seeded again after a restart (what it published always,
+ * what it fetched within the seeding cap).
  */
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
@@ -17,6 +18,7 @@ import { NixHash } from '../../src/nix/hash.ts'
 import { plugin, type TorrentBackend, type TorrentInit } from '../../src/backend/torrent/index.ts'
 import { TORRENT_DEFAULTS } from '../../src/backend/torrent/spec.ts'
 import { parseMagnet } from '../../src/backend/torrent/magnet.ts'
+import { formatAnnounce, parseAnnounce } from '../../src/backend/torrent/lsd.ts'
 import { bdecode, bencode, type BValue } from '../../src/backend/torrent/bencode.ts'
 import { infoHashOf, PieceHasher, parseTorrentFile, torrentFile } from '../../src/backend/torrent/metainfo.ts'
 import type { NarSource } from '../../src/types.ts'
@@ -144,6 +146,24 @@ describe('torrent backend: the torrent format', () => {
     assert.equal(parseMagnet('magnet:?xt=urn:sha1:YNCKHTQCWBTRNJIV4WNAE52SJUQCZO5C'), undefined)
     assert.throws(() => parseMagnet('magnet:?xt=urn:btih:1234'), FormatError)
     assert.throws(() => parseMagnet('magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a&xl=-1'), FormatError)
+  })
+})
+
+describe('torrent backend: local discovery messages (BEP 14)', () => {
+  const h1 = 'a'.repeat(40)
+  const h2 = '0123456789abcdef0123456789abcdef01234567'
+  it('several info hashes in one message round-trip', () => {
+    const text = formatAnnounce({ host: '239.192.152.143:6771', port: 6881, infoHashes: [h1, h2], cookie: 'narswarm-x' })
+    assert.deepEqual(parseAnnounce(text), { host: '239.192.152.143:6771', port: 6881, infoHashes: [h1, h2], cookie: 'narswarm-x' })
+  })
+  it("reads WebTorrent's announcements (bittorrent-lsd) and ignores what is not one", () => {
+    const webtorrent = `BT-SEARCH * HTTP/1.1\r\nHost: 239.192.152.143:6771\r\nPort: 51413\r\nInfohash: ${h2.toUpperCase()}\r\ncookie: bittorrent-lsd-2d57\r\n\r\n\r\n`
+    assert.deepEqual(parseAnnounce(webtorrent)?.infoHashes, [h2])
+    assert.equal(parseAnnounce(webtorrent)?.port, 51413)
+    for (const bad of ['', 'GET / HTTP/1.1\r\n\r\n', `BT-SEARCH * HTTP/1.1\r\nPort: 0\r\nInfohash: ${h1}\r\n\r\n`,
+      `BT-SEARCH * HTTP/1.1\r\nPort: 6881\r\nInfohash: xyz\r\n\r\n`, `BT-SEARCH * HTTP/1.1\r\nInfohash: ${h1}\r\n\r\n`]) {
+      assert.equal(parseAnnounce(bad), undefined, JSON.stringify(bad))
+    }
   })
 })
 
@@ -285,23 +305,42 @@ describe('torrent backend: between peers on 127.0.0.1', { skip }, () => {
     await assert.rejects(a.publish({ narHash: NixHash.of('sha256', 'other'), narSize: 1000, body: chunks(bytes) }), IntegrityError)
   })
 
-  it('a restarted node seeds again what it seeded, within the cap, least recently used out', async () => {
+  it('what a node published is seeded whatever the cap, also after a restart; the cap is for what it fetched', async () => {
     const dir = join(root, 'restart')
-    const first = await open(offline(), dir)
+    const publisher = await open(offline('&max-seeds=1'), dir)
     const blobs = [randomBytes(200_000), randomBytes(200_000), randomBytes(200_000)]
     const locators = []
-    for (const b of blobs) locators.push(await first.publish(upload(b)))
-    await first.close()
-    // Cap 2: the oldest of the three goes.
-    const again = await open(offline('&max-seeds=2'), dir)
     try {
-      assert.equal(again.seeding, 2)
-      assert.equal((await readdir(join(dir, 'torrent', 'torrents'))).length, 2)
-      const b = await open(offline('&metadata-timeout=1s'))
-      try {
-        assert.equal(sha(await drain(await b.open(locators[2]!))), sha(blobs[2]!))
-        await assert.rejects(drain(await b.open(locators[0]!)), UpstreamError)
-      } finally { await b.close() }
+      for (const b of blobs) locators.push(await publisher.publish(upload(b)))
+      assert.equal(publisher.seeding, 3, 'every published NAR is seeded: an index names each')
+      for (const l of locators) assert.equal(await publisher.has(l), true)
+    } finally { await publisher.close() }
+    const again = await open(offline('&max-seeds=1'), dir)
+    try {
+      assert.equal(again.seeding, 3)
+      assert.equal((await readdir(join(dir, 'torrent', 'torrents'))).length, 3)
     } finally { await again.close() }
+
+    // A node that fetched three NARs keeps the two most recently used (cap 2), and one after a
+    // restart with cap 1: the last.
+    const fetcherDir = join(root, 'restart-fetcher')
+    const fetcher = await open(offline('&max-seeds=2'), fetcherDir)
+    const fetched = [randomBytes(200_000), randomBytes(200_000), randomBytes(200_000)]
+    const fetchedLocators = []
+    try {
+      for (const b of fetched) {
+        const l = await a.publish(upload(b))
+        fetchedLocators.push(l)
+        assert.equal(sha(await drain(await fetcher.open(l))), sha(b))
+      }
+      assert.equal(fetcher.seeding, 2)
+      assert.equal(await fetcher.has(fetchedLocators[2]!), false, 'fetched, not published')
+    } finally { await fetcher.close() }
+    const fetcherAgain = await open(offline('&max-seeds=1'), fetcherDir)
+    try {
+      assert.equal(fetcherAgain.seeding, 1)
+      const infoHash = parseMagnet(fetchedLocators[2]!.url)!.infoHash
+      assert.deepEqual(await readdir(join(fetcherDir, 'torrent', 'torrents')), [`${infoHash}.torrent`])
+    } finally { await fetcherAgain.close() }
   })
 })

@@ -23,6 +23,7 @@ import { verifyNar } from '../../util/verify.ts'
 import type { AbortOptions, Backend, BackendPlugin, Components, Locator, NarSource, NarUpload } from '../../types.ts'
 import { formatMagnet, parseMagnet, type Magnet } from './magnet.ts'
 import { infoHashOf, PieceHasher, torrentFile, type Info } from './metainfo.ts'
+import { LocalDiscovery } from './lsd.ts'
 import { SeedStore, type Seed } from './seeds.ts'
 import { parseTorrentSpec, type TorrentInit } from './spec.ts'
 import { Swarm } from './swarm.ts'
@@ -40,14 +41,16 @@ export class TorrentBackend implements Backend {
   readonly #swarm: Swarm
   readonly #dispatcher: Dispatcher
   readonly #log: Logger
+  readonly #lsd: LocalDiscovery | undefined
   #closed: Promise<void> | undefined
 
-  constructor (init: TorrentInit, client: WtClient, seeds: SeedStore, log: Logger) {
+  constructor (init: TorrentInit, client: WtClient, seeds: SeedStore, log: Logger, lsd?: LocalDiscovery) {
     this.#init = init
     this.#client = client
     this.#seeds = seeds
     this.#log = log
-    this.#swarm = new Swarm(client, seeds, init, log)
+    this.#lsd = lsd
+    this.#swarm = new Swarm(client, seeds, init, log, lsd)
     this.#dispatcher = createHttpDispatcher({ connections: 8, connectTimeout: 5_000 })
     this.name = 'torrent'
   }
@@ -120,6 +123,7 @@ export class TorrentBackend implements Backend {
     const existing = this.#seeds.byName(name)
     if (existing !== undefined && existing.torrent.info.pieceLength === this.#init.pieceLength) {
       this.#seeds.touch(existing.infoHash)
+      await this.#seeds.markPublished(existing.infoHash)
       return this.#locator(existing.torrent.info, existing.infoHash, [...new Set([...existing.torrent.webSeeds, ...webSeeds])])
     }
     await mkdir(this.#seeds.tmpDir, { recursive: true })
@@ -136,13 +140,24 @@ export class TorrentBackend implements Backend {
       info = { name, length: nar.narSize, pieceLength: this.#init.pieceLength, pieces: pieces.finish() }
       infoHash = infoHashOf(info)
       // A zero-length NAR cannot be a torrent (no pieces); its magnet link alone says everything.
-      if (nar.narSize > 0) await this.#seeds.adoptFile(temp, torrentFile(info, this.#init.trackers, webSeeds))
+      if (nar.narSize > 0) await this.#seeds.adoptFile(temp, torrentFile(info, this.#init.trackers, webSeeds), { published: true })
     } finally {
       await closedWriteStream(out)
       await rm(temp, { force: true })
     }
     this.#log.debug({ infoHash, name }, 'NAR published as a torrent')
     return this.#locator(info, infoHash, webSeeds)
+  }
+
+  /**
+   * Whether this node still seeds what `locator` names: `publish` asks before it skips a path
+   * already recorded, so that it seeds again what was lost (data deleted, a torrent that could
+   * not be resumed) and the index never names a torrent its publisher stopped seeding.
+   */
+  async has (locator: Locator): Promise<boolean> {
+    const magnet = parseMagnet(locator.url)
+    if (magnet === undefined) return false
+    return magnet.length === 0 || this.#seeds.isPublished(magnet.infoHash)
   }
 
   #locator (info: Info, infoHash: string, webSeeds: string[]): Locator {
@@ -152,6 +167,7 @@ export class TorrentBackend implements Backend {
 
   async close (): Promise<void> {
     this.#closed ??= (async () => {
+      await this.#lsd?.close()
       await new Promise<void>(resolve => this.#client.destroy(() => resolve()))
       await this.#dispatcher.close().catch(() => {})
     })()
@@ -168,14 +184,27 @@ async function create (init: TorrentInit, components: Components): Promise<Torre
   // affected fetches fail through their own checks, and the proxy keeps running.
   client.on('error', (err: Error) => log.warn({ err: err.message }, 'BitTorrent client error'))
   const seeds = new SeedStore(directory, client, init.maxSeeds, log)
+  let lsd: LocalDiscovery | undefined
   try {
     await seeds.resume()
+    if (init.lsd) {
+      lsd = new LocalDiscovery({ port: client.torrentPort, peerId: client.peerId, log, onPeer: (infoHash, address) => addPeer(client, infoHash, address) })
+      await lsd.start()
+    }
   } catch (err) {
+    await lsd?.close()
     client.destroy()
     throw err
   }
-  log.info({ port: client.torrentPort, seeding: seeds.size, dht: init.dht, trackers: init.trackers.length }, 'BitTorrent client listening')
-  return new TorrentBackend(init, client, seeds, log)
+  log.info({ port: client.torrentPort, seeding: seeds.size, dht: init.dht, lsd: init.lsd, trackers: init.trackers.length }, 'BitTorrent client listening')
+  return new TorrentBackend(init, client, seeds, log, lsd)
+}
+
+/** A peer announced on the LAN, for the torrent it named only (if this node has it). */
+function addPeer (client: WtClient, infoHash: string, address: string): void {
+  const torrent = client.torrents.find(t => t.infoHash === infoHash)
+  if (torrent === undefined || torrent.destroyed) return
+  try { torrent.addPeer(address) } catch { /* destroyed meanwhile */ }
 }
 
 export const plugin: BackendPlugin<TorrentInit> = {

@@ -23,6 +23,8 @@ export interface TorrentInit {
   /** UPnP and NAT-PMP port mapping on the home router. */
   nat: boolean
   utp: boolean
+  /** BitTorrent protocol encryption (MSE/PE), offered with a plaintext fallback. */
+  encryption: boolean
   /** TCP/uTP listen port; 0: any free port. */
   port: number
   /** Bytes per second; -1: unlimited. */
@@ -50,7 +52,8 @@ export const TORRENT_DEFAULTS: TorrentInit = {
   lsd: true,
   pex: true,
   nat: false,
-  utp: true,
+  utp: false,
+  encryption: false,
   port: 6881,
   uploadLimit: -1,
   downloadLimit: -1,
@@ -63,7 +66,7 @@ export const TORRENT_DEFAULTS: TorrentInit = {
 }
 
 const REPEATABLE = new Set(['tracker', 'web-seed'])
-const KNOWN = ['tracker', 'web-seed', 'dht', 'lsd', 'pex', 'nat', 'utp', 'port', 'upload-limit', 'download-limit',
+const KNOWN = ['tracker', 'web-seed', 'dht', 'lsd', 'pex', 'nat', 'utp', 'encryption', 'port', 'upload-limit', 'download-limit',
   'max-seeds', 'reseed', 'piece-length', 'piece-order', 'metadata-timeout', 'stall-timeout']
 
 export function parseTorrentSpec (spec: URL): TorrentInit {
@@ -91,7 +94,8 @@ export function parseTorrentSpec (spec: URL): TorrentInit {
       case 'lsd': init.lsd = boolean(value, true, what); break
       case 'pex': init.pex = boolean(value, true, what); break
       case 'nat': init.nat = boolean(value, false, what); break
-      case 'utp': init.utp = boolean(value, true, what); break
+      case 'utp': init.utp = boolean(value, false, what); break
+      case 'encryption': init.encryption = boolean(value, false, what); break
       case 'reseed': init.reseed = boolean(value, true, what); break
       case 'port': {
         const port = integer(value, 0, what)
@@ -103,7 +107,7 @@ export function parseTorrentSpec (spec: URL): TorrentInit {
       case 'download-limit': init.downloadLimit = rate(value, what); break
       case 'max-seeds': {
         const n = integer(value, 0, what)
-        if (n < 1) throw new ConfigError(`${what} must be at least 1 (what this node publishes is seeded), got ${n}`)
+        if (n < 1) throw new ConfigError(`${what} must be at least 1 (to keep no fetched torrent, set reseed=false), got ${n}`)
         init.maxSeeds = n
         break
       }

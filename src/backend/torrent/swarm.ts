@@ -18,6 +18,7 @@ import { IntegrityError, UpstreamError } from '../../errors.ts'
 import type { Logger } from '../../log.ts'
 import { NixHash } from '../../nix/hash.ts'
 import { formatMagnet, type Magnet } from './magnet.ts'
+import type { LocalDiscovery } from './lsd.ts'
 import type { SeedStore } from './seeds.ts'
 import type { TorrentInit } from './spec.ts'
 import type { WtClient, WtTorrent } from './webtorrent.ts'
@@ -36,12 +37,14 @@ export class Swarm {
   readonly #init: TorrentInit
   readonly #log: Logger
   readonly #downloads = new Map<string, Download>()
+  readonly #lsd: LocalDiscovery | undefined
 
-  constructor (client: WtClient, seeds: SeedStore, init: TorrentInit, log: Logger) {
+  constructor (client: WtClient, seeds: SeedStore, init: TorrentInit, log: Logger, lsd?: LocalDiscovery) {
     this.#client = client
     this.#seeds = seeds
     this.#init = init
     this.#log = log
+    this.#lsd = lsd
   }
 
   /**
@@ -63,6 +66,7 @@ export class Swarm {
       torrent.on('warning', (err: Error) => this.#log.debug({ infoHash: magnet.infoHash, err: err.message }, 'torrent warning'))
       download = d
       this.#downloads.set(magnet.infoHash, download)
+      this.#lsd?.want(magnet.infoHash)
     }
     download.readers++
     return download
@@ -72,6 +76,7 @@ export class Swarm {
     download.readers--
     if (download.readers > 0) return
     this.#downloads.delete(magnet.infoHash)
+    this.#lsd?.forget(magnet.infoHash)
     const { torrent } = download
     if (download.verified && this.#init.reseed && torrent.done && !torrent.destroyed) {
       await this.#seeds.adopt(torrent.torrentFile, { inClient: true })

@@ -6,7 +6,11 @@
  *
  * Every public-network feature is an explicit choice of the spec: DHT, local service discovery,
  * peer exchange, UPnP/NAT-PMP port mapping. WebRTC is always off (no browser peers from a proxy).
- * WebTorrent listens on all interfaces; it has no option to bind one address.
+ * WebTorrent listens on all interfaces; it has no option to bind one address. WebTorrent's own
+ * local discovery is always off: it opens one socket per torrent (lsd.ts has one for the node).
+ * Protocol encryption is off unless the spec asks for it: each encrypted connection costs about
+ * 100 ms of CPU on each side in Node 24 (bittorrent-protocol creates a Diffie-Hellman object per
+ * connection, and Node checks the 768-bit prime every time), which is what kept two nodes busy.
  */
 import { EventEmitter } from 'node:events'
 import type { TorrentInit } from './spec.ts'
@@ -52,6 +56,8 @@ export interface WtAddOptions {
 
 export interface WtClient extends EventEmitter {
   torrents: WtTorrent[]
+  /** Hex. */
+  peerId: string
   torrentPort: number
   add: (id: string | Uint8Array, opts: WtAddOptions, onTorrent?: (t: WtTorrent) => void) => WtTorrent
   get: (id: string) => Promise<WtTorrent | null>
@@ -70,7 +76,8 @@ export async function startClient (init: TorrentInit): Promise<WtClient> {
   const WebTorrent = (await import(name) as { default: WtConstructor }).default
   const client = new WebTorrent({
     dht: init.dht,
-    lsd: init.lsd,
+    lsd: false,
+    secure: init.encryption ? 1 : 0,
     utPex: init.pex,
     natUpnp: init.nat,
     natPmp: init.nat,
