@@ -15,6 +15,8 @@ import { NarInfoCache } from '../state/narinfo-cache.ts'
 import { SourceHealth } from '../upstream/health.ts'
 import { Upstream } from '../upstream/upstream.ts'
 import { openPlugins, type Plugins } from '../registry.ts'
+import { Observer } from '../server/observer.ts'
+import { VERSION } from './version.ts'
 
 export interface RunningSubstituter {
   /** Base URL, e.g. http://127.0.0.1:37515 */
@@ -22,7 +24,11 @@ export interface RunningSubstituter {
   close: () => Promise<void>
 }
 
-export async function startSubstituter (config: Config, log: Logger): Promise<RunningSubstituter> {
+/**
+ * `observer` collects metrics and recent activity for `/metrics` and the status page; give the one
+ * whose `logTap` the logger feeds, so logged failures show there too.
+ */
+export async function startSubstituter (config: Config, log: Logger, observer = new Observer()): Promise<RunningSubstituter> {
   const db = openDatabase(join(config.stateDir, 'narswarm.sqlite'))
   const cache = new NarInfoCache(db, { positiveTtl: config.narinfoPositiveTtl, negativeTtl: config.narinfoNegativeTtl })
   cache.purgeExpired()
@@ -37,10 +43,12 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
     throw err
   }
   const { mappers, backends } = plugins
+  const health = new SourceHealth({ cooldown: config.badSourceCooldown })
   const substituter = new Substituter({
     upstreams,
     cache,
-    health: new SourceHealth({ cooldown: config.badSourceCooldown }),
+    health,
+    observer,
     log,
     mappers,
     backends,
@@ -48,7 +56,10 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
     hedgeDelay: config.hedgeDelay,
     firstByteTimeout: config.firstByteTimeout
   })
-  const server = createApp({ substituter, log, priority: config.priority, storeDir: STORE_DIR, index: mappers[0] })
+  const server = createApp({
+    substituter, log, priority: config.priority, storeDir: STORE_DIR, index: mappers[0], observer, version: VERSION,
+    upstreams: () => upstreams.map(u => ({ name: u.name, onProbation: health.onProbation(u.name) }))
+  })
   server.listen(config.listen.port, config.listen.host)
   try {
     await once(server, 'listening')

@@ -5,6 +5,7 @@
  *   GET|HEAD /<32-char hash>.narinfo       narinfo, rewritten to point at our NAR URL
  *   GET|HEAD /nar/<52-char narHash>.nar    the NAR, uncompressed and verified; Range: bytes=N-
  *   GET|HEAD /narswarm/v1/…                this narswarm's index, for other narswarms' http+ mappers
+ *   GET|HEAD / /health /status.json /metrics   for people and monitoring (ops-routes.ts)
  *
  * Everything else is 404, including malformed hashes (a 400 would abort Nix). Paths are matched
  * after dropping the query string and collapsing `//` (Nix 2.8 produces `//nar/…` for absolute-path
@@ -22,6 +23,8 @@ import { sliceBytes } from '../util/verify.ts'
 import type { Substituter } from './substituter.ts'
 import { handleIndexRequest } from './index-api.ts'
 import type { Mapper } from '../types.ts'
+import type { Observer } from './observer.ts'
+import { handleOpsRequest, OPS_ROUTES } from './ops-routes.ts'
 
 const NARINFO = /^\/([0-9a-df-np-sv-z]{32})\.narinfo$/
 const NAR = /^\/nar\/([0-9a-df-np-sv-z]{52})\.nar$/
@@ -34,11 +37,19 @@ export interface AppInit {
   storeDir: string
   /** The mapper whose contents `/narswarm/v1/…` serves to other narswarms (the first configured). */
   index?: Mapper
+  /** Metrics and recent activity; the status routes answer only when it is given. */
+  observer?: Observer
+  version?: string
+  /** The upstreams' state, for the status page. */
+  upstreams?: () => Array<{ name: string, onProbation: boolean }>
 }
 
 export function createApp (init: AppInit): Server {
   const { substituter, log } = init
   const cacheInfo = Buffer.from(serializeCacheInfo({ storeDir: init.storeDir, wantMassQuery: true, priority: init.priority }))
+
+  const observer = init.observer
+  const statusSources = observer === undefined ? undefined : { observer, version: init.version ?? '', upstreams: init.upstreams ?? (() => []) }
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -67,6 +78,7 @@ export function createApp (init: AppInit): Server {
       return
     }
     if (init.index !== undefined && await handleIndexRequest(path, init.index, res)) return
+    if (statusSources !== undefined && await handleOpsRequest(path, res, statusSources)) return
     sendStatus(res, 404)
   }
 
@@ -108,7 +120,10 @@ export function createApp (init: AppInit): Server {
     }
     try {
       await send(body, res, abort.signal)
-      log.info({ storePath: opened.narInfo.storePath, source: opened.source, bytes: size, ms: Math.round(performance.now() - started), range: req.headers.range }, 'NAR served')
+      const ms = Math.round(performance.now() - started)
+      const bytes = range === undefined ? size : range[1] - range[0]
+      log.info({ storePath: opened.narInfo.storePath, source: opened.source, kind: opened.kind, bytes, ms, range: req.headers.range }, 'NAR served')
+      observer?.narServed({ storePath: opened.narInfo.storePath, source: opened.source, kind: opened.kind, bytes, ms })
     } catch (err) {
       // Headers are gone; cutting the connection is the only way to tell Nix the body is bad.
       res.destroy()
@@ -118,6 +133,10 @@ export function createApp (init: AppInit): Server {
   }
 
   const server = createServer({ keepAliveTimeout: 60_000, requestTimeout: 0 }, (req, res) => {
+    if (observer !== undefined) {
+      const started = performance.now()
+      res.once('close', () => observer.request(routeOf(req.url ?? '/'), res.statusCode, (performance.now() - started) / 1000))
+    }
     handle(req, res).catch((err: unknown) => {
       const status = statusFor(err)
       if (status === 502 || status === 504) log.warn({ url: req.url, err: (err as Error).message }, 'request failed: no source could deliver')
@@ -158,6 +177,17 @@ async function send (body: AsyncIterable<Uint8Array>, res: ServerResponse, signa
 }
 
 const WRITE_BATCH = 512 * 1024
+
+/** The route a request path falls under, for metrics: a fixed set of labels, never the raw path. */
+export function routeOf (url: string): string {
+  const path = normalizePath(url)
+  if (NARINFO.test(path)) return 'narinfo'
+  if (NAR.test(path)) return 'nar'
+  if (path === '/nix-cache-info') return 'nix-cache-info'
+  if (path.startsWith('/narswarm/')) return 'index'
+  if (OPS_ROUTES.includes(path as typeof OPS_ROUTES[number])) return path === '/' ? 'status-page' : path.slice(1)
+  return 'other'
+}
 
 function normalizePath (url: string): string {
   const q = url.indexOf('?')

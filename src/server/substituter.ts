@@ -29,6 +29,7 @@ import { race, type RaceCandidate } from '../backend/race.ts'
 import { SourceScores } from '../backend/scores.ts'
 import { trustedKeyMap, verifyNarInfo, type PublicKey } from '../nix/signature.ts'
 import type { Backend, Mapper } from '../types.ts'
+import type { NarInfoResult, Observer, SourceKind } from './observer.ts'
 
 export type NarInfoResponse =
   | { kind: 'found', body: Buffer }
@@ -40,6 +41,7 @@ export interface OpenedNar {
   /** Verified bytes: the stream throws IntegrityError instead of completing if they are wrong. */
   body: AsyncIterable<Uint8Array>
   source: string
+  kind: SourceKind
 }
 
 export interface NarHandle {
@@ -59,6 +61,7 @@ export interface SubstituterInit {
   scores?: SourceScores
   hedgeDelay?: number
   firstByteTimeout?: number
+  observer?: Observer
 }
 
 export class Substituter {
@@ -73,6 +76,7 @@ export class Substituter {
   readonly #scores: SourceScores
   readonly #hedgeDelay: number
   readonly #firstByteTimeout: number
+  readonly #observer: Observer | undefined
   /** Rendered answers, so a hit costs neither SQLite nor a re-serialization; same expiry as the cache. */
   readonly #answers = new ExpiringLru<string, NarInfoResponse>(50_000)
   /** Concurrent requests for one hash part share one upstream query. */
@@ -90,14 +94,16 @@ export class Substituter {
     this.#scores = init.scores ?? new SourceScores()
     this.#hedgeDelay = init.hedgeDelay ?? 250
     this.#firstByteTimeout = init.firstByteTimeout ?? 30_000
+    this.#observer = init.observer
   }
 
   /** The narinfo to serve for `hashPart` (already validated as 32 nix32 characters). */
   async narInfo (hashPart: string): Promise<NarInfoResponse> {
     const answer = this.#answers.get(hashPart)
-    if (answer !== undefined) return answer
+    if (answer !== undefined) { this.#count('cache-hit'); return answer }
     const cached = this.#cache.get(hashPart)
     if (cached !== undefined) {
+      this.#count('cache-hit')
       return this.#remember(hashPart, cached.present ? { kind: 'found', body: rewrite(NarInfo.parse(cached.text)) } : ABSENT, cached.expiresAt)
     }
     let pending = this.#inFlight.get(hashPart)
@@ -105,7 +111,13 @@ export class Substituter {
       pending = this.#fetchNarInfo(hashPart).finally(() => this.#inFlight.delete(hashPart))
       this.#inFlight.set(hashPart, pending)
     }
-    return await pending
+    const response = await pending
+    this.#count(response.kind === 'found' ? 'fetched' : response.kind)
+    return response
+  }
+
+  #count (result: NarInfoResult): void {
+    this.#observer?.narInfo(result)
   }
 
   async #fetchNarInfo (hashPart: string): Promise<NarInfoResponse> {
@@ -197,7 +209,8 @@ export class Substituter {
     const { source, name } = winner
     const what = `NAR of ${expected.storePath} from ${name}`
     const verified = verifyNar(decompress(source.compression, source.body, { signal, sizeHint: source.fileSize ?? expected.fileSize }), expected, what)
-    return { narInfo: expected, source: name, body: this.#guard(verified, name, expected) }
+    const kind: SourceKind = this.#byName.has(name) ? 'upstream' : 'backend'
+    return { narInfo: expected, source: name, kind, body: this.#guard(verified, name, expected) }
   }
 
   /** Every locator the mappers know for this NAR, as race candidates of the backend for its scheme. */
@@ -268,6 +281,7 @@ export class Substituter {
       if (err instanceof IntegrityError || err instanceof FormatError) {
         this.#health.markBad(source, narInfo.narHash.toNix32())
         this.#scores.integrityFailure(source)
+        this.#observer?.verificationFailed(source)
         this.#log.error({ storePath: narInfo.storePath, narHash: narInfo.narHash.toString(), source, err: (err as Error).message },
           'NAR failed verification; response aborted, source marked bad')
       }
