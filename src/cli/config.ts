@@ -9,7 +9,7 @@ import { homedir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parse as parseToml } from 'smol-toml'
 import { ConfigError } from '../errors.ts'
-import { LOG_LEVELS, type LogLevel } from '../log.ts'
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../log.ts'
 import { checkedPublicKeys, DEFAULT_UPSTREAM, parseUpstreamSpec, upstreamFromTable, type UpstreamConfig } from '../upstream/spec.ts'
 import { duration, integer, size } from '../util/values.ts'
 import { DEFAULT_PEER_PORT } from '../peer/protocol.ts'
@@ -22,6 +22,7 @@ export interface Config {
   stateDir: string
   priority: number
   logLevel: LogLevel
+  logFormat: LogFormat
   narinfoPositiveTtl: number
   narinfoNegativeTtl: number
   badSourceCooldown: number
@@ -60,7 +61,7 @@ export interface Config {
 export const DISCOVERY_MODES = ['mdns', 'off'] as const
 export type Discovery = typeof DISCOVERY_MODES[number]
 
-type Kind = 'string' | 'integer' | 'duration' | 'size' | 'log-level'
+type Kind = 'string' | 'integer' | 'duration' | 'size' | 'log-level' | 'log-format'
 
 /** Top-level scalar settings: key → kind and default. `upstream` is handled on its own. */
 export const SETTINGS: Record<string, { kind: Kind, default: string | number }> = {
@@ -68,6 +69,7 @@ export const SETTINGS: Record<string, { kind: Kind, default: string | number }> 
   'state-dir': { kind: 'string', default: '' },
   priority: { kind: 'integer', default: 40 },
   'log-level': { kind: 'log-level', default: 'info' },
+  'log-format': { kind: 'log-format', default: 'auto' },
   'narinfo-positive-ttl': { kind: 'duration', default: '30d' },
   'narinfo-negative-ttl': { kind: 'duration', default: '10m' },
   'bad-source-cooldown': { kind: 'duration', default: '10m' },
@@ -147,6 +149,10 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
   }
   const discoveryInterval = duration(get('discovery-interval'), 0, 'discovery-interval')
   if (discoveryInterval < 100) throw new ConfigError(`discovery-interval must be at least 100ms, got '${String(get('discovery-interval'))}'`)
+  const logFormat = String(get('log-format'))
+  if (!(LOG_FORMATS as readonly string[]).includes(logFormat)) {
+    throw new ConfigError(`log-format must be one of ${LOG_FORMATS.join(', ')}, got '${logFormat}'`)
+  }
   const stateDir = String(get('state-dir'))
   const indexApi = String(get('index-api'))
   if (!(INDEX_API_MODES as readonly string[]).includes(indexApi)) {
@@ -158,6 +164,7 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
     stateDir: stateDir === '' ? defaultStateDir(env) : resolve(stateDir),
     priority: integer(get('priority'), 40, 'priority'),
     logLevel: logLevel as LogLevel,
+    logFormat: logFormat as LogFormat,
     narinfoPositiveTtl: duration(get('narinfo-positive-ttl'), 0, 'narinfo-positive-ttl'),
     narinfoNegativeTtl: duration(get('narinfo-negative-ttl'), 0, 'narinfo-negative-ttl'),
     badSourceCooldown: duration(get('bad-source-cooldown'), 0, 'bad-source-cooldown'),

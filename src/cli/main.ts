@@ -4,7 +4,6 @@
  * (`--listen`, `--state-dir`, …); `--upstream` may be repeated.
  */
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util'
-import { readFileSync } from 'node:fs'
 import { ConfigError } from '../errors.ts'
 import { createLogger } from '../log.ts'
 import { envName, LIST_SETTINGS, loadConfig, SETTINGS } from './config.ts'
@@ -14,8 +13,9 @@ import { keysCommand } from './keys.ts'
 import { indexCommand } from './index-command.ts'
 import { peersCommand } from './peers-command.ts'
 import { cacheCommand } from './cache-command.ts'
+import { VERSION } from './version.ts'
+import { Observer } from '../server/observer.ts'
 
-const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
 const USAGE = `narswarm ${VERSION} — a peer-to-peer binary cache for Nix and Lix
 
@@ -76,8 +76,9 @@ async function main (argv: string[]): Promise<number> {
   if (flags.help === true) { process.stdout.write(USAGE); return 0 }
   delete flags.help
   const config = loadConfig({ flags: flags as Record<string, string | string[] | undefined>, env: process.env })
-  const log = createLogger(config.logLevel)
-  const running = await startSubstituter(config, log)
+  const observer = new Observer()
+  const log = createLogger(config.logLevel, 2, { format: config.logFormat, tap: observer.logTap })
+  const running = await startSubstituter(config, log, observer)
   await new Promise<void>(resolve => {
     const stop = (signal: string): void => {
       log.info({ signal }, 'shutting down')

@@ -99,7 +99,7 @@ export async function publishCommand (args: string[]): Promise<number> {
   // A key that cannot be read stops the run before anything is published: publishing on without
   // the user's signature would leave an index that its readers cannot trust.
   const signKeys = await readSignKeys(flags['sign-key'] ?? [])
-  const log = createLogger(config.logLevel)
+  const log = createLogger(config.logLevel, 2, { format: config.logFormat })
   const components = { log, stateDir: config.stateDir }
   let plugins: Plugins | undefined
   let closeSource: (() => Promise<void>) | undefined

@@ -24,6 +24,8 @@ import { storageFailure } from '../state/write-guard.ts'
 import { SourceHealth } from '../upstream/health.ts'
 import { parseServedNarInfo, Upstream } from '../upstream/upstream.ts'
 import { openPlugins, type Plugins } from '../registry.ts'
+import { Observer } from '../server/observer.ts'
+import { VERSION } from './version.ts'
 
 export interface RunningSubstituter {
   /** Base URL, e.g. http://127.0.0.1:37515 */
@@ -33,7 +35,11 @@ export interface RunningSubstituter {
   close: () => Promise<void>
 }
 
-export async function startSubstituter (config: Config, log: Logger): Promise<RunningSubstituter> {
+/**
+ * `observer` collects metrics and recent activity for `/metrics` and the status page; give the one
+ * whose `logTap` the logger feeds, so logged failures show there too.
+ */
+export async function startSubstituter (config: Config, log: Logger, observer = new Observer()): Promise<RunningSubstituter> {
   const db = openStateDatabase(join(config.stateDir, 'narswarm.sqlite'), log)
   const cache = new NarInfoCache(db, {
     positiveTtl: config.narinfoPositiveTtl,
@@ -81,10 +87,25 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
   await clearSpoolDir(spoolDir).catch((err: unknown) => {
     log.warn({ err: (err as Error).message }, 'spool directory unusable: NARs are relayed without sharing or caching until it works')
   })
+  const health = new SourceHealth({ cooldown: config.badSourceCooldown })
+  if (store !== undefined) {
+    observer.storeSummary = () => {
+      const s = store.stats()
+      return { nars: s.nars, chunks: s.chunks, logicalBytes: s.logicalBytes, storedBytes: s.storedBytes, capacityBytes: s.capacity }
+    }
+  }
+  if (swarm !== undefined) {
+    const peers = swarm
+    observer.peerSummary = () => peers.status().peers.map(p => ({
+      url: p.url, origin: p.origin, score: p.score, healthy: p.coolingUntil <= Date.now(), bytesReceived: p.served.bytes,
+      ...(p.nodeId === undefined ? {} : { id: p.nodeId })
+    }))
+  }
   const substituter = new Substituter({
     upstreams,
     cache,
-    health: new SourceHealth({ cooldown: config.badSourceCooldown }),
+    health,
+    observer,
     log,
     mappers,
     backends,
@@ -98,6 +119,7 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
   })
   const server = createApp({
     substituter, log, priority: config.priority, storeDir: STORE_DIR, index: mappers[0], indexApi: config.indexApi, limits: config.limits,
+    observer, version: VERSION, upstreams: () => upstreams.map(u => ({ name: u.name, onProbation: health.onProbation(u.name) })),
     ...(swarm === undefined ? {} : { peers: () => swarm.status() })
   })
   server.listen(config.listen.port, config.listen.host)

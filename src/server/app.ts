@@ -7,6 +7,7 @@
  *            [?hash=<32-char hash part>]   the store path, to find the NAR again if narswarm forgot it
  *   GET|HEAD /narswarm/v1/…                this narswarm's index, for other narswarms' http+ mappers
  *   GET|HEAD /narswarm/peers               the LAN peers this node knows, as JSON (`narswarm peers`)
+ *   GET|HEAD / /health /status.json /metrics   for people and monitoring (ops-routes.ts)
  *                                          (loopback clients only unless `index-api = "public"`)
  *
  * Everything else is 404, including malformed hashes (a 400 would abort Nix). Paths are matched
@@ -25,6 +26,8 @@ import type { Substituter } from './substituter.ts'
 import { handleIndexRequest, type IndexApiMode } from './index-api.ts'
 import { applyServerLimits, isLoopbackAddress, SERVER_LIMIT_DEFAULTS, type ServerLimits } from './limits.ts'
 import type { Mapper } from '../types.ts'
+import type { Observer } from './observer.ts'
+import { handleOpsRequest, OPS_ROUTES } from './ops-routes.ts'
 
 const NARINFO = /^\/([0-9a-df-np-sv-z]{32})\.narinfo$/
 const NAR = /^\/nar\/([0-9a-df-np-sv-z]{52})\.nar$/
@@ -44,12 +47,19 @@ export interface AppInit {
   /** Who may read `index` (default: loopback clients only). */
   indexApi?: IndexApiMode
   limits?: ServerLimits
+  /** Metrics and recent activity; the status routes answer only when it is given. */
+  observer?: Observer
+  version?: string
+  /** The upstreams' state, for the status page. */
+  upstreams?: () => Array<{ name: string, onProbation: boolean }>
 }
 
 export function createApp (init: AppInit): Server {
   const { substituter, log } = init
   const indexApi = init.indexApi ?? 'local'
   const cacheInfo = Buffer.from(serializeCacheInfo({ storeDir: init.storeDir, wantMassQuery: true, priority: init.priority }))
+  const observer = init.observer
+  const statusSources = observer === undefined ? undefined : { observer, version: init.version ?? '', upstreams: init.upstreams ?? (() => []) }
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -86,6 +96,7 @@ export function createApp (init: AppInit): Server {
       // For a client the index is not served to, /narswarm/ is as unknown as any other path.
       if ((indexApi === 'public' || !remote) && await handleIndexRequest(path, init.index, res, { remote })) return
     }
+    if (statusSources !== undefined && await handleOpsRequest(path, res, statusSources)) return
     sendStatus(res, 404)
   }
 
@@ -123,7 +134,11 @@ export function createApp (init: AppInit): Server {
       if (range === undefined) res.writeHead(200, { ...headers, 'content-length': String(size) })
       else res.writeHead(206, { ...headers, 'content-length': String(end - start), 'content-range': `bytes ${start}-${end - 1}/${size}` })
       await send(opened.body, res, abort.signal)
-      log.info({ storePath, narHash, source: opened.source(), bytes: end - start, ms: Math.round(performance.now() - started), range: req.headers.range }, 'NAR served')
+      const source = opened.source()
+      const kind = substituter.sourceKind(source)
+      const ms = Math.round(performance.now() - started)
+      log.info({ storePath, narHash, source, kind, bytes: end - start, ms, range: req.headers.range }, 'NAR served')
+      observer?.narServed({ storePath: storePath ?? narHash, source, kind, bytes: end - start, ms })
     } catch (err) {
       // Headers are gone; cutting the connection is the only way to tell Nix the body is bad.
       res.destroy()
@@ -135,6 +150,10 @@ export function createApp (init: AppInit): Server {
   }
 
   const server = createServer((req, res) => {
+    if (observer !== undefined) {
+      const started = performance.now()
+      res.once('close', () => observer.request(routeOf(req.url ?? '/'), res.statusCode, (performance.now() - started) / 1000))
+    }
     handle(req, res).catch((err: unknown) => {
       // A client that hung up while we waited on a source is not a failure of ours.
       if (req.socket.destroyed) {
@@ -191,6 +210,17 @@ function hashPartOf (url: string): string | undefined {
 }
 
 const HASH_PART = /^[0-9a-df-np-sv-z]{32}$/
+
+/** The route a request path falls under, for metrics: a fixed set of labels, never the raw path. */
+export function routeOf (url: string): string {
+  const path = normalizePath(url)
+  if (NARINFO.test(path)) return 'narinfo'
+  if (NAR.test(path)) return 'nar'
+  if (path === '/nix-cache-info') return 'nix-cache-info'
+  if (path.startsWith('/narswarm/')) return 'index'
+  if (OPS_ROUTES.includes(path as typeof OPS_ROUTES[number])) return path === '/' ? 'status-page' : path.slice(1)
+  return 'other'
+}
 
 function normalizePath (url: string): string {
   const q = url.indexOf('?')

@@ -51,6 +51,8 @@ export interface NarFetchContext {
   firstByteTimeout: number
   /** Milliseconds untrusted sources get to complete before the upstreams start too. */
   untrustedBudget: number
+  /** Called for every source whose bytes failed verification (metrics). */
+  integrityFailed?: (source: string) => void
   /** Called for every local storage failure (spool, store); the fetch goes on without it. */
   storageFailed: (err: StorageError, where: 'spool' | 'store') => void
 }
@@ -227,6 +229,7 @@ export class NarFetch {
       if (err instanceof IntegrityError || err instanceof FormatError) {
         this.#ctx.health.markBad(name, this.identity.narHash.toNix32())
         this.#ctx.scores.integrityFailure(name)
+        this.#ctx.integrityFailed?.(name)
         this.#ctx.log.error({ storePath: this.identity.storePath, narHash: this.identity.narHash.toString(), source: name, err: (err as Error).message },
           streamed ? 'NAR failed verification; response aborted, source marked bad' : 'NAR failed verification before release; source marked bad')
       } else if (err instanceof StorageError) this.#ctx.storageFailed(err, 'spool')

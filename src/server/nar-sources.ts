@@ -25,6 +25,7 @@ import type { Backend, Mapper } from '../types.ts'
 import { NarFetch, type NarFetchContext } from './nar-fetch.ts'
 import type { NarReader } from './shared-nar.ts'
 import { renderRange } from './store-range.ts'
+import type { Observer } from './observer.ts'
 
 export interface NarSourcesInit {
   upstreams: Upstream[]
@@ -40,6 +41,8 @@ export interface NarSourcesInit {
   fillers: StoreFiller[]
   /** Where fetches spool their bytes; created (and emptied) by the caller. */
   spoolDir: string
+  /** Counts verification failures for `/metrics`. */
+  observer?: Observer
 }
 
 /** A cached narinfo that names the NAR, and the upstream it came from. */
@@ -69,6 +72,7 @@ export class NarSources {
       hedgeDelay: init.hedgeDelay,
       firstByteTimeout: init.firstByteTimeout,
       untrustedBudget: init.untrustedBudget,
+      integrityFailed: source => init.observer?.verificationFailed(source),
       storageFailed: (err, where) => this.#storageFailed(err, where)
     }
   }
@@ -233,6 +237,7 @@ export class NarSources {
       if (err instanceof IntegrityError || err instanceof FormatError) {
         this.#init.health.markBad(source, narInfo.narHash.toNix32())
         this.#init.scores.integrityFailure(source)
+        this.#init.observer?.verificationFailed(source)
         this.#init.log.error({ storePath: narInfo.storePath, narHash: narInfo.narHash.toString(), source, err: (err as Error).message },
           'NAR failed verification; response aborted, source marked bad')
       }

@@ -32,6 +32,7 @@ import type { AbortOptions, Backend, Mapper } from '../types.ts'
 import type { ChunkStore, NarIdentity, StoreFiller } from '../chunk/types.ts'
 import type { NarReader } from './shared-nar.ts'
 import { NarSources } from './nar-sources.ts'
+import type { NarInfoResult, Observer, SourceKind } from './observer.ts'
 
 export type NarInfoResponse =
   | { kind: 'found', body: Buffer }
@@ -67,6 +68,8 @@ export interface SubstituterInit {
   untrustedBudget?: number
   /** Where NAR fetches spool their bytes (emptied at start by the caller). */
   spoolDir: string
+  /** Counts narinfo answers and verification failures for `/metrics`. */
+  observer?: Observer
 }
 
 export class Substituter {
@@ -78,6 +81,9 @@ export class Substituter {
   readonly #narInfoFallback: SubstituterInit['narInfoFallback']
   readonly #firstByteTimeout: number
   readonly #nars: NarSources
+  readonly #observer: Observer | undefined
+  readonly #upstreamNames: ReadonlySet<string>
+  readonly #fillerNames: ReadonlySet<string>
   /** Rendered answers, so a hit costs neither SQLite nor a re-serialization; same expiry as the cache. */
   readonly #answers = new ExpiringLru<string, NarInfoResponse>(50_000)
   /** Concurrent requests for one hash part share one upstream query. */
@@ -103,16 +109,21 @@ export class Substituter {
       untrustedBudget: init.untrustedBudget ?? DEFAULT_UNTRUSTED_BUDGET,
       fillers: init.fillers ?? [],
       spoolDir: init.spoolDir,
-      ...(init.store === undefined ? {} : { store: init.store })
+      ...(init.store === undefined ? {} : { store: init.store }),
+      ...(init.observer === undefined ? {} : { observer: init.observer })
     })
+    this.#observer = init.observer
+    this.#upstreamNames = new Set(init.upstreams.map(u => u.name))
+    this.#fillerNames = new Set((init.fillers ?? []).map(f => f.name))
   }
 
   /** The narinfo to serve for `hashPart` (already validated as 32 nix32 characters). */
   async narInfo (hashPart: string): Promise<NarInfoResponse> {
     const answer = this.#answers.get(hashPart)
-    if (answer !== undefined) return answer
+    if (answer !== undefined) { this.#count('cache-hit'); return answer }
     const cached = this.#cache.get(hashPart)
     if (cached !== undefined) {
+      this.#count('cache-hit')
       return this.#remember(hashPart, cached.present ? { kind: 'found', body: rewrite(NarInfo.parse(cached.text)) } : ABSENT, cached.expiresAt)
     }
     let pending = this.#inFlight.get(hashPart)
@@ -120,7 +131,21 @@ export class Substituter {
       pending = this.#fetchNarInfo(hashPart).finally(() => this.#inFlight.delete(hashPart))
       this.#inFlight.set(hashPart, pending)
     }
-    return await pending
+    const response = await pending
+    this.#count(response.kind === 'found' ? 'fetched' : response.kind)
+    return response
+  }
+
+  #count (result: NarInfoResult): void {
+    this.#observer?.narInfo(result)
+  }
+
+  /** What kind of source a source name (as a NarReader reports it) is, for metrics and the status page. */
+  sourceKind (source: string): SourceKind {
+    if (source === 'store') return 'store'
+    if (this.#upstreamNames.has(source)) return 'upstream'
+    if (this.#fillerNames.has(source)) return 'peer'
+    return 'backend'
   }
 
   async #fetchNarInfo (hashPart: string): Promise<NarInfoResponse> {
