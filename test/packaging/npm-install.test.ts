@@ -42,7 +42,7 @@ test('npm pack, npm install -g into a fresh prefix, then the installed narswarm 
   assert.equal(run(bin, ['version'], work).stdout.trim(), pkg.version)
 
   const state = join(work, 'state')
-  const child = spawn(bin, ['serve', '--listen', '127.0.0.1:0', '--state-dir', state, '--upstream', 'http://127.0.0.1:1?require-sigs=false'], { env, stdio: ['ignore', 'ignore', 'pipe'] })
+  const child = spawn(bin, ['serve', '--listen', '127.0.0.1:0', '--state-dir', state, '--peer-listen', 'off', '--discovery', 'off', '--upstream', 'http://127.0.0.1:1?require-sigs=false'], { env, stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
   await new Promise<void>((resolve, reject) => {
     child.stderr.setEncoding('utf8').on('data', (s: string) => {

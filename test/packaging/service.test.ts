@@ -80,7 +80,7 @@ test('contrib/narswarm.service passes systemd-analyze verify', { skip: noSystemd
 test("the unit's ExecStart starts narswarm, which stops on SIGTERM", { timeout: 60_000 }, async () => {
   const dir = tempDir()
   const config = join(dir, 'narswarm.toml')
-  writeFileSync(config, `listen = "127.0.0.1:0"\nstate-dir = "${join(dir, 'state')}"\nupstream = ["http://127.0.0.1:1?require-sigs=false"]\nlog-level = "info"\n`)
+  writeFileSync(config, `listen = "127.0.0.1:0"\nstate-dir = "${join(dir, 'state')}"\nupstream = ["http://127.0.0.1:1?require-sigs=false"]\nlog-level = "info"\npeer-listen = "127.0.0.1:0"\ndiscovery = "off"\n`)
   const unit = localUnit(config)
   const execStart = /^ExecStart=(.*)$/m.exec(unit)![1]!.split(/\s+/)
   const env: NodeJS.ProcessEnv = { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}` }
