@@ -34,8 +34,14 @@ export async function ingestNar (store: LocalChunkStore, expected: NarIdentity, 
   const inFlight = new Set<Promise<void>>()
   let failure: unknown
   let size = 0
+  // Chunk ids live in shared slabs: a separate array per id costs hundreds of bytes each.
+  let slab = new Uint8Array(0)
+  let used = 0
   const put = async (bytes: Uint8Array): Promise<void> => {
-    const id = chunkIdOf(bytes)
+    if (used === slab.length) { slab = new Uint8Array(32 * 1024); used = 0 }
+    const id = slab.subarray(used, used + 32)
+    id.set(chunkIdOf(bytes))
+    used += 32
     const hex = hexOf(id)
     chunks.push({ id, size: bytes.length })
     store.inUse.hold(hex)
