@@ -27,7 +27,9 @@ export async function ingestNar (store: LocalChunkStore, expected: NarIdentity, 
   }
   await store.maintenance.makeRoom(expected.narSize)
   const hasher = createHash(expected.narHash.algorithm)
-  const chunker = new Chunker(store.params)
+  // Chunks are built in one reused buffer: `put` writes each chunk (to the page cache) or finds
+  // it stored before its first await, so a chunk is done with before the next piece is pushed.
+  const chunker = new Chunker(store.params, { reuse: true })
   const chunks: ManifestChunk[] = []
   const held: string[] = []
   const written: string[] = []
