@@ -14,7 +14,7 @@
  */
 import { createHash } from 'node:crypto'
 import { createServer } from 'node:http'
-import { chmodSync, writeFileSync } from 'node:fs'
+import { chmodSync, createReadStream, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { Readable } from 'node:stream'
@@ -50,9 +50,9 @@ async function serve (dir: string, port: number, files: string[]): Promise<void>
   for (const file of files) {
     const h = createHash('sha256')
     let size = 0
-    for await (const c of (await import('node:fs')).createReadStream(file, { highWaterMark: MiB })) { h.update(c as Buffer); size += (c as Buffer).length }
+    for await (const c of createReadStream(file, { highWaterMark: MiB })) { h.update(c as Buffer); size += (c as Buffer).length }
     const narHash = new NixHash('sha256', new Uint8Array(h.digest()))
-    await store.ingest({ narHash, narSize: size }, (await import('node:fs')).createReadStream(file, { highWaterMark: MiB }))
+    await store.ingest({ narHash, narSize: size }, createReadStream(file, { highWaterMark: MiB }))
     ids.push(narHash)
   }
   createServer((req, res) => {
@@ -92,7 +92,7 @@ async function big (dir: string, gib: number): Promise<void> {
   for await (const c of store.render(narHash)!) check.update(c)
   const renderS = (performance.now() - t) / 1000
   if (!check.digest().equals(narHash.digest)) throw new Error('rendered NAR does not match')
-  const hwm = /VmHWM:\s+(\d+)/.exec((await import('node:fs')).readFileSync('/proc/self/status', 'utf8'))![1]
+  const hwm = /VmHWM:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]
   process.stdout.write(JSON.stringify({ ingestMiBs: size / MiB / ingestS, renderMiBs: size / MiB / renderS, hwmKiB: Number(hwm), stored: store.stats().storedBytes }) + '\n')
   await store.close()
 }

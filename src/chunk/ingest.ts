@@ -27,15 +27,23 @@ export async function ingestNar (store: LocalChunkStore, expected: NarIdentity, 
   }
   await store.maintenance.makeRoom(expected.narSize)
   const hasher = createHash(expected.narHash.algorithm)
-  const chunker = new Chunker(store.params)
+  // Chunks are built in one reused buffer: `put` writes each chunk (to the page cache) or finds
+  // it stored before its first await, so a chunk is done with before the next piece is pushed.
+  const chunker = new Chunker(store.params, { reuse: true })
   const chunks: ManifestChunk[] = []
   const held: string[] = []
   const written: string[] = []
   const inFlight = new Set<Promise<void>>()
   let failure: unknown
   let size = 0
+  // Chunk ids live in shared slabs: a separate array per id costs hundreds of bytes each.
+  let slab = new Uint8Array(0)
+  let used = 0
   const put = async (bytes: Uint8Array): Promise<void> => {
-    const id = chunkIdOf(bytes)
+    if (used === slab.length) { slab = new Uint8Array(32 * 1024); used = 0 }
+    const id = slab.subarray(used, used + 32)
+    id.set(chunkIdOf(bytes))
+    used += 32
     const hex = hexOf(id)
     chunks.push({ id, size: bytes.length })
     store.inUse.hold(hex)
