@@ -97,8 +97,17 @@ export class Chunker {
   /** Until `avg` bytes have been seen the stream may still be one chunk, so nothing is cut. */
   #total = 0
   #head: Uint8Array[] | undefined = []
+  /** With `reuse`: where the chunks of one push are built, overwritten by the next push. */
+  #arena: Uint8Array | undefined
+  #arenaUsed = 0
 
-  constructor (params: CdcParams = DEFAULT_CDC) {
+  /**
+   * With `reuse`, the chunks `push` returns are valid only until the next call to `push`: no
+   * allocation per chunk, for a caller that is done with them by then (the chunk store's ingest,
+   * which writes each chunk before it asks for more).
+   */
+  constructor (params: CdcParams = DEFAULT_CDC, options: { reuse?: boolean } = {}) {
+    if (options.reuse === true) this.#arena = new Uint8Array(0)
     const problem = checkParams(params)
     if (problem !== undefined) throw new RangeError(`FastCDC parameters: ${problem}`)
     this.#p = { ...params }
@@ -115,6 +124,12 @@ export class Chunker {
    */
   push (data: Uint8Array): Uint8Array[] {
     const out: Uint8Array[] = []
+    if (this.#arena !== undefined) {
+      // Enough for every chunk this push can complete: what is pending plus what comes in.
+      const need = this.#len + data.length + (this.#head === undefined ? 0 : this.#total)
+      if (this.#arena.length < need) this.#arena = new Uint8Array(Math.max(need, 2 * this.#p.max))
+      this.#arenaUsed = 0
+    }
     if (this.#head !== undefined) {
       // The first `avg` bytes are held whole (copied: the caller may reuse its buffer): a NAR
       // shorter than that is one chunk.
@@ -140,7 +155,13 @@ export class Chunker {
         this.#len += data.length - pos
         return
       }
-      const chunk = new Uint8Array(this.#len + cut - pos)
+      const n = this.#len + cut - pos
+      let chunk: Uint8Array
+      if (this.#arena === undefined) chunk = new Uint8Array(n)
+      else {
+        chunk = this.#arena.subarray(this.#arenaUsed, this.#arenaUsed + n)
+        this.#arenaUsed += n
+      }
       chunk.set(this.#buf.subarray(0, this.#len), 0)
       chunk.set(data.subarray(pos, cut), this.#len)
       out.push(chunk)

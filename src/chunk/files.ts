@@ -63,9 +63,13 @@ export class ChunkFiles {
   readonly #dirs = new Set<string>()
   #scratch = Buffer.allocUnsafe(0)
 
-  constructor (root: string) {
+  readonly #fsync: boolean
+
+  /** `fsync: false` skips the wait for the disk (benchmarks that measure other things). */
+  constructor (root: string, options: { fsync?: boolean } = {}) {
     this.root = root
     this.tmp = join(root, 'tmp')
+    this.#fsync = options.fsync ?? true
   }
 
   async init (): Promise<void> {
@@ -92,7 +96,7 @@ export class ChunkFiles {
     try {
       fd = openSync(tmp, 'wx')
       writevSync(fd, [Uint8Array.of(flag), body])
-      await new Promise<void>((resolve, reject) => fdatasync(fd!, err => err === null ? resolve() : reject(err)))
+      if (this.#fsync) await new Promise<void>((resolve, reject) => fdatasync(fd!, err => err === null ? resolve() : reject(err)))
       closeSync(fd)
       fd = undefined
       const dir = hex.slice(0, 2)

@@ -96,12 +96,12 @@ export class Maintenance {
 
   /** Removes those of `hexes` that no NAR references and no NAR in flight holds. */
   async removeUnreferenced (hexes: string[]): Promise<string[]> {
-    const { index, holds, files } = this.#store
+    const { index, inUse, files } = this.#store
     const gone: string[] = []
     index.transaction(() => {
       for (const hex of hexes) {
         const id = Buffer.from(hex, 'hex')
-        if (holds.has(hex) || index.refcount(id) !== 0) continue
+        if (inUse.held(hex) || index.refcount(id) !== 0) continue
         index.deleteChunk(id)
         gone.push(hex)
       }
@@ -128,8 +128,8 @@ export class Maintenance {
    * was not there). Unless `force`, a leased NAR stays.
    */
   async dropNar (narHash: Uint8Array, force = false): Promise<number | undefined> {
-    const { index, holds, files, leases } = this.#store
-    if (!force && leases.has(hexOf(narHash))) return undefined
+    const { index, inUse, files } = this.#store
+    if (!force && inUse.leased(hexOf(narHash))) return undefined
     const freed: string[] = []
     let bytes = 0
     const found = index.transaction(() => {
@@ -145,7 +145,7 @@ export class Maintenance {
         const id = Buffer.from(hex, 'hex')
         index.ref(id, -n)
         const chunk = index.chunk(id)
-        if (chunk === undefined || chunk.refcount > 0 || holds.has(hex)) continue
+        if (chunk === undefined || chunk.refcount > 0 || inUse.held(hex)) continue
         bytes += chunk.storedSize
         index.deleteChunk(id)
         freed.push(hex)
@@ -184,14 +184,14 @@ export class Maintenance {
 
   /** Evicts least recently used NARs until `incoming` more bytes fit below the low-water mark. */
   async #evict (incoming: number): Promise<number> {
-    const { index, leases } = this.#store
+    const { index, inUse } = this.#store
     let total = index.storedBytes()
     if (total + incoming <= this.capacity) return 0
     const target = Math.floor(this.capacity * LOW_WATER) - incoming
     let evicted = 0
     for (const narHash of [...index.lru()]) {
       if (total <= target) break
-      if (leases.has(hexOf(narHash))) continue
+      if (inUse.leased(hexOf(narHash))) continue
       const freed = await this.dropNar(narHash)
       if (freed === undefined) continue
       total -= freed

@@ -19,7 +19,9 @@ import type { AbortOptions } from '../types.ts'
 import { Chunker, DEFAULT_CDC, type CdcParams } from './fastcdc.ts'
 import { ChunkFiles, chunkIdOf, CorruptChunk, hexOf, storageError } from './files.ts'
 import { ChunkIndex, dropChunkTables } from './index-db.ts'
+import { InUse } from './in-use.ts'
 import { decodeManifest, encodeManifest } from './manifest.ts'
+import { ingestNar } from './ingest.ts'
 import { Maintenance, type CheckReport, type StoreStats, type VerifyReport } from './maintenance.ts'
 import type { ChunkId, ChunkStore, CommittedNar, Manifest, ManifestChunk, NarIdentity } from './types.ts'
 
@@ -40,6 +42,8 @@ export interface LocalChunkStoreInit {
   orphanGrace?: number
   /** Chunks read ahead while rendering. */
   prefetch?: number
+  /** False skips fsync of chunk files: not crash-safe, for benchmarks of other things. */
+  fsync?: boolean
 }
 
 /**
@@ -51,9 +55,6 @@ export async function clearChunkStore (db: DatabaseSync, dir: string): Promise<v
   await rm(join(dir, 'chunks'), { recursive: true, force: true })
 }
 
-/** Chunks written by one ingest at a time at most (bounds memory: each is ≤ 256 KiB). */
-const WRITES_IN_FLIGHT = 8
-
 export class LocalChunkStore implements ChunkStore {
   readonly cdcId: string
   readonly files: ChunkFiles
@@ -64,25 +65,22 @@ export class LocalChunkStore implements ChunkStore {
   readonly maintenance: Maintenance
   readonly #prefetch: number
   readonly #freshLease: number
-  /** Chunk hex → number of in-flight NARs that need it. */
-  readonly holds = new Map<string, number>()
-  /** NarHash hex → number of readers (and fresh commits) using it. */
-  readonly leases = new Map<string, number>()
+  readonly inUse: InUse
   readonly #writing = new Map<string, Promise<void>>()
   readonly #listeners = new Set<(nar: CommittedNar) => void>()
-  readonly #timers = new Set<NodeJS.Timeout>()
   #closed = false
 
   private constructor (init: LocalChunkStoreInit) {
     this.params = init.params ?? DEFAULT_CDC
     this.cdcId = new Chunker(this.params).cdcId
-    this.files = new ChunkFiles(join(init.dir, 'chunks'))
+    this.files = new ChunkFiles(join(init.dir, 'chunks'), init.fsync === undefined ? {} : { fsync: init.fsync })
     this.index = new ChunkIndex(init.db)
     this.log = init.log ?? silentLogger()
     this.now = init.now ?? Date.now
     this.#prefetch = init.prefetch ?? 8
     this.#freshLease = init.freshLease ?? 30_000
     this.maintenance = new Maintenance(this, init.capacity ?? DEFAULT_CAPACITY, init.orphanGrace ?? 3_600_000)
+    this.inUse = new InUse(() => this.maintenance.scheduleEviction())
   }
 
   /** Opens (or creates) the store, refusing one made by another chunker, and runs the start-up check. */
@@ -157,7 +155,7 @@ export class LocalChunkStore implements ChunkStore {
     const manifest = decodeManifest(row.manifest)
     // The lease is taken now, not when iteration starts, so eviction cannot slip in between.
     // A render that is never iterated must not keep the NAR forever.
-    const lease = this.#leaseFor(narHash.toBase16(), this.#freshLease)
+    const lease = this.inUse.leaseFor(narHash.toBase16(), this.#freshLease)
     return {
       [Symbol.asyncIterator]: () => this.#renderChunks(manifest.chunks, options?.signal, lease.keep())
     }
@@ -187,47 +185,8 @@ export class LocalChunkStore implements ChunkStore {
     }
   }
 
-  /** Marks a NAR in use (safe from eviction) until the returned function is called. */
-  lease (key: string): () => void {
-    this.leases.set(key, (this.leases.get(key) ?? 0) + 1)
-    let released = false
-    return () => {
-      if (released) return
-      released = true
-      const n = (this.leases.get(key) ?? 1) - 1
-      if (n <= 0) this.leases.delete(key)
-      else this.leases.set(key, n)
-      if (n <= 0 && !this.#closed) this.maintenance.scheduleEviction()
-    }
-  }
-
-  /**
-   * A lease that ends by itself after `ms` unless `keep` is called first; `keep` returns the
-   * function that ends it (a fresh lease if the first one had already run out).
-   */
-  #leaseFor (key: string, ms: number): { keep: () => () => void } {
-    const release = this.lease(key)
-    let expired = false
-    const timer = setTimeout(() => { this.#timers.delete(timer); expired = true; release() }, ms).unref()
-    this.#timers.add(timer)
-    return {
-      keep: () => {
-        clearTimeout(timer)
-        this.#timers.delete(timer)
-        return expired ? this.lease(key) : release
-      }
-    }
-  }
-
-  hold (hex: string): void { this.holds.set(hex, (this.holds.get(hex) ?? 0) + 1) }
-  unhold (hex: string): void {
-    const n = (this.holds.get(hex) ?? 1) - 1
-    if (n <= 0) this.holds.delete(hex)
-    else this.holds.set(hex, n)
-  }
-
   /** Writes a chunk unless it is stored or being stored; true when this call wrote it. */
-  async #store (hex: string, id: Uint8Array, bytes: Uint8Array): Promise<boolean> {
+  async storeChunk (hex: string, id: Uint8Array, bytes: Uint8Array): Promise<boolean> {
     const pending = this.#writing.get(hex)
     if (pending !== undefined) { await pending; return false }
     if (this.index.hasChunk(id)) return false
@@ -248,66 +207,14 @@ export class LocalChunkStore implements ChunkStore {
   }
 
   async ingest (expected: NarIdentity, body: AsyncIterable<Uint8Array>, options?: AbortOptions): Promise<Manifest> {
-    const signal = options?.signal
-    const existing = this.manifest(expected.narHash)
-    if (existing !== undefined && existing.narSize === expected.narSize) {
-      await (body as AsyncIterable<Uint8Array> & { return?: () => unknown })[Symbol.asyncIterator]().return?.()
-      if (expected.storePath !== undefined) this.index.addPath(expected.storePath, expected.narHash.digest)
-      return existing
-    }
-    await this.maintenance.makeRoom(expected.narSize)
-    const hasher = createHash(expected.narHash.algorithm)
-    const chunker = new Chunker(this.params)
-    const chunks: ManifestChunk[] = []
-    const held: string[] = []
-    const written: string[] = []
-    const inFlight = new Set<Promise<void>>()
-    let failure: unknown
-    let size = 0
-    const put = async (bytes: Uint8Array): Promise<void> => {
-      const id = chunkIdOf(bytes)
-      const hex = hexOf(id)
-      chunks.push({ id, size: bytes.length })
-      this.hold(hex)
-      held.push(hex)
-      const p = this.#store(hex, id, bytes).then(wrote => { if (wrote) written.push(hex) }, (err: unknown) => { failure ??= err })
-      inFlight.add(p)
-      void p.then(() => inFlight.delete(p))
-      if (inFlight.size >= WRITES_IN_FLIGHT) await Promise.race(inFlight)
-      if (failure !== undefined) throw failure
-    }
-    try {
-      for await (const piece of body) {
-        signal?.throwIfAborted()
-        size += piece.length
-        if (size > expected.narSize) throw new IntegrityError(`NAR ${expected.narHash.toString()} is longer than its NarSize ${expected.narSize}`)
-        hasher.update(piece)
-        for (const c of chunker.push(piece)) await put(c)
-      }
-      const last = chunker.finish()
-      if (last !== undefined) await put(last)
-      await Promise.all(inFlight)
-      if (failure !== undefined) throw failure
-      if (size !== expected.narSize) throw new IntegrityError(`NAR ${expected.narHash.toString()} has ${size} bytes, its NarSize is ${expected.narSize}`)
-      const digest = hasher.digest()
-      if (!digest.equals(expected.narHash.digest)) throw new IntegrityError(`NAR hashes to ${expected.narHash.algorithm}:${digest.toString('hex')}, expected ${expected.narHash.toString()}`)
-      const manifest: Manifest = { cdcId: this.cdcId, narHash: expected.narHash, narSize: size, chunks }
-      return this.#commit(manifest, expected.storePath)
-    } catch (err) {
-      await Promise.allSettled(inFlight)
-      for (const hex of held.splice(0)) this.unhold(hex)
-      await this.maintenance.removeUnreferenced(written)
-      throw err
-    } finally {
-      for (const hex of held) this.unhold(hex)
-    }
+    return await ingestNar(this, expected, body, options)
   }
 
   async putChunk (id: ChunkId, bytes: Uint8Array, options?: AbortOptions): Promise<void> {
     options?.signal?.throwIfAborted()
     const hex = hexOf(id)
     if (hexOf(chunkIdOf(bytes)) !== hex) throw new IntegrityError(`chunk bytes do not hash to ${hex}`)
-    await this.#store(hex, id, bytes)
+    await this.storeChunk(hex, id, bytes)
   }
 
   async commitManifest (manifest: Manifest, expected: NarIdentity, options?: AbortOptions): Promise<void> {
@@ -322,7 +229,7 @@ export class LocalChunkStore implements ChunkStore {
       return
     }
     const hexes = checked.chunks.map(c => hexOf(c.id))
-    for (const hex of hexes) this.hold(hex)
+    for (const hex of hexes) this.inUse.hold(hex)
     try {
       const missing = checked.chunks.filter(c => !this.index.hasChunk(c.id)).length
       if (missing > 0) throw new IntegrityError(`${missing} of ${checked.chunks.length} chunks of ${expected.narHash.toString()} are not stored`)
@@ -330,13 +237,14 @@ export class LocalChunkStore implements ChunkStore {
       for await (const bytes of this.#renderChunks(checked.chunks, options?.signal, () => {})) hasher.update(bytes)
       const digest = hasher.digest()
       if (!digest.equals(expected.narHash.digest)) throw new IntegrityError(`chunks of the manifest hash to ${digest.toString('hex')}, expected ${expected.narHash.toString()}`)
-      this.#commit(checked, expected.storePath)
+      this.commitVerified(checked, expected.storePath)
     } finally {
-      for (const hex of hexes) this.unhold(hex)
+      for (const hex of hexes) this.inUse.unhold(hex)
     }
   }
 
-  #commit (manifest: Manifest, storePath: string | undefined): Manifest {
+  /** Commits a manifest whose chunks are stored and whose NAR was verified; returns the one that won. */
+  commitVerified (manifest: Manifest, storePath: string | undefined): Manifest {
     const key = manifest.narHash.digest
     const counts = new Map<string, { id: Uint8Array, n: number }>()
     for (const c of manifest.chunks) {
@@ -363,7 +271,7 @@ export class LocalChunkStore implements ChunkStore {
     }
     if (winner !== undefined) return winner
     // Kept for the requests waiting for it, even with a cap of 0.
-    this.#leaseFor(manifest.narHash.toBase16(), this.#freshLease)
+    this.inUse.leaseFor(manifest.narHash.toBase16(), this.#freshLease)
     for (const listener of this.#listeners) {
       try {
         listener(storePath === undefined ? { manifest } : { manifest, storePath })
@@ -392,8 +300,7 @@ export class LocalChunkStore implements ChunkStore {
   async close (): Promise<void> {
     if (this.#closed) return
     this.#closed = true
-    for (const t of this.#timers) clearTimeout(t)
-    this.#timers.clear()
+    this.inUse.close()
     await Promise.allSettled(this.#writing.values())
     await this.maintenance.idle()
   }

@@ -65,3 +65,15 @@ test('every chunk but the last is within min..max', () => {
   const mean = 8_000_000 / s.length
   assert.ok(mean > 50_000 && mean < 110_000, `mean chunk ${mean}`)
 })
+
+test('reusing one buffer for the chunks of a push gives the same chunks', () => {
+  const data = pseudoRandom('reuse', 3_000_000)
+  const fresh = new Chunker()
+  const reused = new Chunker(DEFAULT_CDC, { reuse: true })
+  for (let o = 0; o < data.length; o += 500_000) {
+    const a = fresh.push(data.subarray(o, o + 500_000)).map(c => Buffer.from(c).toString('hex'))
+    const b = reused.push(data.subarray(o, o + 500_000)).map(c => Buffer.from(c).toString('hex'))
+    assert.deepEqual(b, a)
+  }
+  assert.deepEqual(reused.finish(), fresh.finish())
+})

@@ -106,3 +106,11 @@ test('every setting is documented in narswarm.example.toml and the README', asyn
     assert.ok(readme.includes(key), `${key} in README.md`)
   }
 })
+
+test('cache-size: 10 GiB by default, sizes with binary units, 0 keeps nothing, nonsense refused', () => {
+  assert.equal(loadConfig({ flags: {}, env: {} }).cacheSize, 10 * 1024 ** 3)
+  assert.equal(loadConfig({ flags: { 'cache-size': '500MiB' }, env: {} }).cacheSize, 500 * 1024 ** 2)
+  assert.equal(loadConfig({ flags: {}, env: { NARSWARM_CACHE_SIZE: '2G' } }).cacheSize, 2 * 1024 ** 3)
+  assert.equal(loadConfig({ flags: { 'cache-size': '0' }, env: {} }).cacheSize, 0)
+  assert.throws(() => loadConfig({ flags: { 'cache-size': 'lots' }, env: {} }), /cache-size must be a size/)
+})
