@@ -45,7 +45,7 @@ const candidates: Candidate[] = [
   { codec: 'zstd', engine: 'library', label: 'node:zlib zstd 3' },
   { codec: 'br', engine: 'library', label: 'node:zlib brotli q5' },
   { codec: 'bzip2', engine: 'process', label: 'bzip2 CLI -9' },
-  { codec: 'bzip2', engine: 'library', label: 'unbzip2-stream / compressjs', slowCompress: true }
+  { codec: 'bzip2', engine: 'library', label: 'JS decoder / compressjs', slowCompress: true }
 ]
 
 const input = await makeInput()

@@ -63,8 +63,9 @@ export class RangeNotSatisfiableError extends Error {
 }
 
 /**
- * The local disk failed a write or a read of narswarm's own state (ENOSPC, EROFS, EACCES, EIO…).
- * The original error is the `cause`. A substituter can keep serving without caching.
+ * Local storage that refused a write or read of narswarm's own state: disk full, read-only, an I/O
+ * error (ENOSPC, EROFS, EACCES, EIO…). The original error is the `cause`. Callers that can still
+ * answer without storing (see `WriteGuard`) do so.
  */
 export class StorageError extends Error {
   static override readonly name = 'StorageError'
@@ -76,4 +77,13 @@ export class StorageError extends Error {
     const code = (options?.cause as NodeJS.ErrnoException | undefined)?.code
     if (typeof code === 'string') this.code = code
   }
+}
+
+/**
+ * A path inside a directory that narswarm may read (the file backend's, the folder mapper's, an
+ * index export) that leads out of it through a symlink, or that was swapped while it was opened.
+ */
+export class OutsideDirectoryError extends Error {
+  static override readonly name = 'OutsideDirectoryError'
+  override readonly name = 'OutsideDirectoryError'
 }

@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { BACKEND_SCHEMES, MAPPER_SCHEMES, checkSpec, openBackend, openMapper } from '../src/registry.ts'
@@ -46,6 +46,36 @@ test('openMapper and openBackend create working instances', async () => {
     assert.ok(backend.schemes.includes('file'))
     await backend.close?.()
   } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+})
+
+test('a relative path in any spec is a ConfigError showing the absolute form, and nothing is created', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'narswarm-relative-'))
+  const cwd = process.cwd()
+  process.chdir(dir)
+  try {
+    const cases: Array<[string, 'mapper' | 'backend', string]> = [
+      ['file:nars', 'backend', `file://${dir}/nars`],
+      ['file:./nars?compression=xz', 'backend', `file://${dir}/nars?compression=xz`],
+      ['file:../nars', 'backend', `file://${join(dir, '..', 'nars')}`],
+      ['file:%2e%2e/nars', 'backend', `file://${join(dir, '..', 'nars')}`],
+      ['folder:map', 'mapper', `folder://${dir}/map`],
+      ['sqlite:index.db', 'mapper', `sqlite://${dir}/index.db`],
+      ['exec:bin/mapper', 'mapper', `exec://${dir}/bin/mapper`],
+      ['exec:fetcher', 'backend', `exec://${dir}/fetcher`],
+      ['torrent:torrents?dht=false', 'backend', `torrent://${dir}/torrents?dht=false`],
+      ['ipfs:?path=repo', 'backend', `path=${dir}/repo`]
+    ]
+    for (const [spec, kind, absolute] of cases) {
+      await assert.rejects(kind === 'mapper' ? openMapper(spec, { log: silentLogger(), stateDir: dir }) : openBackend(spec, { log: silentLogger(), stateDir: dir }),
+        (err: Error) => err.name === 'ConfigError' && err.message.includes('relative') && err.message.includes(absolute), spec)
+    }
+    // `file:nars` used to be read as /nars, and the backend made that directory at the root.
+    await assert.rejects(stat('/nars'), { code: 'ENOENT' })
+    await assert.rejects(stat(join(dir, 'nars')), { code: 'ENOENT' })
+  } finally {
+    process.chdir(cwd)
     await rm(dir, { recursive: true, force: true })
   }
 })

@@ -12,17 +12,22 @@
  *
  * A locator outside the directory resolves to undefined (it is not this backend's to serve, and
  * the directory is the only thing it was told it may read), as does a file that does not exist.
+ * A file inside that leads out through a symlink (the file or a directory on its way) is refused
+ * with OutsideDirectoryError; symlinks that stay inside the directory are followed (see
+ * util/confined.ts, which also makes the check hold against a symlink swapped in meanwhile).
  */
 import { createWriteStream } from 'node:fs'
-import { mkdir, open, rename, stat, unlink } from 'node:fs/promises'
+import { mkdir, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises'
 import { isAbsolute, join, relative, resolve, sep } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { pipeline } from 'node:stream/promises'
 import { fileURLToPath, pathToFileURL } from 'node:url'
-import { ConfigError } from '../errors.ts'
+import { ConfigError, OutsideDirectoryError } from '../errors.ts'
+import type { Logger } from '../log.ts'
 import { compress, narFileName, type Compression } from '../nix/compression.ts'
 import { compression as parseCompression } from '../util/values.ts'
 import type { AbortOptions, Backend, BackendPlugin, Components, Locator, NarSource, NarUpload } from '../types.ts'
+import { ConfinedDirectory } from '../util/confined.ts'
 import { closedWriteStream, readFileChunks } from '../util/file-stream.ts'
 import { verifyNar } from '../util/verify.ts'
 
@@ -38,9 +43,13 @@ export class FileBackend implements Backend {
   readonly schemes = ['file'] as const
   readonly directory: string
   readonly compression: Compression
+  readonly #confined: ConfinedDirectory
+  readonly #log: Logger | undefined
 
-  constructor (init: FileBackendInit) {
+  constructor (init: FileBackendInit, log?: Logger) {
+    this.#log = log
     this.directory = resolve(init.directory)
+    this.#confined = new ConfinedDirectory(this.directory)
     this.compression = init.compression
     this.name = pathToFileURL(this.directory).href
   }
@@ -49,16 +58,25 @@ export class FileBackend implements Backend {
     options.signal?.throwIfAborted()
     const path = this.#pathOf(locator.url)
     if (path === undefined) return undefined
-    let size: number
+    // Checked now, to answer "not here" or refuse at once; opened (and checked) again when read,
+    // so a source that is never read holds no descriptor.
+    let opened
     try {
-      const st = await stat(path)
-      if (!st.isFile()) return undefined
-      size = st.size
+      opened = await this.#confined.open(path)
     } catch (err) {
-      if (isAbsent(err)) return undefined
+      // Logged here too: another source may win the race, which would leave the refusal unseen.
+      if (err instanceof OutsideDirectoryError) this.#log?.warn({ backend: this.name, err: err.message }, 'file backend refused a path that leads out of its directory')
       throw err
     }
-    return { body: readFileChunks(path, options.signal === undefined ? { size } : { size, signal: options.signal }), compression: locator.compression, fileSize: size }
+    if (opened === undefined) return undefined
+    await opened.handle.close()
+    const size = opened.size
+    const open = async (): Promise<FileHandle> => {
+      const again = await this.#confined.open(path)
+      if (again === undefined) throw new Error(`${path} is gone`)
+      return again.handle
+    }
+    return { body: readFileChunks(path, options.signal === undefined ? { size, open } : { size, open, signal: options.signal }), compression: locator.compression, fileSize: size }
   }
 
   async publish (nar: NarUpload, options: AbortOptions = {}): Promise<Locator> {
@@ -70,7 +88,7 @@ export class FileBackend implements Backend {
     const existing = await stat(target).catch((err: unknown) => { if (isAbsent(err)) return undefined; throw err })
     if (existing?.isFile() === true) return this.#locator(target, existing.size)
 
-    await mkdir(join(this.directory, 'nar'), { recursive: true })
+    await this.#confined.makeDirectory(join(this.directory, 'nar'))
     const temp = join(this.directory, 'nar', `.${nar.narHash.toNix32()}.${randomBytes(6).toString('hex')}.tmp`)
     // flush: the file is synced before it is closed, so after a crash the final name (given only
     // after that) holds the whole NAR or nothing.
@@ -148,8 +166,8 @@ export const plugin: BackendPlugin<FileBackendInit> = {
   scheme: 'file',
   summary: 'a local directory of NARs (file:///srv/nars?compression=zstd); publishes content-addressed, crash-safe',
   parse,
-  create: async (init: FileBackendInit, _components: Components) => {
+  create: async (init: FileBackendInit, components: Components) => {
     await mkdir(init.directory, { recursive: true })
-    return new FileBackend(init)
+    return new FileBackend(init, components.log)
   }
 }

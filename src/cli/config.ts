@@ -12,6 +12,10 @@ import { ConfigError } from '../errors.ts'
 import { LOG_LEVELS, type LogLevel } from '../log.ts'
 import { checkedPublicKeys, DEFAULT_UPSTREAM, parseUpstreamSpec, upstreamFromTable, type UpstreamConfig } from '../upstream/spec.ts'
 import { duration, integer, size } from '../util/values.ts'
+import { DEFAULT_PEER_PORT } from '../peer/protocol.ts'
+import { normalizePeerUrl } from '../peer/table.ts'
+import { INDEX_API_MODES, type IndexApiMode } from '../server/index-api.ts'
+import { SERVER_LIMIT_DEFAULTS, type ServerLimits } from '../server/limits.ts'
 
 export interface Config {
   listen: { host: string, port: number }
@@ -35,7 +39,26 @@ export interface Config {
   backends: string[]
   /** Keys that make a narinfo from an index (mapper) usable; default: every upstream's keys. */
   trustedPublicKeys: string[]
+  /** How LAN peers are found: DNS-SD over mDNS, or not at all (static peers only). */
+  discovery: Discovery
+  /** Milliseconds between mDNS announcements; a peer silent for three of them is gone. */
+  discoveryInterval: number
+  /** The peer listener's address; undefined when `peer-listen = "off"`. */
+  peerListen: { host: string, port: number } | undefined
+  /** Static peers (`http://host:port`), kept whatever discovery says. */
+  peers: string[]
+  peerKey: string
+  peerKeyFile: string
+  /** Bytes per second the peer listener sends to all peers together; 0: no limit. */
+  peerUploadLimit: number
+  peerMaxRequests: number
+  /** Who may read the first mapper's index at /narswarm/v1/. */
+  indexApi: IndexApiMode
+  limits: ServerLimits
 }
+
+export const DISCOVERY_MODES = ['mdns', 'off'] as const
+export type Discovery = typeof DISCOVERY_MODES[number]
 
 type Kind = 'string' | 'integer' | 'duration' | 'size' | 'log-level'
 
@@ -52,11 +75,24 @@ export const SETTINGS: Record<string, { kind: Kind, default: string | number }> 
   'hedge-delay': { kind: 'duration', default: '250ms' },
   'first-byte-timeout': { kind: 'duration', default: '30s' },
   'untrusted-budget': { kind: 'duration', default: '20s' },
-  'cache-size': { kind: 'size', default: '10GiB' }
+  discovery: { kind: 'string', default: 'mdns' },
+  'discovery-interval': { kind: 'duration', default: '10s' },
+  'peer-listen': { kind: 'string', default: `0.0.0.0:${DEFAULT_PEER_PORT}` },
+  'peer-key': { kind: 'string', default: '' },
+  'peer-key-file': { kind: 'string', default: '' },
+  'peer-upload-limit': { kind: 'size', default: '0' },
+  'peer-max-requests': { kind: 'integer', default: 64 },
+  'cache-size': { kind: 'size', default: '10GiB' },
+  'index-api': { kind: 'string', default: 'local' },
+  'header-timeout': { kind: 'duration', default: `${SERVER_LIMIT_DEFAULTS.headersTimeout / 1000}s` },
+  'request-timeout': { kind: 'duration', default: `${SERVER_LIMIT_DEFAULTS.requestTimeout / 1000}s` },
+  'keep-alive-timeout': { kind: 'duration', default: `${SERVER_LIMIT_DEFAULTS.keepAliveTimeout / 1000}s` },
+  'max-connections': { kind: 'integer', default: SERVER_LIMIT_DEFAULTS.maxConnections },
+  'max-connections-per-client': { kind: 'integer', default: SERVER_LIMIT_DEFAULTS.maxConnectionsPerClient }
 }
 
 /** Settings that take a list: repeatable flags, space-separated environment variables, TOML arrays. */
-export const LIST_SETTINGS = ['upstream', 'mapper', 'backend', 'trusted-public-keys'] as const
+export const LIST_SETTINGS = ['upstream', 'mapper', 'backend', 'trusted-public-keys', 'peer'] as const
 type ListSetting = typeof LIST_SETTINGS[number]
 
 export interface ConfigSources {
@@ -105,7 +141,17 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     throw new ConfigError(`log-level must be one of ${LOG_LEVELS.join(', ')}, got '${logLevel}'`)
   }
+  const discovery = String(get('discovery'))
+  if (!(DISCOVERY_MODES as readonly string[]).includes(discovery)) {
+    throw new ConfigError(`discovery must be one of ${DISCOVERY_MODES.join(', ')}, got '${discovery}'`)
+  }
+  const discoveryInterval = duration(get('discovery-interval'), 0, 'discovery-interval')
+  if (discoveryInterval < 100) throw new ConfigError(`discovery-interval must be at least 100ms, got '${String(get('discovery-interval'))}'`)
   const stateDir = String(get('state-dir'))
+  const indexApi = String(get('index-api'))
+  if (!(INDEX_API_MODES as readonly string[]).includes(indexApi)) {
+    throw new ConfigError(`index-api must be one of ${INDEX_API_MODES.join(', ')}, got '${indexApi}'`)
+  }
   const upstreams = parseUpstreams(lists.upstream ?? [DEFAULT_UPSTREAM])
   return {
     listen: parseListen(String(get('listen'))),
@@ -125,8 +171,43 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
     backends: stringList(lists.backend ?? [], 'backend'),
     trustedPublicKeys: lists['trusted-public-keys'] === undefined
       ? [...new Set(upstreams.flatMap(u => u.trustedPublicKeys))]
-      : checkedPublicKeys(stringList(lists['trusted-public-keys'], 'trusted-public-keys'))
+      : checkedPublicKeys(stringList(lists['trusted-public-keys'], 'trusted-public-keys')),
+    discovery: discovery as Discovery,
+    discoveryInterval,
+    peerListen: String(get('peer-listen')) === 'off' ? undefined : parseListen(String(get('peer-listen')), 'peer-listen'),
+    peers: stringList(lists.peer ?? [], 'peer').map(url => {
+      try {
+        return normalizePeerUrl(url)
+      } catch (err) {
+        throw new ConfigError(`peer: ${(err as Error).message}`)
+      }
+    }),
+    peerKey: String(get('peer-key')),
+    peerKeyFile: String(get('peer-key-file')),
+    peerUploadLimit: size(get('peer-upload-limit'), 0, 'peer-upload-limit'),
+    peerMaxRequests: Math.max(1, integer(get('peer-max-requests'), 64, 'peer-max-requests')),
+    indexApi: indexApi as IndexApiMode,
+    limits: serverLimits(get)
   }
+}
+
+function serverLimits (get: (key: string) => unknown): ServerLimits {
+  const positive = (n: number, key: string): number => {
+    if (n <= 0) throw new ConfigError(`${key} must be positive, got '${String(get(key))}'`)
+    return n
+  }
+  const limits: ServerLimits = {
+    headersTimeout: positive(duration(get('header-timeout'), 0, 'header-timeout'), 'header-timeout'),
+    requestTimeout: positive(duration(get('request-timeout'), 0, 'request-timeout'), 'request-timeout'),
+    keepAliveTimeout: positive(duration(get('keep-alive-timeout'), 0, 'keep-alive-timeout'), 'keep-alive-timeout'),
+    maxConnections: positive(integer(get('max-connections'), 0, 'max-connections'), 'max-connections'),
+    maxConnectionsPerClient: positive(integer(get('max-connections-per-client'), 0, 'max-connections-per-client'), 'max-connections-per-client')
+  }
+  // Node would stretch the header timer to the request timer otherwise.
+  if (limits.requestTimeout < limits.headersTimeout) {
+    throw new ConfigError(`request-timeout (${String(get('request-timeout'))}) must not be shorter than header-timeout (${String(get('header-timeout'))})`)
+  }
+  return limits
 }
 
 function stringList (list: unknown[], key: string): string[] {
@@ -167,11 +248,11 @@ function parseUpstreams (list: unknown[]): UpstreamConfig[] {
   return upstreams
 }
 
-export function parseListen (value: string): { host: string, port: number } {
+export function parseListen (value: string, key = 'listen'): { host: string, port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d+)$/.exec(value) ?? /^()()(\d+)$/.exec(value)
   const port = m === null ? NaN : Number(m[3])
   if (m === null || !Number.isInteger(port) || port > 65535) {
-    throw new ConfigError(`listen must be HOST:PORT (e.g. 127.0.0.1:37515 or [::1]:37515), got '${value}'`)
+    throw new ConfigError(`${key} must be HOST:PORT (e.g. 127.0.0.1:37515 or [::1]:37515)${key === 'peer-listen' ? ' or off' : ''}, got '${value}'`)
   }
   return { host: m[1] || m[2] || '127.0.0.1', port }
 }

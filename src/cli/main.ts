@@ -12,6 +12,7 @@ import { startSubstituter } from './serve.ts'
 import { publishCommand } from './publish.ts'
 import { keysCommand } from './keys.ts'
 import { indexCommand } from './index-command.ts'
+import { peersCommand } from './peers-command.ts'
 import { cacheCommand } from './cache-command.ts'
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version
@@ -27,6 +28,7 @@ Usage:
                                Nix signing keys ('narswarm keys help')
   narswarm index export|import DIR
                                the index as static files ('narswarm index help')
+  narswarm peers [--json]      the LAN peers the running node knows, scores, what they served
   narswarm cache stats|verify|gc|pin|unpin|import|clear
                                the chunk store ('narswarm cache help')
   narswarm help                show this text
@@ -41,6 +43,7 @@ Options of 'serve' (each also settable as NARSWARM_<NAME> or in the TOML file):
   --backend SPEC               a NAR source (repeatable): file:///dir, mirror+https://a/,https://b/,
                                s3://bucket/prefix?endpoint=…, exec:///program
   --trusted-public-keys KEY    a key for narinfos from an index (repeatable; default: the upstreams')
+  --peer URL                   a LAN peer's listener, http://host:port (repeatable; found by mDNS too)
 ${Object.entries(SETTINGS).map(([k, s]) => `  --${k} ${s.kind === 'integer' ? 'N' : s.kind === 'duration' ? 'DURATION' : s.kind === 'size' ? 'SIZE' : 'VALUE'}`.padEnd(31) + `default: ${s.default === '' ? '$XDG_DATA_HOME/narswarm' : s.default}   (${envName(k)})`).join('\n')}
 `
 
@@ -51,6 +54,7 @@ async function main (argv: string[]): Promise<number> {
   if (command === 'publish') return await publishCommand(rest)
   if (command === 'keys') return await keysCommand(rest)
   if (command === 'index') return await indexCommand(rest)
+  if (command === 'peers') return await peersCommand(rest)
   if (command === 'cache') return await cacheCommand(rest)
   if (command !== 'serve') {
     process.stderr.write(`narswarm: unknown command '${command}'\n\n${USAGE}`)

@@ -5,6 +5,7 @@
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
+import type { DatabaseSync } from 'node:sqlite'
 import type { Config } from './config.ts'
 import type { Logger } from '../log.ts'
 import { STORE_DIR } from '../nix/store-path.ts'
@@ -14,22 +15,33 @@ import { spoolDirOf } from '../server/nar-sources.ts'
 import { clearSpoolDir } from '../server/spool.ts'
 import { StorageError } from '../errors.ts'
 import { LocalChunkStore } from '../chunk/store.ts'
-import type { DatabaseSync } from 'node:sqlite'
+import { loadGroupKey } from '../peer/auth.ts'
+import { loadNodeId } from '../peer/node-id.ts'
+import { Swarm } from '../peer/swarm.ts'
 import { openDatabase } from '../util/sqlite.ts'
 import { NarInfoCache } from '../state/narinfo-cache.ts'
+import { storageFailure } from '../state/write-guard.ts'
 import { SourceHealth } from '../upstream/health.ts'
-import { Upstream } from '../upstream/upstream.ts'
+import { parseServedNarInfo, Upstream } from '../upstream/upstream.ts'
 import { openPlugins, type Plugins } from '../registry.ts'
 
 export interface RunningSubstituter {
   /** Base URL, e.g. http://127.0.0.1:37515 */
   url: string
+  /** The peer listener's base URL; undefined when it is off or the store is unusable. */
+  peerUrl?: string
   close: () => Promise<void>
 }
 
 export async function startSubstituter (config: Config, log: Logger): Promise<RunningSubstituter> {
-  const db = openDatabase(join(config.stateDir, 'narswarm.sqlite'))
-  const cache = new NarInfoCache(db, { positiveTtl: config.narinfoPositiveTtl, negativeTtl: config.narinfoNegativeTtl })
+  const db = openStateDatabase(join(config.stateDir, 'narswarm.sqlite'), log)
+  const cache = new NarInfoCache(db, {
+    positiveTtl: config.narinfoPositiveTtl,
+    negativeTtl: config.narinfoNegativeTtl,
+    log,
+    // Rows stored before a rule existed are held to it too.
+    check: (hashPart, text) => { const served = parseServedNarInfo(text, hashPart); return served.kind === 'rejected' ? served.reason : undefined }
+  })
   cache.purgeExpired()
   const purge = setInterval(() => cache.purgeExpired(), 3_600_000).unref()
   const upstreams = config.upstreams.map(u => new Upstream(u))
@@ -47,6 +59,24 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
     db.close()
     throw err
   })
+  let swarm: Swarm | undefined
+  try {
+    // Peers exchange chunks: without a store this node neither serves nor fetches from them.
+    swarm = store === undefined
+      ? undefined
+      : new Swarm({
+        store, cache, log, nodeId: loadNodeId(config.stateDir),
+        trustedKeys: [...new Set([...config.trustedPublicKeys, ...config.upstreams.flatMap(u => u.trustedPublicKeys)])],
+        staticPeers: config.peers, listen: config.peerListen, groupKey: loadGroupKey(config.peerKey, config.peerKeyFile),
+        uploadLimit: config.peerUploadLimit, maxRequests: config.peerMaxRequests,
+        discovery: config.discovery, discoveryInterval: config.discoveryInterval, backends, mapper: mappers[0]
+      })
+  } catch (err) {
+    await store?.close()
+    await plugins.close()
+    db.close()
+    throw err
+  }
   const spoolDir = spoolDirOf(config.stateDir)
   await clearSpoolDir(spoolDir).catch((err: unknown) => {
     log.warn({ err: (err as Error).message }, 'spool directory unusable: NARs are relayed without sharing or caching until it works')
@@ -63,9 +93,13 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
     firstByteTimeout: config.firstByteTimeout,
     untrustedBudget: config.untrustedBudget,
     spoolDir,
-    ...(store === undefined ? {} : { store })
+    ...(store === undefined ? {} : { store }),
+    ...(swarm === undefined ? {} : { fillers: [swarm.filler], narInfoFallback: swarm.narInfoFallback })
   })
-  const server = createApp({ substituter, log, priority: config.priority, storeDir: STORE_DIR, index: mappers[0] })
+  const server = createApp({
+    substituter, log, priority: config.priority, storeDir: STORE_DIR, index: mappers[0], indexApi: config.indexApi, limits: config.limits,
+    ...(swarm === undefined ? {} : { peers: () => swarm.status() })
+  })
   server.listen(config.listen.port, config.listen.host)
   try {
     await once(server, 'listening')
@@ -76,12 +110,24 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
   const address = server.address() as AddressInfo
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
   const url = `http://${host}:${address.port}`
-  log.info({ url, stateDir: config.stateDir, upstreams: upstreams.map(u => u.name), mappers: mappers.map(m => m.name), backends: backends.map(b => b.name) }, 'narswarm substituter listening')
+  try {
+    await swarm?.start()
+  } catch (err) {
+    server.close()
+    await swarm?.close()
+    await store?.close()
+    await plugins.close()
+    db.close()
+    throw err
+  }
+  const peerUrl = swarm?.status().listener ?? undefined
+  log.info({ url, peerUrl, stateDir: config.stateDir, upstreams: upstreams.map(u => u.name), mappers: mappers.map(m => m.name), backends: backends.map(b => b.name) }, 'narswarm substituter listening')
 
   let closing: Promise<void> | undefined
   const close = async (): Promise<void> => {
     closing ??= (async () => {
       clearInterval(purge)
+      await swarm?.close()
       const closed = new Promise<void>(resolve => server.close(() => resolve()))
       server.closeIdleConnections()
       // In-flight NAR transfers get a grace period to finish; then they are cut.
@@ -97,7 +143,7 @@ export async function startSubstituter (config: Config, log: Logger): Promise<Ru
     })()
     return await closing
   }
-  return { url, close }
+  return { url, ...(peerUrl === undefined ? {} : { peerUrl }), close }
 }
 
 /**
@@ -111,5 +157,18 @@ async function openStore (db: DatabaseSync, config: Config, log: Logger): Promis
     if (!(err instanceof StorageError)) throw err
     log.warn({ err: err.message }, 'chunk store unusable: NARs are served without caching')
     return undefined
+  }
+}
+
+/**
+ * The state database; where the state directory cannot hold it (read-only, full, failing, not
+ * creatable), one in memory, so that narswarm still serves: its state only saves work.
+ */
+function openStateDatabase (file: string, log: Logger): DatabaseSync {
+  try {
+    return openDatabase(file)
+  } catch (err) {
+    log.warn({ file, err: (storageFailure(err) ?? err as Error).message }, 'state database unusable; narinfos are kept in memory only until restart')
+    return openDatabase(':memory:')
   }
 }

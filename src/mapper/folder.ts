@@ -11,6 +11,9 @@
  * reader (or a crash) never sees half a file. Records of one NAR are serialized in this process so
  * that concurrent ones merge instead of losing locators; two processes writing one folder may still
  * race (the last rename wins), which is why one writer per folder is the rule.
+ *
+ * Reads and writes stay inside the folder: a file or directory in it that leads out through a
+ * symlink is refused with OutsideDirectoryError (symlinks that stay inside are followed).
  */
 import fs from 'node:fs/promises'
 import { join } from 'node:path'
@@ -20,6 +23,7 @@ import { ConfigError, FormatError } from '../errors.ts'
 import { NixHash } from '../nix/hash.ts'
 import { isHashPart } from '../nix/store-path.ts'
 import type { AbortOptions, IndexEntry, Locator, Mapper, MapperPlugin } from '../types.ts'
+import { ConfinedDirectory } from '../util/confined.ts'
 import { localPath, mapperSpec, parseLocators, parseLocator, parseRecordedNarInfo } from './common.ts'
 
 export interface FolderMapperInit {
@@ -84,9 +88,9 @@ function formatEntry (entry: FolderEntry): string {
 }
 
 /** Writes `text` to `file` through a temporary sibling and a rename, so the file is never partial. */
-async function writeFileAtomic (file: string, text: string): Promise<void> {
+async function writeFileAtomic (file: string, text: string, confined: ConfinedDirectory): Promise<void> {
   const dir = file.slice(0, file.lastIndexOf('/'))
-  await fs.mkdir(dir, { recursive: true })
+  await confined.makeDirectory(dir)
   // A dot-name never matches `<key>.yaml`, so readers and globbing tools skip leftovers of a crash.
   const temp = join(dir, `.${file.slice(dir.length + 1)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`)
   try {
@@ -104,24 +108,17 @@ async function writeFileAtomic (file: string, text: string): Promise<void> {
   }
 }
 
-async function readIfExists (file: string): Promise<string | undefined> {
-  try {
-    return await fs.readFile(file, 'utf8')
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw err
-  }
-}
-
 export class FolderMapper implements Mapper {
   readonly name: string
   readonly dir: string
+  readonly #confined: ConfinedDirectory
   /** Tail of the queue of records per NarHash (base16), so concurrent ones merge instead of racing. */
   readonly #queues = new Map<string, Promise<void>>()
 
   constructor (name: string, dir: string) {
     this.name = name
     this.dir = dir
+    this.#confined = new ConfinedDirectory(dir)
   }
 
   async lookup (key: NixHash, options?: AbortOptions): Promise<Locator[]> {
@@ -134,7 +131,7 @@ export class FolderMapper implements Mapper {
     options?.signal?.throwIfAborted()
     // The hash part becomes a file name: anything but one cannot be in the index.
     if (!isHashPart(hashPart)) return undefined
-    return await readIfExists(join(this.dir, 'narinfo', `${hashPart}.narinfo`))
+    return await this.#confined.readText(join(this.dir, 'narinfo', `${hashPart}.narinfo`))
   }
 
   async record (narHash: NixHash, locator: Locator, options?: AbortOptions & { narInfo?: string }): Promise<void> {
@@ -154,11 +151,11 @@ export class FolderMapper implements Mapper {
         entry.narInfo = options!.narInfo!
         if (info.fileHash?.algorithm === 'sha256') entry.fileHash = info.fileHash
         // The narinfo file first: an entry never points at a narinfo that is not there.
-        await writeFileAtomic(join(this.dir, 'narinfo', `${info.hashPart}.narinfo`), options!.narInfo!)
+        await writeFileAtomic(join(this.dir, 'narinfo', `${info.hashPart}.narinfo`), options!.narInfo!, this.#confined)
       }
       const text = formatEntry(entry)
-      await writeFileAtomic(entryPath(this.dir, narHash), text)
-      if (entry.fileHash !== undefined && !entry.fileHash.equals(narHash)) await writeFileAtomic(entryPath(this.dir, entry.fileHash), text)
+      await writeFileAtomic(entryPath(this.dir, narHash), text, this.#confined)
+      if (entry.fileHash !== undefined && !entry.fileHash.equals(narHash)) await writeFileAtomic(entryPath(this.dir, entry.fileHash), text, this.#confined)
     })
     // The queue continues after a failed record; the failure goes to its own caller.
     const tail = mine.catch(() => {})
@@ -189,7 +186,7 @@ export class FolderMapper implements Mapper {
   /** The entry stored under `key`, checked to be about that key; undefined when there is no file. */
   async #read (key: NixHash): Promise<FolderEntry | undefined> {
     const file = entryPath(this.dir, key)
-    const text = await readIfExists(file)
+    const text = await this.#confined.readText(file)
     if (text === undefined) return undefined
     const where = `${this.name}: ${file.slice(this.dir.length + 1)}`
     const entry = parseEntry(text, where)

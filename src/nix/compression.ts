@@ -18,19 +18,45 @@
  *   zstd   node:zlib level 3                 154.1       409.6  0.271   0.3 / 0.2
  *   br     node:zlib quality 5                36.7       258.0  0.238   0.5 / 0.3
  *   bzip2  bzip2 1.0.8 CLI -9                 13.3        20.6  0.232   31 / 31
- *   bzip2  compressjs / unbzip2-stream         0.5         8.4  0.269   12 / 1.9
+ *   bzip2  compressjs / JS decoder             0.5         8.4  0.269   12 / 1.9
  *
  * A spawn costs ~30 ms here, so `auto` picks per codec:
  * - zstd, br: node:zlib always (the zstd CLI gains 14% at 30 ms a call). zlib's default 16 KiB
  *   output chunks made zstd decoding 3× slower (163 MiB/s), hence 256 KiB chunks for decoders.
  * - xz: the CLI when present (1.4× decoding, 1.6× encoding), unless `sizeHint` says the input is
  *   below the break-even (1 MiB compressed to decode, 128 KiB to encode); else lzma-native, which
- *   works on libuv's thread pool.
+ *   encodes on libuv's thread pool and decodes in bounded slices (below).
  * - bzip2: the CLI when present (2.5× decoding, 27× encoding), unless `sizeHint` is under 64 KiB
  *   (decode) / 16 KiB (encode). The npm fallbacks run synchronously on the calling thread, in
- *   pieces of one block (≤ 900 kB): correct but slow, for machines without `bzip2`.
+ *   bounded steps: correct but slow, for machines without `bzip2`.
  * Decoders ignore bytes after the end of a zstd or brotli stream (node:zlib does); xz and bzip2
  * accept concatenated streams, as their CLIs do.
+ *
+ * Decompression bombs. Compression, URL and FileSize are not covered by a narinfo's signature, so
+ * any source can relabel a signed NAR as a small file that expands to gigabytes (xz reaches ~7000:1,
+ * bzip2 ~10⁶:1 on zeros), and it picks the engine too (`sizeHint` comes from the size it
+ * announces). Every engine is therefore pulled: it decodes only when its reader asks for the next
+ * piece, and each piece is bounded, so a reader that stops at NarSize (verifyNar does) stops the
+ * decoder there, one piece past it at most — and memory is bounded by design, whatever the ratio:
+ * - programs (`xz`, `bzip2`): the pipe blocks the child when we do not read; the child is killed
+ *   when the reader stops.
+ * - node:zlib (zstd, br): decodes on the thread pool and pauses within an input chunk as soon as
+ *   its 256 KiB output is not read.
+ * - xz in-process: lzma-native's own stream decoded each input chunk to its end and queued all the
+ *   output (a 300 KiB file of 2 GiB of zeros grew the process by 165 MiB; 1.7 GiB was seen), so
+ *   liblzma is called here on 256-byte input slices, one at a time: at most ~1.7 MiB out per
+ *   call, on the thread pool, or synchronously while the data expands like ordinary data
+ *   (xz-decoder.ts).
+ * - bzip2 in-process: unbzip2-stream decoded a whole block's output (up to ~46 MB from 900 kB) into
+ *   a JS array at once (200 MiB of zeros from 266 bytes took 2.8 GiB and held the event loop 6.4 s);
+ *   bzip2-decoder.ts decodes a block's symbols in slices and its output in 256 KiB pieces.
+ * The JS bzip2 decoder runs on the event loop in steps of milliseconds and gives it a turn every
+ * 10 ms, so other requests keep being answered during a bomb. `bench/decoders.ts` compares them
+ * with the streams they replaced (bounded / unbounded speed, medians of 9 alternating runs on a
+ * loaded 2-core machine): xz 3.4 on a 4 KiB NAR, 1.27 on 64 KiB, 0.83 on 8 MiB (decoded on the
+ * event loop rather than beside it; `auto` gives xz files over 1 MiB to the `xz` program anyway);
+ * bzip2 1.9, 3.6, 3.4. test/e2e/bombs.test.ts holds every engine to the bound against a running
+ * narswarm.
  */
 import { spawn } from 'node:child_process'
 import { accessSync, constants as fsConstants } from 'node:fs'
@@ -38,8 +64,11 @@ import { createRequire } from 'node:module'
 import { delimiter, join } from 'node:path'
 import type { Duplex } from 'node:stream'
 import zlib from 'node:zlib'
+import { setImmediate } from 'node:timers/promises'
 import { raceSignal } from 'race-signal'
 import { FormatError } from '../errors.ts'
+import { Bzip2Decoder } from './bzip2-decoder.ts'
+import { XzDecoder, XZ_SLICE } from './xz-decoder.ts'
 import type { NixHash } from './hash.ts'
 
 export const COMPRESSIONS = ['none', 'xz', 'zstd', 'bzip2', 'br'] as const
@@ -84,11 +113,6 @@ const OUT_CHUNK = 256 * 1024
 
 interface LzmaNative {
   createStream: (coder: string, options: Record<string, unknown>) => Duplex & { cleanup?: () => void }
-}
-interface ClassicStream {
-  on: (event: string, listener: (arg: any) => void) => void
-  write: (chunk: Uint8Array) => void
-  end: () => void
 }
 interface CompressJs { Bzip2: { compressFile: (input: Uint8Array, output: null, blockSize: number) => Uint8Array } }
 
@@ -153,8 +177,9 @@ async function * codec (c: Compression, direction: 'compress' | 'decompress', so
     const bin = findBinary(c) as string
     yield * runProcess(c, bin, unpack ? ['-dcq'] : ['-cq', `-${level}`], source, unpack, opts.signal)
   } else if (c === 'bzip2') {
-    const input = abortable(source, opts.signal)
-    yield * (unpack ? bunzipLibrary(input) : bzipLibrary(input, level))
+    yield * (unpack ? bunzipLibrary(source, opts.signal) : bzipLibrary(abortable(source, opts.signal), level))
+  } else if (c === 'xz' && unpack) {
+    yield * unxzLibrary(source, opts.signal)
   } else {
     yield * runTransform(c, () => libraryStream(c, unpack, level), source, unpack, opts.signal)
   }
@@ -174,12 +199,9 @@ function libraryStream (c: 'xz' | 'zstd' | 'br', unpack: boolean, level: number)
         ? zlib.createBrotliDecompress({ chunkSize: OUT_CHUNK })
         : zlib.createBrotliCompress({ chunkSize: 64 * 1024, params: { [zlib.constants.BROTLI_PARAM_QUALITY]: level } })
     case 'xz': {
+      // Decoding goes through unxzLibrary. Check 4 is CRC64, what Nix's own xz sink writes.
       const lzma = require('lzma-native') as LzmaNative
-      // `streamDecoder` takes only .xz (not legacy .lzma), matching the label. Check 4 is CRC64,
-      // what Nix's own xz sink writes.
-      return unpack
-        ? lzma.createStream('streamDecoder', { bufsize: OUT_CHUNK })
-        : lzma.createStream('easyEncoder', { preset: level, check: 4 })
+      return lzma.createStream('easyEncoder', { preset: level, check: 4 })
     }
   }
 }
@@ -307,30 +329,89 @@ async function * runProcess (c: Compression, bin: string, args: string[], source
   }
 }
 
-/** bzip2 decoding in-process: unbzip2-stream decodes synchronously inside `write`. */
-async function * bunzipLibrary (source: Source): AsyncGenerator<Uint8Array, void, undefined> {
-  const make = require('unbzip2-stream') as () => ClassicStream
-  const s = make()
-  const out: Uint8Array[] = []
-  let error: unknown
-  let ended = false
-  s.on('data', (d: Uint8Array) => out.push(d))
-  s.on('error', (e: unknown) => { error ??= e })
-  s.on('end', () => { ended = true })
-  const fail = (err: unknown): FormatError => new FormatError(`bzip2: corrupt or truncated input: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
-  let sawInput = false
-  for await (const chunk of source) {
-    if (chunk.length === 0) continue
-    sawInput = true
-    try { s.write(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length)) } catch (err) { error ??= err }
-    if (error !== undefined) throw fail(error)
-    while (out.length > 0) yield out.shift()!
+/** A failure of an in-process decoder on its input, as a FormatError. */
+function corrupt (c: Compression, err: unknown): FormatError {
+  return new FormatError(`${c}: corrupt or truncated input: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
+}
+
+/**
+ * Gives the event loop a turn once a decoder has held it for TURN_MS: the in-process decoders
+ * below run synchronously in bounded steps, and a consumer that never waits on I/O (a verifying
+ * spool into the store) would otherwise chain those steps without letting a request in.
+ */
+const TURN_MS = 10
+function turns (): () => Promise<void> {
+  let since = performance.now()
+  return async () => {
+    if (performance.now() - since < TURN_MS) return
+    await setImmediate()
+    since = performance.now()
   }
-  if (!sawInput) throw fail(new Error('empty input'))
-  try { s.end() } catch (err) { error ??= err }
-  if (error !== undefined) throw fail(error)
-  while (out.length > 0) yield out.shift()!
-  if (!ended) throw fail(new Error('no end of stream'))
+}
+
+/**
+ * xz decoding in-process, one bounded slice of input at a time (see xz-decoder.ts). The many small
+ * outputs of the slices are handed on together, up to OUT_CHUNK at a time.
+ */
+async function * unxzLibrary (source: Source, signal?: AbortSignal): AsyncGenerator<Uint8Array, void, undefined> {
+  const d = new XzDecoder()
+  const turn = turns()
+  let pending: Buffer[] = []
+  let size = 0
+  // Small pieces (of the synchronous calls) are joined; large ones are handed on as they are.
+  const take = (): Buffer[] => {
+    const out = pending.length === 1 || size > 2 * OUT_CHUNK ? pending : [Buffer.concat(pending, size)]
+    pending = []
+    size = 0
+    return out
+  }
+  try {
+    for await (const chunk of abortable(source, signal)) {
+      for (let i = 0; i < chunk.length; i += XZ_SLICE) {
+        let out: Buffer[]
+        try { out = await d.write(chunk.subarray(i, i + XZ_SLICE)) } catch (err) { throw corrupt('xz', err) }
+        for (const b of out) { pending.push(b); size += b.length }
+        if (size >= OUT_CHUNK) yield * take()
+        await turn()
+        signal?.throwIfAborted()
+      }
+      if (size > 0) yield * take()
+    }
+    let out: Buffer[]
+    try { out = await d.end() } catch (err) { throw corrupt('xz', err) }
+    yield * out
+  } finally {
+    d.close()
+  }
+}
+
+/** bzip2 decoding in-process, in pieces of at most OUT_CHUNK bytes (see bzip2-decoder.ts). */
+async function * bunzipLibrary (source: Source, signal?: AbortSignal): AsyncGenerator<Uint8Array, void, undefined> {
+  const d = new Bzip2Decoder()
+  const turn = turns()
+  let out = new Uint8Array(OUT_CHUNK)
+  const drain = async function * (): AsyncGenerator<Uint8Array, void, undefined> {
+    for (;;) {
+      let n: number
+      try { n = d.read(out) } catch (err) { throw corrupt('bzip2', err) }
+      if (n > 0) {
+        // A small piece is copied, so that a held chunk does not pin a whole buffer.
+        yield n < OUT_CHUNK / 4 ? out.slice(0, n) : out.subarray(0, n)
+        if (n >= OUT_CHUNK / 4) out = new Uint8Array(OUT_CHUNK)
+      } else if (d.needsInput || d.done) {
+        return
+      }
+      await turn()
+      signal?.throwIfAborted()
+    }
+  }
+  for await (const chunk of abortable(source, signal)) {
+    d.push(chunk)
+    yield * drain()
+  }
+  d.end()
+  yield * drain()
+  if (!d.done) throw corrupt('bzip2', new Error('no end of stream'))
 }
 
 /**

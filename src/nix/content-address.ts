@@ -69,6 +69,18 @@ export function storePathFromContentAddress (
   return makeFixedOutputPath(name, parsed.method, parsed.hash, storeDir, references, hasSelfReference)
 }
 
+/**
+ * The NarHash a content address fixes, or undefined when it fixes none. `fixed:r:sha256:X` is the
+ * sha256 of the NAR itself, so the NarHash must be X (Nix refuses the download otherwise: "ca hash
+ * mismatch"). `text:` and flat `fixed:` hash the file's contents, `fixed:git:` a git object, and
+ * `fixed:r:` with another algorithm cannot be compared with a sha256 NarHash without the NAR.
+ */
+export function narHashOfContentAddress (ca: ContentAddress | string): NixHash | undefined {
+  const parsed = typeof ca === 'string' ? parseContentAddress(ca) : ca
+  if (parsed.type === 'fixed' && parsed.method === 'nar' && parsed.hash.algorithm === 'sha256') return parsed.hash
+  return undefined
+}
+
 /** What `checkContentAddress` needs of a narinfo (or any path info). */
 export interface ContentAddressClaim {
   /** Full store path. */

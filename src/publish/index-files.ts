@@ -9,11 +9,12 @@
  *   DIR/narswarm/v1/SHA256SUMS.sig                one `<key name>:<base64 ed25519>` line per key
  *
  * The manifest signature covers the whole set, locators included (narinfos carry their own
- * signatures; locators have none). An export replaces the previous one in one rename.
+ * signatures; locators have none). An export replaces the previous one in one rename. An import
+ * reads nothing outside DIR: a symlink in the export that leads out of it is refused.
  */
 import { createHash } from 'node:crypto'
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { FormatError, SignatureError } from '../errors.ts'
 import { NixHash } from '../nix/hash.ts'
@@ -21,6 +22,7 @@ import { NarInfo } from '../nix/narinfo.ts'
 import { sign, trustedKeyMap, verifySignature, type SecretKey } from '../nix/signature.ts'
 import type { Locator, Mapper } from '../types.ts'
 import { parseLocatorsJson } from '../mapper/common.ts'
+import { ConfinedDirectory } from '../util/confined.ts'
 
 const ROOT = join('narswarm', 'v1')
 const MANIFEST = 'SHA256SUMS'
@@ -80,8 +82,11 @@ export interface ImportResult { narInfos: number, locators: number, signedBy: st
 export async function importIndex (dir: string, mapper: Mapper, options: ImportOptions): Promise<ImportResult> {
   if (mapper.record === undefined) throw new FormatError(`mapper ${mapper.name} cannot record`)
   const root = join(dir, ROOT)
-  const manifest = await readFile(join(root, MANIFEST), 'utf8').catch((err: Error) => { throw new FormatError(`${join(root, MANIFEST)}: ${err.message} (not an index export?)`) })
-  const sigs = (await readFile(join(root, `${MANIFEST}.sig`), 'utf8').catch(() => '')).split('\n').filter(Boolean)
+  // Every read stays inside `dir`: a symlink in the export that leads out is refused.
+  const confined = new ConfinedDirectory(resolve(dir))
+  const manifest = await confined.readText(join(root, MANIFEST))
+  if (manifest === undefined) throw new FormatError(`${join(root, MANIFEST)}: no such file (not an index export?)`)
+  const sigs = (await confined.readText(join(root, `${MANIFEST}.sig`)) ?? '').split('\n').filter(Boolean)
   const keys = trustedKeyMap(options.trustedKeys)
   const signedBy = sigs.filter(s => keys.size > 0 && verifySignature(s, manifest, keys) === 'valid').map(s => s.slice(0, s.indexOf(':')))
   if (options.trustedKeys.length > 0 && signedBy.length === 0) {
@@ -95,7 +100,8 @@ export async function importIndex (dir: string, mapper: Mapper, options: ImportO
     const m = /^([0-9a-f]{64}) {2}((narinfo|locators)\/[0-9a-z]+)$/.exec(line)
     if (m === null) throw new FormatError(`${MANIFEST}: unexpected line '${line.slice(0, 120)}'`)
     options.signal?.throwIfAborted()
-    const text = await readFile(join(root, m[2]!), 'utf8')
+    const text = await confined.readText(join(root, m[2]!))
+    if (text === undefined) throw new FormatError(`${m[2]}: listed in ${MANIFEST} but missing`)
     if (createHash('sha256').update(text).digest('hex') !== m[1]) throw new FormatError(`${m[2]}: does not match its checksum in ${MANIFEST}`)
     const name = m[2]!.slice(m[3]!.length + 1)
     if (m[3] === 'narinfo') {

@@ -6,6 +6,8 @@
  *   GET|HEAD /nar/<52-char narHash>.nar    the NAR, uncompressed and verified; Range: bytes=N-;
  *            [?hash=<32-char hash part>]   the store path, to find the NAR again if narswarm forgot it
  *   GET|HEAD /narswarm/v1/…                this narswarm's index, for other narswarms' http+ mappers
+ *   GET|HEAD /narswarm/peers               the LAN peers this node knows, as JSON (`narswarm peers`)
+ *                                          (loopback clients only unless `index-api = "public"`)
  *
  * Everything else is 404, including malformed hashes (a 400 would abort Nix). Paths are matched
  * after dropping the query string and collapsing `//` (Nix 2.8 produces `//nar/…` for absolute-path
@@ -20,11 +22,14 @@ import { serializeCacheInfo } from '../nix/cache-info.ts'
 import { parseRange } from './range.ts'
 import { sendStatus, sendText, statusFor } from './respond.ts'
 import type { Substituter } from './substituter.ts'
-import { handleIndexRequest } from './index-api.ts'
+import { handleIndexRequest, type IndexApiMode } from './index-api.ts'
+import { applyServerLimits, isLoopbackAddress, SERVER_LIMIT_DEFAULTS, type ServerLimits } from './limits.ts'
 import type { Mapper } from '../types.ts'
 
 const NARINFO = /^\/([0-9a-df-np-sv-z]{32})\.narinfo$/
 const NAR = /^\/nar\/([0-9a-df-np-sv-z]{52})\.nar$/
+/** The LAN swarm's state, as JSON, for `narswarm peers`. */
+export const PEERS = '/narswarm/peers'
 
 export interface AppInit {
   substituter: Substituter
@@ -34,10 +39,16 @@ export interface AppInit {
   storeDir: string
   /** The mapper whose contents `/narswarm/v1/…` serves to other narswarms (the first configured). */
   index?: Mapper
+  /** The LAN swarm's state for `narswarm peers` (`/narswarm/peers`); absent when peers are off. */
+  peers?: () => unknown
+  /** Who may read `index` (default: loopback clients only). */
+  indexApi?: IndexApiMode
+  limits?: ServerLimits
 }
 
 export function createApp (init: AppInit): Server {
   const { substituter, log } = init
+  const indexApi = init.indexApi ?? 'local'
   const cacheInfo = Buffer.from(serializeCacheInfo({ storeDir: init.storeDir, wantMassQuery: true, priority: init.priority }))
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
@@ -66,7 +77,15 @@ export function createApp (init: AppInit): Server {
       await serveNar(m[1]!, hashPartOf(req.url!), req, res)
       return
     }
-    if (init.index !== undefined && await handleIndexRequest(path, init.index, res)) return
+    if (path === PEERS && init.peers !== undefined) {
+      sendText(res, JSON.stringify(init.peers()), 'application/json', 'no-store')
+      return
+    }
+    if (init.index !== undefined && indexApi !== 'off') {
+      const remote = !isLoopbackAddress(req.socket.remoteAddress ?? '')
+      // For a client the index is not served to, /narswarm/ is as unknown as any other path.
+      if ((indexApi === 'public' || !remote) && await handleIndexRequest(path, init.index, res, { remote })) return
+    }
     sendStatus(res, 404)
   }
 
@@ -115,8 +134,13 @@ export function createApp (init: AppInit): Server {
     }
   }
 
-  const server = createServer({ keepAliveTimeout: 60_000, requestTimeout: 0 }, (req, res) => {
+  const server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
+      // A client that hung up while we waited on a source is not a failure of ours.
+      if (req.socket.destroyed) {
+        log.debug({ url: req.url, err: (err as Error).message }, 'client closed the connection before the answer')
+        return
+      }
       const status = statusFor(err)
       if (status === 502 || status === 504) log.warn({ url: req.url, err: (err as Error).message }, 'request failed: no source could deliver')
       else if (status >= 500) log.error({ url: req.url, err: (err as Error).message, stack: (err as Error).stack }, 'request failed')
@@ -125,6 +149,7 @@ export function createApp (init: AppInit): Server {
       else res.destroy()
     })
   })
+  applyServerLimits(server, init.limits ?? SERVER_LIMIT_DEFAULTS, log)
   return server
 }
 

@@ -4,6 +4,10 @@
  * `GET /narswarm/v1/narinfo/<hashPart>` → the narinfo text (404 when unknown). Other proxies read it
  * with the `http+http(s)://` mapper. A 404 always means "not in this index"; a mapper that fails
  * answers 502/504, so no client mistakes a broken index for an empty one.
+ *
+ * Who may ask is the `index-api` setting's business (app.ts): by default only loopback clients. A
+ * client on another machine never sees a `file:` locator, which would only tell it where files lie
+ * on this machine's disk.
  */
 import type { ServerResponse } from 'node:http'
 import { NixHash } from '../nix/hash.ts'
@@ -17,11 +21,15 @@ const LOCATORS = '/narswarm/v1/locators/'
 const NARINFO = '/narswarm/v1/narinfo/'
 const SHA256_NIX32 = nix32Length(32)
 
+/** Who may ask the index API: loopback clients only (the default), every client, or none. */
+export const INDEX_API_MODES = ['local', 'public', 'off'] as const
+export type IndexApiMode = typeof INDEX_API_MODES[number]
+
 /**
  * Answers `path` (the request path, query ignored) when it lies under `/narswarm/`; returns false
- * for any other path, leaving `res` untouched.
+ * for any other path, leaving `res` untouched. `remote`: the client is on another machine.
  */
-export async function handleIndexRequest (path: string, mapper: Mapper, res: ServerResponse): Promise<boolean> {
+export async function handleIndexRequest (path: string, mapper: Mapper, res: ServerResponse, options: { remote?: boolean } = {}): Promise<boolean> {
   const q = path.indexOf('?')
   if (q >= 0) path = path.slice(0, q)
   if (!path.startsWith(PREFIX)) return false
@@ -38,7 +46,8 @@ export async function handleIndexRequest (path: string, mapper: Mapper, res: Ser
     if (path.startsWith(LOCATORS)) {
       const key = path.slice(LOCATORS.length)
       if (key.length !== SHA256_NIX32 || !isNix32(key)) { sendStatus(res, 404); return true }
-      const locators = await mapper.lookup(NixHash.parseDigest('sha256', key), { signal: controller.signal })
+      let locators = await mapper.lookup(NixHash.parseDigest('sha256', key), { signal: controller.signal })
+      if (options.remote === true) locators = locators.filter(l => !l.url.startsWith('file:'))
       if (locators.length === 0) { sendStatus(res, 404); return true }
       // Locators accumulate over time, so an answer may be cached only briefly.
       sendText(res, `${JSON.stringify({ locators })}\n`, 'application/json', 'max-age=60')

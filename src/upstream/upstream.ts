@@ -10,6 +10,7 @@
 import { request, type Dispatcher } from 'undici'
 import { FormatError, UpstreamError } from '../errors.ts'
 import { NarInfo } from '../nix/narinfo.ts'
+import { narHashOfContentAddress } from '../nix/content-address.ts'
 import { trustedKeyMap, verifyNarInfo, type PublicKey } from '../nix/signature.ts'
 import { redactUrl } from '../log.ts'
 import { createHttpDispatcher, describeHttpError, isTimeout, readBody } from '../util/http-client.ts'
@@ -68,14 +69,15 @@ export class Upstream {
       await res.body.dump()
       throw new UpstreamError(this.name, `answered ${res.statusCode} for ${hashPart}.narinfo`, { status: res.statusCode })
     }
-    let text: string
+    let bytes: Buffer | undefined
     try {
-      const bytes = await readBody(res.body, NARINFO_LIMIT)
-      if (bytes === undefined) throw new Error(`body larger than ${NARINFO_LIMIT} bytes`)
-      text = bytes.toString('utf8')
+      bytes = await readBody(res.body, NARINFO_LIMIT)
     } catch (err) {
       throw new UpstreamError(this.name, `reading ${hashPart}.narinfo failed: ${(err as Error).message}`, { cause: err, timeout: isTimeout(err) })
     }
+    // An answer, just not a usable one: absent from this upstream, like a malformed narinfo.
+    if (bytes === undefined) return { kind: 'rejected', reason: `narinfo larger than ${NARINFO_LIMIT} bytes` }
+    const text = bytes.toString('utf8')
     const parsed = parseServedNarInfo(text, hashPart)
     if (parsed.kind === 'rejected') return parsed
     const narInfo = parsed.narInfo
@@ -133,7 +135,10 @@ export class Upstream {
   }
 }
 
-/** A narinfo as a cache served it for `hashPart`: parsed, and about that path; else why not. */
+/**
+ * A narinfo as a cache or an index served it for `hashPart`: parsed, about that path, and with a
+ * NarHash its CA allows; else why not.
+ */
 export function parseServedNarInfo (text: string, hashPart: string): { kind: 'parsed', narInfo: NarInfo } | { kind: 'rejected', reason: string } {
   let narInfo: NarInfo
   try {
@@ -143,6 +148,12 @@ export function parseServedNarInfo (text: string, hashPart: string): { kind: 'pa
     throw err
   }
   if (narInfo.hashPart !== hashPart) return { kind: 'rejected', reason: `narinfo for ${hashPart} describes ${narInfo.storePath}` }
+  // Signatures do not help here: an unsigned CA path passes on its CA alone, and Nix would refuse
+  // every download of it after the fact.
+  const fixed = narInfo.ca === undefined ? undefined : narHashOfContentAddress(narInfo.ca)
+  if (fixed !== undefined && !fixed.equals(narInfo.narHash)) {
+    return { kind: 'rejected', reason: `CA ${narInfo.ca} requires NarHash ${fixed.toString()}, but the narinfo says ${narInfo.narHash.toString()}` }
+  }
   return { kind: 'parsed', narInfo }
 }
 

@@ -7,13 +7,16 @@
  */
 import { createReadStream, type WriteStream } from 'node:fs'
 import { once } from 'node:events'
+import type { FileHandle } from 'node:fs/promises'
 
 const READ_CHUNK = 1 << 20
 
-export async function * readFileChunks (path: string, options: { size?: number, signal?: AbortSignal } = {}): AsyncGenerator<Uint8Array> {
+/** `open`, when given, opens the file instead (e.g. with checks); the stream closes what it returns. */
+export async function * readFileChunks (path: string, options: { size?: number, signal?: AbortSignal, open?: () => Promise<FileHandle> } = {}): AsyncGenerator<Uint8Array> {
   const { size, signal } = options
   const highWaterMark = size === undefined ? READ_CHUNK : Math.min(READ_CHUNK, Math.max(size + 1, 16 * 1024))
-  const stream = createReadStream(path, signal === undefined ? { highWaterMark } : { highWaterMark, signal })
+  const fd = await options.open?.()
+  const stream = createReadStream(path, { highWaterMark, ...(signal === undefined ? {} : { signal }), ...(fd === undefined ? {} : { fd }) })
   try {
     for await (const chunk of stream) yield chunk as Uint8Array
   } catch (err) {

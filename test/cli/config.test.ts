@@ -107,10 +107,48 @@ test('every setting is documented in narswarm.example.toml and the README', asyn
   }
 })
 
+test('discovery: mdns by default, off on request, anything else refused', () => {
+  const c = loadConfig({ flags: {}, env: {} })
+  assert.equal(c.discovery, 'mdns')
+  assert.equal(c.discoveryInterval, 10_000)
+  assert.equal(loadConfig({ flags: {}, env: { NARSWARM_DISCOVERY: 'off' } }).discovery, 'off')
+  assert.equal(loadConfig({ flags: { 'discovery-interval': '2s' }, env: {} }).discoveryInterval, 2_000)
+  assert.throws(() => loadConfig({ flags: { discovery: 'avahi' }, env: {} }), /discovery must be one of mdns, off, got 'avahi'/)
+  assert.throws(() => loadConfig({ flags: { 'discovery-interval': '0' }, env: {} }), /at least 100ms/)
+})
+
+test('peer settings: a listener on all interfaces by default, off on request; static peers checked; sizes for the upload limit', () => {
+  const c = loadConfig({ flags: {}, env: {} })
+  assert.deepEqual(c.peerListen, { host: '0.0.0.0', port: 37516 })
+  assert.deepEqual(c.peers, [])
+  assert.equal(c.peerUploadLimit, 0)
+  assert.equal(c.peerMaxRequests, 64)
+  assert.equal(loadConfig({ flags: { 'peer-listen': 'off' }, env: {} }).peerListen, undefined)
+  assert.deepEqual(loadConfig({ flags: { peer: ['http://10.0.0.7:37516/'] }, env: {} }).peers, ['http://10.0.0.7:37516'])
+  assert.deepEqual(loadConfig({ flags: {}, env: { NARSWARM_PEER: 'http://a.lan:1 http://b.lan:2' } }).peers, ['http://a.lan:1', 'http://b.lan:2'])
+  assert.throws(() => loadConfig({ flags: { peer: ['file:///etc'] }, env: {} }), /peer: a peer URL must be http/)
+  assert.throws(() => loadConfig({ flags: { 'peer-listen': 'everywhere' }, env: {} }), /peer-listen must be HOST:PORT .* or off/)
+  assert.equal(loadConfig({ flags: { 'peer-upload-limit': '10MiB' }, env: {} }).peerUploadLimit, 10 * 1024 * 1024)
+})
+
 test('cache-size: 10 GiB by default, sizes with binary units, 0 keeps nothing, nonsense refused', () => {
   assert.equal(loadConfig({ flags: {}, env: {} }).cacheSize, 10 * 1024 ** 3)
   assert.equal(loadConfig({ flags: { 'cache-size': '500MiB' }, env: {} }).cacheSize, 500 * 1024 ** 2)
   assert.equal(loadConfig({ flags: {}, env: { NARSWARM_CACHE_SIZE: '2G' } }).cacheSize, 2 * 1024 ** 3)
   assert.equal(loadConfig({ flags: { 'cache-size': '0' }, env: {} }).cacheSize, 0)
   assert.throws(() => loadConfig({ flags: { 'cache-size': 'lots' }, env: {} }), /cache-size must be a size/)
+})
+
+test('server limits and the index API: defaults, values, refusals', () => {
+  const c = loadConfig({ flags: {}, env: {} })
+  assert.equal(c.indexApi, 'local')
+  assert.deepEqual(c.limits, { headersTimeout: 20_000, requestTimeout: 60_000, keepAliveTimeout: 60_000, maxConnections: 1024, maxConnectionsPerClient: 64 })
+  const set = loadConfig({ flags: { 'index-api': 'public', 'header-timeout': '2s', 'max-connections-per-client': '3' }, env: { NARSWARM_REQUEST_TIMEOUT: '5s' } })
+  assert.equal(set.indexApi, 'public')
+  assert.equal(set.limits.headersTimeout, 2000)
+  assert.equal(set.limits.requestTimeout, 5000)
+  assert.equal(set.limits.maxConnectionsPerClient, 3)
+  assert.throws(() => loadConfig({ flags: { 'index-api': 'everyone' }, env: {} }), /index-api must be one of local, public, off/)
+  assert.throws(() => loadConfig({ flags: { 'header-timeout': '2m' }, env: {} }), /request-timeout .* must not be shorter than header-timeout/)
+  assert.throws(() => loadConfig({ flags: { 'max-connections': '0' }, env: {} }), /max-connections must be positive/)
 })

@@ -27,13 +27,22 @@ export interface CacheServer {
   close: () => Promise<void>
 }
 
-export async function startCacheServer (dir: string): Promise<CacheServer> {
+export interface CacheServerOptions {
+  /** Address to listen on; default 127.0.0.1 (others only inside a test's own network namespace). */
+  host?: string
+  /** Called when a response is over, with the body bytes it carried. */
+  onServed?: (path: string, bytes: number) => void
+}
+
+export async function startCacheServer (dir: string, options: CacheServerOptions = {}): Promise<CacheServer> {
   const faults: CacheServer['faults'] = []
   const requests: string[] = []
   const hanging = new Set<import('node:http').ServerResponse>()
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0]!
     requests.push(`${req.method} ${path}`)
+    let bytes = 0
+    if (options.onServed !== undefined) res.once('close', () => options.onServed!(path, bytes))
     const fault = faults.find(f => f.match(path))?.fault
     const serve = async (): Promise<void> => {
       if (fault?.kind === 'hang') { hanging.add(res); return }
@@ -74,6 +83,7 @@ export async function startCacheServer (dir: string): Promise<CacheServer> {
           chunk[flipAt - offset]! ^= 0x01
         }
         offset += chunk.length
+        bytes += chunk.length
         if (!res.write(chunk)) { stream.pause(); res.once('drain', () => stream.resume()) }
       })
       stream.on('end', () => res.end())
@@ -81,11 +91,12 @@ export async function startCacheServer (dir: string): Promise<CacheServer> {
     }
     serve().catch(() => res.destroy())
   })
-  server.listen(0, '127.0.0.1')
+  const host = options.host ?? '127.0.0.1'
+  server.listen(0, host)
   await once(server, 'listening')
   const { port } = server.address() as AddressInfo
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `http://${host}:${port}`,
     faults,
     requests,
     close: async () => {

@@ -70,15 +70,60 @@ export async function buildClosure (nix: NixEnv, opts: { withBig?: boolean, bigB
   const [tree, big] = [await attr('tree'), await attr('big')]
   const paths = (await nix.run('nix-store', ['-qR', top])).trim().split('\n').sort()
   const note = paths.find(p => p.endsWith(`-note-${nonce}.txt`))!
+  return { top, tree, big, note, paths, ...await signingKey(nix, nonce) }
+}
+
+async function signingKey (nix: NixEnv, nonce: string): Promise<{ secretKeyFile: string, publicKey: string, secretKey: string }> {
   const secretKeyFile = join(nix.dir, 'cache.secret')
   const secretKey = (await nix.run('nix', ['key', 'generate-secret', '--key-name', `narswarm-test-${nonce}`])).trim()
   await writeFile(secretKeyFile, secretKey)
   const publicKey = (await nix.run('nix', ['key', 'convert-secret-to-public'], { input: secretKey })).trim()
-  return { top, tree, big, note, paths, secretKeyFile, publicKey, secretKey }
+  return { secretKeyFile, publicKey, secretKey }
+}
+
+export interface WideClosure {
+  top: string
+  /** Every path of the runtime closure of `top`: `count` leaves and `top`. */
+  paths: string[]
+  secretKeyFile: string
+  publicKey: string
+  secretKey: string
+}
+
+const WIDE_EXPRESSION = `{ nonce, count }:
+let outs = builtins.genList (i: "o\${toString i}") count;
+in builtins.derivation {
+  name = "wide"; system = builtins.currentSystem; builder = "/bin/sh"; PATH = "/usr/bin:/bin"; NONCE = nonce;
+  outputs = [ "out" ] ++ outs;
+  args = [ "-c" ''
+    i=0
+    for o in \${builtins.concatStringsSep " " outs}; do
+      eval p=\\$$o
+      mkdir -p $p; echo "$NONCE $o" > $p/id
+      head -c $(( (i * 7919 % 97 + 4) * 4096 )) /dev/urandom > $p/data
+      echo $p >> refs; i=$((i+1))
+    done
+    mkdir -p $out; cp refs $out/refs
+  '' ];
+}
+`
+
+/**
+ * A closure of many store paths, built by the real Nix in one build: one derivation with `count`
+ * extra outputs of 16 KiB to 400 KiB of random bytes each (about 200 KiB on average), and `top`
+ * referring to all of them. For tests that need a closure of 100 paths and more in seconds.
+ */
+export async function buildWideClosure (nix: NixEnv, count = 110): Promise<WideClosure> {
+  const nonce = randomBytes(8).toString('hex')
+  const file = join(nix.dir, 'wide.nix')
+  await writeFile(file, WIDE_EXPRESSION)
+  const top = (await nix.run('nix-build', [file, '--no-out-link', '--argstr', 'nonce', nonce, '--arg', 'count', String(count)])).trim().split('\n')[0]!
+  const paths = (await nix.run('nix-store', ['-qR', top])).trim().split('\n').sort()
+  return { top, paths, ...await signingKey(nix, nonce) }
 }
 
 /** `nix copy` of `paths` (and their closure) into a new file:// binary cache at `dir`. */
-export async function copyTo (nix: NixEnv, closure: Closure, dir: string, compression: string, paths = [closure.top]): Promise<void> {
+export async function copyTo (nix: NixEnv, closure: Pick<Closure, 'top' | 'secretKeyFile'>, dir: string, compression: string, paths = [closure.top]): Promise<void> {
   await nix.run('nix', ['copy', '--to', `file://${dir}?compression=${compression}&secret-key=${closure.secretKeyFile}`, ...paths])
 }
 

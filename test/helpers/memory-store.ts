@@ -1,24 +1,37 @@
 /**
- * A ChunkStore in memory, for unit tests of code that uses the interface (fixed 64 KiB chunks,
- * no eviction). The real store is tested on its own and end to end; this one can be told to fail
- * like a full disk.
+ * A ChunkStore in memory, for unit tests of code that uses the interface (fixed-size chunks, 64 KiB
+ * unless told otherwise; no eviction). The real store is tested on its own and end to end; this
+ * one can be told to fail like a full disk.
  */
 import { createHash } from 'node:crypto'
 import { IntegrityError, StorageError } from '../../src/errors.ts'
 import { NixHash } from '../../src/nix/hash.ts'
 import type { ChunkId, ChunkStore, CommittedNar, Manifest, NarIdentity } from '../../src/chunk/types.ts'
 
-const CHUNK = 64 * 1024
 const key = (id: ChunkId): string => Buffer.from(id).toString('hex')
 
 export class MemoryStore implements ChunkStore {
-  readonly cdcId = 'memory-test/65536'
+  readonly cdcId: string
+  readonly #chunkSize: number
   readonly chunks = new Map<string, Uint8Array>()
   readonly manifests = new Map<string, Manifest>()
   /** While true, every write throws StorageError (a full disk). */
   full = false
   ingests = 0
   readonly #listeners = new Set<(nar: CommittedNar) => void>()
+
+  constructor (chunkSize = 64 * 1024) {
+    this.#chunkSize = chunkSize
+    this.cdcId = `memory-test/${chunkSize}`
+  }
+
+  /** The manifest and chunks this store makes of `nar` (nothing is stored). */
+  split (nar: Uint8Array): { manifest: Manifest, parts: Uint8Array[] } {
+    const parts: Uint8Array[] = []
+    for (let offset = 0; offset < nar.length; offset += this.#chunkSize) parts.push(nar.subarray(offset, offset + this.#chunkSize))
+    const chunks = parts.map(bytes => ({ id: Uint8Array.from(createHash('sha256').update(bytes).digest()), size: bytes.length }))
+    return { parts, manifest: { cdcId: this.cdcId, narHash: NixHash.of('sha256', nar), narSize: nar.length, chunks } }
+  }
 
   manifest (narHash: NixHash): Manifest | undefined { return this.manifests.get(narHash.toNix32()) }
   has (ids: readonly ChunkId[]): boolean[] { return ids.map(id => this.chunks.has(key(id))) }
@@ -40,18 +53,9 @@ export class MemoryStore implements ChunkStore {
     }
     const nar = Buffer.concat(parts)
     if (nar.length !== expected.narSize || !NixHash.of('sha256', nar).equals(expected.narHash)) throw new IntegrityError('NAR does not match')
-    const chunks = []
-    for (let offset = 0; offset < nar.length; offset += CHUNK) {
-      const bytes = nar.subarray(offset, offset + CHUNK)
-      const id = Uint8Array.from(createHash('sha256').update(bytes).digest())
-      this.chunks.set(key(id), bytes)
-      chunks.push({ id, size: bytes.length })
-    }
-    const manifest: Manifest = { cdcId: this.cdcId, narHash: expected.narHash, narSize: expected.narSize, chunks }
-    if (!this.manifests.has(expected.narHash.toNix32())) {
-      this.manifests.set(expected.narHash.toNix32(), manifest)
-      for (const l of this.#listeners) l({ manifest, ...(expected.storePath === undefined ? {} : { storePath: expected.storePath }) })
-    }
+    const { manifest, parts: chunks } = this.split(nar)
+    chunks.forEach((bytes, i) => this.chunks.set(key(manifest.chunks[i]!.id), bytes))
+    this.#commit(manifest, expected)
     return manifest
   }
 
@@ -66,7 +70,13 @@ export class MemoryStore implements ChunkStore {
     if (parts.some(p => p === undefined)) throw new IntegrityError('chunks missing')
     const nar = Buffer.concat(parts as Uint8Array[])
     if (nar.length !== expected.narSize || !NixHash.of('sha256', nar).equals(expected.narHash)) throw new IntegrityError('NAR does not match')
+    this.#commit(manifest, expected)
+  }
+
+  #commit (manifest: Manifest, expected: NarIdentity): void {
+    if (this.manifests.has(expected.narHash.toNix32())) return
     this.manifests.set(expected.narHash.toNix32(), manifest)
+    for (const l of this.#listeners) l({ manifest, ...(expected.storePath === undefined ? {} : { storePath: expected.storePath }) })
   }
 
   onCommit (listener: (nar: CommittedNar) => void): () => void {

@@ -15,6 +15,8 @@ export interface LogLine { level: number, msg: string, [key: string]: unknown }
 
 export interface NarswarmProcess {
   url: string
+  /** The peer listener's base URL; undefined when it is off. */
+  peerUrl?: string
   stateDir: string
   child: ChildProcess
   logs: LogLine[]
@@ -25,10 +27,18 @@ export interface NarswarmProcess {
   stop: () => Promise<number | null>
 }
 
-export async function startNarswarm (args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<NarswarmProcess> {
+/**
+ * `opts.wrap` runs it through a command prefix, e.g. `ip netns exec <name>` to start it inside a
+ * network namespace (test/helpers/netns.ts).
+ */
+export async function startNarswarm (args: string[], opts: { env?: NodeJS.ProcessEnv, wrap?: string[] } = {}): Promise<NarswarmProcess> {
   const stateDir = await mkdtemp(join(tmpdir(), 'narswarm-state-'))
-  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', MAIN, 'serve',
-    '--listen', '127.0.0.1:0', '--state-dir', stateDir, '--log-level', 'debug', ...args], {
+  const [command, ...prefix] = [...opts.wrap ?? [], process.execPath]
+  const child = spawn(command!, [...prefix, '--disable-warning=ExperimentalWarning', MAIN, 'serve',
+    '--listen', '127.0.0.1:0', '--state-dir', stateDir, '--log-level', 'debug',
+    // No test joins anything outside itself: the peer listener on a free loopback port, no mDNS,
+    // unless the test's own arguments (which come later and win) say otherwise.
+    '--peer-listen', '127.0.0.1:0', '--discovery', 'off', ...args], {
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'ignore', 'pipe']
   })
@@ -66,6 +76,7 @@ export async function startNarswarm (args: string[], opts: { env?: NodeJS.Proces
   const listening = await waitForLog(l => l.msg === 'narswarm substituter listening')
   return {
     url: listening.url as string,
+    ...(typeof listening.peerUrl === 'string' ? { peerUrl: listening.peerUrl } : {}),
     stateDir,
     child,
     logs,
@@ -81,8 +92,9 @@ export async function startNarswarm (args: string[], opts: { env?: NodeJS.Proces
 }
 
 /** Runs a one-shot `narswarm` command (publish, keys, index…) to completion. */
-export async function runNarswarm (args: string[], opts: { env?: NodeJS.ProcessEnv, input?: string } = {}): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', MAIN, ...args], {
+export async function runNarswarm (args: string[], opts: { env?: NodeJS.ProcessEnv, input?: string, wrap?: string[] } = {}): Promise<{ code: number | null, stdout: string, stderr: string }> {
+  const [command, ...prefix] = [...opts.wrap ?? [], process.execPath]
+  const child = spawn(command!, [...prefix, '--disable-warning=ExperimentalWarning', MAIN, ...args], {
     env: { ...process.env, ...opts.env },
     stdio: ['pipe', 'pipe', 'pipe']
   })

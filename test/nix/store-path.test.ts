@@ -9,7 +9,7 @@ import {
   parseStorePath, parseStorePathBaseName
 } from '../../src/nix/store-path.ts'
 import {
-  checkContentAddress, parseContentAddress, renderContentAddress, storePathFromContentAddress
+  checkContentAddress, narHashOfContentAddress, parseContentAddress, renderContentAddress, storePathFromContentAddress
 } from '../../src/nix/content-address.ts'
 import { makeNixEnv, nixSkip } from '../helpers/nix.ts'
 
@@ -80,6 +80,16 @@ test('content addresses accept base16 and base64 digests and render canonically'
   assert.notEqual(storePathFromContentAddress('x', sha1), makeSourcePath('x', HELLO_NAR))
   const git = parseContentAddress('fixed:git:sha1:143xibwh31h9bvxzalr0sjvbbvpa6ffs')
   assert.equal(git.type === 'fixed' && git.method, 'git')
+})
+
+test('only fixed:r:sha256 fixes the NarHash', () => {
+  // §4.3: hello.txt added with --add has this CA, and §4.1 gives the same hash as its NAR's sha256.
+  const nar = narHashOfContentAddress('fixed:r:sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw')
+  assert.equal(nar?.toString(), 'sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw')
+  for (const ca of ['text:sha256:12fadgv2fid55mpz90bqbcq9iic0l9r3ki1sq2ibf8a82pbsixcw', 'fixed:sha256:00xyyr3fi8l6hb839bv3f7yb86yjv7xi1cgh1xnhipym4asvb4aq',
+    'fixed:r:sha1:143xibwh31h9bvxzalr0sjvbbvpa6ffs', 'fixed:git:sha1:143xibwh31h9bvxzalr0sjvbbvpa6ffs']) {
+    assert.equal(narHashOfContentAddress(ca), undefined, ca)
+  }
 })
 
 test('malformed content addresses are FormatErrors with a precise message', () => {

@@ -8,7 +8,7 @@
  * Every problem is a ConfigError that names the offending key. Multiaddrs are checked for shape
  * here (a bootstrap peer needs its `/p2p/<peer id>`); libp2p checks them in full at start-up.
  */
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { ConfigError } from '../../errors.ts'
 import { boolean, duration, integer } from '../../util/values.ts'
 
@@ -36,7 +36,7 @@ export interface FetchOptions {
 
 export interface EmbeddedInit extends FetchOptions {
   kind: 'embedded'
-  /** Repository directory (blocks, datastore, peer key); relative to the state dir unless absolute. */
+  /** Repository directory (blocks, datastore, peer key): absolute when given, else `ipfs` in the state dir. */
   path: string
   listen: string[]
   bootstrap: string[]
@@ -102,8 +102,12 @@ function parseEmbedded (spec: URL): EmbeddedInit {
       throw new ConfigError(`ipfs backend: bootstrap peer '${addr}' must be a multiaddr ending in /p2p/<peer id>, e.g. /ip4/192.168.1.5/tcp/4001/p2p/12D3Koo…`)
     }
   }
-  const path = get('path') ?? 'ipfs'
-  if (path === '') throw new ConfigError('ipfs backend: path must not be empty')
+  const given = get('path')
+  if (given === '') throw new ConfigError('ipfs backend: path must not be empty')
+  if (given !== undefined && !given.startsWith('/')) {
+    throw new ConfigError(`ipfs backend: path '${given}' is relative; give an absolute directory (path=${resolve(given)}), or leave path out for 'ipfs' in the state directory`)
+  }
+  const path = given ?? 'ipfs'
   const announce = boolean(get('announce'), routing !== 'none', 'ipfs backend: announce')
   if (announce && routing === 'none') throw new ConfigError('ipfs backend: announce=true needs a routing other than none (there is no DHT to announce to)')
   return {

@@ -1,0 +1,199 @@
+/**
+ * The peer protocol's client: one call per request of docs/peer-protocol.md, each with tight
+ * timeouts (connect 250 ms by default; answers and stalls as the caller says), so a dead or slow
+ * peer costs one short timeout. Absence (404) is a value; anything else a peer does wrong throws
+ * UpstreamError (FormatError for a malformed answer), which the caller scores against the peer.
+ */
+import { Agent, request, type Dispatcher } from 'undici'
+import { FormatError, UpstreamError } from '../errors.ts'
+import type { ChunkId, Manifest } from '../chunk/types.ts'
+import type { NixHash } from '../nix/hash.ts'
+import { describeHttpError, isTimeout, readBody } from '../util/http-client.ts'
+import type { GroupKey } from './auth.ts'
+import { ABSENT_FRAME, decodeBitmap, decodeManifest, encodeIds, manifestLimit, PEER_PATH, PROTOCOL_VERSION } from './protocol.ts'
+
+export interface PeerClientInit {
+  groupKey?: GroupKey
+  connectTimeout?: number
+  /** Connections per peer; more requests wait for one. */
+  connections?: number
+}
+
+export interface RequestTimeouts {
+  /** Until the answer's headers (ms). */
+  answer: number
+  /** Longest silence in the middle of a body (ms): a stall. */
+  stall: number
+}
+
+export interface PeerInfo { protocol: number, nodeId?: string, cdcId?: string }
+
+const NARINFO_LIMIT = 64 << 10
+
+export class PeerClient {
+  readonly #dispatcher: Dispatcher
+  readonly #groupKey: GroupKey | undefined
+
+  constructor (init: PeerClientInit = {}) {
+    this.#groupKey = init.groupKey
+    this.#dispatcher = new Agent({ connect: { timeout: init.connectTimeout ?? 250 }, connections: init.connections ?? 8, keepAliveTimeout: 30_000 })
+  }
+
+  async info (peer: string, signal?: AbortSignal): Promise<PeerInfo> {
+    const body = await this.#get(peer, '/info', { answer: 1_000, stall: 1_000 }, 4096, signal)
+    if (body === undefined) throw new UpstreamError(peer, 'no peer protocol v1 here (404)')
+    let info: PeerInfo
+    try {
+      info = JSON.parse(body.toString('utf8')) as PeerInfo
+    } catch {
+      throw new FormatError(`${peer}: info is not JSON`)
+    }
+    if (info.protocol !== PROTOCOL_VERSION) throw new UpstreamError(peer, `speaks peer protocol ${String(info.protocol)}`)
+    return info
+  }
+
+  async narInfo (peer: string, hashPart: string, timeouts: RequestTimeouts, signal?: AbortSignal): Promise<string | undefined> {
+    return (await this.#get(peer, `/narinfo/${hashPart}`, timeouts, NARINFO_LIMIT, signal))?.toString('utf8')
+  }
+
+  /** The peer's manifest of a NAR of `narSize` bytes, undefined when it does not share it. */
+  async manifest (peer: string, narHash: NixHash, narSize: number, timeouts: RequestTimeouts, signal?: AbortSignal): Promise<Manifest | undefined> {
+    const body = await this.#get(peer, `/manifest/${narHash.toNix32()}`, timeouts, manifestLimit(narSize), signal)
+    return body === undefined ? undefined : decodeManifest(body)
+  }
+
+  /** Which of `ids` the peer shares. */
+  async have (peer: string, ids: readonly ChunkId[], timeouts: RequestTimeouts, signal?: AbortSignal): Promise<boolean[]> {
+    const body = await this.#post(peer, '/have', encodeIds(ids), timeouts, signal)
+    const bitmap = await this.#read(peer, body, Math.ceil(ids.length / 8))
+    if (bitmap === undefined) throw new FormatError(`${peer}: have answer too long`)
+    return decodeBitmap(bitmap, ids.length)
+  }
+
+  /**
+   * The chunks `ids` (of the sizes a manifest gives), each yielded as it arrives, in order;
+   * undefined for one the peer does not have. Throws FormatError for a chunk of another size.
+   */
+  async * chunks (peer: string, ids: readonly ChunkId[], sizes: readonly number[], timeouts: RequestTimeouts, signal?: AbortSignal): AsyncGenerator<Uint8Array | undefined> {
+    const body = await this.#post(peer, '/chunks', encodeIds(ids), timeouts, signal)
+    const reader = new FrameReader(body[Symbol.asyncIterator]())
+    try {
+      for (let i = 0; i < ids.length; i++) {
+        const header = await reader.read(4)
+        if (header === undefined) throw new UpstreamError(peer, `chunks answer ended after ${i} of ${ids.length}`)
+        const size = Buffer.from(header).readUInt32BE(0)
+        if (size === ABSENT_FRAME) { yield undefined; continue }
+        if (size !== sizes[i]) throw new FormatError(`${peer}: chunk ${i} is ${size} bytes, the manifest says ${sizes[i]}`)
+        const bytes = await reader.read(size)
+        if (bytes === undefined) throw new UpstreamError(peer, `chunks answer cut in chunk ${i}`)
+        yield bytes
+      }
+    } catch (err) {
+      throw this.#failure(peer, err)
+    } finally {
+      body.destroy()
+    }
+  }
+
+  async close (): Promise<void> {
+    await this.#dispatcher.close()
+  }
+
+  async #get (peer: string, path: string, timeouts: RequestTimeouts, limit: number, signal?: AbortSignal): Promise<Buffer | undefined> {
+    const fullPath = `${PEER_PATH}${path}`
+    let response: Dispatcher.ResponseData
+    try {
+      response = await request(`${peer}${fullPath}`, {
+        dispatcher: this.#dispatcher, method: 'GET', headersTimeout: timeouts.answer, bodyTimeout: timeouts.stall,
+        signal: signal ?? null, headers: this.#auth('GET', fullPath)
+      })
+    } catch (err) {
+      throw this.#failure(peer, err)
+    }
+    if (response.statusCode === 404) { response.body.resume(); return undefined }
+    this.#checkStatus(peer, response)
+    const body = await this.#read(peer, response.body, limit)
+    if (body === undefined) throw new FormatError(`${peer}: ${path} answer over ${limit} bytes`)
+    return body
+  }
+
+  async #post (peer: string, path: string, payload: Buffer, timeouts: RequestTimeouts, signal?: AbortSignal): Promise<Dispatcher.ResponseData['body']> {
+    const fullPath = `${PEER_PATH}${path}`
+    let response: Dispatcher.ResponseData
+    try {
+      response = await request(`${peer}${fullPath}`, {
+        dispatcher: this.#dispatcher, method: 'POST', body: payload, headersTimeout: timeouts.answer, bodyTimeout: timeouts.stall,
+        signal: signal ?? null, headers: { 'content-type': 'application/octet-stream', ...this.#auth('POST', fullPath, payload) }
+      })
+    } catch (err) {
+      throw this.#failure(peer, err)
+    }
+    this.#checkStatus(peer, response)
+    return response.body
+  }
+
+  async #read (peer: string, body: AsyncIterable<Uint8Array>, limit: number): Promise<Buffer | undefined> {
+    try {
+      return await readBody(body, limit)
+    } catch (err) {
+      throw this.#failure(peer, err)
+    }
+  }
+
+  #checkStatus (peer: string, response: Dispatcher.ResponseData): void {
+    if (response.statusCode === 200) return
+    response.body.resume()
+    throw new UpstreamError(peer, `answered ${response.statusCode}`, { status: response.statusCode })
+  }
+
+  #auth (method: string, path: string, body?: Uint8Array): Record<string, string> {
+    return this.#groupKey === undefined ? {} : { authorization: this.#groupKey.authorization(method, path, body) }
+  }
+
+  #failure (peer: string, err: unknown): Error {
+    if (err instanceof UpstreamError || err instanceof FormatError) return err
+    if ((err as Error).name === 'AbortError') return err as Error
+    return new UpstreamError(peer, describeHttpError(err), { timeout: isTimeout(err), cause: err })
+  }
+}
+
+/** Reads exact byte counts from a stream of pieces, copying only when a read spans pieces. */
+class FrameReader {
+  readonly #source: AsyncIterator<Uint8Array>
+  #pending: Uint8Array[] = []
+  #buffered = 0
+
+  constructor (source: AsyncIterator<Uint8Array>) {
+    this.#source = source
+  }
+
+  /** Exactly `n` bytes, or undefined when the stream ends first. */
+  async read (n: number): Promise<Uint8Array | undefined> {
+    while (this.#buffered < n) {
+      const next = await this.#source.next()
+      if (next.done === true) return undefined
+      this.#pending.push(next.value)
+      this.#buffered += next.value.length
+    }
+    const first = this.#pending[0]!
+    let out: Uint8Array
+    if (first.length >= n) {
+      out = first.subarray(0, n)
+      if (first.length === n) this.#pending.shift()
+      else this.#pending[0] = first.subarray(n)
+    } else {
+      out = new Uint8Array(n)
+      let o = 0
+      while (o < n) {
+        const piece = this.#pending[0]!
+        const take = Math.min(piece.length, n - o)
+        out.set(piece.subarray(0, take), o)
+        o += take
+        if (take === piece.length) this.#pending.shift()
+        else this.#pending[0] = piece.subarray(take)
+      }
+    }
+    this.#buffered -= n
+    return out
+  }
+}

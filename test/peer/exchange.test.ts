@@ -1,0 +1,241 @@
+/**
+ * The peer listener and the peer filler against each other over 127.0.0.1, with in-memory chunk
+ * stores (the real store and real Nix are in test/e2e/swarm.test.ts): what is shared and what is
+ * not, the group key, a second version moving only the chunks it lacks, hostile and dead peers.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { silentLogger } from '../../src/log.ts'
+import { NarInfo } from '../../src/nix/narinfo.ts'
+import { generateSecretKey, narInfoFingerprint, sign } from '../../src/nix/signature.ts'
+import { NarInfoCache } from '../../src/state/narinfo-cache.ts'
+import { openDatabase } from '../../src/util/sqlite.ts'
+import { GroupKey } from '../../src/peer/auth.ts'
+import { PeerClient } from '../../src/peer/client.ts'
+import { PeerFiller } from '../../src/peer/filler.ts'
+import { peerNarInfoFallback } from '../../src/peer/narinfo-fallback.ts'
+import { PEER_PATH } from '../../src/peer/protocol.ts'
+import { startPeerServer } from '../../src/peer/server.ts'
+import { PeerShares } from '../../src/peer/shares.ts'
+import { PeerTable } from '../../src/peer/table.ts'
+import { makeEntry, type CacheEntry } from '../helpers/signed-cache.ts'
+import { MemoryStore } from '../helpers/memory-store.ts'
+import { startHostilePeer, type PeerFault } from '../helpers/hostile-peer.ts'
+import { freePort } from '../helpers/net.ts'
+
+const trusted = generateSecretKey('trusted-1')
+const stranger = generateSecretKey('stranger-1')
+
+function narInfoText (e: CacheEntry, key = trusted): string {
+  const unsigned = NarInfo.build({ storePath: e.storePath, url: `nar/${e.narHash.toNix32()}.nar`, compression: 'none', narHash: e.narHash, narSize: e.nar.length, references: [] })
+  return unsigned.withSigs([sign(key.secret, narInfoFingerprint(unsigned))]).toString()
+}
+
+interface Node { url: string, store: MemoryStore, cache: NarInfoCache, close: () => Promise<void> }
+
+async function startNode (entries: Array<{ entry: CacheEntry, key?: typeof trusted }>, groupKey?: GroupKey): Promise<Node> {
+  const store = new MemoryStore(16_384)
+  const cache = new NarInfoCache(openDatabase(':memory:'), { positiveTtl: 86_400_000, negativeTtl: 60_000 })
+  const shares = new PeerShares({ store, cache, trustedKeys: [trusted.public], log: silentLogger() })
+  for (const { entry, key } of entries) {
+    cache.putPresent(entry.hashPart, entry.narHash.toNix32(), narInfoText(entry, key), 'up')
+    await store.ingest({ narHash: entry.narHash, narSize: entry.nar.length }, (async function * () { yield entry.nar })())
+  }
+  await shares.scan()
+  const server = await startPeerServer({ store, shares, nodeId: randomBytes(16).toString('hex'), log: silentLogger(), ...(groupKey === undefined ? {} : { groupKey }) }, { host: '127.0.0.1', port: 0 })
+  return { url: server.url, store, cache, close: async () => { shares.close(); await server.close() } }
+}
+
+function client (peers: string[], groupKey?: GroupKey, inFlight = 6): { table: PeerTable, filler: PeerFiller, client: PeerClient } {
+  const table = new PeerTable({ log: silentLogger(), staticPeers: peers, probeInterval: 0 })
+  const c = new PeerClient(groupKey === undefined ? {} : { groupKey })
+  return { table, client: c, filler: new PeerFiller({ table, client: c, log: silentLogger(), inFlight, chunkTimeouts: { answer: 1_000, stall: 500 } }) }
+}
+
+const identity = (e: CacheEntry): { narHash: CacheEntry['narHash'], narSize: number } => ({ narHash: e.narHash, narSize: e.nar.length })
+
+async function rendered (store: MemoryStore, e: CacheEntry): Promise<Buffer> {
+  const parts: Uint8Array[] = []
+  for await (const p of store.render(e.narHash)!) parts.push(p)
+  return Buffer.concat(parts)
+}
+
+test('a NAR comes from a peer chunk by chunk; version 2 moves only the chunks the node lacks', async () => {
+  const v1 = makeEntry('pkg-1', randomBytes(400_000))
+  const changed = Buffer.from(v1.nar)
+  randomBytes(1000).copy(changed, 200_000)
+  const v2 = makeEntry('pkg-2', changed)
+  const node = await startNode([{ entry: v1 }, { entry: v2 }])
+  const { filler, table, client: c } = client([node.url])
+  const mine = new MemoryStore(16_384)
+  assert.equal(await filler.fill(identity(v1), mine), true)
+  assert.deepEqual(await rendered(mine, v1), v1.nar)
+  const before = table.list()[0]!.served.bytes
+  assert.equal(before, v1.nar.length)
+  assert.equal(await filler.fill(identity(v2), mine), true)
+  assert.deepEqual(await rendered(mine, v2), v2.nar)
+  const moved = table.list()[0]!.served.bytes - before
+  assert.ok(moved > 0 && moved <= 2 * 16_384, `moved ${moved} bytes for a 1000-byte change`)
+  assert.equal(await filler.fill(identity(makeEntry('absent')), mine), false)
+  await c.close()
+  await node.close()
+})
+
+test('a peer that lacks the NAR but holds some of its chunks serves them (have)', async () => {
+  const v1 = makeEntry('pkg-1', randomBytes(200_000))
+  const changed = Buffer.from(v1.nar)
+  randomBytes(100).copy(changed, 150_000)
+  const v2 = makeEntry('pkg-2', changed)
+  const old = await startNode([{ entry: v1 }])
+  const fresh = await startNode([{ entry: v2 }])
+  const { filler, table, client: c } = client([fresh.url, old.url])
+  // The fresh node answers slowly, so the old node gets some of the work.
+  table.success(fresh.url, 1)
+  table.success(old.url, 50)
+  const mine = new MemoryStore(16_384)
+  assert.equal(await filler.fill(identity(v2), mine), true)
+  assert.deepEqual(await rendered(mine, v2), v2.nar)
+  const served = Object.fromEntries(table.list().map(p => [p.url, p.served.chunks]))
+  assert.equal(served[fresh.url]! + served[old.url]!, Math.ceil(200_000 / 16_384))
+  await c.close()
+  await old.close()
+  await fresh.close()
+})
+
+test('what no trusted key signed is never served: not its narinfo, manifest, chunks, nor that it is there', async () => {
+  const signed = makeEntry('public', randomBytes(50_000))
+  const unsigned = makeEntry('private', randomBytes(50_000))
+  const node = await startNode([{ entry: signed }, { entry: unsigned, key: stranger }])
+  const get = async (path: string): Promise<number> => (await fetch(`${node.url}${PEER_PATH}${path}`)).status
+  assert.equal(await get(`/narinfo/${signed.hashPart}`), 200)
+  assert.equal(await get(`/narinfo/${unsigned.hashPart}`), 404)
+  assert.equal(await get(`/manifest/${signed.narHash.toNix32()}`), 200)
+  assert.equal(await get(`/manifest/${unsigned.narHash.toNix32()}`), 404)
+  const privateChunk = node.store.split(unsigned.nar).manifest.chunks[0]!.id
+  const publicChunk = node.store.split(signed.nar).manifest.chunks[0]!.id
+  assert.equal(await get(`/chunk/${Buffer.from(privateChunk).toString('hex')}`), 404)
+  assert.equal(await get(`/chunk/${Buffer.from(publicChunk).toString('hex')}`), 200)
+  const have = await new PeerClient().have(node.url, [publicChunk, privateChunk], { answer: 1000, stall: 1000 })
+  assert.deepEqual(have, [true, false])
+  const { filler, client: c } = client([node.url])
+  assert.equal(await filler.fill(identity(unsigned), new MemoryStore(16_384)), false)
+  assert.equal(await get('/../../etc/passwd'), 404)
+  await c.close()
+  await node.close()
+})
+
+test('with a group key, a peer without it gets nothing', async () => {
+  const key = new GroupKey('a group secret of the LAN')
+  const entry = makeEntry('pkg', randomBytes(40_000))
+  const node = await startNode([{ entry }], key)
+  const path = `${PEER_PATH}/manifest/${entry.narHash.toNix32()}`
+  assert.equal((await fetch(`${node.url}${path}`)).status, 401)
+  assert.equal((await fetch(`${node.url}${path}`, { headers: { authorization: new GroupKey('another group secret!!').authorization('GET', path) } })).status, 403)
+  const stale = key.authorization('GET', path, undefined, Date.now() - 120_000)
+  assert.equal((await fetch(`${node.url}${path}`, { headers: { authorization: stale } })).status, 403)
+  assert.equal((await fetch(`${node.url}${path}`, { headers: { authorization: key.authorization('GET', path) } })).status, 200)
+  const outsider = client([node.url])
+  assert.equal(await outsider.filler.fill(identity(entry), new MemoryStore(16_384)).catch(() => false), false)
+  const member = client([node.url], key)
+  assert.equal(await member.filler.fill(identity(entry), new MemoryStore(16_384)), true)
+  await outsider.client.close()
+  await member.client.close()
+  await node.close()
+})
+
+for (const fault of ['wrong-chunk', 'other-manifest', 'stall', 'vanish'] as PeerFault[]) {
+  test(`a hostile peer (${fault}) next to a good one: the NAR arrives whole, the hostile peer is scored down`, async () => {
+    const entry = makeEntry('pkg', randomBytes(3_000_000))
+    const good = await startNode([{ entry }])
+    const hostile = await startHostilePeer(good.url, fault)
+    const { filler, table, client: c } = client([hostile.url, good.url], undefined, 1)
+    // The hostile peer ranks first, so it is asked.
+    table.success(hostile.url, 1)
+    table.success(good.url, 40)
+    const mine = new MemoryStore(16_384)
+    assert.equal(await filler.fill(identity(entry), mine), true)
+    assert.deepEqual(await rendered(mine, entry), entry.nar)
+    const [first, second] = table.list()
+    assert.equal(first!.url, good.url)
+    assert.equal(second!.url, hostile.url)
+    assert.ok(second!.failures > 0)
+    if (fault === 'wrong-chunk' || fault === 'other-manifest') assert.ok(second!.integrityFailures > 0)
+    await c.close()
+    await hostile.close()
+    await good.close()
+  })
+}
+
+test('a dead peer costs one connect timeout, then is left alone', async () => {
+  const entry = makeEntry('pkg', randomBytes(30_000))
+  const hanging = await startHostilePeer('http://127.0.0.1:9', 'dead')
+  const { filler, table, client: c } = client([`http://127.0.0.1:${await freePort()}`, hanging.url])
+  const started = performance.now()
+  assert.equal(await filler.fill(identity(entry), new MemoryStore(16_384)), false)
+  assert.ok(performance.now() - started < 5_000)
+  assert.equal(table.available().length, 0)
+  assert.equal(await filler.fill(identity(entry), new MemoryStore(16_384)), false)
+  assert.equal(hanging.requests.length, 1)
+  await c.close()
+  await hanging.close()
+})
+
+test('narinfos come from peers only when signed by a trusted key', async () => {
+  const entry = makeEntry('pkg', randomBytes(10_000))
+  const good = await startNode([{ entry }])
+  const bad = await startNode([{ entry, key: stranger }])
+  const { table, client: c } = client([good.url])
+  const fallback = peerNarInfoFallback({ table, client: c, trustedKeys: [trusted.public], log: silentLogger() })
+  assert.equal(await fallback(entry.hashPart), narInfoText(entry))
+  assert.equal(await fallback(makeEntry('other').hashPart), undefined)
+  const other = client([bad.url])
+  assert.equal(await peerNarInfoFallback({ table: other.table, client: other.client, trustedKeys: [trusted.public], log: silentLogger() })(entry.hashPart), undefined)
+  await c.close()
+  await other.client.close()
+  await good.close()
+  await bad.close()
+})
+
+test('when every peer asked first is hostile, the good one further down the table is asked next', async () => {
+  const entry = makeEntry('pkg', randomBytes(2_000_000))
+  const good = await startNode([{ entry }])
+  const hostiles = await Promise.all((['wrong-chunk', 'stall', 'vanish'] as PeerFault[]).map(async f => await startHostilePeer(good.url, f)))
+  const { filler, table, client: c } = client([...hostiles.map(h => h.url), good.url])
+  hostiles.forEach((h, i) => table.success(h.url, i + 1))
+  table.success(good.url, 40)
+  const mine = new MemoryStore(16_384)
+  assert.equal(await filler.fill(identity(entry), mine), true)
+  assert.deepEqual(await rendered(mine, entry), entry.nar)
+  assert.equal(table.list()[0]!.url, good.url)
+  for (const h of hostiles) assert.ok(table.get(h.url)!.failures > 0, h.fault)
+  await c.close()
+  for (const h of hostiles) await h.close()
+  await good.close()
+})
+
+test('what a hostile peer can send is bounded: body sizes, batch sizes, concurrent requests', async () => {
+  const store = new MemoryStore(16_384)
+  const cache = new NarInfoCache(openDatabase(':memory:'), { positiveTtl: 86_400_000, negativeTtl: 60_000 })
+  const shares = new PeerShares({ store, cache, trustedKeys: [trusted.public], log: silentLogger() })
+  const server = await startPeerServer({ store, shares, nodeId: 'n', log: silentLogger(), maxRequests: 1 }, { host: '127.0.0.1', port: 0 })
+  const post = async (path: string, body: Buffer): Promise<number> => (await fetch(`${server.url}${PEER_PATH}${path}`, { method: 'POST', body })).status
+  assert.equal(await post('/have', Buffer.alloc(8193 * 32)), 413)
+  assert.equal(await post('/have', Buffer.alloc(0)), 400)
+  assert.equal(await post('/have', Buffer.alloc(33)), 400)
+  assert.equal(await post('/chunks', Buffer.alloc(257 * 32)), 400)
+  assert.equal(await post('/have', Buffer.alloc(8192 * 32)), 200)
+  assert.equal((await fetch(`${server.url}${PEER_PATH}/info`, { method: 'PUT' })).status, 405)
+  // One request held open (its body never ends) fills the listener: the next gets 503.
+  const { request } = await import('node:http')
+  const held = request(`${server.url}${PEER_PATH}/have`, { method: 'POST', headers: { 'content-length': '64' } })
+  held.on('error', () => {})
+  held.write(Buffer.alloc(32))
+  await new Promise(resolve => setTimeout(resolve, 100))
+  const busy = await fetch(`${server.url}${PEER_PATH}/info`)
+  assert.equal(busy.status, 503)
+  assert.equal(busy.headers.get('retry-after'), '1')
+  held.destroy()
+  await server.close()
+  shares.close()
+})
