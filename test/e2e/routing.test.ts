@@ -5,7 +5,7 @@
  * (a real S3-protocol server, NARs published by narswarm), through an index that knows the NARs
  * only by their FileHash (the upstream answering narinfos only), and with a hostile source that serves
  * altered bytes first: the closure still arrives intact from the other source. With the upstream up
- * and the indexed source slow to its first byte, the hedge starts the upstream and it wins.
+ * and the indexed source slow to its first byte, the upstream starts after the untrusted budget and wins.
  */
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -160,9 +160,9 @@ describe('substitution through mappers and backends', { skip: nixSkip() }, () =>
     }
   })
 
-  test('the upstream is up and the indexed mirror slow to its first byte: the hedge takes the upstream', async () => {
-    // The mirrors are ranked first (index locators come before the upstream) but answer every NAR
-    // after 20 s; with a 100 ms hedge delay the upstream starts too and wins.
+  test('the upstream is up and the indexed mirror slow to its first byte: after the untrusted budget the upstream takes over', async () => {
+    // The mirrors are asked first (index locators come before the upstream) but answer every NAR
+    // after 20 s; after the 1 s untrusted budget the upstream starts too and wins.
     const slow = await startCacheServer(cache)
     const slow2 = await startCacheServer(cache)
     for (const s of [slow, slow2]) s.faults.push({ match: p => p.startsWith('/nar/'), fault: { kind: 'delay', ms: 20_000 } })
@@ -170,7 +170,7 @@ describe('substitution through mappers and backends', { skip: nixSkip() }, () =>
     try {
       const db = join(nix.dir, 'hedge.sqlite')
       await index(`sqlite://${db}`, n => `${slow.url}/${n.url}`)
-      const narswarm = await substitute(['--mapper', `sqlite://${db}`, '--backend', `mirror+${slow.url}/,${slow2.url}/`],
+      const narswarm = await substitute(['--mapper', `sqlite://${db}`, '--backend', `mirror+${slow.url}/,${slow2.url}/`, '--untrusted-budget', '1s'],
         `${upstream.url}?trusted-public-keys=${closure.publicKey}`)
       assert.ok([...slow.requests, ...slow2.requests].some(r => r.startsWith('GET /nar/')), 'a slow mirror was asked first')
       const served = narswarm.logs.filter(l => l.msg === 'NAR served')

@@ -103,14 +103,14 @@ describe('substitution over BitTorrent with the real Nix client', { skip: nixSki
     } finally { await server.close() }
   })
 
-  test('a swarm with nobody in it does not hold up substitution: the upstream runs alongside', async () => {
+  test('a swarm with nobody in it does not hold up substitution: the upstream starts after the untrusted budget', async () => {
     const upstream = await startCacheServer(cache)
     try {
       const index = join(await stateDir(), 'index')
       await publishCache({ cacheDir: cache, publicKey: closure.publicKey, backend: spec(), mapper: `folder://${index}`, stateDir: await stateDir() })
       // The torrents are in the index but nobody seeds them, and the swarm is given all the time in the world.
       const d = await startNarswarm(['--mapper', `folder://${index}`, '--backend', spec('&metadata-timeout=10m'),
-        '--upstream', `${upstream.url}?trusted-public-keys=${closure.publicKey}`, '--trusted-public-keys', closure.publicKey, '--hedge-delay', '100ms'])
+        '--upstream', `${upstream.url}?trusted-public-keys=${closure.publicKey}`, '--trusted-public-keys', closure.publicKey, '--untrusted-budget', '1s'])
       try {
         const store = `local?root=${join(nix.dir, `store-${run++}`)}`
         await nix.run('nix-store', ['--store', store, '--realise', closure.top,
