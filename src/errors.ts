@@ -61,3 +61,9 @@ export class RangeNotSatisfiableError extends Error {
   static override readonly name = 'RangeNotSatisfiableError'
   override readonly name = 'RangeNotSatisfiableError'
 }
+
+/** A command line that cannot be run as given (unknown flag or command, missing argument): exit status 2. */
+export class UsageError extends Error {
+  static override readonly name = 'UsageError'
+  override readonly name = 'UsageError'
+}

@@ -12,6 +12,7 @@ import { ConfigError } from '../errors.ts'
 import { LOG_LEVELS, type LogLevel } from '../log.ts'
 import { checkedPublicKeys, DEFAULT_UPSTREAM, parseUpstreamSpec, upstreamFromTable, type UpstreamConfig } from '../upstream/spec.ts'
 import { duration, integer } from '../util/values.ts'
+import { didYouMean, nearest, type OptionTable, type Values } from './args.ts'
 
 export interface Config {
   listen: { host: string, port: number }
@@ -35,23 +36,74 @@ export interface Config {
 
 type Kind = 'string' | 'integer' | 'duration' | 'log-level'
 
-/** Top-level scalar settings: key → kind and default. `upstream` is handled on its own. */
-export const SETTINGS: Record<string, { kind: Kind, default: string | number }> = {
-  listen: { kind: 'string', default: '127.0.0.1:37515' },
-  'state-dir': { kind: 'string', default: '' },
-  priority: { kind: 'integer', default: 40 },
-  'log-level': { kind: 'log-level', default: 'info' },
-  'narinfo-positive-ttl': { kind: 'duration', default: '30d' },
-  'narinfo-negative-ttl': { kind: 'duration', default: '10m' },
-  'bad-source-cooldown': { kind: 'duration', default: '10m' },
-  'shutdown-grace': { kind: 'duration', default: '10s' },
-  'hedge-delay': { kind: 'duration', default: '250ms' },
-  'first-byte-timeout': { kind: 'duration', default: '30s' }
+/**
+ * Top-level scalar settings: key → kind, default and the one line `narswarm help` shows (the
+ * README's options table says the same at more length). `upstream` and the other lists are below.
+ */
+export const SETTINGS: Record<string, { kind: Kind, default: string | number, help?: string }> = {
+  listen: { kind: 'string', default: '127.0.0.1:37515', help: 'address to listen on (HOST:PORT, [::1]:PORT)' },
+  'state-dir': { kind: 'string', default: '', help: 'where the SQLite state lives' },
+  priority: { kind: 'integer', default: 40, help: 'priority advertised in /nix-cache-info (lower is preferred by Nix)' },
+  'log-level': { kind: 'log-level', default: 'info', help: `${LOG_LEVELS.join(', ')}; logs are JSON lines on stderr` },
+  'narinfo-positive-ttl': { kind: 'duration', default: '30d', help: "how long an upstream's narinfo is reused" },
+  'narinfo-negative-ttl': { kind: 'duration', default: '10m', help: 'how long "every upstream said 404" is remembered' },
+  'bad-source-cooldown': { kind: 'duration', default: '10m', help: 'how long a source that sent wrong bytes is tried last' },
+  'shutdown-grace': { kind: 'duration', default: '10s', help: 'time in-flight transfers get on SIGTERM' },
+  'hedge-delay': { kind: 'duration', default: '250ms', help: 'without a first byte from the best NAR source after this long, the next starts too' },
+  'first-byte-timeout': { kind: 'duration', default: '30s', help: 'a source without a first byte after this long counts as failed' }
 }
 
 /** Settings that take a list: repeatable flags, space-separated environment variables, TOML arrays. */
 export const LIST_SETTINGS = ['upstream', 'mapper', 'backend', 'trusted-public-keys'] as const
 type ListSetting = typeof LIST_SETTINGS[number]
+
+/** What `narswarm help` says of each list setting: its value's placeholder, default and meaning. */
+export const LIST_SETTING_HELP: Partial<Record<string, { value: string, default: string, help: string }>> = {
+  upstream: { value: 'URL', default: 'https://cache.nixos.org', help: 'an upstream binary cache; options go in the query: ?priority=N&trusted-public-keys=name:key&require-sigs=false' },
+  mapper: { value: 'SPEC', default: 'sqlite:', help: 'an index of where NARs are, asked in order (schemes below)' },
+  backend: { value: 'SPEC', default: 'none', help: "a NAR source for the mappers' locators (schemes below)" },
+  'trusted-public-keys': { value: 'KEY', default: "the upstreams' keys", help: 'a key that makes a narinfo found in an index usable' }
+}
+
+/** Every key a TOML file may have, every NARSWARM_* variable's key and every setting flag. */
+export function settingKeys (): string[] {
+  return [...Object.keys(SETTINGS), ...LIST_SETTINGS]
+}
+
+const PLACEHOLDERS: Record<string, string> = { listen: 'HOST:PORT', 'state-dir': 'DIR', 'log-level': 'LEVEL' }
+
+/**
+ * The settings as command-line options (all of them for `serve`; a few for commands that open the
+ * index or the backends), with help and defaults from the tables above.
+ */
+export function settingOptions (keys: readonly string[] = ['config', ...settingKeys()]): OptionTable {
+  const table: OptionTable = {}
+  for (const key of keys) {
+    const setting = SETTINGS[key]
+    const list = LIST_SETTING_HELP[key]
+    if (key === 'config') {
+      table.config = { type: 'string', value: 'FILE', help: 'TOML configuration file (see narswarm.example.toml)' }
+    } else if (setting !== undefined) {
+      const value = PLACEHOLDERS[key] ?? (setting.kind === 'integer' ? 'N' : setting.kind === 'duration' ? 'DURATION' : 'VALUE')
+      table[key] = { type: 'string', value, help: setting.help ?? '', default: setting.default === '' ? '$XDG_DATA_HOME/narswarm' : String(setting.default) }
+    } else if ((LIST_SETTINGS as readonly string[]).includes(key)) {
+      table[key] = { type: 'string', multiple: true, value: list?.value ?? 'VALUE', help: list?.help ?? '', ...(list === undefined ? {} : { default: list.default }) }
+    } else {
+      throw new Error(`no setting '${key}'`)
+    }
+  }
+  return table
+}
+
+/** The parsed values that are settings, as `loadConfig` takes them. */
+export function settingFlags (values: Values, keys: readonly string[] = ['config', ...settingKeys()]): Record<string, string | string[] | undefined> {
+  const flags: Record<string, string | string[] | undefined> = {}
+  for (const key of keys) {
+    const v = values[key]
+    if (typeof v === 'string' || Array.isArray(v)) flags[key] = v
+  }
+  return flags
+}
 
 export interface ConfigSources {
   /** Parsed flags: setting key → value; `upstream` → list of specs; `config` → file. */
@@ -76,7 +128,7 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
         }
         lists[key] = value
       } else if (key in SETTINGS) raw[key] = value
-      else throw new ConfigError(`${file}: unknown key '${key}' (known: ${[...Object.keys(SETTINGS), ...LIST_SETTINGS].join(', ')})`)
+      else throw new ConfigError(`${file}: unknown key '${key}'${didYouMean(key, settingKeys())}`)
     }
   }
 
@@ -85,7 +137,10 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
     const key = name.slice('NARSWARM_'.length).toLowerCase().replaceAll('_', '-')
     if (isList(key)) lists[key] = value.split(/\s+/).filter(Boolean)
     else if (key in SETTINGS) raw[key] = value
-    else throw new ConfigError(`unknown environment variable ${name} (known: ${[...Object.keys(SETTINGS), ...LIST_SETTINGS, 'config'].map(envName).join(', ')})`)
+    else {
+      const near = nearest(key, [...settingKeys(), 'config'])
+      throw new ConfigError(`unknown environment variable ${name}${near === undefined ? '' : ` (did you mean ${envName(near)}?)`}`)
+    }
   }
 
   for (const [key, value] of Object.entries(flags)) {
