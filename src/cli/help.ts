@@ -74,7 +74,7 @@ Usage: narswarm COMMAND [options]    ('narswarm COMMAND --help' for a command's 
 Commands:
 ${columns(commands.map(c => [`${c.name} ${c.usage}`.trim(), c.summary]))}
 
-Options of 'serve' (each also settable as NARSWARM_<NAME>, e.g. NARSWARM_STATE_DIR, or in the TOML file):
+Options of 'serve' (each also a NARSWARM_<NAME> variable, e.g. NARSWARM_STATE_DIR, or a TOML key):
 ${formatOptions(serve?.options ?? {})}
 
 Mapper schemes (--mapper SPEC):
