@@ -15,6 +15,7 @@ import { compileFilter, parseSize } from '../publish/filters.ts'
 import { Progress } from '../publish/progress.ts'
 import { Publisher, type PublishItem } from '../publish/publisher.ts'
 import { fromBinaryCache, fromLocalStore, hashPartOf, type Gathered } from '../publish/sources.ts'
+import { batchHeap, relieveHeap } from '../util/heap.ts'
 import { integer } from '../util/values.ts'
 import { list, parseCommandLine, str, type OptionTable, type Values } from './args.ts'
 import { loadConfig, settingFlags, settingOptions } from './config.ts'
@@ -46,6 +47,7 @@ export const PUBLISH_OPTIONS: OptionTable = {
 }
 
 export async function publishCommand (argv: string[]): Promise<number> {
+  batchHeap()
   const { values, positionals } = parseCommandLine('publish', argv, PUBLISH_OPTIONS, Infinity)
   const closureOf = list(values, 'closure-of')
   const pathsFrom = list(values, 'paths-from')
@@ -109,6 +111,7 @@ export async function publishCommand (argv: string[]): Promise<number> {
           continue
         }
         if (!narInfoOnly) progress.totals.bytes += item.narSize
+        if (seen.size % 1000 === 0) relieveHeap()
         yield item
       }
       progress.listed = undefined
