@@ -1,7 +1,7 @@
 /**
  * What a publish run shows while it works: on a terminal one line redrawn in place (paths, bytes,
- * rate, ETA); otherwise — a pipe, a log file, a systemd unit — a plain log line after a second and
- * then every interval. And the summary at the end: published, skipped, excluded, failed with each
+ * rate, ETA); otherwise — a pipe, a log file, a systemd unit — a plain log line at once, after a
+ * second and then every interval. And the summary at the end: published, skipped, excluded, failed with each
  * reason. It starts with the command, so the time spent listing what to publish is shown (as
  * `listed`) and counted in the summary's wall time; totals may grow while paths stream in.
  */
@@ -38,8 +38,9 @@ export class Progress {
     this.#interactive = options.interactive
     const interval = options.intervalMs ?? (this.#interactive ? 200 : 10_000)
     this.#timer = setInterval(() => this.#show(), interval).unref()
+    // Shown at once, and again after a second: a run that has just started says so.
     this.#first = setTimeout(() => this.#show(), Math.min(interval, 1000)).unref()
-    if (this.#interactive) this.#show()
+    queueMicrotask(() => this.#show())
   }
 
   get settled (): number { return this.published + this.skipped + this.failures.length }
