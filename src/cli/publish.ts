@@ -15,7 +15,7 @@ import { compileFilter, parseSize } from '../publish/filters.ts'
 import { Progress } from '../publish/progress.ts'
 import { Publisher, type PublishItem } from '../publish/publisher.ts'
 import { fromBinaryCache, fromLocalStore, hashPartOf, type Gathered } from '../publish/sources.ts'
-import { batchHeap, relieveHeap } from '../util/heap.ts'
+import { batchHeap, detached, relieveHeap } from '../util/heap.ts'
 import { integer } from '../util/values.ts'
 import { list, parseCommandLine, str, type OptionTable, type Values } from './args.ts'
 import { loadConfig, settingFlags, settingOptions } from './config.ts'
@@ -100,7 +100,7 @@ export async function publishCommand (argv: string[]): Promise<number> {
         if ('failed' in entry) { progress.fail(entry.failed.path, entry.failed.reason); continue }
         const item = entry.item
         if (seen.has(item.storePath)) continue
-        seen.add(item.storePath)
+        seen.add(detached(item.storePath))
         progress.totals.paths = Math.max(progress.totals.paths, seen.size)
         if (filter(item.storePath, item.narSize) !== undefined) { progress.excluded++; continue }
         // Recorded with no signature that a reader checks against trusted-public-keys (or the

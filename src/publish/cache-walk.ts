@@ -4,11 +4,13 @@
  * few dozen bytes each) and a bounded window of narinfos in flight — not every narinfo of the
  * cache. A depth-first walk from each root emits a path after the references it has among the
  * wanted paths (all of them with `closure`); the next `window` roots and the references of the
- * path being expanded are fetched ahead, concurrently, so an HTTP cache's latency overlaps.
+ * path being expanded are fetched ahead, concurrently, so an HTTP cache's latency overlaps. The
+ * hash parts kept are copies: cut from a narinfo, they would keep the whole narinfo alive.
  */
 import type { NarInfo } from '../nix/narinfo.ts'
 import { parseStorePathOrBaseName } from '../nix/store-path.ts'
 import type { NarInfoAnswer } from '../upstream/upstream.ts'
+import { detached } from '../util/heap.ts'
 
 export type Walked = { narInfo: NarInfo, text: string } | { failed: { path: string, reason: string } }
 
@@ -66,7 +68,7 @@ export class CacheWalk {
             if (answer.kind === 'error' && signal?.aborted === true) throw answer.err
             stack.pop()
             onStack.delete(top.hashPart)
-            this.#emitted.add(top.hashPart)
+            this.#emitted.add(detached(top.hashPart))
             yield { failed: { path: top.hashPart, reason: failure } }
             continue
           }
@@ -89,7 +91,7 @@ export class CacheWalk {
         }
         stack.pop()
         onStack.delete(top.hashPart)
-        this.#emitted.add(top.hashPart)
+        this.#emitted.add(detached(top.hashPart))
         yield top.found!
       }
     }

@@ -26,3 +26,12 @@ export function relieveHeap (growth = 32 << 20): void {
   gc()
   after = getHeapStatistics().used_heap_size
 }
+
+/**
+ * A copy of `text` that holds nothing else alive. A substring (a hash part, a store path) in V8 may
+ * be a view of the string it was cut from — a whole narinfo — so a set of them kept for a run holds
+ * every narinfo of the run.
+ */
+export function detached (text: string): string {
+  return Buffer.from(text, 'latin1').toString('latin1')
+}

@@ -36,10 +36,13 @@ describe('narswarm publish', () => {
     const file = join(dir, 'paths')
     await writeFile(file, `# from a file\n${lines.slice(0, 50_000).join('\n')}\n`)
     const r = await runNarswarm(['publish', '--from-cache', `file://${cache}?trusted-public-keys=${key.public}`, '--narinfo-only',
-      '--paths-from', file, '--paths-from', '-', '--state-dir', join(dir, 'state-many'), '--log-level', 'warn'], { input: `${lines.slice(50_000).join('\n')}\n` })
+      '--paths-from', file, '--paths-from', '-', '--state-dir', join(dir, 'state-many'), '--log-level', 'info'], { input: `${lines.slice(50_000).join('\n')}\n` })
     assert.equal(r.code, 1, r.stderr.slice(0, 2000))
     assert.match(r.stdout, /^published 1000, skipped 0 \(already published\), excluded 0, failed 99000 — .* in \d+s/)
     assert.doesNotMatch(r.stderr, /E2BIG/)
+    // Progress shows from the start, before the paths are even read.
+    const messages = r.stderr.split('\n').filter(Boolean).map(l => (JSON.parse(l) as { msg: string }).msg)
+    assert.equal(messages[0], 'publish progress: listing paths', messages.slice(0, 5).join(' | '))
   })
 
   it('a narinfo no reader would trust is not recorded: a warning and exit 1, not silence', async () => {
