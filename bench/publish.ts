@@ -85,7 +85,7 @@ function writeNarInfos (dir: string, n: number, key: string): string[] {
   writeFileSync(join(dir, 'nix-cache-info'), 'StoreDir: /nix/store\n')
   const paths = Array.from({ length: n }, (_, i) => makeStorePath('output:out', NixHash.of('sha256', randomBytes(32)), `pkg-${i}`))
   return paths.map((storePath, i) => {
-    const refs = Array.from({ length: i % 9 }, (_, k) => paths[(i * 7 + k * 131 + 1) % n]!)
+    const refs = i === 0 ? [] : Array.from({ length: i % 9 }, (_, k) => paths[(i * 7 + k * 131 + 1) % i]!)
     const unsigned = NarInfo.build({
       storePath, url: `nar/${NixHash.of('sha256', randomBytes(32)).toNix32()}.nar.xz`, compression: 'xz',
       fileHash: NixHash.of('sha256', randomBytes(32)), fileSize: 1000 + i, narHash: NixHash.of('sha256', randomBytes(32)), narSize: 3000 + i, references: refs

@@ -7,7 +7,7 @@
  * path being expanded are fetched ahead, concurrently, so an HTTP cache's latency overlaps. The
  * hash parts kept are copies: cut from a narinfo, they would keep the whole narinfo alive.
  */
-import type { NarInfo } from '../nix/narinfo.ts'
+import { NarInfo } from '../nix/narinfo.ts'
 import { parseStorePathOrBaseName } from '../nix/store-path.ts'
 import type { NarInfoAnswer } from '../upstream/upstream.ts'
 import { detached } from '../util/heap.ts'
@@ -56,7 +56,7 @@ export class CacheWalk {
       for (let j = i; j < Math.min(i + options.window, roots.length); j++) this.#start(roots[j]!, signal)
       const root = roots[i]!
       if (this.#emitted.has(root)) { this.#pending.delete(root); continue }
-      const stack: Array<{ hashPart: string, found?: { narInfo: NarInfo, text: string }, refs?: string[], next: number }> = [{ hashPart: root, next: 0 }]
+      const stack: Array<{ hashPart: string, text?: string, refs?: string[], next: number }> = [{ hashPart: root, next: 0 }]
       const onStack = new Set([root])
       while (stack.length > 0) {
         signal?.throwIfAborted()
@@ -73,14 +73,23 @@ export class CacheWalk {
             continue
           }
           const found = answer as Extract<NarInfoAnswer, { kind: 'found' }>
-          top.found = { narInfo: found.narInfo, text: found.text }
           top.refs = []
           for (const ref of found.narInfo.references) {
             const h = parseStorePathOrBaseName(ref).hashPart
             if (h === top.hashPart || this.#emitted.has(h) || onStack.has(h) || (wanted !== undefined && !wanted.has(h))) continue
-            top.refs.push(h)
+            top.refs.push(detached(h))
             this.#start(h, signal)
           }
+          if (top.refs.length === 0) {
+            stack.pop()
+            onStack.delete(top.hashPart)
+            this.#emitted.add(detached(top.hashPart))
+            yield { narInfo: found.narInfo, text: found.text }
+            continue
+          }
+          // A path waiting for its references keeps its narinfo as text only (parsed again when
+          // it is handed on): a deep chain of references must not hold a parsed narinfo per step.
+          top.text = found.text
         }
         const ref = top.refs[top.next++]
         if (ref !== undefined) {
@@ -92,7 +101,7 @@ export class CacheWalk {
         stack.pop()
         onStack.delete(top.hashPart)
         this.#emitted.add(detached(top.hashPart))
-        yield top.found!
+        yield { narInfo: NarInfo.parse(top.text!), text: top.text! }
       }
     }
   }
