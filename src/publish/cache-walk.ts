@@ -23,6 +23,10 @@ export interface WalkOptions {
 }
 
 type Answer = NarInfoAnswer | { kind: 'error', err: Error }
+type Found = Extract<NarInfoAnswer, { kind: 'found' }>
+
+/** How deep in the walk a path waiting for its references keeps its narinfo. */
+const KEEP_DEPTH = 256
 
 /** One walk over one cache; paths emitted by an earlier `walk` call are not emitted again. */
 export class CacheWalk {
@@ -72,7 +76,7 @@ export class CacheWalk {
             yield { failed: { path: top.hashPart, reason: failure } }
             continue
           }
-          const found = answer as Extract<NarInfoAnswer, { kind: 'found' }>
+          const found = answer as Found
           top.refs = []
           for (const ref of found.narInfo.references) {
             const h = parseStorePathOrBaseName(ref).hashPart
@@ -88,8 +92,9 @@ export class CacheWalk {
             continue
           }
           // A path waiting for its references keeps its narinfo as text only (parsed again when
-          // it is handed on): a deep chain of references must not hold a parsed narinfo per step.
-          top.text = found.text
+          // it is handed on), and only near the top of the walk: below KEEP_DEPTH it is read
+          // again, so that a chain of references as long as the cache holds no narinfo per step.
+          if (stack.length <= KEEP_DEPTH) top.text = found.text
         }
         const ref = top.refs[top.next++]
         if (ref !== undefined) {
@@ -100,8 +105,16 @@ export class CacheWalk {
         }
         stack.pop()
         onStack.delete(top.hashPart)
+        let out: Walked
+        if (top.text !== undefined) {
+          out = { narInfo: NarInfo.parse(top.text), text: top.text }
+        } else {
+          const again = await this.#take(top.hashPart, signal)
+          const failure = failureOf(again, this.#name)
+          out = failure === undefined ? { narInfo: (again as Found).narInfo, text: (again as Found).text } : { failed: { path: top.hashPart, reason: failure } }
+        }
         this.#emitted.add(detached(top.hashPart))
-        yield { narInfo: NarInfo.parse(top.text!), text: top.text! }
+        yield out
       }
     }
   }
