@@ -82,7 +82,9 @@ export class CacheWalk {
             const h = parseStorePathOrBaseName(ref).hashPart
             if (h === top.hashPart || this.#emitted.has(h) || onStack.has(h) || (wanted !== undefined && !wanted.has(h))) continue
             top.refs.push(detached(h))
-            this.#start(h, signal)
+            // Fetched ahead only while few are in flight: on a deep chain every step has
+            // references still to visit, and their narinfos must not pile up.
+            if (this.#pending.size < 4 * options.window) this.#start(h, signal)
           }
           if (top.refs.length === 0) {
             stack.pop()
