@@ -94,14 +94,18 @@ export async function publishCommand (argv: string[]): Promise<number> {
     closeSource = source.close
     log.info({ backends: backends.map(b => b.name), mappers: mappers.map(m => m.name) }, 'publishing')
     const seen = new Set<string>()
+    let handed = 0
     const items = async function * (): AsyncGenerator<PublishItem> {
       for await (const entry of source.entries) {
         progress.listed = undefined
         if ('failed' in entry) { progress.fail(entry.failed.path, entry.failed.reason); continue }
         const item = entry.item
-        if (seen.has(item.storePath)) continue
-        seen.add(detached(item.storePath))
-        progress.totals.paths = Math.max(progress.totals.paths, seen.size)
+        // A cache walk hands on each path once; the local store's closures and named paths overlap.
+        if (source.overlapping) {
+          if (seen.has(item.storePath)) continue
+          seen.add(detached(item.storePath))
+        }
+        progress.totals.paths = Math.max(progress.totals.paths, ++handed)
         if (filter(item.storePath, item.narSize) !== undefined) { progress.excluded++; continue }
         // Recorded with no signature that a reader checks against trusted-public-keys (or the
         // cache's key on the URL, or a --sign-key), a narinfo would be refused by every reader.
@@ -111,7 +115,7 @@ export async function publishCommand (argv: string[]): Promise<number> {
           continue
         }
         if (!narInfoOnly) progress.totals.bytes += item.narSize
-        if (seen.size % 1000 === 0) relieveHeap()
+        if (handed % 1000 === 0) relieveHeap()
         yield item
       }
       progress.listed = undefined
@@ -157,7 +161,7 @@ interface GatherInput {
 }
 
 /** The paths to publish, as a stream: from the local store, or walked through a binary cache. */
-async function gather (input: GatherInput): Promise<{ entries: AsyncIterable<Gathered>, close?: () => Promise<void> }> {
+async function gather (input: GatherInput): Promise<{ entries: AsyncIterable<Gathered>, overlapping: boolean, close?: () => Promise<void> }> {
   const { values, paths, closureOf, trustedKeys, signal } = input
   const fromCache = str(values, 'from-cache')
   if (fromCache === undefined) {
@@ -165,7 +169,7 @@ async function gather (input: GatherInput): Promise<{ entries: AsyncIterable<Gat
       if (closureOf.length > 0) yield * fromLocalStore(closureOf, { closure: true, all: false, trustedKeys, signal })
       if (paths.length > 0 || values.all === true) yield * fromLocalStore(paths, { closure: false, all: values.all === true, trustedKeys, signal })
     }
-    return { entries: entries() }
+    return { entries: entries(), overlapping: true }
   }
   const cache = openBinaryCache(fromCache, trustedKeys)
   try {
@@ -194,7 +198,7 @@ async function gather (input: GatherInput): Promise<{ entries: AsyncIterable<Gat
       if (roots.length > 0) yield * fromBinaryCache(cache, walk, roots, false, options)
     }
     // The NARs are read later through the same client.
-    return { entries: entries(), close: async () => await cache.close() }
+    return { entries: entries(), overlapping: false, close: async () => await cache.close() }
   } catch (err) {
     await cache.close()
     throw err
