@@ -106,6 +106,7 @@ export async function publishCommand (argv: string[]): Promise<number> {
           seen.add(detached(item.storePath))
         }
         progress.totals.paths = Math.max(progress.totals.paths, ++handed)
+        if (handed % 1000 === 0) relieveHeap()
         if (filter(item.storePath, item.narSize) !== undefined) { progress.excluded++; continue }
         // Recorded with no signature that a reader checks against trusted-public-keys (or the
         // cache's key on the URL, or a --sign-key), a narinfo would be refused by every reader.
@@ -115,7 +116,6 @@ export async function publishCommand (argv: string[]): Promise<number> {
           continue
         }
         if (!narInfoOnly) progress.totals.bytes += item.narSize
-        if (handed % 1000 === 0) relieveHeap()
         yield item
       }
       progress.listed = undefined
