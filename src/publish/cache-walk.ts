@@ -26,7 +26,7 @@ type Answer = NarInfoAnswer | { kind: 'error', err: Error }
 type Found = Extract<NarInfoAnswer, { kind: 'found' }>
 
 /** How deep in the walk a path waiting for its references keeps its narinfo. */
-const KEEP_DEPTH = 256
+const KEEP_DEPTH = 4096
 
 /** One walk over one cache; paths emitted by an earlier `walk` call are not emitted again. */
 export class CacheWalk {
