@@ -87,3 +87,9 @@ export class OutsideDirectoryError extends Error {
   static override readonly name = 'OutsideDirectoryError'
   override readonly name = 'OutsideDirectoryError'
 }
+
+/** A command line that cannot be run as given (unknown flag or command, missing argument): exit status 2. */
+export class UsageError extends Error {
+  static override readonly name = 'UsageError'
+  override readonly name = 'UsageError'
+}

@@ -123,3 +123,10 @@ export async function openPlugins (mapperSpecs: readonly string[], backendSpecs:
   }
   return plugins
 }
+
+/** Every registered scheme with its plug-in's own summary, for help text (imports every plug-in module). */
+export async function pluginSummaries (): Promise<{ mappers: Array<{ scheme: string, summary: string }>, backends: Array<{ scheme: string, summary: string }> }> {
+  const load = async (table: Record<string, () => Promise<{ summary: string }>>): Promise<Array<{ scheme: string, summary: string }>> =>
+    await Promise.all(Object.entries(table).map(async ([scheme, plugin]) => ({ scheme, summary: (await plugin()).summary })))
+  return { mappers: await load(MAPPERS), backends: await load(BACKENDS) }
+}

@@ -9,7 +9,8 @@
 import { parseStorePath } from '../nix/store-path.ts'
 import { openBinaryCache } from '../publish/binary-cache.ts'
 import type { PublishItem } from '../publish/publisher.ts'
-import { fromBinaryCache, fromLocalStore, type Gathered } from '../publish/sources.ts'
+import { CacheWalk } from '../publish/cache-walk.ts'
+import { fromBinaryCache, fromLocalStore, hashPartOf, type Gathered } from '../publish/sources.ts'
 import type { NarInfoCache } from '../state/narinfo-cache.ts'
 import type { LocalChunkStore } from './store.ts'
 
@@ -35,7 +36,21 @@ export interface ImportOptions {
 export async function importFromCache (store: LocalChunkStore, narInfos: NarInfoCache | undefined, spec: string, paths: string[], options: ImportOptions): Promise<ImportReport> {
   const cache = openBinaryCache(spec, options.trustedKeys)
   try {
-    const gathered = await fromBinaryCache(cache, paths, { closure: options.closure, narInfoOnly: false, concurrency: 8, ...signalOf(options) })
+    let roots: string[] = []
+    const failed: Gathered[] = []
+    for (const p of paths) {
+      try { roots.push(hashPartOf(p)) } catch (err) { failed.push({ failed: { path: p, reason: (err as Error).message } }) }
+    }
+    if (paths.length === 0) {
+      if (cache.list === undefined) throw new Error(`${cache.name} cannot be listed: name the store paths to import from it`)
+      roots = []
+      for await (const h of cache.list()) roots.push(h)
+    }
+    const walk = new CacheWalk(cache.name, async (h, s) => await cache.narInfo(h, s))
+    const gathered = (async function * (): AsyncGenerator<Gathered> {
+      yield * failed
+      yield * fromBinaryCache(cache, walk, roots, options.closure, { narInfoOnly: false, concurrency: 8, ...signalOf(options) })
+    })()
     return await ingestItems(store, gathered, options, async item => {
       if (narInfos === undefined) return
       const hashPart = parseStorePath(item.storePath).hashPart
@@ -49,14 +64,20 @@ export async function importFromCache (store: LocalChunkStore, narInfos: NarInfo
 
 /** Imports store paths of the local Nix store (dumped from disk, checked against Nix's NarHash). */
 export async function importFromLocalStore (store: LocalChunkStore, paths: string[], options: ImportOptions): Promise<ImportReport> {
-  const gathered = await fromLocalStore(paths, { closure: options.closure, all: false, trustedKeys: options.trustedKeys, ...signalOf(options) })
+  const gathered = fromLocalStore(paths, { closure: options.closure, all: false, trustedKeys: options.trustedKeys, ...signalOf(options) })
   return await ingestItems(store, gathered, options, async () => {})
 }
 
-async function ingestItems (store: LocalChunkStore, gathered: Gathered, options: ImportOptions, after: (item: PublishItem) => Promise<void>): Promise<ImportReport> {
-  const report: ImportReport = { imported: 0, present: 0, bytes: 0, failed: [...gathered.failed] }
-  for (const item of gathered.items) {
+async function ingestItems (store: LocalChunkStore, gathered: AsyncIterable<Gathered>, options: ImportOptions, after: (item: PublishItem) => Promise<void>): Promise<ImportReport> {
+  const report: ImportReport = { imported: 0, present: 0, bytes: 0, failed: [] }
+  for await (const entry of gathered) {
     options.signal?.throwIfAborted()
+    if ('failed' in entry) {
+      report.failed.push(entry.failed)
+      options.onPath?.(entry.failed.path, 'failed')
+      continue
+    }
+    const item = entry.item
     const identity = { narHash: item.narHash, narSize: item.narSize, storePath: item.storePath }
     try {
       const present = store.manifest(item.narHash) !== undefined

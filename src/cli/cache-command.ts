@@ -6,8 +6,7 @@
  */
 import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { parseArgs } from 'node:util'
-import { ConfigError } from '../errors.ts'
+import { ConfigError, UsageError } from '../errors.ts'
 import { importFromCache, importFromLocalStore, type ImportReport } from '../chunk/import.ts'
 import { clearChunkStore, LocalChunkStore } from '../chunk/store.ts'
 import { NixHash } from '../nix/hash.ts'
@@ -16,61 +15,61 @@ import { parseStorePath, STORE_DIR } from '../nix/store-path.ts'
 import { queryPathInfos } from '../publish/path-info.ts'
 import { NarInfoCache } from '../state/narinfo-cache.ts'
 import { openDatabase } from '../util/sqlite.ts'
-import { loadConfig, type Config } from './config.ts'
+import { loadConfig, settingFlags, type Config } from './config.ts'
+import { didYouMean, parseCommandLine, type OptionTable } from './args.ts'
+import type { Subcommand } from './commands.ts'
 
-export const CACHE_USAGE = `Usage: narswarm cache COMMAND [options]
+const COMMON: OptionTable = {
+  config: { type: 'string', value: 'FILE', help: 'TOML configuration file, as for serve' },
+  'state-dir': { type: 'string', value: 'DIR', help: 'the state directory, as for serve' },
+  'cache-size': { type: 'string', value: 'SIZE', help: 'the cap, as for serve' }
+}
+const CLOSURE: OptionTable = { closure: { type: 'boolean', help: "the paths' closures too" } }
+
+/** The subcommands, their summaries and options: the help, the completion and the parser read this. */
+export const CACHE_SUBCOMMANDS: Record<string, Subcommand> = {
+  stats: { usage: '', summary: 'NARs, chunks, bytes (logical and on disk), dedup ratio, hit rate', options: COMMON },
+  verify: { usage: '', summary: 're-hash every chunk; drop bad chunks and the NARs that need them', options: COMMON },
+  gc: { usage: '', summary: 'evict down to cache-size, remove leftovers (temporary files, chunks no NAR uses)', options: COMMON },
+  pin: { usage: 'PATH…', summary: "keep these store paths' NARs whatever the cap", options: { ...CLOSURE, ...COMMON } },
+  unpin: { usage: 'PATH…', summary: 'make them evictable again', options: { ...CLOSURE, ...COMMON } },
+  import: {
+    usage: 'SOURCE [PATH…] | --local PATH…',
+    summary: "pre-seed the store: SOURCE is a binary cache (file:///dir, a directory written by 'nix copy --to file://…', or https://…) whose narinfos must be signed by a trusted key; PATHs (default: all of a directory cache) are taken from it. With --local, PATHs of the local Nix store.",
+    options: {
+      ...CLOSURE,
+      local: { type: 'boolean', help: 'the paths come from the local Nix store' },
+      'trusted-public-keys': { type: 'string', multiple: true, value: 'KEY', help: "keys a cache's narinfos must be signed by (default: the upstreams')" },
+      ...COMMON
+    }
+  },
+  clear: { usage: '', summary: "delete everything the store holds (stop 'narswarm serve' first)", options: COMMON }
+}
+
+export const CACHE_COMMANDS = Object.keys(CACHE_SUBCOMMANDS)
+
+const CACHE_USAGE = `Usage: narswarm cache COMMAND [options]
 
 The chunk store: every NAR narswarm verified, kept as deduplicated chunks (docs/chunk-store.md).
 
 Commands:
-  stats                     NARs, chunks, bytes (logical and on disk), dedup ratio, hit rate
-  verify                    re-hash every chunk; drop bad chunks and the NARs that need them
-  gc                        evict down to cache-size, remove leftovers (temporary files, chunks
-                            no NAR uses)
-  pin PATH…                 keep these store paths' NARs whatever the cap (--closure: and their
-                            closures)
-  unpin PATH…               make them evictable again (--closure as for pin)
-  import SOURCE [PATH…]     pre-seed the store: SOURCE is a binary cache (file:///dir or a
-                            directory written by 'nix copy --to file://…', or https://…), whose
-                            narinfos must be signed by a trusted key; PATHs (default: all of a
-                            directory cache) are taken from it. Or, with --local, PATHs of the
-                            local Nix store.
-  clear                     delete everything the store holds (stop 'narswarm serve' first)
+${Object.entries(CACHE_SUBCOMMANDS).map(([name, c]) => `  ${`${name} ${c.usage}`.padEnd(34)}${c.summary}`).join('\n')}
 
-Options:
-  --closure                 pin, unpin, import: the paths' closures too
-  --local                   import: the paths come from the local Nix store
-  --trusted-public-keys KEY import: keys a cache's narinfos must be signed by (default: the
-                            upstreams'; repeatable)
-  --config FILE, --state-dir DIR, --cache-size SIZE   as for 'serve'
+'narswarm cache COMMAND --help' lists a command's options.
 `
 
 export async function cacheCommand (argv: string[]): Promise<number> {
   const [sub, ...rest] = argv
-  if (sub === undefined || sub === 'help' || sub === '--help' || sub === '-h') {
+  if (sub === undefined) throw new UsageError(`cache: name a command: ${CACHE_COMMANDS.join(', ')}`)
+  if (sub === 'help' || sub === '--help' || sub === '-h') {
     process.stdout.write(CACHE_USAGE)
-    return sub === undefined ? 2 : 0
+    return 0
   }
-  let parsed
-  try {
-    parsed = parseArgs({
-      args: rest,
-      allowPositionals: true,
-      options: {
-        closure: { type: 'boolean' },
-        local: { type: 'boolean' },
-        'trusted-public-keys': { type: 'string', multiple: true },
-        config: { type: 'string' },
-        'state-dir': { type: 'string' },
-        'cache-size': { type: 'string' }
-      }
-    })
-  } catch (err) {
-    return usage(sub, (err as Error).message)
-  }
+  const spec = CACHE_SUBCOMMANDS[sub]
+  if (spec === undefined) throw new UsageError(`cache: unknown command '${sub}'${didYouMean(sub, CACHE_COMMANDS)}; 'narswarm cache help' lists them`)
+  const parsed = parseCommandLine(`cache ${sub}`, rest, spec.options ?? {}, Infinity)
   const { values: flags, positionals } = parsed
   const takesPaths = sub === 'pin' || sub === 'unpin' || sub === 'import'
-  if (!['stats', 'verify', 'gc', 'pin', 'unpin', 'import', 'clear'].includes(sub)) return usage(sub, `unknown command '${sub}'`)
   if (!takesPaths && positionals.length > 0) return usage(sub, `takes no arguments, got '${positionals[0]}'`)
   if ((sub === 'pin' || sub === 'unpin') && positionals.length === 0) return usage(sub, 'needs at least one store path')
   if (sub === 'import' && flags.local !== true && positionals.length === 0) return usage(sub, 'needs a binary cache (file:///dir, a directory or https://…), or --local PATH…')
@@ -78,9 +77,9 @@ export async function cacheCommand (argv: string[]): Promise<number> {
 
   let config: Config
   try {
-    config = loadConfig({ flags: { config: flags.config, 'state-dir': flags['state-dir'], 'cache-size': flags['cache-size'], 'trusted-public-keys': flags['trusted-public-keys'] }, env: process.env })
+    config = loadConfig({ flags: settingFlags(flags, ['config', 'state-dir', 'cache-size', 'trusted-public-keys']), env: process.env })
   } catch (err) {
-    if (err instanceof ConfigError) return usage(sub, err.message)
+    if (err instanceof ConfigError) throw new ConfigError(`cache ${sub}: ${err.message}`)
     throw err
   }
   const db = openDatabase(join(config.stateDir, 'narswarm.sqlite'))
@@ -129,9 +128,8 @@ export async function cacheCommand (argv: string[]): Promise<number> {
   }
 }
 
-function usage (sub: string, message: string): number {
-  process.stderr.write(`narswarm cache ${sub}: ${message}\n\nRun 'narswarm cache help' for the commands.\n`)
-  return 2
+function usage (sub: string, message: string): never {
+  throw new UsageError(`cache ${sub}: ${message}; 'narswarm cache help' lists the commands`)
 }
 
 /** A directory or file:// URL as a file:// spec; other URLs as they are. */

@@ -16,6 +16,7 @@ import { DEFAULT_PEER_PORT } from '../peer/protocol.ts'
 import { normalizePeerUrl } from '../peer/table.ts'
 import { INDEX_API_MODES, type IndexApiMode } from '../server/index-api.ts'
 import { SERVER_LIMIT_DEFAULTS, type ServerLimits } from '../server/limits.ts'
+import { didYouMean, nearest, type OptionTable, type Values } from './args.ts'
 
 export interface Config {
   listen: { host: string, port: number }
@@ -63,39 +64,91 @@ export type Discovery = typeof DISCOVERY_MODES[number]
 
 type Kind = 'string' | 'integer' | 'duration' | 'size' | 'log-level' | 'log-format'
 
-/** Top-level scalar settings: key → kind and default. `upstream` is handled on its own. */
-export const SETTINGS: Record<string, { kind: Kind, default: string | number }> = {
-  listen: { kind: 'string', default: '127.0.0.1:37515' },
-  'state-dir': { kind: 'string', default: '' },
-  priority: { kind: 'integer', default: 40 },
-  'log-level': { kind: 'log-level', default: 'info' },
-  'log-format': { kind: 'log-format', default: 'auto' },
-  'narinfo-positive-ttl': { kind: 'duration', default: '30d' },
-  'narinfo-negative-ttl': { kind: 'duration', default: '10m' },
-  'bad-source-cooldown': { kind: 'duration', default: '10m' },
-  'shutdown-grace': { kind: 'duration', default: '10s' },
-  'hedge-delay': { kind: 'duration', default: '250ms' },
-  'first-byte-timeout': { kind: 'duration', default: '30s' },
-  'untrusted-budget': { kind: 'duration', default: '20s' },
-  discovery: { kind: 'string', default: 'mdns' },
-  'discovery-interval': { kind: 'duration', default: '10s' },
-  'peer-listen': { kind: 'string', default: `0.0.0.0:${DEFAULT_PEER_PORT}` },
-  'peer-key': { kind: 'string', default: '' },
-  'peer-key-file': { kind: 'string', default: '' },
-  'peer-upload-limit': { kind: 'size', default: '0' },
-  'peer-max-requests': { kind: 'integer', default: 64 },
-  'cache-size': { kind: 'size', default: '10GiB' },
-  'index-api': { kind: 'string', default: 'local' },
-  'header-timeout': { kind: 'duration', default: `${SERVER_LIMIT_DEFAULTS.headersTimeout / 1000}s` },
-  'request-timeout': { kind: 'duration', default: `${SERVER_LIMIT_DEFAULTS.requestTimeout / 1000}s` },
-  'keep-alive-timeout': { kind: 'duration', default: `${SERVER_LIMIT_DEFAULTS.keepAliveTimeout / 1000}s` },
-  'max-connections': { kind: 'integer', default: SERVER_LIMIT_DEFAULTS.maxConnections },
-  'max-connections-per-client': { kind: 'integer', default: SERVER_LIMIT_DEFAULTS.maxConnectionsPerClient }
+/**
+ * Top-level scalar settings: key → kind, default and the one line `narswarm help` shows (the
+ * README's options table says the same at more length). `upstream` and the other lists are below.
+ */
+export const SETTINGS: Record<string, { kind: Kind, default: string | number, help?: string }> = {
+  listen: { kind: 'string', default: '127.0.0.1:37515', help: 'address to listen on (HOST:PORT, [::1]:PORT)' },
+  'state-dir': { kind: 'string', default: '', help: 'where the SQLite state, the chunk store and the spool live' },
+  priority: { kind: 'integer', default: 40, help: 'priority advertised in /nix-cache-info (lower is preferred by Nix)' },
+  'log-level': { kind: 'log-level', default: 'info', help: LOG_LEVELS.join(', ') },
+  'log-format': { kind: 'log-format', default: 'auto', help: 'json, pretty, or auto: pretty on a terminal, else JSON' },
+  'narinfo-positive-ttl': { kind: 'duration', default: '30d', help: "how long an upstream's narinfo is reused" },
+  'narinfo-negative-ttl': { kind: 'duration', default: '10m', help: 'how long "every upstream said 404" is remembered' },
+  'bad-source-cooldown': { kind: 'duration', default: '10m', help: 'how long a source that sent wrong bytes is tried last' },
+  'shutdown-grace': { kind: 'duration', default: '10s', help: 'time in-flight transfers get on SIGTERM' },
+  'hedge-delay': { kind: 'duration', default: '250ms', help: 'without a first byte from the best NAR source after this long, the next starts too' },
+  'first-byte-timeout': { kind: 'duration', default: '30s', help: 'a source without a first byte after this long counts as failed' },
+  'untrusted-budget': { kind: 'duration', default: '20s', help: 'time untrusted NAR sources get to deliver a whole verified NAR before the upstreams start too' },
+  discovery: { kind: 'string', default: 'mdns', help: 'how LAN peers are found: mdns (DNS-SD, _narswarm._tcp) or off (static peers only)' },
+  'discovery-interval': { kind: 'duration', default: '10s', help: 'time between mDNS announcements; a peer silent for three of them is dropped' },
+  'peer-listen': { kind: 'string', default: `0.0.0.0:${DEFAULT_PEER_PORT}`, help: 'the peer listener other nodes fetch from (off closes it)' },
+  'peer-key': { kind: 'string', default: '', help: 'a group key: peers authenticate every request with HMAC-SHA256; strangers get nothing' },
+  'peer-key-file': { kind: 'string', default: '', help: 'a file holding the group key' },
+  'peer-upload-limit': { kind: 'size', default: '0', help: 'bytes per second sent to all peers together (10MiB); 0: no limit' },
+  'peer-max-requests': { kind: 'integer', default: 64, help: 'peer requests served at once (more get 503)' },
+  'cache-size': { kind: 'size', default: '10GiB', help: 'disk the chunk store may use (500MiB, 2TB; 0 keeps nothing)' },
+  'index-api': { kind: 'string', default: 'local', help: "who may read the first mapper's index at /narswarm/v1/: local, public, off" },
+  'header-timeout': { kind: 'duration', default: `${SERVER_LIMIT_DEFAULTS.headersTimeout / 1000}s`, help: "time a client has to send a request's headers" },
+  'request-timeout': { kind: 'duration', default: `${SERVER_LIMIT_DEFAULTS.requestTimeout / 1000}s`, help: 'time a client has to send a whole request (not the time a NAR takes to send)' },
+  'keep-alive-timeout': { kind: 'duration', default: `${SERVER_LIMIT_DEFAULTS.keepAliveTimeout / 1000}s`, help: 'an idle kept-alive connection is closed after this long' },
+  'max-connections': { kind: 'integer', default: SERVER_LIMIT_DEFAULTS.maxConnections, help: 'open connections at most; more are closed as they arrive' },
+  'max-connections-per-client': { kind: 'integer', default: SERVER_LIMIT_DEFAULTS.maxConnectionsPerClient, help: 'open connections at most from one non-loopback address' }
 }
 
 /** Settings that take a list: repeatable flags, space-separated environment variables, TOML arrays. */
 export const LIST_SETTINGS = ['upstream', 'mapper', 'backend', 'trusted-public-keys', 'peer'] as const
 type ListSetting = typeof LIST_SETTINGS[number]
+
+/** What `narswarm help` says of each list setting: its value's placeholder, default and meaning. */
+export const LIST_SETTING_HELP: Partial<Record<string, { value: string, default: string, help: string }>> = {
+  upstream: { value: 'URL', default: 'https://cache.nixos.org', help: 'an upstream binary cache; options go in the query: ?priority=N&trusted-public-keys=name:key&require-sigs=false' },
+  mapper: { value: 'SPEC', default: 'sqlite:', help: 'an index of where NARs are, asked in order (schemes below)' },
+  backend: { value: 'SPEC', default: 'none', help: "a NAR source for the mappers' locators (schemes below)" },
+  'trusted-public-keys': { value: 'KEY', default: "the upstreams' keys", help: 'a key that makes a narinfo found in an index usable' },
+  peer: { value: 'URL', default: 'none', help: "a LAN peer's listener, http://host:port (found by mDNS too)" }
+}
+
+/** Every key a TOML file may have, every NARSWARM_* variable's key and every setting flag. */
+export function settingKeys (): string[] {
+  return [...Object.keys(SETTINGS), ...LIST_SETTINGS]
+}
+
+const PLACEHOLDERS: Record<string, string> = { listen: 'HOST:PORT', 'state-dir': 'DIR', 'log-level': 'LEVEL' }
+
+/**
+ * The settings as command-line options (all of them for `serve`; a few for commands that open the
+ * index or the backends), with help and defaults from the tables above.
+ */
+export function settingOptions (keys: readonly string[] = ['config', ...settingKeys()]): OptionTable {
+  const table: OptionTable = {}
+  for (const key of keys) {
+    const setting = SETTINGS[key]
+    const list = LIST_SETTING_HELP[key]
+    if (key === 'config') {
+      table.config = { type: 'string', value: 'FILE', help: 'TOML configuration file (see narswarm.example.toml)' }
+    } else if (setting !== undefined) {
+      const value = PLACEHOLDERS[key] ?? (setting.kind === 'integer' ? 'N' : setting.kind === 'duration' ? 'DURATION' : setting.kind === 'size' ? 'SIZE' : 'VALUE')
+      table[key] = { type: 'string', value, help: setting.help ?? '', default: setting.default === '' ? '$XDG_DATA_HOME/narswarm' : String(setting.default) }
+    } else if ((LIST_SETTINGS as readonly string[]).includes(key)) {
+      table[key] = { type: 'string', multiple: true, value: list?.value ?? 'VALUE', help: list?.help ?? '', ...(list === undefined ? {} : { default: list.default }) }
+    } else {
+      throw new Error(`no setting '${key}'`)
+    }
+  }
+  return table
+}
+
+/** The parsed values that are settings, as `loadConfig` takes them. */
+export function settingFlags (values: Values, keys: readonly string[] = ['config', ...settingKeys()]): Record<string, string | string[] | undefined> {
+  const flags: Record<string, string | string[] | undefined> = {}
+  for (const key of keys) {
+    const v = values[key]
+    if (typeof v === 'string' || Array.isArray(v)) flags[key] = v
+  }
+  return flags
+}
 
 export interface ConfigSources {
   /** Parsed flags: setting key → value; `upstream` → list of specs; `config` → file. */
@@ -120,7 +173,7 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
         }
         lists[key] = value
       } else if (key in SETTINGS) raw[key] = value
-      else throw new ConfigError(`${file}: unknown key '${key}' (known: ${[...Object.keys(SETTINGS), ...LIST_SETTINGS].join(', ')})`)
+      else throw new ConfigError(`${file}: unknown key '${key}'${didYouMean(key, settingKeys())}`)
     }
   }
 
@@ -129,7 +182,10 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
     const key = name.slice('NARSWARM_'.length).toLowerCase().replaceAll('_', '-')
     if (isList(key)) lists[key] = value.split(/\s+/).filter(Boolean)
     else if (key in SETTINGS) raw[key] = value
-    else throw new ConfigError(`unknown environment variable ${name} (known: ${[...Object.keys(SETTINGS), ...LIST_SETTINGS, 'config'].map(envName).join(', ')})`)
+    else {
+      const near = nearest(key, [...settingKeys(), 'config'])
+      throw new ConfigError(`unknown environment variable ${name}${near === undefined ? '' : ` (did you mean ${envName(near)}?)`}`)
+    }
   }
 
   for (const [key, value] of Object.entries(flags)) {

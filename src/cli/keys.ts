@@ -4,40 +4,49 @@
  * written with mode 0600 and never over an existing file.
  */
 import { readFile, writeFile } from 'node:fs/promises'
-import { parseArgs } from 'node:util'
-import { ConfigError } from '../errors.ts'
+import { ConfigError, UsageError } from '../errors.ts'
+import { didYouMean, parseCommandLine, str } from './args.ts'
+import type { Subcommand } from './commands.ts'
 import { generateSecretKey, parseSecretKey, publicKeyOf, type SecretKey } from '../nix/signature.ts'
 
-export const KEYS_USAGE = `Usage:
-  narswarm keys generate --name NAME [--secret-file FILE] [--public-file FILE]
-      makes a new key pair. Without --secret-file the secret key goes to standard output;
-      with it, the file is created with mode 0600 (never overwritten) and the public key is
-      printed. NAME is the key's name in signatures, e.g. cache.example.org-1.
-  narswarm keys public FILE
-      prints the public key of a secret key file ('-' reads standard input), for
-      trusted-public-keys.
-`
+export const KEYS_SUBCOMMANDS = {
+  generate: {
+    usage: '--name NAME [--secret-file FILE] [--public-file FILE]',
+    summary: 'makes a new key pair. Without --secret-file the secret key goes to standard output; with it, the file is created with mode 0600 (never overwritten) and the public key is printed.',
+    options: {
+      name: { type: 'string', value: 'NAME', help: "the key's name in signatures, e.g. cache.example.org-1" },
+      'secret-file': { type: 'string', value: 'FILE', help: 'write the secret key here (mode 0600, never overwritten)' },
+      'public-file': { type: 'string', value: 'FILE', help: 'write the public key here too' }
+    }
+  },
+  public: {
+    usage: 'FILE',
+    summary: "prints the public key of a secret key file ('-' reads standard input), for trusted-public-keys"
+  }
+} satisfies Record<string, Subcommand>
 
 export async function keysCommand (args: string[]): Promise<number> {
   const [sub, ...rest] = args
   if (sub === 'generate') {
-    const { values } = parseArgs({ args: rest, options: { name: { type: 'string' }, 'secret-file': { type: 'string' }, 'public-file': { type: 'string' } } })
-    const name = values.name
-    if (name === undefined || name === '') throw new ConfigError('keys generate needs --name NAME (e.g. cache.example.org-1)')
-    if (!/^[A-Za-z0-9._+-]+$/.test(name)) throw new ConfigError(`key name '${name}' may only contain letters, digits and . _ + -`)
+    const { values } = parseCommandLine('keys generate', rest, KEYS_SUBCOMMANDS.generate.options)
+    const name = str(values, 'name')
+    if (name === undefined || name === '') throw new UsageError('keys generate needs --name NAME (e.g. cache.example.org-1)')
+    if (!/^[A-Za-z0-9._+-]+$/.test(name)) throw new UsageError(`keys generate: key name '${name}' may only contain letters, digits and . _ + -`)
     const pair = generateSecretKey(name)
-    if (values['secret-file'] === undefined) {
+    const secretFile = str(values, 'secret-file')
+    const publicFile = str(values, 'public-file')
+    if (secretFile === undefined) {
       process.stdout.write(`${pair.secret}\n`)
     } else {
-      await writeKey(values['secret-file'], pair.secret, 0o600)
+      await writeKey(secretFile, pair.secret, 0o600)
       process.stdout.write(`${pair.public}\n`)
     }
-    if (values['public-file'] !== undefined) await writeKey(values['public-file'], pair.public, 0o644)
+    if (publicFile !== undefined) await writeKey(publicFile, pair.public, 0o644)
     return 0
   }
   if (sub === 'public') {
-    const { positionals } = parseArgs({ args: rest, allowPositionals: true, options: {} })
-    if (positionals.length !== 1) throw new ConfigError('keys public takes one secret key file (or - for standard input)')
+    const { positionals } = parseCommandLine('keys public', rest, {}, 1)
+    if (positionals.length !== 1) throw new UsageError('keys public takes one secret key file (or - for standard input)')
     const file = positionals[0]!
     let text: string
     try {
@@ -52,8 +61,7 @@ export async function keysCommand (args: string[]): Promise<number> {
     }
     return 0
   }
-  process.stderr.write(sub === undefined || sub === 'help' || sub === '--help' ? KEYS_USAGE : `narswarm keys: unknown command '${sub}'\n\n${KEYS_USAGE}`)
-  return sub === 'help' || sub === '--help' ? 0 : 2
+  throw new UsageError(sub === undefined ? 'keys: name a command: generate or public' : `keys: unknown command '${sub}'${didYouMean(sub, Object.keys(KEYS_SUBCOMMANDS))}`)
 }
 
 /** The secret keys of `--sign-key` files, each checked; a file that cannot be used is a ConfigError. */

@@ -4,6 +4,7 @@
  * what each served; `--json` prints the node's answer as it is.
  */
 import { parseArgs } from 'node:util'
+import { UsageError } from '../errors.ts'
 import { PEERS } from '../server/app.ts'
 import type { SwarmStatus } from '../peer/swarm.ts'
 import { loadConfig } from './config.ts'
@@ -19,8 +20,7 @@ export async function peersCommand (argv: string[]): Promise<number> {
   try {
     values = parseArgs({ args: argv, options: { url: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, config: { type: 'string' } }, strict: true }).values
   } catch (err) {
-    process.stderr.write(`narswarm peers: ${(err as Error).message}\n\n${USAGE}`)
-    return 2
+    throw new UsageError(`peers: ${(err as Error).message}; 'narswarm peers --help' shows the options`)
   }
   if (values.help === true) { process.stdout.write(USAGE); return 0 }
   let base = values.url

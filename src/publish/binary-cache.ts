@@ -30,11 +30,15 @@ export interface BinaryCache {
   close: () => Promise<void>
 }
 
-/** Opens `spec` (`https://…?trusted-public-keys=…` or `file:///dir?…`); `defaultKeys` when the spec names none. */
-export function openBinaryCache (spec: string, defaultKeys: readonly string[]): BinaryCache {
-  const withKeys = spec.includes('trusted-public-keys=') || defaultKeys.length === 0
+/**
+ * Opens `spec` (`https://…?trusted-public-keys=…` or `file:///dir?…`). Its narinfos are checked
+ * against the keys on the URL — the cache's own, trusted for its narinfos — and `readerKeys`, the
+ * keys the index's readers trust.
+ */
+export function openBinaryCache (spec: string, readerKeys: readonly string[]): BinaryCache {
+  const withKeys = readerKeys.length === 0
     ? spec
-    : `${spec}${spec.includes('?') ? '&' : '?'}trusted-public-keys=${defaultKeys.map(encodeURIComponent).join('%20')}`
+    : `${spec}${spec.includes('?') ? '&' : '?'}trusted-public-keys=${readerKeys.map(encodeURIComponent).join('%20')}`
   if (!spec.startsWith('file:')) {
     const config = parseUpstreamSpec(withKeys)
     const upstream = new Upstream(config)

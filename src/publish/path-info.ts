@@ -63,10 +63,30 @@ export interface QueryOptions {
 }
 
 /**
- * Path infos of `paths` from the local store. Paths the store does not have are returned in
- * `invalid` with Nix's own message, one by one, so the others still get published.
+ * Paths per `nix path-info` run. The argument list of a process is limited (ARG_MAX, a few MiB with
+ * the environment: about 30,000 store paths), so the list never goes on one command line whole.
  */
-export async function queryPathInfos (paths: string[], options: QueryOptions = {}): Promise<{ infos: PathInfo[], invalid: Array<{ path: string, reason: string }> }> {
+export const PATHS_PER_RUN = 2000
+
+/**
+ * Path infos of `paths` from the local store, asked `PATHS_PER_RUN` at a time. Paths the store does
+ * not have are returned in `invalid` with Nix's own message, one by one, so the others still get
+ * published.
+ */
+export async function queryPathInfos (paths: readonly string[], options: QueryOptions = {}): Promise<{ infos: PathInfo[], invalid: Array<{ path: string, reason: string }> }> {
+  if (options.all === true || paths.length <= PATHS_PER_RUN) return await queryBatch(paths, options)
+  // Closures of different batches overlap: each path once.
+  const infos = new Map<string, PathInfo>()
+  const invalid: Array<{ path: string, reason: string }> = []
+  for (let i = 0; i < paths.length; i += PATHS_PER_RUN) {
+    const batch = await queryBatch(paths.slice(i, i + PATHS_PER_RUN), options)
+    for (const info of batch.infos) infos.set(info.storePath, info)
+    invalid.push(...batch.invalid)
+  }
+  return { infos: [...infos.values()], invalid }
+}
+
+async function queryBatch (paths: readonly string[], options: QueryOptions): Promise<{ infos: PathInfo[], invalid: Array<{ path: string, reason: string }> }> {
   const flags = [...(options.recursive === true ? ['--recursive'] : []), ...(options.all === true ? ['--all'] : [])]
   const batch = await nixPathInfo([...flags, ...(options.all === true ? [] : paths)], options.signal)
   if (batch.ok) {

@@ -65,12 +65,16 @@ export class Publisher {
     this.#events = options.events ?? {}
   }
 
-  /** Publishes `items` with `jobs` at a time, in order of start; resolves when all are settled. */
-  async run (items: Iterable<PublishItem>, jobs: number, signal?: AbortSignal): Promise<void> {
-    const queue = items[Symbol.iterator]()
+  /**
+   * Publishes `items` with `jobs` at a time, in order of start; resolves when all are settled. The
+   * items are pulled as workers free up, so a stream of them is never read further ahead than that.
+   */
+  async run (items: Iterable<PublishItem> | AsyncIterable<PublishItem>, jobs: number, signal?: AbortSignal): Promise<void> {
+    const queue = Symbol.asyncIterator in items ? items[Symbol.asyncIterator]() : items[Symbol.iterator]()
     const worker = async (): Promise<void> => {
       for (;;) {
-        const next = queue.next()
+        if (isAborted(signal)) return
+        const next = await queue.next()
         if (next.done === true || isAborted(signal)) return
         const item = next.value
         try {

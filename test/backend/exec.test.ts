@@ -6,11 +6,10 @@ import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { backendCompliance } from '../compliance/backend.ts'
 import { ExecBackend, EXEC_DEFAULTS, plugin } from '../../src/backend/exec.ts'
 import { ConfigError, UpstreamError } from '../../src/errors.ts'
 import { silentLogger } from '../../src/log.ts'
-import { collect, sha256Hex } from '../helpers/bytes.ts'
+import { collect } from '../helpers/bytes.ts'
 
 const components = { log: silentLogger(), stateDir: tmpdir() }
 const FETCHER = fileURLToPath(new URL('../fixtures/exec-fetcher.ts', import.meta.url))
@@ -47,17 +46,6 @@ async function waitPid (file: string): Promise<number> {
 let store: string
 before(async () => { store = await mkdtemp(join(tmpdir(), 'exec-store-')) })
 after(async () => { await rm(store, { recursive: true, force: true }) })
-
-backendCompliance('exec (fixture fetcher)', {
-  publishes: false,
-  setup: async () => await plugin.create(plugin.parse(fixtureSpec()), components),
-  seed: async (_backend, bytes) => {
-    const path = join(store, `${sha256Hex(bytes)}.nar`)
-    await writeFile(path, bytes)
-    return { url: locatorFor(path), compression: 'none' }
-  },
-  missing: () => ({ url: locatorFor(join(store, 'absent.nar')), compression: 'none' })
-})
 
 describe('exec backend spec', () => {
   it('parses a program with defaults', () => {

@@ -5,7 +5,6 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { randomBytes } from 'node:crypto'
-import { backendCompliance } from '../compliance/backend.ts'
 import { FileBackend, plugin } from '../../src/backend/file.ts'
 import { ConfigError, IntegrityError } from '../../src/errors.ts'
 import { NixHash } from '../../src/nix/hash.ts'
@@ -24,20 +23,6 @@ async function fresh (compression = 'none'): Promise<FileBackend> {
   return backend
 }
 
-
-backendCompliance('file (compression=none)', {
-  publishes: true,
-  setup: async () => await fresh(),
-  teardown: async backend => { await rm(dirs.get(backend)!, { recursive: true, force: true }) },
-  missing: backend => ({ url: `${pathToFileURL(dirs.get(backend)!).href}/nar/absent.nar`, compression: 'none' })
-})
-
-backendCompliance('file (default compression, zstd)', {
-  publishes: true,
-  setup: async () => await fresh('zstd'),
-  teardown: async backend => { await rm(dirs.get(backend)!, { recursive: true, force: true }) },
-  missing: backend => ({ url: `${pathToFileURL(dirs.get(backend)!).href}/nar/absent.nar.zst`, compression: 'zstd' })
-})
 
 describe('file backend spec', () => {
   const valid: Array<[string, object]> = [

@@ -22,7 +22,6 @@ import { plugin } from '../../src/backend/ipfs/plugin.ts'
 import { cidOf } from '../../src/backend/ipfs/locator.ts'
 import type { EmbeddedIpfsBackend } from '../../src/backend/ipfs/embedded.ts'
 import type { Backend } from '../../src/types.ts'
-import { backendCompliance } from '../compliance/backend.ts'
 import { embeddedNode, startGateway, type TestGateway } from '../helpers/ipfs.ts'
 import { freePort } from '../helpers/net.ts'
 import { sha256Hex, sourceDigest, upload } from '../helpers/bytes.ts'
@@ -33,7 +32,6 @@ const components = { log: silentLogger(), stateDir: dir }
 async function open (spec: string): Promise<Backend> {
   return await plugin.create(plugin.parse(new URL(spec)), components)
 }
-const NOT_A_FILE = `ipfs://${CID.create(1, 0x71, await sha256.digest(new Uint8Array([1]))).toString()}`
 
 let node: EmbeddedIpfsBackend
 let gateway: TestGateway
@@ -45,13 +43,6 @@ after(async () => {
   await gateway?.close()
   await node?.close()
   await rm(dir, { recursive: true, force: true })
-})
-
-backendCompliance('ipfs+gateway+http: (a gateway over an embedded node)', {
-  publishes: false,
-  setup: async () => await open(`ipfs+gateway+${gateway.url}`),
-  seed: async (_backend, bytes) => await node.publish(upload(bytes)),
-  missing: () => ({ url: NOT_A_FILE, compression: 'none' })
 })
 
 describe('ipfs gateway backend: answers and failures', () => {
@@ -237,14 +228,4 @@ describe('ipfs+http (kubo RPC), against a stub of the API', () => {
     const port = await freePort()
     await assert.rejects(open(`ipfs+http://127.0.0.1:${port}`), (err: unknown) => err instanceof ConfigError && /no kubo RPC API answers/.test(err.message))
   })
-})
-
-const kuboApi = process.env.TEST_KUBO_API
-const kuboSkip = kuboApi === undefined || kuboApi === '' ? 'no kubo daemon: set TEST_KUBO_API=http://127.0.0.1:5001 to run the ipfs+http compliance suite against one' : false
-if (kuboSkip !== false) console.log(`# skipping kubo compliance: ${kuboSkip}`)
-backendCompliance('ipfs+http: (a real kubo daemon)', {
-  skip: kuboSkip,
-  publishes: true,
-  setup: async () => await open(`ipfs+${kuboApi ?? ''}`),
-  missing: () => ({ url: NOT_A_FILE, compression: 'none' })
 })

@@ -19,7 +19,6 @@ import { plugin } from '../../src/backend/ipfs/plugin.ts'
 import { importNar } from '../../src/backend/ipfs/publish.ts'
 import { cidOf, locatorOf } from '../../src/backend/ipfs/locator.ts'
 import { PUBLIC_BOOTSTRAP, type IpfsInit } from '../../src/backend/ipfs/spec.ts'
-import { backendCompliance } from '../compliance/backend.ts'
 import { embeddedNode } from '../helpers/ipfs.ts'
 import { tempDir } from '../helpers/temp.ts'
 import { PeerGateways, peerGatewayBases } from '../../src/backend/ipfs/http-gateway.ts'
@@ -30,12 +29,6 @@ const MIB = 1 << 20
 
 /** A CID in the ipfs scheme that cannot name a file (dag-cbor): the backend knows it holds no NAR. */
 const NOT_A_FILE = `ipfs://${CID.create(1, 0x71, await sha256.digest(new Uint8Array([1, 2, 3]))).toString()}`
-
-backendCompliance('ipfs: (embedded node)', {
-  publishes: true,
-  setup: async () => await embeddedNode('', await tempDir()),
-  missing: () => ({ url: NOT_A_FILE, compression: 'none' })
-})
 
 describe('ipfs backend: specs', () => {
   const fetch = { timeout: 30_000, stallTimeout: 60_000, readAhead: 16 }

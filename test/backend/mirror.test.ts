@@ -5,14 +5,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { freePort } from '../helpers/net.ts'
-import { backendCompliance } from '../compliance/backend.ts'
 import { startCacheServer, type CacheServer } from '../helpers/cache-server.ts'
 import { MirrorBackend, MIRROR_DEFAULTS, plugin, type MirrorBackendInit } from '../../src/backend/mirror.ts'
 import { ConfigError, UpstreamError } from '../../src/errors.ts'
-import { silentLogger } from '../../src/log.ts'
 import { collect, sha256Hex } from '../helpers/bytes.ts'
 
-const components = { log: silentLogger(), stateDir: tmpdir() }
 
 interface Site { dir: string, server: CacheServer }
 
@@ -41,20 +38,6 @@ async function deadUrl (): Promise<string> {
 
 function mirrorsOf (...urls: string[]): MirrorBackendInit {
   return { ...MIRROR_DEFAULTS, mirrors: urls.map(u => u.endsWith('/') ? u : `${u}/`), failures: 2, backoff: 3_600_000 }
-}
-
-{
-  let sites: Site[] = []
-  backendCompliance('mirror (two live mirrors)', {
-    publishes: false,
-    setup: async () => {
-      sites = [await startSite(), await startSite()]
-      return await plugin.create(plugin.parse(new URL(`mirror+${sites[0]!.server.url}/,${sites[1]!.server.url}/`)), components)
-    },
-    teardown: async () => { for (const s of sites) await stopSite(s) },
-    seed: async (_backend, bytes) => ({ url: `${sites[0]!.server.url}/${await seedAll(sites, bytes)}`, compression: 'none', fileSize: bytes.length }),
-    missing: () => ({ url: `${sites[0]!.server.url}/nar/absent.nar`, compression: 'none' })
-  })
 }
 
 describe('mirror backend spec', () => {

@@ -14,7 +14,6 @@ import { silentLogger } from '../../src/log.ts'
 import { NixHash } from '../../src/nix/hash.ts'
 import { plugin, type S3Init } from '../../src/backend/s3.ts'
 import type { Backend } from '../../src/types.ts'
-import { backendCompliance } from '../compliance/backend.ts'
 import { freePort } from '../helpers/net.ts'
 import { startS3Server } from '../helpers/s3-server.ts'
 import { chunks } from '../helpers/bytes.ts'
@@ -33,13 +32,6 @@ const components = { log: silentLogger(), stateDir: dir }
 async function open (spec: string): Promise<Backend> {
   return await plugin.create(plugin.parse(new URL(spec)), components)
 }
-
-backendCompliance('s3', {
-  skip,
-  publishes: true,
-  setup: async () => await open(`s3://${BUCKET}/cache?endpoint=${endpoint}&force-path-style=true`),
-  missing: () => ({ url: `s3://${BUCKET}/cache/nar/nothing-here.nar.zst`, compression: 'zstd' })
-})
 
 describe('s3 backend: specs', () => {
   const valid: Array<[string, S3Init]> = [

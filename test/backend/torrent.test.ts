@@ -22,7 +22,6 @@ import { formatAnnounce, parseAnnounce } from '../../src/backend/torrent/lsd.ts'
 import { bdecode, bencode, type BValue } from '../../src/backend/torrent/bencode.ts'
 import { infoHashOf, PieceHasher, parseTorrentFile, torrentFile } from '../../src/backend/torrent/metainfo.ts'
 import type { NarSource } from '../../src/types.ts'
-import { backendCompliance } from '../compliance/backend.ts'
 import { startTracker, type Tracker } from '../helpers/torrent-tracker.ts'
 import { startCacheServer } from '../helpers/cache-server.ts'
 import { startRangeServer } from '../helpers/range-server.ts'
@@ -60,14 +59,6 @@ async function drain (source: NarSource | undefined): Promise<Buffer> {
   return await collect(source.body)
 }
 const sha = sha256Hex
-
-backendCompliance('torrent', {
-  skip,
-  publishes: true,
-  setup: async () => await open(offline()),
-  // A magnet link that names no BitTorrent content (a Tiger Tree hash): not this backend's.
-  missing: () => ({ url: 'magnet:?xt=urn:tree:tiger:7N5OAMRNGMSSEUE3ORHOKWN4WWIQ5X4EBOOTLJY', compression: 'none' })
-})
 
 describe('torrent backend: specs', () => {
   const d = TORRENT_DEFAULTS

@@ -9,7 +9,6 @@ import { silentLogger } from '../../src/log.ts'
 import { NixHash } from '../../src/nix/hash.ts'
 import { plugin } from '../../src/mapper/exec.ts'
 import type { Mapper } from '../../src/types.ts'
-import { mapperCompliance } from '../compliance/mapper.ts'
 import { tempDir } from '../helpers/temp.ts'
 
 const FIXTURE = fileURLToPath(new URL('../fixtures/exec-mapper.ts', import.meta.url))
@@ -26,7 +25,6 @@ async function open (spec: string): Promise<Mapper> {
 }
 const hash = (): NixHash => NixHash.of('sha256', randomBytes(32))
 
-mapperCompliance('exec (fixture program)', { setup: async () => await open(fixtureSpec()) })
 
 describe('exec mapper spec', () => {
   const valid: Array<[string, unknown]> = [

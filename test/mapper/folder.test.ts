@@ -11,7 +11,6 @@ import { silentLogger } from '../../src/log.ts'
 import { NixHash } from '../../src/nix/hash.ts'
 import { plugin } from '../../src/mapper/folder.ts'
 import type { Mapper } from '../../src/types.ts'
-import { mapperCompliance } from '../compliance/mapper.ts'
 import { tempDir } from '../helpers/temp.ts'
 
 
@@ -21,7 +20,6 @@ async function open (dir: string): Promise<Mapper> {
 }
 const hash = (): NixHash => NixHash.of('sha256', randomBytes(32))
 
-mapperCompliance('folder', { setup: async () => await open(tempDir()) })
 
 describe('folder mapper spec', () => {
   const valid: Array<[string, unknown]> = [

@@ -12,7 +12,6 @@ import { plugin } from '../../src/mapper/http.ts'
 import { plugin as sqlitePlugin } from '../../src/mapper/sqlite.ts'
 import { handleIndexRequest } from '../../src/server/index-api.ts'
 import type { Mapper } from '../../src/types.ts'
-import { mapperCompliance } from '../compliance/mapper.ts'
 import { tempDir } from '../helpers/temp.ts'
 
 
@@ -32,25 +31,6 @@ async function sqliteMapper (): Promise<Mapper> {
 
 const components = { log: silentLogger(), stateDir: tmpdir() }
 const hash = (): NixHash => NixHash.of('sha256', randomBytes(32))
-
-{
-  let backing: Mapper
-  let server: Server
-  mapperCompliance('http+http (over a sqlite index served by index-api)', {
-    writable: false,
-    setup: async () => {
-      backing = await sqliteMapper()
-      const s = await serve(backing)
-      server = s.server
-      return await plugin.create(plugin.parse(new URL(`http+http://${s.base}/`)), components)
-    },
-    teardown: async () => {
-      await new Promise(resolve => { server.close(resolve); server.closeAllConnections() })
-      await backing.close!()
-    },
-    seed: async (narHash, locator, options) => { await backing.record!(narHash, locator, options) }
-  })
-}
 
 describe('http mapper spec', () => {
   const valid: Array<[string, unknown]> = [

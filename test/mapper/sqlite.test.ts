@@ -6,13 +6,9 @@ import { ConfigError, FormatError } from '../../src/errors.ts'
 import { silentLogger } from '../../src/log.ts'
 import { NixHash } from '../../src/nix/hash.ts'
 import { plugin } from '../../src/mapper/sqlite.ts'
-import { mapperCompliance } from '../compliance/mapper.ts'
 import { tempDir } from '../helpers/temp.ts'
 
 
-mapperCompliance('sqlite', {
-  setup: async () => await plugin.create(plugin.parse(new URL('sqlite:')), { log: silentLogger(), stateDir: tempDir() })
-})
 
 describe('sqlite mapper spec', () => {
   const valid: Array<[string, unknown]> = [

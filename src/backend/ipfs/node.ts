@@ -33,6 +33,7 @@ import type { Logger } from '../../log.ts'
 import { listenGateway, type GatewayListener } from './http-gateway.ts'
 import { gatewayService } from './libp2p-gateway.ts'
 import { PackStore } from './pack-store.ts'
+import { lockRepo } from './repo-lock.ts'
 import type { EmbeddedInit } from './spec.ts'
 
 export type Helia = HeliaWithLibp2p<any>
@@ -51,6 +52,16 @@ const KEEP_ALIVE_TAG = `${KEEP_ALIVE}-narswarm-bootstrap`
 
 export async function startNode (init: EmbeddedInit, dir: string, log: Logger): Promise<IpfsNode> {
   await mkdir(dir, { recursive: true })
+  const unlock = await lockRepo(dir)
+  try {
+    return await startLocked(init, dir, log, unlock)
+  } catch (err) {
+    await unlock()
+    throw err
+  }
+}
+
+async function startLocked (init: EmbeddedInit, dir: string, log: Logger, unlock: () => Promise<void>): Promise<IpfsNode> {
   const blockstore = new PackStore(dir)
   const datastore = new FsDatastore(join(dir, 'datastore'))
   await blockstore.open()
@@ -107,6 +118,7 @@ export async function startNode (init: EmbeddedInit, dir: string, log: Logger): 
       log.warn({ err: (err as Error).message }, 'ipfs node did not stop cleanly')
     }
     await Promise.all([gateway?.close(), blockstore.close(), datastore.close()]).catch(() => {})
+    await unlock()
   }
   return { helia, blocks: blockstore, gateway, stop }
 }

@@ -1,0 +1,39 @@
+/**
+ * The README's tables and the example configuration say what the code defines: every command of
+ * the command table, every setting with its default, every key in narswarm.example.toml.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { readFile } from 'node:fs/promises'
+import { COMMANDS } from '../../src/cli/commands.ts'
+import { LIST_SETTINGS, SETTINGS } from '../../src/cli/config.ts'
+
+const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8')
+const example = await readFile(new URL('../../narswarm.example.toml', import.meta.url), 'utf8')
+
+/** The rows of the first table under a `## heading`, as arrays of cells. */
+function table (heading: string): string[][] {
+  const lines = readme.slice(readme.indexOf(`\n## ${heading}\n`) + 1).split('\n')
+  const start = lines.findIndex(l => l.startsWith('| '))
+  const end = lines.findIndex((l, i) => i > start && !l.startsWith('|'))
+  return lines.slice(start, end).filter(l => !l.startsWith('|---'))
+    .map(l => l.slice(2, -2).split(/ (?<!\\)\| /).map(c => c.trim()))
+}
+
+test('every command of the command table is in the README Commands table', () => {
+  const rows = table('Commands')
+  for (const c of COMMANDS) assert.ok(rows.some(r => r[0]!.startsWith(`\`narswarm ${c.name}`)), `narswarm ${c.name} in README Commands`)
+})
+
+test('every setting is a row of the README options table with its default, and a key of narswarm.example.toml', () => {
+  const rows = new Map(table('Options').map(r => [r[0]!, r]))
+  for (const [key, setting] of Object.entries(SETTINGS)) {
+    const row = rows.get(`\`${key}\``)
+    assert.ok(row !== undefined, `${key}: a row of the README options table`)
+    assert.equal(row[1], `\`${setting.default === '' ? '$XDG_DATA_HOME/narswarm' : String(setting.default)}\``, `${key}: its default in the README`)
+  }
+  for (const key of LIST_SETTINGS) assert.ok(rows.has(`\`${key}\``), `${key}: a row of the README options table`)
+  for (const key of [...Object.keys(SETTINGS), ...LIST_SETTINGS]) {
+    assert.match(example, new RegExp(`^(# )?(${key} =|\\[\\[${key}\\]\\])`, 'm'), `${key} in narswarm.example.toml`)
+  }
+})
