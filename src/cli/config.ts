@@ -130,7 +130,7 @@ export function settingOptions (keys: readonly string[] = ['config', ...settingK
       table.config = { type: 'string', value: 'FILE', help: 'TOML configuration file (see narswarm.example.toml)' }
     } else if (setting !== undefined) {
       const value = PLACEHOLDERS[key] ?? (setting.kind === 'integer' ? 'N' : setting.kind === 'duration' ? 'DURATION' : setting.kind === 'size' ? 'SIZE' : 'VALUE')
-      table[key] = { type: 'string', value, help: setting.help ?? '', default: setting.default === '' ? '$XDG_DATA_HOME/narswarm' : String(setting.default) }
+      table[key] = { type: 'string', value, help: setting.help ?? '', default: shownDefault(key) }
     } else if ((LIST_SETTINGS as readonly string[]).includes(key)) {
       table[key] = { type: 'string', multiple: true, value: list?.value ?? 'VALUE', help: list?.help ?? '', ...(list === undefined ? {} : { default: list.default }) }
     } else {
@@ -138,6 +138,13 @@ export function settingOptions (keys: readonly string[] = ['config', ...settingK
     }
   }
   return table
+}
+
+/** A setting's default as help and the README show it (an empty default means "none"). */
+export function shownDefault (key: string): string {
+  const value = SETTINGS[key]!.default
+  if (value !== '') return String(value)
+  return key === 'state-dir' ? '$XDG_DATA_HOME/narswarm' : 'none'
 }
 
 /** The parsed values that are settings, as `loadConfig` takes them. */
