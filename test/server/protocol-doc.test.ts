@@ -93,10 +93,11 @@ describe('docs/protocol.md matches what narswarm answers', () => {
     })
     const wrong: string[] = []
     for (const row of rows) {
-      const server = row.given === 'upstream down' ? down : narswarm
-      assert.ok(row.given === '' || row.given === 'upstream down', `unknown condition '${row.given}'`)
+      const base = row.given === 'upstream down' ? down.url : row.given === 'peer listener' ? narswarm.peerUrl : narswarm.url
+      assert.ok(['', 'upstream down', 'peer listener'].includes(row.given), `unknown condition '${row.given}'`)
+      assert.ok(base !== undefined, 'the peer listener is on')
       const headers = Object.fromEntries(Object.entries(row.headers).map(([k, v]) => [k, fill(v)]))
-      const status = await statusOf(server.url, row.method, fill(row.path), headers)
+      const status = await statusOf(base, row.method, fill(row.path), headers)
       if (status !== row.status) wrong.push(`${row.given} ${row.method} ${row.path} ${JSON.stringify(row.headers)}: documented ${row.status}, got ${status}`)
     }
     assert.deepEqual(wrong, [])
