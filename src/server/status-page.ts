@@ -57,7 +57,7 @@ ${s.upstreams.map(u => `<tr><td><code>${esc(u.name)}</code></td><td class="${u.o
 ${s.recentTransfers.length === 0
     ? '<p class="muted" id="transfers">Nothing served yet.</p>'
     : `<table id="transfers"><tr><th>time</th><th>store path</th><th>source</th><th>bytes</th><th>ms</th></tr>
-${s.recentTransfers.map(t => `<tr><td>${esc(time(t.at))}</td><td><code>${esc(t.storePath)}</code></td><td>${esc(KIND_LABEL[t.kind] ?? t.kind)}: <code>${esc(t.source)}</code></td><td class="n">${bytes(t.bytes)}</td><td class="n">${t.ms}</td></tr>`).join('\n')}</table>`}
+${s.recentTransfers.map(t => `<tr><td>${esc(time(t.at))}</td><td><code>${esc(t.storePath)}</code></td><td>${esc(KIND_LABEL[t.kind] ?? t.kind)}${t.kind === 'store' || t.kind === 'peer' ? '' : `: <code>${esc(t.source)}</code>`}</td><td class="n">${bytes(t.bytes)}</td><td class="n">${t.ms}</td></tr>`).join('\n')}</table>`}
 <h2>Recent failures</h2>
 ${s.recentFailures.length === 0
     ? '<p class="muted" id="failures">None.</p>'
