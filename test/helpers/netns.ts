@@ -13,6 +13,7 @@
 import { execFileSync, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { existsSync, readdirSync, statSync } from 'node:fs'
 import { randomInt } from 'node:crypto'
+import { isAlive } from '../../src/util/process.ts'
 
 const PREFIX = 'nsw'
 const STALE_MS = 10 * 60_000
@@ -82,14 +83,6 @@ function quietly (args: string[]): void {
   try { ip(args) } catch { /* already gone */ }
 }
 
-function alive (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
 
 /** Removes namespaces and bridges of runs whose process is gone. */
 export function removeLeftovers (): void {
@@ -97,7 +90,7 @@ export function removeLeftovers (): void {
   const dir = '/run/netns'
   for (const name of existsSync(dir) ? readdirSync(dir) : []) {
     const pid = pattern.exec(name)?.[1]
-    if (pid === undefined || alive(parseInt(pid, 16))) continue
+    if (pid === undefined || isAlive(parseInt(pid, 16))) continue
     let age = Infinity
     try { age = Date.now() - statSync(`${dir}/${name}`).mtimeMs } catch { /* gone */ }
     if (age > STALE_MS) quietly(['netns', 'del', name])
@@ -107,7 +100,7 @@ export function removeLeftovers (): void {
   try { links = JSON.parse(execFileSync('ip', ['-j', 'link', 'show'], { encoding: 'utf8' })) } catch { return }
   for (const link of links) {
     const pid = new RegExp(`^${PREFIX}b([0-9a-f]+)x`).exec(link.ifname)?.[1]
-    if (pid === undefined || alive(parseInt(pid, 16))) continue
+    if (pid === undefined || isAlive(parseInt(pid, 16))) continue
     if (!links.some(l => l.master === link.ifname)) quietly(['link', 'del', link.ifname])
   }
 }

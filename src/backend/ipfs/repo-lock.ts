@@ -8,20 +8,12 @@
 import { readFile, unlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ConfigError } from '../../errors.ts'
+import { isAlive } from '../../util/process.ts'
 
 const LOCK = 'narswarm.lock'
 /** Repositories this process holds, so that two nodes of one process cannot share one either. */
 const held = new Set<string>()
 
-function alive (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    // EPERM: it exists but belongs to another user.
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
 
 /** Takes the repository's lock; resolves to the function that releases it. */
 export async function lockRepo (dir: string): Promise<() => Promise<void>> {
@@ -35,7 +27,7 @@ export async function lockRepo (dir: string): Promise<() => Promise<void>> {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw err
     }
     const pid = Number.parseInt(await readFile(file, 'utf8').catch(() => ''), 10)
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) throw refusal(dir, pid)
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) throw refusal(dir, pid)
     // Stale: its process is gone (or it is unreadable, e.g. cut short by a crash).
     await unlink(file).catch(() => {})
   }
