@@ -129,7 +129,9 @@ export class NarSources {
       }
       return
     } catch (err) {
-      if (!(err instanceof StorageError) || signal?.aborted === true) throw err
+      // A spool that failed under this reader, or before any source could write to it (the
+      // fetch then reports its sources as failed): the storage is the cause, not the sources.
+      if (signal?.aborted === true || !(err instanceof StorageError || Date.now() < this.#directUntil)) throw err
     }
     const direct = await this.#openDirect(expected, rows, position, end, signal)
     if (direct === undefined) throw new UpstreamError('sources', `NAR ${expected.storePath} is gone from every upstream`)
