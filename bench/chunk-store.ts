@@ -5,12 +5,14 @@
  *    server CPU like nginx) vs nginx sending the raw NAR file with sendfile, and vs node:crypto
  *    sha256 over the same file (the verification ceiling). Two NARs: the realistic one of
  *    bench/lib/fixture.ts (stored zstd-compressed) and pseudo-random bytes (stored raw).
+ *    Ingesting the same two NARs into the store (chunk, hash, compress, write, fsync, index)
+ *    vs node:crypto sha256 over the file.
  * 2. Stored bytes / logical bytes after two versions of a closure built with the real Nix: a
  *    dependency changes, everything that refers to it is rebuilt.
  * 3. Peak RSS of a process that ingests, then renders, a NAR of BENCH_BIG_GIB GiB.
  *
  * Run: `node --disable-warning=ExperimentalWarning bench/chunk-store.ts` (BENCH_NAR_MIB=200,
- * BENCH_REPS=3, BENCH_BIG_GIB=4). Needs nginx, curl, taskset; Nix for part 2.
+ * BENCH_REPS=3, BENCH_BIG_GIB=4, BENCH_FSYNC=1). Needs nginx, curl, taskset; Nix for part 2.
  */
 import { createHash } from 'node:crypto'
 import { createServer } from 'node:http'
@@ -33,28 +35,30 @@ import { freePort, intEnv, makeTempDir, pinned, runBench, runCommand, SERVER_CPU
 const NAR_MIB = intEnv('BENCH_NAR_MIB', 200)
 const REPS = intEnv('BENCH_REPS', 3)
 const BIG_GIB = intEnv('BENCH_BIG_GIB', 4)
+const FSYNC = intEnv('BENCH_FSYNC', 1) !== 0
 const SELF = new URL(import.meta.url).pathname
 
-/**
- * Chunk files are not fsynced here: on a shared disk each fsync waits for everyone's writes, and
- * what is measured is rendering, dedup and memory, not the disk.
- */
+/** Chunk files are fsynced as in narswarm; BENCH_FSYNC=0 leaves the disk out (not crash-safe). */
 async function openStore (dir: string): Promise<LocalChunkStore> {
-  return await LocalChunkStore.open({ db: openDatabase(join(dir, 'narswarm.sqlite')), dir, capacity: 64 * 1024 ** 3, fsync: false })
+  return await LocalChunkStore.open({ db: openDatabase(join(dir, 'narswarm.sqlite')), dir, capacity: 64 * 1024 ** 3, fsync: FSYNC })
 }
 
 /** Child mode: a store holding the given files, rendered at /<n> over HTTP. */
 async function serve (dir: string, port: number, files: string[]): Promise<void> {
   const store = await openStore(dir)
   const ids: NixHash[] = []
+  const ingestMiBs: number[] = []
   for (const file of files) {
     const h = createHash('sha256')
     let size = 0
     for await (const c of createReadStream(file, { highWaterMark: MiB })) { h.update(c as Buffer); size += (c as Buffer).length }
     const narHash = new NixHash('sha256', new Uint8Array(h.digest()))
+    const t = performance.now()
     await store.ingest({ narHash, narSize: size }, createReadStream(file, { highWaterMark: MiB }))
+    ingestMiBs.push(size / MiB / ((performance.now() - t) / 1000))
     ids.push(narHash)
   }
+  writeFileSync(join(dir, 'ingest.json'), JSON.stringify(ingestMiBs))
   createServer((req, res) => {
     const narHash = ids[Number(req.url!.slice(1))]
     const body = narHash === undefined ? undefined : store.render(narHash)
@@ -108,12 +112,13 @@ async function renderBench (root: string): Promise<string[][]> {
   const [cmd, args] = pinned(SERVER_CPU, process.execPath, ['--disable-warning=ExperimentalWarning', SELF, '--serve', join(root, 'serve-state'), String(port), fixture.big.file, randomFile])
   const server = spawnTracked('store server', cmd, args)
   await waitForHttp(`http://127.0.0.1:${port}/0`, server, 600_000)
+  const ingestMiBs = JSON.parse(readFileSync(join(root, 'serve-state', 'ingest.json'), 'utf8')) as number[]
   const cases = [
     { name: `realistic ${NAR_MIB} MiB (${fixture.big.content}; chunks zstd)`, nginx: `${nginx.url}/nar/${fixture.big.narHash}.nar`, store: `http://127.0.0.1:${port}/0`, file: fixture.big.file, hex: fixture.big.narHashHex },
     { name: `pseudo-random ${NAR_MIB} MiB (chunks raw)`, nginx: `${nginx.url}/random.nar`, store: `http://127.0.0.1:${port}/1`, file: randomFile, hex: randomHex }
   ]
   const rows: string[][] = []
-  for (const c of cases) {
+  for (const [i, c] of cases.entries()) {
     await curlDownload(c.nginx, NAR_MIB * MiB)
     await curlDownload(c.store, NAR_MIB * MiB)
     const vsNginx: number[] = []
@@ -130,6 +135,7 @@ async function renderBench (root: string): Promise<string[][]> {
     }
     rows.push([`${c.name}: store / nginx sendfile MiB/s`, fmt(median(store)), fmt(median(ng)), fmt(median(vsNginx), 2), '≥ 0.5'])
     rows.push([`${c.name}: store / node sha256 MiB/s`, fmt(median(store)), fmt(median(sha)), fmt(median(vsSha), 2), '≥ 0.8'])
+    rows.push([`${c.name}: ingest${FSYNC ? ' (fsync)' : ' (no fsync)'} / node sha256 MiB/s`, fmt(ingestMiBs[i]!), fmt(median(sha)), fmt(ingestMiBs[i]! / median(sha), 2), '—'])
   }
   await stopTracked(server)
   await nginx.stop()

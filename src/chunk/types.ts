@@ -76,6 +76,8 @@ export interface ChunkStore {
    * or when chunks are missing.
    */
   commitManifest: (manifest: Manifest, expected: NarIdentity, options?: AbortOptions) => Promise<void>
+  /** Counts as a use of a committed NAR for eviction (a peer fetching its chunks); optional. */
+  touch?: (narHash: NixHash) => void
   /** Called after each commit, whatever the source of the NAR. Returns an unsubscribe function. */
   onCommit: (listener: (nar: CommittedNar) => void) => () => void
   /** Releases resources. Idempotent. */

@@ -81,10 +81,14 @@ export class PeerShares {
     return cached.text
   }
 
-  /** The manifest of a shared NAR; undefined when it is not held or not shareable. */
+  /**
+   * The manifest of a shared NAR; undefined when it is not held or not shareable. A peer asks for
+   * it to fetch the NAR's chunks, so it counts as a use of the NAR for eviction, like a render.
+   */
   manifest (narHash: NixHash): Manifest | undefined {
     const manifest = this.#store.manifest(narHash)
     if (manifest === undefined || this.#sharedNarInfos(narHash).length === 0) return undefined
+    this.#store.touch?.(narHash)
     this.#addChunks(manifest)
     return manifest
   }

@@ -1,10 +1,10 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import { readdirSync } from 'node:fs'
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { IntegrityError } from '../../src/errors.ts'
-import { chunkIdOf } from '../../src/chunk/files.ts'
+import { chunkIdOf, hexOf } from '../../src/chunk/files.ts'
 import { decodeManifest, encodeManifest } from '../../src/chunk/manifest.ts'
 import type { CommittedNar } from '../../src/chunk/types.ts'
 import { chunks, collect } from '../helpers/bytes.ts'
@@ -85,6 +85,15 @@ test('has, readChunk, putChunk and commitManifest: filling a second store chunk 
   const seen: CommittedNar[] = []
   b.onCommit(n => seen.push(n))
   await assert.rejects(b.commitManifest(wire, { narHash: identity(nar.subarray(1)).narHash, narSize: nar.length }), IntegrityError)
+  // A stored chunk gone bad fails the whole NAR's hash: it is found, dropped, and can be put again.
+  const bad = wire.chunks[1]!
+  const file = b.files.path(hexOf(bad.id))
+  const flipped = readFileSync(file)
+  flipped.writeUInt8(flipped.readUInt8(flipped.length - 1) ^ 1, flipped.length - 1)
+  writeFileSync(file, flipped)
+  await assert.rejects(b.commitManifest(wire, identity(nar)), /chunk [0-9a-f]{64}: .*do not hash/)
+  assert.deepEqual(b.has([bad.id]), [false])
+  await b.putChunk(bad.id, (await a.readChunk(bad.id))!)
   await b.commitManifest(wire, identity(nar, '/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x'))
   assert.equal(seen.length, 1)
   assert.equal(seen[0]!.storePath, '/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x')

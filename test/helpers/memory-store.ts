@@ -18,6 +18,8 @@ export class MemoryStore implements ChunkStore {
   /** While true, every write throws StorageError (a full disk). */
   full = false
   ingests = 0
+  /** NarHashes (nix32) touched, in order: uses that count for eviction besides renders. */
+  readonly touched: string[] = []
   readonly #listeners = new Set<(nar: CommittedNar) => void>()
 
   constructor (chunkSize = 64 * 1024) {
@@ -36,6 +38,7 @@ export class MemoryStore implements ChunkStore {
   manifest (narHash: NixHash): Manifest | undefined { return this.manifests.get(narHash.toNix32()) }
   has (ids: readonly ChunkId[]): boolean[] { return ids.map(id => this.chunks.has(key(id))) }
   async readChunk (id: ChunkId): Promise<Uint8Array | undefined> { return this.chunks.get(key(id)) }
+  touch (narHash: NixHash): void { this.touched.push(narHash.toNix32()) }
 
   render (narHash: NixHash): AsyncIterable<Uint8Array> | undefined {
     const manifest = this.manifest(narHash)

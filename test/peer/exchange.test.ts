@@ -71,6 +71,7 @@ test('a NAR comes from a peer chunk by chunk; version 2 moves only the chunks th
   const mine = new MemoryStore(16_384)
   assert.equal(await filler.fill(identity(v1), mine), true)
   assert.deepEqual(await rendered(mine, v1), v1.nar)
+  assert.deepEqual(node.store.touched, [v1.narHash.toNix32()], 'a NAR served to a peer counts as a use for eviction')
   const before = table.list()[0]!.served.bytes
   assert.equal(before, v1.nar.length)
   assert.equal(await filler.fill(identity(v2), mine), true)
