@@ -14,6 +14,7 @@ import { mkdir, readdir, rm, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { constants, zstdCompressSync, zstdDecompressSync } from 'node:zlib'
 import { StorageError } from '../errors.ts'
+import { isAlive } from '../util/process.ts'
 
 // A window no larger than the largest chunk: zstd then allocates a fraction of what its default
 // (2 MiB for level 3) costs per call, and the process's memory stays flat over millions of chunks.
@@ -197,7 +198,7 @@ export class ChunkFiles {
     let removed = 0
     for (const name of await readdir(this.tmp)) {
       const pid = Number(/^(\d+)-/.exec(name)?.[1])
-      if (pid !== process.pid && Number.isInteger(pid) && alive(pid)) continue
+      if (pid !== process.pid && Number.isInteger(pid) && isAlive(pid)) continue
       if (pid === process.pid) continue
       await rm(join(this.tmp, name), { force: true })
       removed++
@@ -214,14 +215,6 @@ export class ChunkFiles {
   }
 }
 
-function alive (pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
 
 export function storageError (message: string, err: unknown): Error {
   if (err instanceof StorageError) return err
