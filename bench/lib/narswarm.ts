@@ -22,7 +22,9 @@ export async function startNarswarm (upstream: string, stateDir: string, opts: {
   const nodeArgs = ['--disable-warning=ExperimentalWarning']
   if (opts.cpuProfDir !== undefined) nodeArgs.push('--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir)
   const [cmd, args] = pinned(SERVER_CPU, process.execPath, [...nodeArgs, MAIN, 'serve',
-    '--listen', `127.0.0.1:${port}`, '--state-dir', stateDir, '--log-level', 'warn', '--upstream', upstream, ...(opts.args ?? [])])
+    '--listen', `127.0.0.1:${port}`, '--state-dir', stateDir, '--log-level', 'warn', '--upstream', upstream,
+    // A bench node shares nothing beyond this machine: no mDNS, the peer listener on loopback.
+    '--discovery', 'off', '--peer-listen', '127.0.0.1:0', ...(opts.args ?? [])])
   const proc = spawnTracked('narswarm', cmd, args)
   const url = `http://127.0.0.1:${port}`
   await waitForHttp(`${url}/nix-cache-info`, proc)
