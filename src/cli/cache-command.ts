@@ -12,7 +12,7 @@ import { clearChunkStore, LocalChunkStore } from '../chunk/store.ts'
 import { NixHash } from '../nix/hash.ts'
 import { NarInfo } from '../nix/narinfo.ts'
 import { parseStorePath, STORE_DIR } from '../nix/store-path.ts'
-import { queryPathInfos } from '../publish/path-info.ts'
+import { queryPathInfos, storePathOf } from '../publish/path-info.ts'
 import { NarInfoCache } from '../state/narinfo-cache.ts'
 import { openDatabase } from '../util/sqlite.ts'
 import { loadConfig, settingFlags, type Config } from './config.ts'
@@ -165,7 +165,7 @@ export function formatBytes (n: number): string {
 
 /** Pins or unpins the NARs of store paths (and their closures). */
 async function pin (store: LocalChunkStore, narInfos: NarInfoCache, paths: string[], pinned: boolean, closure: boolean): Promise<number> {
-  const roots = paths.map(p => parseStorePath(p.split('/').slice(0, 4).join('/')).path)
+  const roots = paths.map(storePathOf)
   const all = closure ? await closureOf(roots, narInfos) : roots
   let missing = 0
   for (const path of all) {

@@ -9,7 +9,8 @@
 import { spawn } from 'node:child_process'
 import { FormatError } from '../errors.ts'
 import { NixHash } from '../nix/hash.ts'
-import { parseStorePath } from '../nix/store-path.ts'
+import { realpathSync } from 'node:fs'
+import { parseStorePath, STORE_DIR } from '../nix/store-path.ts'
 
 export interface PathInfo {
   storePath: string
@@ -73,6 +74,20 @@ export const PATHS_PER_RUN = 2000
  * not have are returned in `invalid` with Nix's own message, one by one, so the others still get
  * published.
  */
+/**
+ * The store path a command-line argument names, read as Nix reads one: a store path, a path inside
+ * one (`…/bin/hello`), or a link to either outside the store (`./result`, as nix-build leaves it),
+ * followed the way `nix path-info ./result` follows it. Throws FormatError when it names none.
+ */
+export function storePathOf (arg: string): string {
+  let path = arg
+  if (!arg.startsWith(`${STORE_DIR}/`)) {
+    // Not a file here: parsed as given, so the error names what was given.
+    try { path = realpathSync(arg) } catch {}
+  }
+  return parseStorePath(path.split('/').slice(0, 4).join('/')).path
+}
+
 export async function queryPathInfos (paths: readonly string[], options: QueryOptions = {}): Promise<{ infos: PathInfo[], invalid: Array<{ path: string, reason: string }> }> {
   if (options.all === true || paths.length <= PATHS_PER_RUN) return await queryBatch(paths, options)
   // Closures of different batches overlap: each path once.

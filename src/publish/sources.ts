@@ -9,10 +9,10 @@ import { decompress } from '../nix/compression.ts'
 import { dumpPath } from '../nix/nar/dump.ts'
 import type { NarInfo } from '../nix/narinfo.ts'
 import { fingerprint, narInfoFingerprint, trustedKeyMap, verifySignature, type PublicKey } from '../nix/signature.ts'
-import { isHashPart, parseStorePath, parseStorePathOrBaseName } from '../nix/store-path.ts'
+import { isHashPart, parseStorePathOrBaseName } from '../nix/store-path.ts'
 import type { BinaryCache } from './binary-cache.ts'
 import type { CacheWalk } from './cache-walk.ts'
-import { queryPathInfos, referencesFirst, type PathInfo } from './path-info.ts'
+import { queryPathInfos, referencesFirst, storePathOf, type PathInfo } from './path-info.ts'
 import type { PublishItem } from './publisher.ts'
 import { UpstreamError } from '../errors.ts'
 
@@ -28,8 +28,7 @@ export async function * fromLocalStore (paths: readonly string[], options: { clo
   const wanted: string[] = []
   for (const p of paths) {
     try {
-      // A path inside a store path (…/bin/hello) names the store path, as in Nix.
-      wanted.push(parseStorePath(p.split('/').slice(0, 4).join('/')).path)
+      wanted.push(storePathOf(p))
     } catch (err) {
       yield { failed: { path: p, reason: (err as Error).message } }
     }

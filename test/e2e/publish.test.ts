@@ -9,7 +9,7 @@
  */
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { chmod, readdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { chmod, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises'
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -69,7 +69,10 @@ describe('narswarm publish with the real Nix', { skip: nixSkip() }, () => {
     const r = await publish(['--closure-of', closure.top, '--backend', `file://${nars}`, '--mapper', `folder://${index}`])
     assert.equal(r.code, 0, r.stderr)
     assert.match(r.stdout, new RegExp(`^published ${closure.paths.length}, skipped 0`))
-    const again = await publish(['--closure-of', closure.top, '--backend', `file://${nars}`, '--mapper', `folder://${index}`])
+    // As the README writes it: the `result` link nix-build leaves, not the store path.
+    const result = join(nix.dir, 'result')
+    await symlink(closure.top, result)
+    const again = await publish(['--closure-of', result, '--backend', `file://${nars}`, '--mapper', `folder://${index}`])
     assert.match(again.stdout, new RegExp(`^published 0, skipped ${closure.paths.length}`), 'a re-run skips everything')
     await substitute(['--mapper', `folder://${index}`, '--backend', `file://${nars}`])
   })
