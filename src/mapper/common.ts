@@ -7,7 +7,7 @@ import { ConfigError, FormatError } from '../errors.ts'
 import type { NixHash } from '../nix/hash.ts'
 import { NarInfo } from '../nix/narinfo.ts'
 import type { Locator } from '../types.ts'
-import { duration } from '../util/values.ts'
+import { duration, relativePathError } from '../util/values.ts'
 
 /** Validates a narinfo handed to `record`: it must parse, and describe the NAR it is recorded for. */
 export function parseRecordedNarInfo (text: string, narHash: NixHash): NarInfo {
@@ -93,7 +93,7 @@ export function localPath (spec: URL, what: string, optional: boolean): string |
     if (optional) return undefined
     throw new ConfigError(`${what}: the path is missing; write ${spec.protocol}///absolute/path`)
   }
-  if (!path.startsWith('/')) throw new ConfigError(`${what}: the path '${path}' is relative; write ${spec.protocol}///absolute/path`)
+  if (!path.startsWith('/')) throw relativePathError(what, spec, path)
   if (path.includes('\0')) throw new ConfigError(`${what}: the path contains a NUL byte`)
   return path
 }
