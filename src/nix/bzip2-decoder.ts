@@ -50,7 +50,7 @@ const CRC_TABLE = (() => {
   return t
 })()
 
-export class Bzip2Error extends Error {}
+class Bzip2Error extends Error {}
 
 interface BlockState { origPtr: number, symTotal: number, nSelectors: number, groups: HufGroup[], g: HufGroup, runPos: number, run: number, count: number, left: number, selector: number }
 interface HufGroup { permute: Int32Array, limit: Int32Array, base: Int32Array, minLen: number, maxLen: number }
