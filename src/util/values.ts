@@ -67,3 +67,12 @@ export function size (value: unknown, fallback: number, what: string): number {
 export function relativePathError (what: string, spec: URL, path: string): ConfigError {
   return new ConfigError(`${what}: the path '${path}' is relative; a spec takes an absolute path, e.g. ${spec.protocol}//${pathToFileURL(resolve(path)).pathname}${spec.search}`)
 }
+
+/** The path of a spec, percent-decoded; a ConfigError when its encoding is malformed (`%zz`). */
+export function specPath (what: string, spec: URL): string {
+  try {
+    return decodeURIComponent(spec.pathname)
+  } catch {
+    throw new ConfigError(`${what}: the path '${spec.pathname}' is not valid percent-encoding`)
+  }
+}
