@@ -7,33 +7,14 @@
  * Run it alone: the machine's other load changes the figures.
  */
 import { createHash } from 'node:crypto'
-import { existsSync } from 'node:fs'
 import { compress, decompress, findBinary } from '../src/nix/compression.ts'
 import type { CodecEngine, Compression } from '../src/nix/compression.ts'
-import { dumpPath } from '../src/nix/nar/dump.ts'
 import { collect } from '../test/helpers/bytes.ts'
+import { chunks, usrNar } from './lib/usr-nar.ts'
 
 const MiB = 1 << 20
 const total = Number(process.argv[2] ?? 64) * MiB
 const SLOW_PREFIX = 16 * MiB
-
-async function makeInput (): Promise<Buffer> {
-  const parts: Uint8Array[] = []
-  let size = 0
-  for (const dir of ['/usr/lib/python3.11', '/usr/share/perl', '/usr/lib/gcc', '/usr/include', '/usr/share']) {
-    if (!existsSync(dir)) continue
-    for await (const chunk of dumpPath(dir)) {
-      parts.push(chunk)
-      size += chunk.length
-      if (size >= total) return Buffer.concat(parts).subarray(0, total)
-    }
-  }
-  return Buffer.concat(parts)
-}
-
-async function * chunks (b: Uint8Array, size = 64 * 1024): AsyncGenerator<Uint8Array> {
-  for (let i = 0; i < b.length; i += size) yield b.subarray(i, i + size)
-}
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
 
@@ -48,7 +29,7 @@ const candidates: Candidate[] = [
   { codec: 'bzip2', engine: 'library', label: 'JS decoder / compressjs', slowCompress: true }
 ]
 
-const input = await makeInput()
+const input = await usrNar(total)
 const slowInput = input.subarray(0, Math.min(SLOW_PREFIX, input.length))
 console.log(`input: NAR of /usr parts, ${(input.length / MiB).toFixed(1)} MiB (slow encoders: first ${(slowInput.length / MiB).toFixed(0)} MiB)`)
 const reference = new Map<Compression, { data: Buffer, plain: Uint8Array }>()

@@ -11,32 +11,13 @@ import { execFileSync } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { Readable } from 'node:stream'
 import { decompress } from '../src/nix/compression.ts'
-import { dumpPath } from '../src/nix/nar/dump.ts'
 import { collect } from '../test/helpers/bytes.ts'
+import { median, MiB } from './lib/measure.ts'
+import { chunks, usrNar } from './lib/usr-nar.ts'
 
-const MiB = 1 << 20
 const size = Number(process.argv[2] ?? 16) * MiB
 const rounds = Number(process.argv[3] ?? 5)
 const require = createRequire(import.meta.url)
-
-async function makeInput (): Promise<Buffer> {
-  const parts: Uint8Array[] = []
-  let total = 0
-  for (const dir of ['/usr/lib/python3.11', '/usr/share/perl', '/usr/lib/gcc', '/usr/include', '/usr/share']) {
-    try {
-      for await (const chunk of dumpPath(dir)) {
-        parts.push(chunk)
-        total += chunk.length
-        if (total >= size) return Buffer.concat(parts).subarray(0, size)
-      }
-    } catch {}
-  }
-  return Buffer.concat(parts)
-}
-
-async function * chunks (b: Uint8Array, n = 64 * 1024): AsyncGenerator<Uint8Array> {
-  for (let i = 0; i < b.length; i += n) yield b.subarray(i, i + n)
-}
 
 async function through (data: Uint8Array, s: NodeJS.ReadWriteStream): Promise<number> {
   return await new Promise((resolve, reject) => {
@@ -55,9 +36,7 @@ const unbounded = {
 const bounded = async (codec: 'xz' | 'bzip2', data: Uint8Array): Promise<number> =>
   (await collect(decompress(codec, chunks(data), { engine: 'library' }))).length
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
-
-const input = await makeInput()
+const input = await usrNar(size)
 const rows: string[][] = [['codec', 'input', 'bounded', 'unbounded', 'bounded / unbounded speed']]
 for (const codec of ['xz', 'bzip2'] as const) {
   for (const [label, plain, reps] of [[`${(input.length / MiB).toFixed(0)} MiB NAR`, input, 1], ['4 KiB NAR', input.subarray(0, 4096), 50], ['64 KiB NAR', input.subarray(0, 65536), 20]] as const) {

@@ -4,11 +4,10 @@
  * is imported only when a spec names it, so a heavy dependency (the S3 SDK, later IPFS or
  * BitTorrent) costs nothing unless it is configured. Adding an implementation costs one line here.
  */
-import { resolve } from 'node:path'
-import { pathToFileURL } from 'node:url'
 import { ConfigError } from './errors.ts'
 import { redactUrl } from './log.ts'
 import type { Backend, BackendPlugin, Components, Mapper, MapperPlugin } from './types.ts'
+import { relativePathError } from './util/values.ts'
 
 const MAPPERS: Record<string, () => Promise<MapperPlugin<any>>> = {
   sqlite: async () => (await import('./mapper/sqlite.ts')).plugin,
@@ -40,28 +39,26 @@ function parseSpec (spec: string, kind: 'mapper' | 'backend'): { scheme: string,
   const scheme = url.protocol.slice(0, -1).split('+')[0]!
   const known = kind === 'mapper' ? MAPPER_SCHEMES : BACKEND_SCHEMES
   if (!known.includes(scheme)) throw new ConfigError(`unknown ${kind} scheme '${scheme}' in '${redactUrl(url)}' (known: ${known.join(', ')})`)
-  refuseRelativePath(spec, url.protocol, kind)
+  refuseRelativePath(spec, url, kind)
   return { scheme, url }
 }
 
-/** The specs whose place is a local path. */
-const PATH_SCHEMES = ['file:', 'folder:', 'sqlite:', 'exec:', 'torrent:']
-
 /**
- * A spec with a local path names it as `scheme:///absolute/path` (or takes options only:
- * `sqlite:`, `torrent:?…`). Text right after the scheme is a relative path, which the URL parser
- * does not keep relative (`file:nars` parses as `file:///nars`, a directory at the root), so it is
- * refused here, on the text as written, with the absolute form it may have meant.
+ * `file:` is a special scheme to the URL parser, which does not keep text right after it relative
+ * (`file:nars` parses as `file:///nars`, a directory at the root), so the file plug-in cannot tell
+ * and the relative path is refused here, on the text as written. Every other local-path scheme
+ * (`folder:`, `sqlite:`, `exec:`, `torrent:`) keeps the text as an opaque path, and its plug-in
+ * refuses it in `parse`.
  */
-function refuseRelativePath (spec: string, protocol: string, kind: 'mapper' | 'backend'): void {
-  const rest = spec.slice(protocol.length)
-  if (!PATH_SCHEMES.includes(protocol) || rest === '' || rest.startsWith('/') || rest.startsWith('?') || rest.startsWith('#')) return
+function refuseRelativePath (spec: string, url: URL, kind: 'mapper' | 'backend'): void {
+  if (url.protocol !== 'file:') return
+  const rest = spec.slice(url.protocol.length)
+  if (rest === '' || rest.startsWith('/') || rest.startsWith('?') || rest.startsWith('#')) return
   const end = rest.search(/[?#]/)
   const path = end < 0 ? rest : rest.slice(0, end)
   let decoded = path
   try { decoded = decodeURIComponent(path) } catch {}
-  const absolute = pathToFileURL(resolve(decoded)).pathname
-  throw new ConfigError(`${kind} '${protocol}${path}': '${decoded}' is relative; a spec takes an absolute path, e.g. ${protocol}//${absolute}${end < 0 ? '' : rest.slice(end)}`)
+  throw relativePathError(`${kind} '${url.protocol}${path}'`, url, decoded)
 }
 
 /** A mapper spec checked in full (scheme and options), ready to open. */

@@ -71,6 +71,10 @@ test('a relative path in any spec is a ConfigError showing the absolute form, an
       await assert.rejects(kind === 'mapper' ? openMapper(spec, { log: silentLogger(), stateDir: dir }) : openBackend(spec, { log: silentLogger(), stateDir: dir }),
         (err: Error) => err.name === 'ConfigError' && err.message.includes('relative') && err.message.includes(absolute), spec)
     }
+    for (const [spec, kind] of [['file:%zz', 'backend'], ['folder:%zz', 'mapper'], ['folder:///srv/%zz', 'mapper'], ['exec:///usr/bin/%zz', 'backend'], ['torrent:///srv/%zz', 'backend']] as const) {
+      await assert.rejects(kind === 'mapper' ? openMapper(spec, { log: silentLogger(), stateDir: dir }) : openBackend(spec, { log: silentLogger(), stateDir: dir }),
+        (err: Error) => err.name === 'ConfigError', spec)
+    }
     // `file:nars` used to be read as /nars, and the backend made that directory at the root.
     await assert.rejects(stat('/nars'), { code: 'ENOENT' })
     await assert.rejects(stat(join(dir, 'nars')), { code: 'ENOENT' })

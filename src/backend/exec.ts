@@ -18,7 +18,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { ConfigError, UpstreamError } from '../errors.ts'
 import type { Compression } from '../nix/compression.ts'
 import type { AbortOptions, Backend, BackendPlugin, Components, Locator, NarSource } from '../types.ts'
-import { compression as parseCompression, duration, integer } from '../util/values.ts'
+import { compression as parseCompression, duration, integer, relativePathError, specPath } from '../util/values.ts'
 
 export interface ExecBackendInit {
   /** Absolute path of the program. */
@@ -253,11 +253,12 @@ const OPTIONS = ['timeout', 'compression', 'arg', 'scheme', 'max-processes'] as 
 function parse (spec: URL): ExecBackendInit {
   const where = 'exec backend'
   if (spec.protocol !== 'exec:') throw new ConfigError(`${where}: expected 'exec:///absolute/path/to/program', got '${spec.protocol}'`)
-  if (spec.host !== '' || !spec.pathname.startsWith('/')) {
+  if (spec.host !== '') {
     throw new ConfigError(`${where}: the program must be an absolute path (exec:///usr/bin/fetcher), got '${spec.host}${spec.pathname}'`)
   }
+  if (!spec.pathname.startsWith('/')) throw relativePathError(`${where}: the program must be an absolute path`, spec, spec.pathname)
   if (spec.hash !== '') throw new ConfigError(`${where}: a fragment ('${spec.hash}') is not allowed`)
-  const program = decodeURIComponent(spec.pathname)
+  const program = specPath(where, spec)
   if (program.endsWith('/')) throw new ConfigError(`${where}: '${program}' names a directory, not a program`)
   for (const key of spec.searchParams.keys()) {
     if (!(OPTIONS as readonly string[]).includes(key)) throw new ConfigError(`${where}: unknown option '${key}' (known: ${OPTIONS.join(', ')})`)

@@ -27,7 +27,7 @@ import type { Logger } from '../log.ts'
 import { compress, narFileName, type Compression } from '../nix/compression.ts'
 import { compression as parseCompression } from '../util/values.ts'
 import type { AbortOptions, Backend, BackendPlugin, Components, Locator, NarSource, NarUpload } from '../types.ts'
-import { ConfinedDirectory } from '../util/confined.ts'
+import { ConfinedDirectory, isAbsent } from '../util/confined.ts'
 import { closedWriteStream, readFileChunks } from '../util/file-stream.ts'
 import { verifyNar } from '../util/verify.ts'
 
@@ -135,11 +135,6 @@ async function syncDirectory (dir: string): Promise<void> {
     const handle = await open(dir, 'r')
     try { await handle.sync() } finally { await handle.close() }
   } catch {}
-}
-
-function isAbsent (err: unknown): boolean {
-  const code = (err as { code?: string }).code
-  return code === 'ENOENT' || code === 'ENOTDIR'
 }
 
 function parse (spec: URL): FileBackendInit {

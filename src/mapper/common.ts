@@ -7,7 +7,7 @@ import { ConfigError, FormatError } from '../errors.ts'
 import type { NixHash } from '../nix/hash.ts'
 import { NarInfo } from '../nix/narinfo.ts'
 import type { Locator } from '../types.ts'
-import { duration } from '../util/values.ts'
+import { duration, relativePathError, specPath } from '../util/values.ts'
 
 /** Validates a narinfo handed to `record`: it must parse, and describe the NAR it is recorded for. */
 export function parseRecordedNarInfo (text: string, narHash: NixHash): NarInfo {
@@ -88,12 +88,12 @@ export function localPath (spec: URL, what: string, optional: boolean): string |
     throw new ConfigError(`${what}: a host ('${spec.host}') is not allowed; write ${spec.protocol}///absolute/path`)
   }
   if (spec.hash !== '') throw new ConfigError(`${what}: a fragment ('${spec.hash}') is not allowed`)
-  const path = decodeURIComponent(spec.pathname)
+  const path = specPath(what, spec)
   if (path === '') {
     if (optional) return undefined
     throw new ConfigError(`${what}: the path is missing; write ${spec.protocol}///absolute/path`)
   }
-  if (!path.startsWith('/')) throw new ConfigError(`${what}: the path '${path}' is relative; write ${spec.protocol}///absolute/path`)
+  if (!path.startsWith('/')) throw relativePathError(what, spec, path)
   if (path.includes('\0')) throw new ConfigError(`${what}: the path contains a NUL byte`)
   return path
 }

@@ -7,14 +7,32 @@
  * produced on demand from that table, resuming where the last call stopped. Concatenated streams
  * are read in turn, as `bzip2 -d` does.
  *
- * Copyright 2011 antimatter15, 2017 Jan Boelsche. Permission is hereby granted, free of charge, to
- * any person obtaining a copy of this software and associated documentation files (the "Software"),
- * to deal in the Software without restriction, including without limitation the rights to use,
- * copy, modify, merge, publish, distribute, sublicense, and/or sell copies of the Software, and to
- * permit persons to whom the Software is furnished to do so, subject to the following conditions:
- * The above copyright notice and this permission notice shall be included in all copies or
- * substantial portions of the Software. THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY
- * KIND, EXPRESS OR IMPLIED.
+ * Its licence, kept as the MIT licence asks (unbzip2-stream's LICENSE, verbatim):
+ *
+ *   Copyright (c) 2017 by Jan Boelsche (jan@lagomorph.de)
+ *
+ *   based on bzip2.js - a small bzip2 decompression implementation
+ *   Copyright 2011 by antimatter15 (antimatter15@gmail.com)
+ *
+ *   Based on micro-bunzip by Rob Landley (rob@landley.net).
+ *
+ *   Permission is hereby granted, free of charge, to any person obtaining a
+ *   copy of this software and associated documentation files (the "Software"),
+ *   to deal in the Software without restriction, including without limitation
+ *   the rights to use, copy, modify, merge, publish, distribute, sublicense,
+ *   and/or sell copies of the Software, and to permit persons to whom the
+ *   Software is furnished to do so, subject to the following conditions:
+ *
+ *   The above copyright notice and this permission notice shall be included
+ *   in all copies or substantial portions of the Software.
+ *
+ *   THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND,
+ *   EXPRESS OR IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF
+ *   MERCHANTABILITY, FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT.
+ *   IN NO EVENT SHALL THE AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM,
+ *   DAMAGES OR OTHER LIABILITY, WHETHER IN AN ACTION OF CONTRACT,
+ *   TORT OR OTHERWISE, ARISING FROM, OUT OF OR IN CONNECTION WITH
+ *   THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE SOFTWARE.
  */
 const MAX_HUFCODE_BITS = 20
 const MAX_SYMBOLS = 258
@@ -32,7 +50,7 @@ const CRC_TABLE = (() => {
   return t
 })()
 
-export class Bzip2Error extends Error {}
+class Bzip2Error extends Error {}
 
 interface BlockState { origPtr: number, symTotal: number, nSelectors: number, groups: HufGroup[], g: HufGroup, runPos: number, run: number, count: number, left: number, selector: number }
 interface HufGroup { permute: Int32Array, limit: Int32Array, base: Int32Array, minLen: number, maxLen: number }

@@ -95,7 +95,8 @@ export class ConfinedDirectory {
   }
 }
 
-function isAbsent (err: unknown): boolean {
+/** Whether a file system error says the path is not there (ENOENT, or ENOTDIR on the way). */
+export function isAbsent (err: unknown): boolean {
   const code = (err as { code?: string }).code
   return code === 'ENOENT' || code === 'ENOTDIR'
 }

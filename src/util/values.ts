@@ -3,6 +3,8 @@
  * messages that name the setting. Environment variables and URL queries deliver strings, TOML
  * delivers typed values; both are accepted.
  */
+import { resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { ConfigError } from '../errors.ts'
 import { COMPRESSIONS, type Compression } from '../nix/compression.ts'
 import { parseDuration } from './duration.ts'
@@ -56,4 +58,21 @@ export function size (value: unknown, fallback: number, what: string): number {
   const n = parseSize(value)
   if (n === undefined) throw new ConfigError(`${what} must be a size such as 500M, 10GiB or 0, got '${String(value)}'`)
   return n
+}
+
+/**
+ * The ConfigError for a spec whose local path is relative, showing the absolute form it may have
+ * meant (against the working directory): a spec takes `scheme:///absolute/path`.
+ */
+export function relativePathError (what: string, spec: URL, path: string): ConfigError {
+  return new ConfigError(`${what}: the path '${path}' is relative; a spec takes an absolute path, e.g. ${spec.protocol}//${pathToFileURL(resolve(path)).pathname}${spec.search}`)
+}
+
+/** The path of a spec, percent-decoded; a ConfigError when its encoding is malformed (`%zz`). */
+export function specPath (what: string, spec: URL): string {
+  try {
+    return decodeURIComponent(spec.pathname)
+  } catch {
+    throw new ConfigError(`${what}: the path '${spec.pathname}' is not valid percent-encoding`)
+  }
 }

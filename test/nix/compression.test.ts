@@ -94,6 +94,23 @@ test('output of the real xz, zstd and bzip2 programs decodes to the right NAR', 
   }
 })
 
+test('xz and bzip2 read concatenated streams, and xz the zero padding after each, as their programs do', async () => {
+  const parts = [sample(100_000, 3), sample(5000, 4), sample(70_000, 5)]
+  const whole = Buffer.concat(parts)
+  for (const c of ['xz', 'bzip2'] as const) {
+    const streams = await Promise.all(parts.map(async p => await collect(compress(c, chunked(p), { engine: 'library' }))))
+    // xz stream padding is a multiple of 4 zero bytes (xz file format §2.2).
+    const padding = c === 'xz' ? Buffer.alloc(8) : Buffer.alloc(0)
+    const file = Buffer.concat(streams.flatMap(s => [s, padding]))
+    for (const engine of engines(c)) {
+      for (const size of [1000, 65536]) {
+        const out = await collect(decompress(c, chunked(file, size), { engine }))
+        assert.equal(sha256(out), sha256(whole), `${c} via ${engine}, ${size}-byte chunks`)
+      }
+    }
+  }
+})
+
 test('corrupt, truncated and foreign input is a FormatError for every codec and engine', async () => {
   const input = sample(1 << 20, 7)
   for (const [c, engine] of cases) {

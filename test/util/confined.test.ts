@@ -11,8 +11,11 @@ import { mkdir, readFile, readdir, rename, rm, symlink, writeFile } from 'node:f
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { FileBackend } from '../../src/backend/file.ts'
-import { OutsideDirectoryError } from '../../src/errors.ts'
+import { race } from '../../src/backend/race.ts'
+import { SourceScores } from '../../src/backend/scores.ts'
+import { OutsideDirectoryError, UpstreamError } from '../../src/errors.ts'
 import type { Logger } from '../../src/log.ts'
+import { statusFor } from '../../src/server/respond.ts'
 import { NixHash } from '../../src/nix/hash.ts'
 import { FolderMapper } from '../../src/mapper/folder.ts'
 import { exportIndex, importIndex } from '../../src/publish/index-files.ts'
@@ -75,6 +78,17 @@ describe('file backend: reads confined to its directory', () => {
     await rm(join(dir, 'nar', 'swapped.nar'))
     await symlink(join(outside, 'x.nar'), join(dir, 'nar', 'swapped.nar'))
     await assert.rejects(collect(source.body), refused)
+  })
+
+  it('in the race of a NAR\'s sources, a refusal makes room for the next source, and alone is a 502, not absence', async () => {
+    await symlink(join(outside, 'x.nar'), join(dir, 'nar', 'race-link.nar'))
+    const refusing = { name: backend.name, open: async (signal: AbortSignal) => await backend.open({ url: url('nar/race-link.nar'), compression: 'none' }, { signal }) }
+    const other = { name: 'other', open: async () => ({ body: chunks(Buffer.from('from elsewhere')), compression: 'none' as const }) }
+    const options = { scores: new SourceScores(), hedgeDelay: 1000, firstByteTimeout: 5000, rank: false }
+    const winner = await race([refusing, other], options)
+    assert.equal(winner?.name, 'other')
+    assert.equal(Buffer.from(await collect(winner.source.body)).toString(), 'from elsewhere')
+    await assert.rejects(race([refusing], options), (err: unknown) => err instanceof UpstreamError && statusFor(err) === 502 && /leads out/.test(err.message))
   })
 
   it('publishing into a nar/ directory that is a symlink out is refused, and nothing is written there', async () => {

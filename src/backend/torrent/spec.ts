@@ -8,7 +8,7 @@
  * `<state dir>/torrent`. Every option is documented in docs/torrent.md.
  */
 import { ConfigError } from '../../errors.ts'
-import { boolean, duration, integer } from '../../util/values.ts'
+import { boolean, duration, integer, relativePathError, specPath } from '../../util/values.ts'
 import { DEFAULT_PIECE_LENGTH } from './metainfo.ts'
 
 export interface TorrentInit {
@@ -75,9 +75,9 @@ export function parseTorrentSpec (spec: URL): TorrentInit {
   if (spec.host !== '') throw new ConfigError(`${where}: the directory must be an absolute path (torrent:///${spec.host}${spec.pathname})`)
   if (spec.hash !== '') throw new ConfigError(`${where}: a fragment ('${spec.hash}') is not allowed`)
   const init: TorrentInit = { ...TORRENT_DEFAULTS, trackers: [], webSeeds: [] }
-  const path = decodeURIComponent(spec.pathname).replace(/(.)\/+$/, '$1')
+  const path = specPath(where, spec).replace(/(.)\/+$/, '$1')
   if (path !== '') {
-    if (!path.startsWith('/')) throw new ConfigError(`${where}: the directory must be an absolute path (torrent:///srv/torrents)`)
+    if (!path.startsWith('/')) throw relativePathError(`${where}: the directory must be an absolute path`, spec, path)
     if (path === '/') throw new ConfigError(`${where}: refusing to use the root directory`)
     init.directory = path
   }
