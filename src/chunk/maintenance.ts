@@ -10,7 +10,7 @@
  */
 import { rm } from 'node:fs/promises'
 import { hexOf, CorruptChunk } from './files.ts'
-import { decodeManifest } from './manifest.ts'
+import { chunkRefs, decodeManifest } from './manifest.ts'
 import type { LocalChunkStore } from './store.ts'
 
 const LOW_WATER = 0.9
@@ -136,13 +136,7 @@ export class Maintenance {
       const row = index.nar(narHash)
       if (row === undefined) return false
       index.deleteNar(narHash)
-      const counts = new Map<string, number>()
-      for (const c of decodeManifest(row.manifest).chunks) {
-        const hex = hexOf(c.id)
-        counts.set(hex, (counts.get(hex) ?? 0) + 1)
-      }
-      for (const [hex, n] of counts) {
-        const id = Buffer.from(hex, 'hex')
+      for (const [hex, { id, n }] of chunkRefs(decodeManifest(row.manifest))) {
         index.ref(id, -n)
         const chunk = index.chunk(id)
         if (chunk === undefined || chunk.refcount > 0 || inUse.held(hex)) continue

@@ -20,7 +20,7 @@ import { Chunker, DEFAULT_CDC, type CdcParams } from './fastcdc.ts'
 import { ChunkFiles, chunkIdOf, CorruptChunk, hexOf, storageError } from './files.ts'
 import { ChunkIndex, dropChunkTables } from './index-db.ts'
 import { InUse } from './in-use.ts'
-import { decodeManifest, encodeManifest } from './manifest.ts'
+import { chunkRefs, decodeManifest, encodeManifest } from './manifest.ts'
 import { ingestNar } from './ingest.ts'
 import { Maintenance, type CheckReport, type StoreStats, type VerifyReport } from './maintenance.ts'
 import type { ChunkId, ChunkStore, CommittedNar, Manifest, ManifestChunk, NarIdentity } from './types.ts'
@@ -261,20 +261,14 @@ export class LocalChunkStore implements ChunkStore {
   /** Commits a manifest whose chunks are stored and whose NAR was verified; returns the one that won. */
   commitVerified (manifest: Manifest, storePath: string | undefined): Manifest {
     const key = manifest.narHash.digest
-    const counts = new Map<string, { id: Uint8Array, n: number }>()
-    for (const c of manifest.chunks) {
-      const hex = hexOf(c.id)
-      const e = counts.get(hex)
-      if (e === undefined) counts.set(hex, { id: c.id, n: 1 })
-      else e.n++
-    }
+    const refs = chunkRefs(manifest)
     let winner: Manifest | undefined
     try {
       this.index.transaction(() => {
         const row = this.index.nar(key)
         if (row !== undefined) winner = decodeManifest(row.manifest)
         else {
-          for (const [hex, { id, n }] of counts) {
+          for (const [hex, { id, n }] of refs) {
             if (!this.index.ref(id, n)) throw new StorageError(`chunk ${hex} was removed before its NAR could be committed`)
           }
           this.index.addNar(key, manifest.narSize, manifest.cdcId, encodeManifest(manifest), this.now())
