@@ -198,8 +198,7 @@ export class ChunkFiles {
     let removed = 0
     for (const name of await readdir(this.tmp)) {
       const pid = Number(/^(\d+)-/.exec(name)?.[1])
-      if (pid !== process.pid && Number.isInteger(pid) && isAlive(pid)) continue
-      if (pid === process.pid) continue
+      if (pid === process.pid || (Number.isInteger(pid) && isAlive(pid))) continue
       await rm(join(this.tmp, name), { force: true })
       removed++
     }
