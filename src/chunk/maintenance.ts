@@ -196,12 +196,11 @@ export class Maintenance {
   }
 
   /** Re-hashes every chunk; drops the bad ones and the NARs that need them. */
-  async verify (onProgress?: (done: number, total: number) => void): Promise<VerifyReport> {
+  async verify (): Promise<VerifyReport> {
     const { index, files } = this.#store
     const rows = index.allChunks()
     const bad: Uint8Array[] = []
     let next = 0
-    let done = 0
     const worker = async (): Promise<void> => {
       while (next < rows.length) {
         const { id, size } = rows[next++]!
@@ -211,7 +210,6 @@ export class Maintenance {
           if (!(err instanceof CorruptChunk)) throw err
           bad.push(id)
         }
-        onProgress?.(++done, rows.length)
       }
     }
     await Promise.all([worker(), worker(), worker(), worker()])

@@ -25,7 +25,7 @@ import { ingestNar } from './ingest.ts'
 import { Maintenance, type CheckReport, type StoreStats, type VerifyReport } from './maintenance.ts'
 import type { ChunkId, ChunkStore, CommittedNar, Manifest, ManifestChunk, NarIdentity } from './types.ts'
 
-export const DEFAULT_CAPACITY = 10 * 1024 ** 3
+const DEFAULT_CAPACITY = 10 * 1024 ** 3
 
 export interface LocalChunkStoreInit {
   db: DatabaseSync
@@ -298,7 +298,7 @@ export class LocalChunkStore implements ChunkStore {
   }
 
   stats (): StoreStats { return this.maintenance.stats() }
-  async verify (onProgress?: (done: number, total: number) => void): Promise<VerifyReport> { return await this.maintenance.verify(onProgress) }
+  async verify (): Promise<VerifyReport> { return await this.maintenance.verify() }
   async gc (): Promise<CheckReport & { evicted: number }> { return await this.maintenance.gc() }
 
   onCommit (listener: (nar: CommittedNar) => void): () => void {
