@@ -51,7 +51,7 @@ export interface VerifyReport {
 
 export class Maintenance {
   readonly #store: LocalChunkStore
-  capacity: number
+  readonly capacity: number
   readonly #orphanGrace: number
   #evicting: Promise<void> = Promise.resolve()
   #scheduled = false
@@ -157,7 +157,7 @@ export class Maintenance {
 
   /** Evicts soon (after commits and released leases), once however often it is asked. */
   scheduleEviction (): void {
-    if (this.#scheduled || this.capacity === Infinity) return
+    if (this.#scheduled) return
     this.#scheduled = true
     setImmediate(() => {
       this.#scheduled = false

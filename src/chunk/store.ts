@@ -101,8 +101,6 @@ export class LocalChunkStore implements ChunkStore {
     return store
   }
 
-  get capacity (): number { return this.maintenance.capacity }
-
   manifest (narHash: NixHash): Manifest | undefined {
     if (narHash.algorithm !== 'sha256') return undefined
     const row = this.index.nar(narHash.digest)
