@@ -26,6 +26,8 @@ import { Maintenance, type CheckReport, type StoreStats, type VerifyReport } fro
 import type { ChunkId, ChunkStore, CommittedNar, Manifest, ManifestChunk, NarIdentity } from './types.ts'
 
 const DEFAULT_CAPACITY = 10 * 1024 ** 3
+/** Chunks read ahead while rendering. */
+const PREFETCH = 8
 
 export interface LocalChunkStoreInit {
   db: DatabaseSync
@@ -40,8 +42,6 @@ export interface LocalChunkStoreInit {
   freshLease?: number
   /** How long a chunk nothing references yet may wait for its NAR's commit (ms). */
   orphanGrace?: number
-  /** Chunks read ahead while rendering. */
-  prefetch?: number
   /** False skips fsync of chunk files: not crash-safe, for benchmarks of other things. */
   fsync?: boolean
 }
@@ -63,7 +63,6 @@ export class LocalChunkStore implements ChunkStore {
   readonly now: () => number
   readonly params: CdcParams
   readonly maintenance: Maintenance
-  readonly #prefetch: number
   readonly #freshLease: number
   readonly inUse: InUse
   readonly #writing = new Map<string, Promise<void>>()
@@ -77,7 +76,6 @@ export class LocalChunkStore implements ChunkStore {
     this.index = new ChunkIndex(init.db)
     this.log = init.log ?? silentLogger()
     this.now = init.now ?? Date.now
-    this.#prefetch = init.prefetch ?? 8
     this.#freshLease = init.freshLease ?? 30_000
     this.maintenance = new Maintenance(this, init.capacity ?? DEFAULT_CAPACITY, init.orphanGrace ?? 3_600_000)
     this.inUse = new InUse(() => this.maintenance.scheduleEviction())
@@ -163,7 +161,7 @@ export class LocalChunkStore implements ChunkStore {
     const queue: Array<Promise<Uint8Array>> = []
     let next = 0
     const fill = (): void => {
-      while (queue.length < this.#prefetch && next < chunks.length) {
+      while (queue.length < PREFETCH && next < chunks.length) {
         const c = chunks[next++]!
         const p = this.#read(hexOf(c.id), c.size)
         p.catch(() => {})

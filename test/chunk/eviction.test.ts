@@ -57,7 +57,7 @@ test('pinned NARs are never evicted; unpinned they are', async () => {
 })
 
 test('cache-size 0: a NAR is served to whoever waits for it, then evicted', async () => {
-  const store = await openStore({ capacity: 0, freshLease: 100, prefetch: 1 })
+  const store = await openStore({ capacity: 0, freshLease: 100 })
   const bytes = pseudoRandom('zero', 2_000_000)
   const id = identity(bytes)
   await store.ingest(id, chunks(bytes))
@@ -76,7 +76,7 @@ test('cache-size 0: a NAR is served to whoever waits for it, then evicted', asyn
 })
 
 test('a NAR being rendered is not evicted under its reader', async () => {
-  const store = await openStore({ capacity: 2_200_000, freshLease: 5, prefetch: 1 })
+  const store = await openStore({ capacity: 2_200_000, freshLease: 5 })
   const big = pseudoRandom('reader', 2_000_000)
   await store.ingest(identity(big), chunks(big))
   await settle(store)
