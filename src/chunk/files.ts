@@ -22,8 +22,8 @@ const ZSTD_OPTIONS = { params: { [constants.ZSTD_c_compressionLevel]: 3, [consta
 const SAMPLE = 4096
 const SAMPLE_OPTIONS = { params: { [constants.ZSTD_c_compressionLevel]: 1, [constants.ZSTD_c_windowLog]: 12 } }
 
-export const RAW = 0
-export const ZSTD = 1
+const RAW = 0
+const ZSTD = 1
 const HEX64 = /^[0-9a-f]{64}$/
 
 /**
@@ -198,8 +198,7 @@ export class ChunkFiles {
     let removed = 0
     for (const name of await readdir(this.tmp)) {
       const pid = Number(/^(\d+)-/.exec(name)?.[1])
-      if (pid !== process.pid && Number.isInteger(pid) && isAlive(pid)) continue
-      if (pid === process.pid) continue
+      if (pid === process.pid || (Number.isInteger(pid) && isAlive(pid))) continue
       await rm(join(this.tmp, name), { force: true })
       removed++
     }
@@ -214,7 +213,6 @@ export class ChunkFiles {
     }
   }
 }
-
 
 export function storageError (message: string, err: unknown): Error {
   if (err instanceof StorageError) return err

@@ -46,16 +46,23 @@ export async function importFromCache (store: LocalChunkStore, narInfos: NarInfo
       roots = []
       for await (const h of cache.list()) roots.push(h)
     }
-    const walk = new CacheWalk(cache.name, async (h, s) => await cache.narInfo(h, s))
+    // The walk's signed narinfo texts, kept until their NAR is in: the narinfo cache gets the
+    // very narinfo whose NAR was verified, without asking the cache for it again.
+    const texts = new Map<string, string>()
+    const walk = new CacheWalk(cache.name, async (h, s) => {
+      const answer = await cache.narInfo(h, s)
+      if (answer.kind === 'found' && narInfos !== undefined) texts.set(h, answer.text)
+      return answer
+    })
     const gathered = (async function * (): AsyncGenerator<Gathered> {
       yield * failed
       yield * fromBinaryCache(cache, walk, roots, options.closure, { narInfoOnly: false, concurrency: 8, ...signalOf(options) })
     })()
-    return await ingestItems(store, gathered, options, async item => {
-      if (narInfos === undefined) return
+    return await ingestItems(store, gathered, options, item => {
       const hashPart = parseStorePath(item.storePath).hashPart
-      const answer = await cache.narInfo(hashPart, options.signal)
-      if (answer.kind === 'found') narInfos.putPresent(hashPart, answer.narInfo.narHash.toNix32(), answer.text, cache.name)
+      const text = texts.get(hashPart)
+      texts.delete(hashPart)
+      if (text !== undefined) narInfos?.putPresent(hashPart, item.narHash.toNix32(), text, cache.name)
     })
   } finally {
     await cache.close()
@@ -65,10 +72,10 @@ export async function importFromCache (store: LocalChunkStore, narInfos: NarInfo
 /** Imports store paths of the local Nix store (dumped from disk, checked against Nix's NarHash). */
 export async function importFromLocalStore (store: LocalChunkStore, paths: string[], options: ImportOptions): Promise<ImportReport> {
   const gathered = fromLocalStore(paths, { closure: options.closure, all: false, trustedKeys: options.trustedKeys, ...signalOf(options) })
-  return await ingestItems(store, gathered, options, async () => {})
+  return await ingestItems(store, gathered, options, () => {})
 }
 
-async function ingestItems (store: LocalChunkStore, gathered: AsyncIterable<Gathered>, options: ImportOptions, after: (item: PublishItem) => Promise<void>): Promise<ImportReport> {
+async function ingestItems (store: LocalChunkStore, gathered: AsyncIterable<Gathered>, options: ImportOptions, after: (item: PublishItem) => void): Promise<ImportReport> {
   const report: ImportReport = { imported: 0, present: 0, bytes: 0, failed: [] }
   for await (const entry of gathered) {
     options.signal?.throwIfAborted()
@@ -83,7 +90,7 @@ async function ingestItems (store: LocalChunkStore, gathered: AsyncIterable<Gath
       const present = store.manifest(item.narHash) !== undefined
       // A NAR already held is not read again; its store path is recorded all the same.
       await store.ingest(identity, await item.openNar!(options.signal), signalOf(options))
-      await after(item)
+      after(item)
       if (present) report.present++
       else { report.imported++; report.bytes += item.narSize }
       options.onPath?.(item.storePath, present ? 'present' : 'imported')

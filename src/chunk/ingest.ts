@@ -21,11 +21,18 @@ export async function ingestNar (store: LocalChunkStore, expected: NarIdentity, 
   const signal = options?.signal
   const existing = store.manifest(expected.narHash)
   if (existing !== undefined && existing.narSize === expected.narSize) {
-    await (body as AsyncIterable<Uint8Array> & { return?: () => unknown })[Symbol.asyncIterator]().return?.()
+    await close(body)
     if (expected.storePath !== undefined) store.index.addPath(expected.storePath, expected.narHash.digest)
     return existing
   }
-  await store.maintenance.makeRoom(expected.narSize)
+  // The body is closed whatever happens: a failure before it is read must not leave its source
+  // (an HTTP response, a nix-store process) open.
+  try {
+    await store.maintenance.makeRoom(expected.narSize)
+  } catch (err) {
+    await close(body)
+    throw err
+  }
   const hasher = createHash(expected.narHash.algorithm)
   // Chunks are built in one reused buffer: `put` writes each chunk (to the page cache) or finds
   // it stored before its first await, so a chunk is done with before the next piece is pushed.
@@ -79,4 +86,8 @@ export async function ingestNar (store: LocalChunkStore, expected: NarIdentity, 
   } finally {
     for (const hex of held) store.inUse.unhold(hex)
   }
+}
+
+async function close (body: AsyncIterable<Uint8Array>): Promise<void> {
+  await (body[Symbol.asyncIterator]() as AsyncIterator<Uint8Array> & { return?: () => unknown }).return?.()
 }

@@ -10,7 +10,7 @@
  */
 import { rm } from 'node:fs/promises'
 import { hexOf, CorruptChunk } from './files.ts'
-import { decodeManifest } from './manifest.ts'
+import { chunkRefs, decodeManifest } from './manifest.ts'
 import type { LocalChunkStore } from './store.ts'
 
 const LOW_WATER = 0.9
@@ -51,7 +51,7 @@ export interface VerifyReport {
 
 export class Maintenance {
   readonly #store: LocalChunkStore
-  capacity: number
+  readonly capacity: number
   readonly #orphanGrace: number
   #evicting: Promise<void> = Promise.resolve()
   #scheduled = false
@@ -136,13 +136,7 @@ export class Maintenance {
       const row = index.nar(narHash)
       if (row === undefined) return false
       index.deleteNar(narHash)
-      const counts = new Map<string, number>()
-      for (const c of decodeManifest(row.manifest).chunks) {
-        const hex = hexOf(c.id)
-        counts.set(hex, (counts.get(hex) ?? 0) + 1)
-      }
-      for (const [hex, n] of counts) {
-        const id = Buffer.from(hex, 'hex')
+      for (const [hex, { id, n }] of chunkRefs(decodeManifest(row.manifest))) {
         index.ref(id, -n)
         const chunk = index.chunk(id)
         if (chunk === undefined || chunk.refcount > 0 || inUse.held(hex)) continue
@@ -163,7 +157,7 @@ export class Maintenance {
 
   /** Evicts soon (after commits and released leases), once however often it is asked. */
   scheduleEviction (): void {
-    if (this.#scheduled || this.capacity === Infinity) return
+    if (this.#scheduled) return
     this.#scheduled = true
     setImmediate(() => {
       this.#scheduled = false
@@ -202,12 +196,11 @@ export class Maintenance {
   }
 
   /** Re-hashes every chunk; drops the bad ones and the NARs that need them. */
-  async verify (onProgress?: (done: number, total: number) => void): Promise<VerifyReport> {
+  async verify (): Promise<VerifyReport> {
     const { index, files } = this.#store
     const rows = index.allChunks()
     const bad: Uint8Array[] = []
     let next = 0
-    let done = 0
     const worker = async (): Promise<void> => {
       while (next < rows.length) {
         const { id, size } = rows[next++]!
@@ -217,7 +210,6 @@ export class Maintenance {
           if (!(err instanceof CorruptChunk)) throw err
           bad.push(id)
         }
-        onProgress?.(++done, rows.length)
       }
     }
     await Promise.all([worker(), worker(), worker(), worker()])

@@ -11,6 +11,7 @@
 import { FormatError } from '../errors.ts'
 import { NixHash } from '../nix/hash.ts'
 import { paramsOf } from './fastcdc.ts'
+import { hexOf } from './files.ts'
 import type { Manifest } from './types.ts'
 
 const MAGIC = Buffer.from('NSM1')
@@ -81,4 +82,16 @@ export function decodeManifest (bytes: Uint8Array): Manifest {
   }
   if (total !== narSize) fail(`chunk sizes add up to ${total}, narSize is ${narSize}`)
   return { cdcId, narHash, narSize, chunks }
+}
+
+/** The distinct chunks of a manifest by hex id, with how often it uses each: its references. */
+export function chunkRefs (m: Manifest): Map<string, { id: Uint8Array, n: number }> {
+  const refs = new Map<string, { id: Uint8Array, n: number }>()
+  for (const c of m.chunks) {
+    const hex = hexOf(c.id)
+    const e = refs.get(hex)
+    if (e === undefined) refs.set(hex, { id: c.id, n: 1 })
+    else e.n++
+  }
+  return refs
 }

@@ -20,12 +20,14 @@ import { Chunker, DEFAULT_CDC, type CdcParams } from './fastcdc.ts'
 import { ChunkFiles, chunkIdOf, CorruptChunk, hexOf, storageError } from './files.ts'
 import { ChunkIndex, dropChunkTables } from './index-db.ts'
 import { InUse } from './in-use.ts'
-import { decodeManifest, encodeManifest } from './manifest.ts'
+import { chunkRefs, decodeManifest, encodeManifest } from './manifest.ts'
 import { ingestNar } from './ingest.ts'
 import { Maintenance, type CheckReport, type StoreStats, type VerifyReport } from './maintenance.ts'
 import type { ChunkId, ChunkStore, CommittedNar, Manifest, ManifestChunk, NarIdentity } from './types.ts'
 
-export const DEFAULT_CAPACITY = 10 * 1024 ** 3
+const DEFAULT_CAPACITY = 10 * 1024 ** 3
+/** Chunks read ahead while rendering. */
+const PREFETCH = 8
 
 export interface LocalChunkStoreInit {
   db: DatabaseSync
@@ -40,8 +42,6 @@ export interface LocalChunkStoreInit {
   freshLease?: number
   /** How long a chunk nothing references yet may wait for its NAR's commit (ms). */
   orphanGrace?: number
-  /** Chunks read ahead while rendering. */
-  prefetch?: number
   /** False skips fsync of chunk files: not crash-safe, for benchmarks of other things. */
   fsync?: boolean
 }
@@ -63,7 +63,6 @@ export class LocalChunkStore implements ChunkStore {
   readonly now: () => number
   readonly params: CdcParams
   readonly maintenance: Maintenance
-  readonly #prefetch: number
   readonly #freshLease: number
   readonly inUse: InUse
   readonly #writing = new Map<string, Promise<void>>()
@@ -77,7 +76,6 @@ export class LocalChunkStore implements ChunkStore {
     this.index = new ChunkIndex(init.db)
     this.log = init.log ?? silentLogger()
     this.now = init.now ?? Date.now
-    this.#prefetch = init.prefetch ?? 8
     this.#freshLease = init.freshLease ?? 30_000
     this.maintenance = new Maintenance(this, init.capacity ?? DEFAULT_CAPACITY, init.orphanGrace ?? 3_600_000)
     this.inUse = new InUse(() => this.maintenance.scheduleEviction())
@@ -100,8 +98,6 @@ export class LocalChunkStore implements ChunkStore {
     await store.maintenance.startupCheck()
     return store
   }
-
-  get capacity (): number { return this.maintenance.capacity }
 
   manifest (narHash: NixHash): Manifest | undefined {
     if (narHash.algorithm !== 'sha256') return undefined
@@ -165,7 +161,7 @@ export class LocalChunkStore implements ChunkStore {
     const queue: Array<Promise<Uint8Array>> = []
     let next = 0
     const fill = (): void => {
-      while (queue.length < this.#prefetch && next < chunks.length) {
+      while (queue.length < PREFETCH && next < chunks.length) {
         const c = chunks[next++]!
         const p = this.#read(hexOf(c.id), c.size)
         p.catch(() => {})
@@ -261,20 +257,14 @@ export class LocalChunkStore implements ChunkStore {
   /** Commits a manifest whose chunks are stored and whose NAR was verified; returns the one that won. */
   commitVerified (manifest: Manifest, storePath: string | undefined): Manifest {
     const key = manifest.narHash.digest
-    const counts = new Map<string, { id: Uint8Array, n: number }>()
-    for (const c of manifest.chunks) {
-      const hex = hexOf(c.id)
-      const e = counts.get(hex)
-      if (e === undefined) counts.set(hex, { id: c.id, n: 1 })
-      else e.n++
-    }
+    const refs = chunkRefs(manifest)
     let winner: Manifest | undefined
     try {
       this.index.transaction(() => {
         const row = this.index.nar(key)
         if (row !== undefined) winner = decodeManifest(row.manifest)
         else {
-          for (const [hex, { id, n }] of counts) {
+          for (const [hex, { id, n }] of refs) {
             if (!this.index.ref(id, n)) throw new StorageError(`chunk ${hex} was removed before its NAR could be committed`)
           }
           this.index.addNar(key, manifest.narSize, manifest.cdcId, encodeManifest(manifest), this.now())
@@ -304,7 +294,7 @@ export class LocalChunkStore implements ChunkStore {
   }
 
   stats (): StoreStats { return this.maintenance.stats() }
-  async verify (onProgress?: (done: number, total: number) => void): Promise<VerifyReport> { return await this.maintenance.verify(onProgress) }
+  async verify (): Promise<VerifyReport> { return await this.maintenance.verify() }
   async gc (): Promise<CheckReport & { evicted: number }> { return await this.maintenance.gc() }
 
   onCommit (listener: (nar: CommittedNar) => void): () => void {

@@ -41,7 +41,7 @@ export function compression (value: unknown, fallback: Compression, what: string
 const SIZE_UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }
 
 /** A byte count: a number, or `1048576`, `512K`, `500MiB`, `10GiB`, `1.5G` (binary units; `B` optional). */
-export function parseSize (value: unknown): number | undefined {
+function parseSize (value: unknown): number | undefined {
   if (typeof value === 'number' || typeof value === 'bigint') {
     const n = Number(value)
     return Number.isSafeInteger(n) && n >= 0 ? n : undefined

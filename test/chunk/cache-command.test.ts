@@ -1,5 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { copyFileSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
 import { buildClosure, copyTo, hashPartOf } from '../helpers/closure.ts'
@@ -62,6 +63,14 @@ test('narswarm cache: import a Nix-written cache, stats, pin a closure, verify, 
     const local = await cache('import', '--local', closure.top)
     assert.equal(local.code, 0, local.stderr + local.stdout)
     assert.match(local.stdout, /imported 1 NARs/)
+
+    // A named path brings its closure with --closure; a NAR that fails its NarHash fails alone.
+    const narUrl = (path: string): string => /^URL: (.*)$/m.exec(readFileSync(join(cacheDir, `${hashPartOf(path)}.narinfo`), 'utf8'))![1]!
+    copyFileSync(join(cacheDir, narUrl(closure.top)), join(cacheDir, narUrl(closure.tree)))
+    const partial = await runNarswarm(['cache', 'import', `file://${cacheDir}`, closure.top, '--closure', '--state-dir', tempDir(), '--trusted-public-keys', closure.publicKey], { env: nix.env })
+    assert.equal(partial.code, 1, partial.stderr + partial.stdout)
+    assert.match(partial.stdout, new RegExp(`^failed ${closure.tree}:`, 'm'))
+    assert.match(partial.stdout, new RegExp(`imported ${closure.paths.length - 1} NARs .*, 0 already present, 1 failed`))
 
     assert.equal((await cache('clear')).code, 0)
     assert.match((await cache('stats')).stdout, /^NARs +0$/m)

@@ -55,6 +55,20 @@ test('a NAR that does not match its NarHash or NarSize is not committed, and its
   await store.close()
 })
 
+test('an ingest that fails before reading its body closes the body', async () => {
+  const store = await openStore()
+  store.maintenance.makeRoom = async () => { throw new Error('no room') }
+  let closed = false
+  async function * body (): AsyncGenerator<Uint8Array> {
+    try { yield new Uint8Array(1) } finally { closed = true }
+  }
+  const it = body()
+  await it.next()
+  await assert.rejects(store.ingest(identity(new Uint8Array(1)), it), /no room/)
+  assert.ok(closed)
+  await store.close()
+})
+
 test('concurrent ingests of one NAR: both succeed, one commit, one set of references', async () => {
   const store = await openStore()
   const nar = pseudoRandom('same', 2_000_000)

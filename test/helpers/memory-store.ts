@@ -3,12 +3,10 @@
  * unless told otherwise; no eviction). The real store is tested on its own and end to end; this
  * one can be told to fail like a full disk.
  */
-import { createHash } from 'node:crypto'
 import { IntegrityError, StorageError } from '../../src/errors.ts'
 import { NixHash } from '../../src/nix/hash.ts'
+import { chunkIdOf, hexOf } from '../../src/chunk/files.ts'
 import type { ChunkId, ChunkStore, CommittedNar, Manifest, NarIdentity } from '../../src/chunk/types.ts'
-
-const key = (id: ChunkId): string => Buffer.from(id).toString('hex')
 
 export class MemoryStore implements ChunkStore {
   readonly cdcId: string
@@ -31,20 +29,20 @@ export class MemoryStore implements ChunkStore {
   split (nar: Uint8Array): { manifest: Manifest, parts: Uint8Array[] } {
     const parts: Uint8Array[] = []
     for (let offset = 0; offset < nar.length; offset += this.#chunkSize) parts.push(nar.subarray(offset, offset + this.#chunkSize))
-    const chunks = parts.map(bytes => ({ id: Uint8Array.from(createHash('sha256').update(bytes).digest()), size: bytes.length }))
+    const chunks = parts.map(bytes => ({ id: chunkIdOf(bytes), size: bytes.length }))
     return { parts, manifest: { cdcId: this.cdcId, narHash: NixHash.of('sha256', nar), narSize: nar.length, chunks } }
   }
 
   manifest (narHash: NixHash): Manifest | undefined { return this.manifests.get(narHash.toNix32()) }
-  has (ids: readonly ChunkId[]): boolean[] { return ids.map(id => this.chunks.has(key(id))) }
-  async readChunk (id: ChunkId): Promise<Uint8Array | undefined> { return this.chunks.get(key(id)) }
+  has (ids: readonly ChunkId[]): boolean[] { return ids.map(id => this.chunks.has(hexOf(id))) }
+  async readChunk (id: ChunkId): Promise<Uint8Array | undefined> { return this.chunks.get(hexOf(id)) }
   touch (narHash: NixHash): void { this.touched.push(narHash.toNix32()) }
 
   render (narHash: NixHash): AsyncIterable<Uint8Array> | undefined {
     const manifest = this.manifest(narHash)
     if (manifest === undefined) return undefined
     const chunks = this.chunks
-    return (async function * () { for (const c of manifest.chunks) yield chunks.get(key(c.id))! })()
+    return (async function * () { for (const c of manifest.chunks) yield chunks.get(hexOf(c.id))! })()
   }
 
   async ingest (expected: NarIdentity, body: AsyncIterable<Uint8Array>): Promise<Manifest> {
@@ -57,19 +55,19 @@ export class MemoryStore implements ChunkStore {
     const nar = Buffer.concat(parts)
     if (nar.length !== expected.narSize || !NixHash.of('sha256', nar).equals(expected.narHash)) throw new IntegrityError('NAR does not match')
     const { manifest, parts: chunks } = this.split(nar)
-    chunks.forEach((bytes, i) => this.chunks.set(key(manifest.chunks[i]!.id), bytes))
+    chunks.forEach((bytes, i) => this.chunks.set(hexOf(manifest.chunks[i]!.id), bytes))
     this.#commit(manifest, expected)
     return manifest
   }
 
   async putChunk (id: ChunkId, bytes: Uint8Array): Promise<void> {
     if (this.full) throw new StorageError('no space left on device (test)')
-    if (!Buffer.from(createHash('sha256').update(bytes).digest()).equals(id)) throw new IntegrityError('chunk does not match its id')
-    this.chunks.set(key(id), bytes)
+    if (hexOf(chunkIdOf(bytes)) !== hexOf(id)) throw new IntegrityError('chunk does not match its id')
+    this.chunks.set(hexOf(id), bytes)
   }
 
   async commitManifest (manifest: Manifest, expected: NarIdentity): Promise<void> {
-    const parts = manifest.chunks.map(c => this.chunks.get(key(c.id)))
+    const parts = manifest.chunks.map(c => this.chunks.get(hexOf(c.id)))
     if (parts.some(p => p === undefined)) throw new IntegrityError('chunks missing')
     const nar = Buffer.concat(parts as Uint8Array[])
     if (nar.length !== expected.narSize || !NixHash.of('sha256', nar).equals(expected.narHash)) throw new IntegrityError('NAR does not match')
