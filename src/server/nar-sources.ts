@@ -112,7 +112,7 @@ export class NarSources {
       reader = await fetch.open(start, end, signal)
     } catch (err) {
       // The spool could not be written: answer anyway, without sharing or caching.
-      if (Date.now() < this.#directUntil && signal?.aborted !== true) return await this.#openDirect(expected, rows, start, end, signal)
+      if (err instanceof StorageError && signal?.aborted !== true) return await this.#openDirect(expected, rows, start, end, signal)
       throw err
     }
     if (reader === undefined) return undefined
@@ -129,9 +129,8 @@ export class NarSources {
       }
       return
     } catch (err) {
-      // A spool that failed under this reader, or before any source could write to it (the
-      // fetch then reports its sources as failed): the storage is the cause, not the sources.
-      if (signal?.aborted === true || !(err instanceof StorageError || Date.now() < this.#directUntil)) throw err
+      // The storage failed under this reader, not the sources.
+      if (signal?.aborted === true || !(err instanceof StorageError)) throw err
     }
     const direct = await this.#openDirect(expected, rows, position, end, signal)
     if (direct === undefined) throw new UpstreamError('sources', `NAR ${expected.storePath} is gone from every upstream`)
