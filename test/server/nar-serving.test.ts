@@ -172,7 +172,7 @@ describe('serving NARs', () => {
           assert.equal(res.status, 200)
           assert.equal(sha(new Uint8Array(await res.arrayBuffer())), sha(big.nar))
         }
-        await n.waitForLog(l => l.msg.startsWith('local storage failing') && /ENOSPC|no space/i.test(String(l.err)))
+        await n.waitForLog(l => l.msg.startsWith('state write') && /^(NAR spool|chunk store)$/.test(String(l.state)) && /ENOSPC|no space/i.test(String(l.err)))
       } finally {
         await n.stop()
       }
