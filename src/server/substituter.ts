@@ -278,13 +278,7 @@ export class Substituter {
 
   /** Every source said the NAR is absent: its narinfos must not be served for the rest of their TTL. */
   #dropNarInfos (narHash: string, storePath: string): void {
-    let dropped: string[] = []
-    try {
-      dropped = this.#cache.dropByNarHash(narHash)
-    } catch (err) {
-      // A state disk that cannot be written must not turn this 404 into a 500.
-      this.#log.warn({ storePath, narHash, err: (err as Error).message }, 'cannot drop the narinfos of a lost NAR')
-    }
+    const dropped = this.#cache.dropByNarHash(narHash)
     for (const hashPart of dropped) this.#answers.delete(hashPart)
     this.#log.warn({ storePath, narHash, dropped: dropped.length }, 'no source has the NAR any more: its narinfos are dropped from the cache')
   }

@@ -126,10 +126,16 @@ export class NarInfoCache {
 
   /**
    * Deletes every positive entry naming this NarHash (nix32), e.g. when no source has the NAR any
-   * more; returns their hash parts.
+   * more, unsaved ones included; returns their hash parts.
    */
   dropByNarHash (narHash: string): string[] {
-    return (this.#dropByNarHash.all(narHash) as Array<{ hash_part: string }>).map(r => r.hash_part)
+    const dropped = new Set<string>()
+    for (const [hashPart, row] of this.#unsaved) {
+      if (row.present && row.narHash === narHash) { this.#unsaved.delete(hashPart); dropped.add(hashPart) }
+    }
+    const stored = this.#guard.run(() => (this.#dropByNarHash.all(narHash) as Array<{ hash_part: string }>).map(r => r.hash_part), [])
+    for (const hashPart of stored) dropped.add(hashPart)
+    return [...dropped]
   }
 
   /** Deletes expired entries; returns how many. */
