@@ -103,7 +103,8 @@ export class NarFetch {
   async #run (): Promise<void> {
     const untrusted = this.#untrustedPhase().then(() => true)
     await this.#within(untrusted)
-    if (!this.#settled && !this.#abort.signal.aborted) {
+    // Without a spool no copy can be kept: opening the upstreams would only fail the same way.
+    if (!this.#settled && !this.#abort.signal.aborted && this.#spoolFailure === undefined) {
       this.#ctx.log.debug({ storePath: this.identity.storePath }, 'NAR: the upstreams start')
       await this.#raceLoop(true)
       // The upstreams are done; untrusted sources still at work get one more budget.
@@ -184,6 +185,7 @@ export class NarFetch {
       } catch (err) {
         if (attempt.signal.aborted) break
         this.#outcomes.push(err as Error)
+        if (err instanceof StorageError) break
         candidates = candidates.filter(c => c.name !== winner.name)
       }
     }

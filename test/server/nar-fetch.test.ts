@@ -164,11 +164,13 @@ describe('the shared NAR fetch', () => {
   test('a spool that cannot be created: the fetch fails with the storage error, not as its sources', async () => {
     const ctx = await context()
     const failures: string[] = []
-    const fetch = new NarFetch(identity, sources([], [source('upstream', nar)]), {
+    const next = source('next', nar)
+    const fetch = new NarFetch(identity, sources([], [source('upstream', nar), next]), {
       ...ctx, spoolDir: `${ctx.spoolDir}/missing`, storageFailed: (_, where) => failures.push(where)
     })
     const reader = await fetch.open(0, nar.length)
     await assert.rejects(readAll(reader!.body), (err: Error) => err instanceof StorageError)
     assert.deepEqual(failures, ['spool'])
+    assert.equal(next.opens, 0, 'no other source is opened only to fail the same way')
   })
 })
