@@ -16,6 +16,7 @@ import { DEFAULT_PEER_PORT } from '../peer/protocol.ts'
 import { normalizePeerUrl } from '../peer/table.ts'
 import { INDEX_API_MODES, type IndexApiMode } from '../server/index-api.ts'
 import { SERVER_LIMIT_DEFAULTS, type ServerLimits } from '../server/limits.ts'
+import { DEFAULT_UNTRUSTED_BUDGET } from '../server/substituter.ts'
 import { didYouMean, nearest, type OptionTable, type Values } from './args.ts'
 
 export interface Config {
@@ -80,7 +81,7 @@ export const SETTINGS: Record<string, { kind: Kind, default: string | number, he
   'shutdown-grace': { kind: 'duration', default: '10s', help: 'time in-flight transfers get on SIGTERM' },
   'hedge-delay': { kind: 'duration', default: '250ms', help: 'without a first byte from the best NAR source after this long, the next starts too' },
   'first-byte-timeout': { kind: 'duration', default: '30s', help: 'a source without a first byte after this long counts as failed' },
-  'untrusted-budget': { kind: 'duration', default: '20s', help: 'time untrusted NAR sources get to deliver a whole verified NAR before the upstreams start too' },
+  'untrusted-budget': { kind: 'duration', default: `${DEFAULT_UNTRUSTED_BUDGET / 1000}s`, help: 'time untrusted NAR sources get to deliver a whole verified NAR before the upstreams start too' },
   discovery: { kind: 'string', default: 'mdns', help: 'how LAN peers are found: mdns (DNS-SD, _narswarm._tcp) or off (static peers only)' },
   'discovery-interval': { kind: 'duration', default: '10s', help: 'time between mDNS announcements; a peer silent for three of them is dropped' },
   'peer-listen': { kind: 'string', default: `0.0.0.0:${DEFAULT_PEER_PORT}`, help: 'the peer listener other nodes fetch from (off closes it)' },

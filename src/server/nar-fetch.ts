@@ -16,8 +16,9 @@
  * the first complete verified copy wins and every other attempt is stopped.
  *
  * Outcome: `open` resolves with a reader once bytes are coming, undefined when every source said
- * absent; it rejects (UpstreamError) when none delivered and one failed. A source that stays
- * silent is never taken for absent.
+ * absent; it rejects when none delivered and one failed: with the StorageError when a spool could
+ * not be written (the sources are not at fault, and a relay without storage may still answer),
+ * else with an UpstreamError. A source that stays silent is never taken for absent.
  */
 import { FormatError, IntegrityError, StorageError, UpstreamError } from '../errors.ts'
 import type { Logger } from '../log.ts'
@@ -73,6 +74,8 @@ export class NarFetch {
   readonly #abort = new AbortController()
   readonly #attempts = new Set<AbortController>()
   readonly #outcomes: Array<Error | 'absent'> = []
+  /** The first spool failure: it, not the sources, is why the fetch failed. */
+  #spoolFailure: StorageError | undefined
   /** The winning copy's commit to the store. */
   #committed: Promise<void> | undefined
 
@@ -100,7 +103,8 @@ export class NarFetch {
   async #run (): Promise<void> {
     const untrusted = this.#untrustedPhase().then(() => true)
     await this.#within(untrusted)
-    if (!this.#settled && !this.#abort.signal.aborted) {
+    // Without a spool no copy can be kept: opening the upstreams would only fail the same way.
+    if (!this.#settled && !this.#abort.signal.aborted && this.#spoolFailure === undefined) {
       this.#ctx.log.debug({ storePath: this.identity.storePath }, 'NAR: the upstreams start')
       await this.#raceLoop(true)
       // The upstreams are done; untrusted sources still at work get one more budget.
@@ -120,6 +124,7 @@ export class NarFetch {
       this.#shared.start(false)
       return
     }
+    if (this.#spoolFailure !== undefined) throw this.#spoolFailure
     throw new UpstreamError('sources', `${this.#what}: no source delivered: ${errors.map(e => e.message).join('; ')}`, {
       cause: new AggregateError(errors), timeout: errors.every(e => e instanceof UpstreamError && e.timeout)
     })
@@ -180,6 +185,7 @@ export class NarFetch {
       } catch (err) {
         if (attempt.signal.aborted) break
         this.#outcomes.push(err as Error)
+        if (err instanceof StorageError) break
         candidates = candidates.filter(c => c.name !== winner.name)
       }
     }
@@ -232,7 +238,7 @@ export class NarFetch {
         this.#ctx.integrityFailed?.(name)
         this.#ctx.log.error({ storePath: this.identity.storePath, narHash: this.identity.narHash.toString(), source: name, err: (err as Error).message },
           streamed ? 'NAR failed verification; response aborted, source marked bad' : 'NAR failed verification before release; source marked bad')
-      } else if (err instanceof StorageError) this.#ctx.storageFailed(err, 'spool')
+      } else if (err instanceof StorageError) this.#spoolFailed(err)
       // Bytes of this copy went out: no other copy may continue them (and readers may still be
       // reading this spool, so it stays until the fetch ends).
       if (streamed) this.#fail(err as Error)
@@ -280,9 +286,14 @@ export class NarFetch {
       this.#shared.adopt(spool)
       return spool
     } catch (err) {
-      if (err instanceof StorageError) this.#ctx.storageFailed(err, 'spool')
+      if (err instanceof StorageError) this.#spoolFailed(err)
       throw err
     }
+  }
+
+  #spoolFailed (err: StorageError): void {
+    this.#spoolFailure ??= err
+    this.#ctx.storageFailed(err, 'spool')
   }
 
   /** True when this is the first complete copy; every other attempt is then stopped. */

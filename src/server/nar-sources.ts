@@ -13,6 +13,7 @@
 import { join } from 'node:path'
 import { FormatError, IntegrityError, StorageError, UpstreamError } from '../errors.ts'
 import type { Logger } from '../log.ts'
+import { WriteGuard } from '../state/write-guard.ts'
 import { decompress } from '../nix/compression.ts'
 import { NarInfo } from '../nix/narinfo.ts'
 import { race, type RaceCandidate } from '../backend/race.ts'
@@ -49,7 +50,6 @@ export interface NarSourcesInit {
 export interface NarInfoRow { text: string, upstream: string }
 
 const STORAGE_RETRY = 30_000
-const STORAGE_LOG_INTERVAL = 60_000
 
 export class NarSources {
   readonly #init: NarSourcesInit
@@ -57,12 +57,15 @@ export class NarSources {
   readonly #fetches = new Map<string, NarFetch>()
   readonly #ctx: NarFetchContext
   #directUntil = 0
-  #storageLoggedAt = -Infinity
-  #storageSuppressed = 0
+  readonly #storage: Record<'spool' | 'store', WriteGuard>
 
   constructor (init: NarSourcesInit) {
     this.#init = init
     this.#byName = new Map(init.upstreams.map(u => [u.name, u]))
+    this.#storage = {
+      spool: new WriteGuard({ what: 'NAR spool', log: init.log }),
+      store: new WriteGuard({ what: 'chunk store', log: init.log })
+    }
     this.#ctx = {
       store: init.store,
       spoolDir: init.spoolDir,
@@ -112,7 +115,7 @@ export class NarSources {
       reader = await fetch.open(start, end, signal)
     } catch (err) {
       // The spool could not be written: answer anyway, without sharing or caching.
-      if (Date.now() < this.#directUntil && signal?.aborted !== true) return await this.#openDirect(expected, rows, start, end, signal)
+      if (err instanceof StorageError && signal?.aborted !== true) return await this.#openDirect(expected, rows, start, end, signal)
       throw err
     }
     if (reader === undefined) return undefined
@@ -129,9 +132,8 @@ export class NarSources {
       }
       return
     } catch (err) {
-      // A spool that failed under this reader, or before any source could write to it (the
-      // fetch then reports its sources as failed): the storage is the cause, not the sources.
-      if (signal?.aborted === true || !(err instanceof StorageError || Date.now() < this.#directUntil)) throw err
+      // The storage failed under this reader, not the sources.
+      if (signal?.aborted === true || !(err instanceof StorageError)) throw err
     }
     const direct = await this.#openDirect(expected, rows, position, end, signal)
     if (direct === undefined) throw new UpstreamError('sources', `NAR ${expected.storePath} is gone from every upstream`)
@@ -143,14 +145,13 @@ export class NarSources {
     for (const fetch of this.#fetches.values()) fetch.abort(new Error('narswarm is stopping'))
   }
 
+  /**
+   * Logged as every state write is; never ended by a success, since one NAR that fits says nothing
+   * about the next, so the log says it at most once a minute however the disk flaps.
+   */
   #storageFailed (err: StorageError, where: 'spool' | 'store'): void {
-    const now = Date.now()
-    if (where === 'spool') this.#directUntil = now + STORAGE_RETRY
-    if (now - this.#storageLoggedAt < STORAGE_LOG_INTERVAL) { this.#storageSuppressed++; return }
-    this.#init.log.warn({ err: err.message, where, suppressed: this.#storageSuppressed },
-      'local storage failing: NARs are served without caching until it works again')
-    this.#storageLoggedAt = now
-    this.#storageSuppressed = 0
+    if (where === 'spool') this.#directUntil = Date.now() + STORAGE_RETRY
+    this.#storage[where].failed(err)
   }
 
   /** The old relay: the upstreams only, verified as they stream, with no spool and no store. */

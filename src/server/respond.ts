@@ -17,7 +17,8 @@ export function statusFor (err: unknown): number {
   // Bytes from a source that fail to parse or verify are that source's fault, not the client's.
   if (err instanceof IntegrityError || err instanceof FormatError || err instanceof SignatureError) return 502
   if (err instanceof RangeNotSatisfiableError) return 416
-  // Everything else (ConfigError included) is our own fault.
+  // Everything else is our own fault: ConfigError, and StorageError where no relay without storage
+  // could stand in (a chunk that cannot be read). 500, which Nix retries as transient, as it does 503.
   return 500
 }
 

@@ -119,12 +119,19 @@ export class Substituter {
 
   /** The narinfo to serve for `hashPart` (already validated as 32 nix32 characters). */
   async narInfo (hashPart: string): Promise<NarInfoResponse> {
+    const { response, result } = await this.#resolveNarInfo(hashPart)
+    this.#observer?.narInfo(result)
+    return response
+  }
+
+  /** The narinfo for `hashPart`, and how it was found (counted only for Nix's narinfo requests). */
+  async #resolveNarInfo (hashPart: string): Promise<{ response: NarInfoResponse, result: NarInfoResult }> {
     const answer = this.#answers.get(hashPart)
-    if (answer !== undefined) { this.#count('cache-hit'); return answer }
+    if (answer !== undefined) return { response: answer, result: 'cache-hit' }
     const cached = this.#cache.get(hashPart)
     if (cached !== undefined) {
-      this.#count('cache-hit')
-      return this.#remember(hashPart, cached.present ? { kind: 'found', body: rewrite(NarInfo.parse(cached.text)) } : ABSENT, cached.expiresAt)
+      const response = this.#remember(hashPart, cached.present ? { kind: 'found', body: rewrite(NarInfo.parse(cached.text)) } : ABSENT, cached.expiresAt)
+      return { response, result: 'cache-hit' }
     }
     let pending = this.#inFlight.get(hashPart)
     if (pending === undefined) {
@@ -132,12 +139,7 @@ export class Substituter {
       this.#inFlight.set(hashPart, pending)
     }
     const response = await pending
-    this.#count(response.kind === 'found' ? 'fetched' : response.kind)
-    return response
-  }
-
-  #count (result: NarInfoResult): void {
-    this.#observer?.narInfo(result)
+    return { response, result: response.kind === 'found' ? 'fetched' : response.kind }
   }
 
   /** What kind of source a source name (as a NarReader reports it) is, for metrics and the status page. */
@@ -249,7 +251,7 @@ export class Substituter {
     }
     let expected = rows.length > 0 ? NarInfo.parse(rows[0]!.text) : undefined
     if (expected === undefined && hashPart !== undefined) {
-      const answer = await this.narInfo(hashPart)
+      const { response: answer } = await this.#resolveNarInfo(hashPart)
       if (answer.kind === 'failed') throw answer.error
       if (answer.kind === 'found') {
         const served = NarInfo.parse(answer.body)
@@ -276,13 +278,7 @@ export class Substituter {
 
   /** Every source said the NAR is absent: its narinfos must not be served for the rest of their TTL. */
   #dropNarInfos (narHash: string, storePath: string): void {
-    let dropped: string[] = []
-    try {
-      dropped = this.#cache.dropByNarHash(narHash)
-    } catch (err) {
-      // A state disk that cannot be written must not turn this 404 into a 500.
-      this.#log.warn({ storePath, narHash, err: (err as Error).message }, 'cannot drop the narinfos of a lost NAR')
-    }
+    const dropped = this.#cache.dropByNarHash(narHash)
     for (const hashPart of dropped) this.#answers.delete(hashPart)
     this.#log.warn({ storePath, narHash, dropped: dropped.length }, 'no source has the NAR any more: its narinfos are dropped from the cache')
   }

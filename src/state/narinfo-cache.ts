@@ -28,9 +28,10 @@ export interface NarInfoCacheInit {
   log?: Logger
   /** Why a stored narinfo may no longer be used, or undefined when it may. */
   check?: (hashPart: string, text: string) => string | undefined
-  /** Entries kept in memory while the database refuses writes. */
-  maxUnsaved?: number
 }
+
+/** Entries kept in memory while the database refuses writes. */
+const MAX_UNSAVED = 10_000
 
 interface Row { hashPart: string, present: boolean, narHash: string | null, text: string | null, upstream: string | null, fetchedAt: number }
 
@@ -41,7 +42,6 @@ export class NarInfoCache {
   readonly #log: Logger
   readonly #check: ((hashPart: string, text: string) => string | undefined) | undefined
   readonly #guard: WriteGuard
-  readonly #maxUnsaved: number
   /** Rows the database refused, by hash part, oldest first. */
   readonly #unsaved = new Map<string, Row>()
   readonly #get: StatementSync
@@ -59,7 +59,6 @@ export class NarInfoCache {
     this.#log = init.log ?? silentLogger()
     this.#check = init.check
     this.#guard = new WriteGuard({ what: 'narinfo cache', log: this.#log, now: this.#now })
-    this.#maxUnsaved = init.maxUnsaved ?? 10_000
     db.exec(`CREATE TABLE IF NOT EXISTS narinfo (
       hash_part  TEXT PRIMARY KEY,
       present    INTEGER NOT NULL,
@@ -126,10 +125,16 @@ export class NarInfoCache {
 
   /**
    * Deletes every positive entry naming this NarHash (nix32), e.g. when no source has the NAR any
-   * more; returns their hash parts.
+   * more, unsaved ones included; returns their hash parts.
    */
   dropByNarHash (narHash: string): string[] {
-    return (this.#dropByNarHash.all(narHash) as Array<{ hash_part: string }>).map(r => r.hash_part)
+    const dropped = new Set<string>()
+    for (const [hashPart, row] of this.#unsaved) {
+      if (row.present && row.narHash === narHash) { this.#unsaved.delete(hashPart); dropped.add(hashPart) }
+    }
+    const stored = this.#guard.run(() => (this.#dropByNarHash.all(narHash) as Array<{ hash_part: string }>).map(r => r.hash_part), [])
+    for (const hashPart of stored) dropped.add(hashPart)
+    return [...dropped]
   }
 
   /** Deletes expired entries; returns how many. */
@@ -155,7 +160,7 @@ export class NarInfoCache {
     this.#unsaved.delete(row.hashPart)
     if (saved) return
     this.#unsaved.set(row.hashPart, row)
-    if (this.#unsaved.size > this.#maxUnsaved) this.#unsaved.delete(this.#unsaved.keys().next().value!)
+    if (this.#unsaved.size > MAX_UNSAVED) this.#unsaved.delete(this.#unsaved.keys().next().value!)
   }
 
   /** Applies `check` to a stored narinfo; one that fails is logged and forgotten. */

@@ -73,7 +73,7 @@ export class WriteGuard {
     try {
       value = operation()
     } catch (err) {
-      this.#failed(err)
+      this.failed(err)
       return fallback
     }
     this.#succeeded()
@@ -88,7 +88,7 @@ export class WriteGuard {
     try {
       return operation()
     } catch (err) {
-      this.#failed(err)
+      this.failed(err)
       return fallback
     }
   }
@@ -99,14 +99,15 @@ export class WriteGuard {
     try {
       value = await operation()
     } catch (err) {
-      this.#failed(err)
+      this.failed(err)
       return fallback
     }
     this.#succeeded()
     return value
   }
 
-  #failed (err: unknown): void {
+  /** A failure caught where the write was made (a stream's): logged as `run` does; anything else is thrown. */
+  failed (err: unknown): void {
     const failure = storageFailure(err)
     if (failure === undefined) throw err
     const now = this.#now()

@@ -13,7 +13,7 @@ import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
 import { makeNixEnv, nixSkip, type NixEnv } from '../helpers/nix.ts'
-import { hashPartOf, readNarInfo } from '../helpers/closure.ts'
+import { copyTo, hashPartOf, readNarInfo, signingKey } from '../helpers/closure.ts'
 import { startCacheServer, type CacheServer } from '../helpers/cache-server.ts'
 import { startNarswarm } from '../helpers/narswarm.ts'
 import { NarInfo } from '../../src/nix/narinfo.ts'
@@ -34,11 +34,10 @@ describe('a CA claim that contradicts the NarHash', { skip: nixSkip() }, () => {
     }
     target = await add('target.txt')
     const other = await add('other.txt')
-    const secretKey = (await nix.run('nix', ['key', 'generate-secret', '--key-name', 'ca-test-1'])).trim()
-    await writeFile(join(nix.dir, 'secret'), secretKey)
-    publicKey = (await nix.run('nix', ['key', 'convert-secret-to-public'], { input: secretKey })).trim()
+    const key = await signingKey(nix)
+    publicKey = key.publicKey
     const [goodDir, hostileDir] = [join(nix.dir, 'good'), join(nix.dir, 'hostile')]
-    await nix.run('nix', ['copy', '--to', `file://${goodDir}?compression=none&secret-key=${join(nix.dir, 'secret')}`, target])
+    await copyTo(nix, { top: target, secretKeyFile: key.secretKeyFile }, goodDir, 'none')
     await nix.run('nix', ['copy', '--to', `file://${hostileDir}?compression=none`, other])
     const real = NarInfo.parse(await readNarInfo(goodDir, target))
     assert.match(real.ca ?? '', /^fixed:r:sha256:/)

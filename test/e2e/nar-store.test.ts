@@ -7,14 +7,14 @@
  */
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { makeNixEnv, nixSkip, type NixEnv } from '../helpers/nix.ts'
-import { buildClosure, copyTo, type Closure } from '../helpers/closure.ts'
+import { buildClosure, copyTo, readNarInfos, type Closure } from '../helpers/closure.ts'
 import { startCacheServer, type CacheServer } from '../helpers/cache-server.ts'
 import { startNarswarm, type NarswarmProcess } from '../helpers/narswarm.ts'
 import { freePort } from '../helpers/net.ts'
-import { NarInfo } from '../../src/nix/narinfo.ts'
+import type { NarInfo } from '../../src/nix/narinfo.ts'
 import { decompress } from '../../src/nix/compression.ts'
 import { openMapper } from '../../src/registry.ts'
 import { silentLogger } from '../../src/log.ts'
@@ -33,8 +33,7 @@ describe('the NAR store and untrusted sources with the real Nix', { skip: nixSki
     closure = await buildClosure(nix, { withBig: false, bigBytes: 1 << 20 })
     cache = join(nix.dir, 'cache')
     await copyTo(nix, closure, cache, 'xz')
-    narinfos = await Promise.all((await readdir(cache)).filter(n => n.endsWith('.narinfo'))
-      .map(async n => NarInfo.parse(await readFile(join(cache, n), 'utf8'))))
+    narinfos = await readNarInfos(cache)
     assert.ok(narinfos.some(n => n.narSize > 512 * 1024) && narinfos.some(n => n.narSize < 512 * 1024))
     upstream = await startCacheServer(cache)
   })

@@ -9,13 +9,13 @@
  */
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { cp, readFile, readdir, writeFile } from 'node:fs/promises'
+import { cp, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { makeNixEnv, nixSkip, type NixEnv } from '../helpers/nix.ts'
-import { buildClosure, copyTo, type Closure } from '../helpers/closure.ts'
+import { buildClosure, copyTo, readNarInfos, type Closure } from '../helpers/closure.ts'
 import { startCacheServer } from '../helpers/cache-server.ts'
 import { startNarswarm } from '../helpers/narswarm.ts'
-import { NarInfo } from '../../src/nix/narinfo.ts'
+import type { NarInfo } from '../../src/nix/narinfo.ts'
 import { openMapper } from '../../src/registry.ts'
 import { silentLogger } from '../../src/log.ts'
 import { freePort } from '../helpers/net.ts'
@@ -37,8 +37,7 @@ describe('substitution through mappers and backends', { skip: nixSkip() }, () =>
     closure = await buildClosure(nix, { withBig: false })
     cache = join(nix.dir, 'cache')
     await copyTo(nix, closure, cache, 'zstd')
-    narinfos = await Promise.all((await readdir(cache)).filter(n => n.endsWith('.narinfo'))
-      .map(async n => NarInfo.parse(await readFile(join(cache, n), 'utf8'))))
+    narinfos = await readNarInfos(cache)
     assert.equal(narinfos.length, closure.paths.length)
     deadUpstream = `http://127.0.0.1:${await freePort()}?trusted-public-keys=${closure.publicKey}`
   })

@@ -6,8 +6,9 @@
  * `nix copy --to file://…`, signed with a key made here.
  */
 import { randomBytes } from 'node:crypto'
-import { readFile, writeFile } from 'node:fs/promises'
+import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { NarInfo } from '../../src/nix/narinfo.ts'
 import type { NixEnv } from './nix.ts'
 
 export interface Closure {
@@ -73,7 +74,8 @@ export async function buildClosure (nix: NixEnv, opts: { withBig?: boolean, bigB
   return { top, tree, big, note, paths, ...await signingKey(nix, nonce) }
 }
 
-async function signingKey (nix: NixEnv, nonce: string): Promise<{ secretKeyFile: string, publicKey: string, secretKey: string }> {
+/** A new signing key made by the real Nix, its secret in a file in the Nix environment. */
+export async function signingKey (nix: NixEnv, nonce = randomBytes(8).toString('hex')): Promise<{ secretKeyFile: string, publicKey: string, secretKey: string }> {
   const secretKeyFile = join(nix.dir, 'cache.secret')
   const secretKey = (await nix.run('nix', ['key', 'generate-secret', '--key-name', `narswarm-test-${nonce}`])).trim()
   await writeFile(secretKeyFile, secretKey)
@@ -130,6 +132,12 @@ export async function copyTo (nix: NixEnv, closure: Pick<Closure, 'top' | 'secre
 /** The narinfo Nix wrote for a store path into cache `dir`. */
 export async function readNarInfo (dir: string, storePath: string): Promise<string> {
   return await readFile(join(dir, `${hashPartOf(storePath)}.narinfo`), 'utf8')
+}
+
+/** Every narinfo Nix wrote into cache `dir`, parsed. */
+export async function readNarInfos (dir: string): Promise<NarInfo[]> {
+  const names = (await readdir(dir)).filter(n => n.endsWith('.narinfo'))
+  return await Promise.all(names.map(async n => NarInfo.parse(await readFile(join(dir, n), 'utf8'))))
 }
 
 export function hashPartOf (storePath: string): string {

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { NarFetch, type NarFetchContext, type NarFetchSources } from '../../src/server/nar-fetch.ts'
 import { clearSpoolDir } from '../../src/server/spool.ts'
+import { StorageError } from '../../src/errors.ts'
 import { SourceScores } from '../../src/backend/scores.ts'
 import { SourceHealth } from '../../src/upstream/health.ts'
 import { NixHash } from '../../src/nix/hash.ts'
@@ -158,5 +159,18 @@ describe('the shared NAR fetch', () => {
     assert.ok((await readAll(range!.body)).equals(nar.subarray(600_000, 900_001)))
     await fetch.done
     assert.equal(store.manifest(identity.narHash), undefined)
+  })
+
+  test('a spool that cannot be created: the fetch fails with the storage error, not as its sources', async () => {
+    const ctx = await context()
+    const failures: string[] = []
+    const next = source('next', nar)
+    const fetch = new NarFetch(identity, sources([], [source('upstream', nar), next]), {
+      ...ctx, spoolDir: `${ctx.spoolDir}/missing`, storageFailed: (_, where) => failures.push(where)
+    })
+    const reader = await fetch.open(0, nar.length)
+    await assert.rejects(readAll(reader!.body), (err: Error) => err instanceof StorageError)
+    assert.deepEqual(failures, ['spool'])
+    assert.equal(next.opens, 0, 'no other source is opened only to fail the same way')
   })
 })

@@ -150,6 +150,8 @@ describe('serving NARs', () => {
       const res = await fetch(`${b.url}${url}`)
       assert.equal(res.status, 200)
       assert.equal(sha(new Uint8Array(await res.arrayBuffer())), sha(other.nar))
+      const metrics = await (await fetch(`${b.url}/metrics`)).text()
+      assert.doesNotMatch(metrics, /^narswarm_narinfo_requests_total\{[^}]*\} [1-9]/m, 'finding the path again is no narinfo request')
       assert.equal((await fetch(`${b.url}${badHash}`)).status, 404, 'a hash part whose narinfo names another NarHash')
       assert.equal((await fetch(`${b.url}${badHash.replace(/\?.*/, '')}`)).status, 404, 'the bare URL of an unknown NAR')
     } finally {
@@ -170,7 +172,7 @@ describe('serving NARs', () => {
           assert.equal(res.status, 200)
           assert.equal(sha(new Uint8Array(await res.arrayBuffer())), sha(big.nar))
         }
-        await n.waitForLog(l => l.msg.startsWith('local storage failing') && /ENOSPC|no space/i.test(String(l.err)))
+        await n.waitForLog(l => l.msg.startsWith('state write') && /^(NAR spool|chunk store)$/.test(String(l.state)) && /ENOSPC|no space/i.test(String(l.err)))
       } finally {
         await n.stop()
       }
