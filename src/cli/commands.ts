@@ -49,8 +49,6 @@ export interface Command {
   run: (argv: string[]) => Promise<number>
 }
 
-export { VERSION }
-
 export const COMMANDS: Command[] = [
   { name: 'serve', usage: '[options]', summary: 'run the substituter (the default command: `narswarm --listen X` is `narswarm serve --listen X`)', options: SERVE_OPTIONS, run: serveCommand },
   { name: 'publish', usage: '[options] [PATHS…]', summary: 'put store paths into the backends and record them, signed, in the index', description: PUBLISH_DESCRIPTION, options: PUBLISH_OPTIONS, run: publishCommand },
