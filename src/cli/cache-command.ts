@@ -46,25 +46,13 @@ export const CACHE_SUBCOMMANDS: Record<string, Subcommand> = {
   clear: { usage: '', summary: "delete everything the store holds (stop 'narswarm serve' first)", options: COMMON }
 }
 
-export const CACHE_COMMANDS = Object.keys(CACHE_SUBCOMMANDS)
+const CACHE_COMMANDS = Object.keys(CACHE_SUBCOMMANDS)
 
-const CACHE_USAGE = `Usage: narswarm cache COMMAND [options]
-
-The chunk store: every NAR narswarm verified, kept as deduplicated chunks (docs/chunk-store.md).
-
-Commands:
-${Object.entries(CACHE_SUBCOMMANDS).map(([name, c]) => `  ${`${name} ${c.usage}`.padEnd(34)}${c.summary}`).join('\n')}
-
-'narswarm cache COMMAND --help' lists a command's options.
-`
+export const CACHE_DESCRIPTION = 'The chunk store: every NAR narswarm verified, kept as deduplicated chunks (docs/chunk-store.md).'
 
 export async function cacheCommand (argv: string[]): Promise<number> {
   const [sub, ...rest] = argv
   if (sub === undefined) throw new UsageError(`cache: name a command: ${CACHE_COMMANDS.join(', ')}`)
-  if (sub === 'help' || sub === '--help' || sub === '-h') {
-    process.stdout.write(CACHE_USAGE)
-    return 0
-  }
   const spec = CACHE_SUBCOMMANDS[sub]
   if (spec === undefined) throw new UsageError(`cache: unknown command '${sub}'${didYouMean(sub, CACHE_COMMANDS)}; 'narswarm cache help' lists them`)
   const parsed = parseCommandLine(`cache ${sub}`, rest, spec.options ?? {}, Infinity)

@@ -23,7 +23,7 @@ import { INDEX_SUBCOMMANDS, indexCommand } from './index-command.ts'
 import { KEYS_SUBCOMMANDS, keysCommand } from './keys.ts'
 import { PUBLISH_DESCRIPTION, PUBLISH_OPTIONS, publishCommand } from './publish.ts'
 import { SERVE_OPTIONS, serveCommand } from './serve-command.ts'
-import { CACHE_COMMANDS, cacheCommand } from './cache-command.ts'
+import { CACHE_DESCRIPTION, CACHE_SUBCOMMANDS, cacheCommand } from './cache-command.ts'
 import { peersCommand } from './peers-command.ts'
 import { VERSION } from './version.ts'
 import { UsageError } from '../errors.ts'
@@ -54,7 +54,7 @@ export const COMMANDS: Command[] = [
   { name: 'publish', usage: '[options] [PATHS…]', summary: 'put store paths into the backends and record them, signed, in the index', description: PUBLISH_DESCRIPTION, options: PUBLISH_OPTIONS, run: publishCommand },
   { name: 'keys', usage: 'generate|public …', summary: 'Nix-compatible signing keys', subcommands: KEYS_SUBCOMMANDS, run: keysCommand },
   { name: 'index', usage: 'export|import DIR', summary: 'the index as static files with a signed manifest, and back', subcommands: INDEX_SUBCOMMANDS, run: indexCommand },
-  { name: 'cache', usage: `${CACHE_COMMANDS.join('|')} [options]`, summary: "the chunk store: figures, re-hashing, eviction, pins, pre-seeding ('narswarm cache help')", subcommands: Object.fromEntries(CACHE_COMMANDS.map(c => [c, { usage: '', summary: '' }])), run: cacheCommand },
+  { name: 'cache', usage: `${Object.keys(CACHE_SUBCOMMANDS).join('|')} [options]`, summary: "the chunk store: figures, re-hashing, eviction, pins, pre-seeding ('narswarm cache help')", description: CACHE_DESCRIPTION, subcommands: CACHE_SUBCOMMANDS, run: cacheCommand },
   { name: 'peers', usage: '[--json] [--url URL]', summary: 'the LAN peers the running node knows: origin, score, what each served', run: peersCommand },
   { name: 'completion', usage: 'bash|zsh', summary: 'print a shell completion script (e.g. `source <(narswarm completion bash)`)', run: completionCommand },
   { name: 'help', usage: '[COMMAND]', summary: 'show this text, or a command\'s options', run: helpCommand },

@@ -7,6 +7,7 @@ import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { parseCommandLine } from '../../src/cli/args.ts'
+import { CACHE_SUBCOMMANDS } from '../../src/cli/cache-command.ts'
 import { COMMANDS } from '../../src/cli/commands.ts'
 import { completionScript } from '../../src/cli/completion.ts'
 import { LIST_SETTINGS, loadConfig, SETTINGS } from '../../src/cli/config.ts'
@@ -102,5 +103,12 @@ describe('command line', () => {
     const help = await runNarswarm(['publish', '--help'])
     assert.equal(help.code, 0)
     assert.match(help.stdout, /--paths-from FILE {2,}read store paths from FILE/)
+    // `help` in place of a subcommand is `--help`, read from the same table.
+    const cacheHelp = await runNarswarm(['cache', 'help'])
+    assert.equal(cacheHelp.code, 0)
+    for (const sub of Object.keys(CACHE_SUBCOMMANDS)) assert.match(cacheHelp.stdout, new RegExp(`^narswarm cache ${sub}\\b`, 'm'))
+    const importHelp = await runNarswarm(['cache', 'help', 'import'])
+    assert.equal(importHelp.code, 0)
+    assert.match(importHelp.stdout, /^Usage: narswarm cache import .*\n[^]*--trusted-public-keys KEY/)
   })
 })
