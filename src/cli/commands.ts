@@ -24,7 +24,7 @@ import { KEYS_SUBCOMMANDS, keysCommand } from './keys.ts'
 import { PUBLISH_DESCRIPTION, PUBLISH_OPTIONS, publishCommand } from './publish.ts'
 import { SERVE_OPTIONS, serveCommand } from './serve-command.ts'
 import { CACHE_DESCRIPTION, CACHE_SUBCOMMANDS, cacheCommand } from './cache-command.ts'
-import { peersCommand } from './peers-command.ts'
+import { PEERS_DESCRIPTION, PEERS_OPTIONS, peersCommand } from './peers-command.ts'
 import { VERSION } from './version.ts'
 import { UsageError } from '../errors.ts'
 import { mainHelp, commandHelp } from './help.ts'
@@ -55,7 +55,7 @@ export const COMMANDS: Command[] = [
   { name: 'keys', usage: 'generate|public …', summary: 'Nix-compatible signing keys', subcommands: KEYS_SUBCOMMANDS, run: keysCommand },
   { name: 'index', usage: 'export|import DIR', summary: 'the index as static files with a signed manifest, and back', subcommands: INDEX_SUBCOMMANDS, run: indexCommand },
   { name: 'cache', usage: `${Object.keys(CACHE_SUBCOMMANDS).join('|')} [options]`, summary: "the chunk store: figures, re-hashing, eviction, pins, pre-seeding ('narswarm cache help')", description: CACHE_DESCRIPTION, subcommands: CACHE_SUBCOMMANDS, run: cacheCommand },
-  { name: 'peers', usage: '[--json] [--url URL]', summary: 'the LAN peers the running node knows: origin, score, what each served', run: peersCommand },
+  { name: 'peers', usage: '[--json] [--url URL]', summary: 'the LAN peers the running node knows: origin, score, what each served', description: PEERS_DESCRIPTION, options: PEERS_OPTIONS, run: peersCommand },
   { name: 'completion', usage: 'bash|zsh', summary: 'print a shell completion script (e.g. `source <(narswarm completion bash)`)', run: completionCommand },
   { name: 'help', usage: '[COMMAND]', summary: 'show this text, or a command\'s options', run: helpCommand },
   { name: 'version', usage: '', summary: 'print the version', run: async () => { process.stdout.write(`${VERSION}\n`); return 0 } }

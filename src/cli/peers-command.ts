@@ -3,31 +3,22 @@
  * `listen` setting) for the LAN peers it knows, and lists them best first with their scores and
  * what each served; `--json` prints the node's answer as it is.
  */
-import { parseArgs } from 'node:util'
-import { UsageError } from '../errors.ts'
 import { PEERS } from '../server/app.ts'
 import type { SwarmStatus } from '../peer/swarm.ts'
-import { loadConfig } from './config.ts'
+import { parseCommandLine, str, type OptionTable } from './args.ts'
+import { loadConfig, settingFlags, settingOptions } from './config.ts'
 
-const USAGE = `Usage: narswarm peers [--url http://127.0.0.1:37515] [--json]
+export const PEERS_DESCRIPTION = 'Lists the LAN peers the running narswarm knows: where they came from (static or discovered), their score (higher is better), latency, failures, and what each served this node.'
 
-Lists the LAN peers the running narswarm knows: where they came from (static or discovered),
-their score (higher is better), latency, failures, and what each served this node.
-`
+export const PEERS_OPTIONS: OptionTable = {
+  url: { type: 'string', value: 'URL', help: "the node's substituter address", default: "from the 'listen' setting" },
+  json: { type: 'boolean', help: "print the node's answer as it is" },
+  ...settingOptions(['config'])
+}
 
 export async function peersCommand (argv: string[]): Promise<number> {
-  let values: { url?: string, json?: boolean, help?: boolean, config?: string }
-  try {
-    values = parseArgs({ args: argv, options: { url: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, config: { type: 'string' } }, strict: true }).values
-  } catch (err) {
-    throw new UsageError(`peers: ${(err as Error).message}; 'narswarm peers --help' shows the options`)
-  }
-  if (values.help === true) { process.stdout.write(USAGE); return 0 }
-  let base = values.url
-  if (base === undefined) {
-    const { host, port } = loadConfig({ flags: { config: values.config }, env: process.env }).listen
-    base = `http://${host === '0.0.0.0' || host === '' ? '127.0.0.1' : host === '::' ? '[::1]' : host.includes(':') ? `[${host}]` : host}:${port}`
-  }
+  const { values } = parseCommandLine('peers', argv, PEERS_OPTIONS)
+  const base = str(values, 'url') ?? nodeUrl(loadConfig({ flags: settingFlags(values, ['config']), env: process.env }).listen)
   let status: SwarmStatus
   try {
     const response = await fetch(new URL(PEERS, base), { signal: AbortSignal.timeout(5_000) })
@@ -68,6 +59,12 @@ export function formatStatus (s: SwarmStatus): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map(r => r[i]!.length)))
   lines.push('', ...rows.map(r => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()))
   return `${lines.join('\n')}\n`
+}
+
+/** Where a client on this machine reaches a listener bound to `host:port`. */
+function nodeUrl ({ host, port }: { host: string, port: number }): string {
+  const reachable = host === '0.0.0.0' || host === '' ? '127.0.0.1' : host === '::' ? '::1' : host
+  return `http://${reachable.includes(':') ? `[${reachable}]` : reachable}:${port}`
 }
 
 function mib (bytes: number): string {

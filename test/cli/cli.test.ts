@@ -88,6 +88,7 @@ describe('command line', () => {
       [['pubish'], /^narswarm: unknown command 'pubish' \(did you mean 'publish'\?\)/],
       [['keys', 'generate', '--nmae', 'x'], /^narswarm: keys generate: unknown option '--nmae' \(did you mean '--name'\?\)\n$/],
       [['index', 'export', '--sign-kye', 'k', 'dir'], /did you mean '--sign-key'/],
+      [['peers', '--jsn'], /^narswarm: peers: unknown option '--jsn' \(did you mean '--json'\?\)\n$/],
       [['publish', '--narinfo-only', '/nix/store/x'], /^narswarm: publish: --narinfo-only needs --from-cache/]
     ]
     for (const [args, message] of cases) {
