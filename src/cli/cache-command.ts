@@ -14,6 +14,7 @@ import { NarInfo } from '../nix/narinfo.ts'
 import { parseStorePath, STORE_DIR } from '../nix/store-path.ts'
 import { queryPathInfos } from '../publish/path-info.ts'
 import { NarInfoCache } from '../state/narinfo-cache.ts'
+import { formatBytes } from '../util/bytes.ts'
 import { openDatabase } from '../util/sqlite.ts'
 import { loadConfig, settingFlags, type Config } from './config.ts'
 import { didYouMean, parseCommandLine, type OptionTable } from './args.ts'
@@ -140,15 +141,6 @@ function printStats (store: LocalChunkStore): void {
     ['chunker', store.cdcId]
   ]
   for (const [k, v] of rows) process.stdout.write(`${k.padEnd(15)} ${v}\n`)
-}
-
-export function formatBytes (n: number): string {
-  if (n < 1024) return `${n} B`
-  const units = ['KiB', 'MiB', 'GiB', 'TiB']
-  let v = n / 1024
-  let i = 0
-  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++ }
-  return `${v.toFixed(1)} ${units[i]}`
 }
 
 /** Pins or unpins the NARs of store paths (and their closures). */

@@ -5,6 +5,7 @@
  */
 import { PEERS } from '../server/app.ts'
 import type { SwarmStatus } from '../peer/swarm.ts'
+import { formatBytes } from '../util/bytes.ts'
 import { parseCommandLine, str, type OptionTable } from './args.ts'
 import { loadConfig, settingFlags, settingOptions } from './config.ts'
 
@@ -42,7 +43,7 @@ export function formatStatus (s: SwarmStatus): string {
     `node ${s.nodeId}  chunker ${s.cdcId}`,
     `peer listener ${s.listener ?? 'off'}  discovery ${s.discovery}  group key ${s.groupKey ? 'on' : 'off'}`
   ]
-  if (s.uploaded !== null) lines.push(`served to peers: ${s.uploaded.nars} manifests, ${s.uploaded.chunks} chunks, ${mib(s.uploaded.bytes)} (${s.uploaded.refused} requests refused)`)
+  if (s.uploaded !== null) lines.push(`served to peers: ${s.uploaded.nars} manifests, ${s.uploaded.chunks} chunks, ${formatBytes(s.uploaded.bytes)} (${s.uploaded.refused} requests refused)`)
   if (s.peers.length === 0) {
     lines.push('', 'no peers known')
     return `${lines.join('\n')}\n`
@@ -52,7 +53,7 @@ export function formatStatus (s: SwarmStatus): string {
   for (const p of s.peers) {
     rows.push([
       p.url, p.origin, String(p.score), p.latency === undefined ? '-' : `${p.latency} ms`, String(p.failures), String(p.integrityFailures),
-      String(p.served.nars), String(p.served.chunks), mib(p.served.bytes),
+      String(p.served.nars), String(p.served.chunks), formatBytes(p.served.bytes),
       p.coolingUntil > now ? `cooling ${Math.ceil((p.coolingUntil - now) / 1000)} s${p.lastError === undefined ? '' : ` (${p.lastError.slice(0, 60)})`}` : 'ok'
     ])
   }
@@ -65,8 +66,4 @@ export function formatStatus (s: SwarmStatus): string {
 function nodeUrl ({ host, port }: { host: string, port: number }): string {
   const reachable = host === '0.0.0.0' || host === '' ? '127.0.0.1' : host === '::' ? '::1' : host
   return `http://${reachable.includes(':') ? `[${reachable}]` : reachable}:${port}`
-}
-
-function mib (bytes: number): string {
-  return `${(bytes / 1048576).toFixed(1)} MiB`
 }
