@@ -11,7 +11,7 @@ import { importFromCache, importFromLocalStore, type ImportReport } from '../chu
 import { clearChunkStore, LocalChunkStore } from '../chunk/store.ts'
 import { NixHash } from '../nix/hash.ts'
 import { NarInfo } from '../nix/narinfo.ts'
-import { parseStorePath, STORE_DIR } from '../nix/store-path.ts'
+import { parseStorePath, STORE_DIR, toStorePath } from '../nix/store-path.ts'
 import { queryPathInfos } from '../publish/path-info.ts'
 import { NarInfoCache } from '../state/narinfo-cache.ts'
 import { formatBytes } from '../util/bytes.ts'
@@ -145,7 +145,7 @@ function printStats (store: LocalChunkStore): void {
 
 /** Pins or unpins the NARs of store paths (and their closures). */
 async function pin (store: LocalChunkStore, narInfos: NarInfoCache, paths: string[], pinned: boolean, closure: boolean): Promise<number> {
-  const roots = paths.map(p => parseStorePath(p.split('/').slice(0, 4).join('/')).path)
+  const roots = paths.map(p => parseStorePath(toStorePath(p)).path)
   const all = closure ? await closureOf(roots, narInfos) : roots
   let missing = 0
   for (const path of all) {

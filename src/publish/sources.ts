@@ -9,7 +9,7 @@ import { decompress } from '../nix/compression.ts'
 import { dumpPath } from '../nix/nar/dump.ts'
 import type { NarInfo } from '../nix/narinfo.ts'
 import { fingerprint, narInfoFingerprint, trustedKeyMap, verifySignature, type PublicKey } from '../nix/signature.ts'
-import { isHashPart, parseStorePath, parseStorePathOrBaseName } from '../nix/store-path.ts'
+import { isHashPart, parseStorePath, parseStorePathOrBaseName, toStorePath } from '../nix/store-path.ts'
 import type { BinaryCache } from './binary-cache.ts'
 import type { CacheWalk } from './cache-walk.ts'
 import { queryPathInfos, referencesFirst, type PathInfo } from './path-info.ts'
@@ -29,7 +29,7 @@ export async function * fromLocalStore (paths: readonly string[], options: { clo
   for (const p of paths) {
     try {
       // A path inside a store path (…/bin/hello) names the store path, as in Nix.
-      wanted.push(parseStorePath(p.split('/').slice(0, 4).join('/')).path)
+      wanted.push(parseStorePath(toStorePath(p)).path)
     } catch (err) {
       yield { failed: { path: p, reason: (err as Error).message } }
     }
@@ -67,7 +67,7 @@ export interface CacheOptions {
 
 /** A store path (or a path inside one), base name or hash part as a hash part; a FormatError when it is none. */
 export function hashPartOf (path: string): string {
-  return isHashPart(path) ? path : parseStorePathOrBaseName(path.split('/').slice(0, 4).join('/')).hashPart
+  return isHashPart(path) ? path : parseStorePathOrBaseName(toStorePath(path)).hashPart
 }
 
 /**
