@@ -16,15 +16,11 @@ import { queryPathInfos } from '../publish/path-info.ts'
 import { NarInfoCache } from '../state/narinfo-cache.ts'
 import { formatBytes } from '../util/bytes.ts'
 import { openDatabase } from '../util/sqlite.ts'
-import { loadConfig, settingFlags, type Config } from './config.ts'
+import { loadConfig, settingFlags, settingOptions, type Config } from './config.ts'
 import { didYouMean, parseCommandLine, type OptionTable } from './args.ts'
 import type { Subcommand } from './commands.ts'
 
-const COMMON: OptionTable = {
-  config: { type: 'string', value: 'FILE', help: 'TOML configuration file, as for serve' },
-  'state-dir': { type: 'string', value: 'DIR', help: 'the state directory, as for serve' },
-  'cache-size': { type: 'string', value: 'SIZE', help: 'the cap, as for serve' }
-}
+const COMMON = settingOptions(['config', 'state-dir', 'cache-size'])
 const CLOSURE: OptionTable = { closure: { type: 'boolean', help: "the paths' closures too" } }
 
 /** The subcommands, their summaries and options: the help, the completion and the parser read this. */
@@ -40,7 +36,7 @@ export const CACHE_SUBCOMMANDS: Record<string, Subcommand> = {
     options: {
       ...CLOSURE,
       local: { type: 'boolean', help: 'the paths come from the local Nix store' },
-      'trusted-public-keys': { type: 'string', multiple: true, value: 'KEY', help: "keys a cache's narinfos must be signed by (default: the upstreams')" },
+      'trusted-public-keys': { ...settingOptions(['trusted-public-keys'])['trusted-public-keys']!, help: "keys a cache's narinfos must be signed by" },
       ...COMMON
     }
   },
