@@ -17,24 +17,25 @@ import { NarInfoCache } from '../state/narinfo-cache.ts'
 import { formatBytes } from '../util/bytes.ts'
 import { openDatabase } from '../util/sqlite.ts'
 import { loadConfig, settingFlags, settingOptions, type Config } from './config.ts'
-import { didYouMean, parseCommandLine, type OptionTable } from './args.ts'
+import { didYouMean, list, parseCommandLine, type OptionTable } from './args.ts'
+import { PATHS_FROM_OPTION, readPathList } from './paths.ts'
 import type { Subcommand } from './commands.ts'
 
 const COMMON = settingOptions(['config', 'state-dir', 'cache-size'])
-const CLOSURE: OptionTable = { closure: { type: 'boolean', help: "the paths' closures too" } }
+const PATHS: OptionTable = { closure: { type: 'boolean', help: "the paths' closures too" }, 'paths-from': PATHS_FROM_OPTION }
 
 /** The subcommands, their summaries and options: the help, the completion and the parser read this. */
 export const CACHE_SUBCOMMANDS: Record<string, Subcommand> = {
   stats: { usage: '', summary: 'NARs, chunks, bytes (logical and on disk), dedup ratio, hit rate', options: COMMON },
   verify: { usage: '', summary: 're-hash every chunk; drop bad chunks and the NARs that need them', options: COMMON },
   gc: { usage: '', summary: 'evict down to cache-size, remove leftovers (temporary files, chunks no NAR uses)', options: COMMON },
-  pin: { usage: 'PATH…', summary: "keep these store paths' NARs whatever the cap", options: { ...CLOSURE, ...COMMON } },
-  unpin: { usage: 'PATH…', summary: 'make them evictable again', options: { ...CLOSURE, ...COMMON } },
+  pin: { usage: 'PATH…', summary: "keep these store paths' NARs whatever the cap", options: { ...PATHS, ...COMMON } },
+  unpin: { usage: 'PATH…', summary: 'make them evictable again', options: { ...PATHS, ...COMMON } },
   import: {
     usage: 'SOURCE [PATH…] | --local PATH…',
     summary: "pre-seed the store: SOURCE is a binary cache (file:///dir, a directory written by 'nix copy --to file://…', or https://…) whose narinfos must be signed by a trusted key; PATHs (default: all of a directory cache) are taken from it. With --local, PATHs of the local Nix store.",
     options: {
-      ...CLOSURE,
+      ...PATHS,
       local: { type: 'boolean', help: 'the paths come from the local Nix store' },
       'trusted-public-keys': { ...settingOptions(['trusted-public-keys'])['trusted-public-keys']!, help: "keys a cache's narinfos must be signed by" },
       ...COMMON
@@ -56,9 +57,11 @@ export async function cacheCommand (argv: string[]): Promise<number> {
   const { values: flags, positionals } = parsed
   const takesPaths = sub === 'pin' || sub === 'unpin' || sub === 'import'
   if (!takesPaths && positionals.length > 0) return usage(sub, `takes no arguments, got '${positionals[0]}'`)
-  if ((sub === 'pin' || sub === 'unpin') && positionals.length === 0) return usage(sub, 'needs at least one store path')
-  if (sub === 'import' && flags.local !== true && positionals.length === 0) return usage(sub, 'needs a binary cache (file:///dir, a directory or https://…), or --local PATH…')
-  if (sub === 'import' && flags.local === true && positionals.length === 0) return usage(sub, '--local needs at least one store path')
+  const fromCache = sub === 'import' && flags.local !== true
+  if (fromCache && positionals.length === 0) return usage(sub, 'needs a binary cache (file:///dir, a directory or https://…), or --local PATH…')
+  const paths = takesPaths ? await readPathList(fromCache ? positionals.slice(1) : positionals, list(flags, 'paths-from')) : []
+  if ((sub === 'pin' || sub === 'unpin') && paths.length === 0) return usage(sub, 'needs at least one store path')
+  if (sub === 'import' && flags.local === true && paths.length === 0) return usage(sub, '--local needs at least one store path')
 
   let config: Config
   try {
@@ -92,12 +95,12 @@ export async function cacheCommand (argv: string[]): Promise<number> {
         return 0
       }
       case 'pin':
-      case 'unpin': return await pin(store, narInfos, positionals, sub === 'pin', flags.closure === true)
+      case 'unpin': return await pin(store, narInfos, paths, sub === 'pin', flags.closure === true)
       case 'import': {
         const options = { closure: flags.closure === true, trustedKeys: config.trustedPublicKeys, onPath: (path: string, outcome: string) => { process.stdout.write(`${outcome} ${path}\n`) } }
         const r: ImportReport = flags.local === true
-          ? await importFromLocalStore(store, positionals, options)
-          : await importFromCache(store, narInfos, cacheSpec(positionals[0]!), positionals.slice(1), options)
+          ? await importFromLocalStore(store, paths, options)
+          : await importFromCache(store, narInfos, cacheSpec(positionals[0]!), paths, options)
         for (const f of r.failed) process.stdout.write(`failed ${f.path}: ${f.reason}\n`)
         process.stdout.write(`imported ${r.imported} NARs (${formatBytes(r.bytes)}), ${r.present} already present, ${r.failed.length} failed\n`)
         return r.failed.length === 0 ? 0 : 1

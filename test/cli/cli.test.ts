@@ -14,6 +14,7 @@ import { LIST_SETTINGS, loadConfig, SETTINGS } from '../../src/cli/config.ts'
 import { mainHelp } from '../../src/cli/help.ts'
 import { pluginSummaries } from '../../src/registry.ts'
 import { runNarswarm } from '../helpers/narswarm.ts'
+import { tempDir } from '../helpers/temp.ts'
 
 const usage = (fn: () => unknown, message: RegExp): void => {
   assert.throws(fn, (err: Error) => err.name === 'UsageError' && message.test(err.message) && !err.message.includes('\n'), String(message))
@@ -111,5 +112,14 @@ describe('command line', () => {
     const importHelp = await runNarswarm(['cache', 'help', 'import'])
     assert.equal(importHelp.code, 0)
     assert.match(importHelp.stdout, /^Usage: narswarm cache import .*\n[^]*--trusted-public-keys KEY/)
+    // `cache pin` takes its paths from --paths-from too (an empty store has none of them).
+    const { writeFile } = await import('node:fs/promises')
+    const { join } = await import('node:path')
+    const dir = tempDir()
+    const missing = '/nix/store/00000000000000000000000000000000-absent'
+    await writeFile(join(dir, 'paths'), `# to keep\n${missing}/bin/tool\n`)
+    const pin = await runNarswarm(['cache', 'pin', '--paths-from', join(dir, 'paths'), '--state-dir', join(dir, 'state')])
+    assert.equal(pin.code, 1, pin.stderr)
+    assert.match(pin.stdout, new RegExp(`^not in the chunk store: ${missing}$[^]*^pinned 0 of 1 paths$`, 'm'))
   })
 })
