@@ -12,8 +12,9 @@
  *
  * Inside, parse with `parseCommandLine('cache pin', argv, OPTIONS, maxPositionals)` from
  * `args.ts`: it throws a UsageError (one line, exit 2, with "did you mean") for anything wrong.
- * `--help` never reaches `run`: main prints the help from this table. A command that takes store
- * paths offers `--paths-from FILE` (`-` for standard input) through `readPathList` (paths.ts).
+ * `--help`, and `help` in place of a subcommand, never reach `run`: main prints the help from this
+ * table. A command that takes store paths offers `--paths-from FILE` (`-` for standard input)
+ * through `readPathList` (paths.ts).
  * Throw UsageError for a wrong command line, ConfigError for a wrong setting; main prints either
  * as one line.
  */
