@@ -16,7 +16,7 @@
  * The command runs as a child process, exactly as a user runs it; wall time includes its start.
  */
 import { createHash, randomBytes } from 'node:crypto'
-import { createReadStream, writeFileSync, mkdirSync, chmodSync, readdirSync, readFileSync } from 'node:fs'
+import { createReadStream, writeFileSync, mkdirSync, chmodSync, readdirSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
@@ -29,6 +29,7 @@ import { compress } from '../src/nix/compression.ts'
 import { makeEntry, writeSignedCache } from '../test/helpers/signed-cache.ts'
 import { fmt, median, MiB, table } from './lib/measure.ts'
 import { startNginx } from './lib/nginx.ts'
+import { procStatusKb } from './lib/narswarm.ts'
 import { intEnv, makeTempDir, runBench } from './lib/procs.ts'
 
 const PATHS = intEnv('BENCH_PATHS', 10_000)
@@ -51,8 +52,7 @@ async function narswarm (args: string[]): Promise<Run> {
   let firstProgress: number | undefined
   let peakKiB = 0
   const poll = setInterval(() => {
-    const m = /VmHWM:\s+(\d+) kB/.exec((() => { try { return readFileSync(`/proc/${child.pid}/status`, 'utf8') } catch { return '' } })())
-    if (m !== null) peakKiB = Math.max(peakKiB, Number(m[1]))
+    peakKiB = Math.max(peakKiB, procStatusKb(child.pid!, 'VmHWM') ?? 0)
   }, 100)
   child.stdout.setEncoding('utf8').on('data', (s: string) => { stdout += s })
   child.stderr.setEncoding('utf8').on('data', (s: string) => {

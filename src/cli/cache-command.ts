@@ -14,66 +14,54 @@ import { NarInfo } from '../nix/narinfo.ts'
 import { parseStorePath, STORE_DIR } from '../nix/store-path.ts'
 import { queryPathInfos, storePathOf } from '../publish/path-info.ts'
 import { NarInfoCache } from '../state/narinfo-cache.ts'
+import { formatBytes } from '../util/bytes.ts'
 import { openDatabase } from '../util/sqlite.ts'
-import { loadConfig, settingFlags, type Config } from './config.ts'
-import { didYouMean, parseCommandLine, type OptionTable } from './args.ts'
+import { loadConfig, settingFlags, settingOptions, type Config } from './config.ts'
+import { didYouMean, list, parseCommandLine, type OptionTable } from './args.ts'
+import { PATHS_FROM_OPTION, readPathList } from './paths.ts'
 import type { Subcommand } from './commands.ts'
 
-const COMMON: OptionTable = {
-  config: { type: 'string', value: 'FILE', help: 'TOML configuration file, as for serve' },
-  'state-dir': { type: 'string', value: 'DIR', help: 'the state directory, as for serve' },
-  'cache-size': { type: 'string', value: 'SIZE', help: 'the cap, as for serve' }
-}
-const CLOSURE: OptionTable = { closure: { type: 'boolean', help: "the paths' closures too" } }
+const COMMON = settingOptions(['config', 'state-dir', 'cache-size'])
+const PATHS: OptionTable = { closure: { type: 'boolean', help: "the paths' closures too" }, 'paths-from': PATHS_FROM_OPTION }
 
 /** The subcommands, their summaries and options: the help, the completion and the parser read this. */
 export const CACHE_SUBCOMMANDS: Record<string, Subcommand> = {
   stats: { usage: '', summary: 'NARs, chunks, bytes (logical and on disk), dedup ratio, hit rate', options: COMMON },
   verify: { usage: '', summary: 're-hash every chunk; drop bad chunks and the NARs that need them', options: COMMON },
   gc: { usage: '', summary: 'evict down to cache-size, remove leftovers (temporary files, chunks no NAR uses)', options: COMMON },
-  pin: { usage: 'PATH…', summary: "keep these store paths' NARs whatever the cap", options: { ...CLOSURE, ...COMMON } },
-  unpin: { usage: 'PATH…', summary: 'make them evictable again', options: { ...CLOSURE, ...COMMON } },
+  pin: { usage: 'PATH…', summary: "keep these store paths' NARs whatever the cap", options: { ...PATHS, ...COMMON } },
+  unpin: { usage: 'PATH…', summary: 'make them evictable again', options: { ...PATHS, ...COMMON } },
   import: {
     usage: 'SOURCE [PATH…] | --local PATH…',
     summary: "pre-seed the store: SOURCE is a binary cache (file:///dir, a directory written by 'nix copy --to file://…', or https://…) whose narinfos must be signed by a trusted key; PATHs (default: all of a directory cache) are taken from it. With --local, PATHs of the local Nix store.",
     options: {
-      ...CLOSURE,
+      ...PATHS,
       local: { type: 'boolean', help: 'the paths come from the local Nix store' },
-      'trusted-public-keys': { type: 'string', multiple: true, value: 'KEY', help: "keys a cache's narinfos must be signed by (default: the upstreams')" },
+      'trusted-public-keys': { ...settingOptions(['trusted-public-keys'])['trusted-public-keys']!, help: "keys a cache's narinfos must be signed by" },
       ...COMMON
     }
   },
   clear: { usage: '', summary: "delete everything the store holds (stop 'narswarm serve' first)", options: COMMON }
 }
 
-export const CACHE_COMMANDS = Object.keys(CACHE_SUBCOMMANDS)
+const CACHE_COMMANDS = Object.keys(CACHE_SUBCOMMANDS)
 
-const CACHE_USAGE = `Usage: narswarm cache COMMAND [options]
-
-The chunk store: every NAR narswarm verified, kept as deduplicated chunks (docs/chunk-store.md).
-
-Commands:
-${Object.entries(CACHE_SUBCOMMANDS).map(([name, c]) => `  ${`${name} ${c.usage}`.padEnd(34)}${c.summary}`).join('\n')}
-
-'narswarm cache COMMAND --help' lists a command's options.
-`
+export const CACHE_DESCRIPTION = 'The chunk store: every NAR narswarm verified, kept as deduplicated chunks (docs/chunk-store.md).'
 
 export async function cacheCommand (argv: string[]): Promise<number> {
   const [sub, ...rest] = argv
   if (sub === undefined) throw new UsageError(`cache: name a command: ${CACHE_COMMANDS.join(', ')}`)
-  if (sub === 'help' || sub === '--help' || sub === '-h') {
-    process.stdout.write(CACHE_USAGE)
-    return 0
-  }
   const spec = CACHE_SUBCOMMANDS[sub]
   if (spec === undefined) throw new UsageError(`cache: unknown command '${sub}'${didYouMean(sub, CACHE_COMMANDS)}; 'narswarm cache help' lists them`)
   const parsed = parseCommandLine(`cache ${sub}`, rest, spec.options ?? {}, Infinity)
   const { values: flags, positionals } = parsed
   const takesPaths = sub === 'pin' || sub === 'unpin' || sub === 'import'
   if (!takesPaths && positionals.length > 0) return usage(sub, `takes no arguments, got '${positionals[0]}'`)
-  if ((sub === 'pin' || sub === 'unpin') && positionals.length === 0) return usage(sub, 'needs at least one store path')
-  if (sub === 'import' && flags.local !== true && positionals.length === 0) return usage(sub, 'needs a binary cache (file:///dir, a directory or https://…), or --local PATH…')
-  if (sub === 'import' && flags.local === true && positionals.length === 0) return usage(sub, '--local needs at least one store path')
+  const fromCache = sub === 'import' && flags.local !== true
+  if (fromCache && positionals.length === 0) return usage(sub, 'needs a binary cache (file:///dir, a directory or https://…), or --local PATH…')
+  const paths = takesPaths ? await readPathList(fromCache ? positionals.slice(1) : positionals, list(flags, 'paths-from')) : []
+  if ((sub === 'pin' || sub === 'unpin') && paths.length === 0) return usage(sub, 'needs at least one store path')
+  if (sub === 'import' && flags.local === true && paths.length === 0) return usage(sub, '--local needs at least one store path')
 
   let config: Config
   try {
@@ -107,12 +95,12 @@ export async function cacheCommand (argv: string[]): Promise<number> {
         return 0
       }
       case 'pin':
-      case 'unpin': return await pin(store, narInfos, positionals, sub === 'pin', flags.closure === true)
+      case 'unpin': return await pin(store, narInfos, paths, sub === 'pin', flags.closure === true)
       case 'import': {
         const options = { closure: flags.closure === true, trustedKeys: config.trustedPublicKeys, onPath: (path: string, outcome: string) => { process.stdout.write(`${outcome} ${path}\n`) } }
         const r: ImportReport = flags.local === true
-          ? await importFromLocalStore(store, positionals, options)
-          : await importFromCache(store, narInfos, cacheSpec(positionals[0]!), positionals.slice(1), options)
+          ? await importFromLocalStore(store, paths, options)
+          : await importFromCache(store, narInfos, cacheSpec(positionals[0]!), paths, options)
         for (const f of r.failed) process.stdout.write(`failed ${f.path}: ${f.reason}\n`)
         process.stdout.write(`imported ${r.imported} NARs (${formatBytes(r.bytes)}), ${r.present} already present, ${r.failed.length} failed\n`)
         return r.failed.length === 0 ? 0 : 1
@@ -152,15 +140,6 @@ function printStats (store: LocalChunkStore): void {
     ['chunker', store.cdcId]
   ]
   for (const [k, v] of rows) process.stdout.write(`${k.padEnd(15)} ${v}\n`)
-}
-
-export function formatBytes (n: number): string {
-  if (n < 1024) return `${n} B`
-  const units = ['KiB', 'MiB', 'GiB', 'TiB']
-  let v = n / 1024
-  let i = 0
-  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++ }
-  return `${v.toFixed(1)} ${units[i]}`
 }
 
 /** Pins or unpins the NARs of store paths (and their closures). */

@@ -12,8 +12,9 @@
  *
  * Inside, parse with `parseCommandLine('cache pin', argv, OPTIONS, maxPositionals)` from
  * `args.ts`: it throws a UsageError (one line, exit 2, with "did you mean") for anything wrong.
- * `--help` never reaches `run`: main prints the help from this table. A command that takes store
- * paths offers `--paths-from FILE` (`-` for standard input) through `readPathList` (paths.ts).
+ * `--help`, and `help` in place of a subcommand, never reach `run`: main prints the help from this
+ * table. A command that takes store paths offers `--paths-from FILE` (`-` for standard input)
+ * through `readPathList` (paths.ts).
  * Throw UsageError for a wrong command line, ConfigError for a wrong setting; main prints either
  * as one line.
  */
@@ -23,8 +24,8 @@ import { INDEX_SUBCOMMANDS, indexCommand } from './index-command.ts'
 import { KEYS_SUBCOMMANDS, keysCommand } from './keys.ts'
 import { PUBLISH_DESCRIPTION, PUBLISH_OPTIONS, publishCommand } from './publish.ts'
 import { SERVE_OPTIONS, serveCommand } from './serve-command.ts'
-import { CACHE_COMMANDS, cacheCommand } from './cache-command.ts'
-import { peersCommand } from './peers-command.ts'
+import { CACHE_DESCRIPTION, CACHE_SUBCOMMANDS, cacheCommand } from './cache-command.ts'
+import { PEERS_DESCRIPTION, PEERS_OPTIONS, peersCommand } from './peers-command.ts'
 import { VERSION } from './version.ts'
 import { UsageError } from '../errors.ts'
 import { mainHelp, commandHelp } from './help.ts'
@@ -49,15 +50,13 @@ export interface Command {
   run: (argv: string[]) => Promise<number>
 }
 
-export { VERSION }
-
 export const COMMANDS: Command[] = [
   { name: 'serve', usage: '[options]', summary: 'run the substituter (the default command: `narswarm --listen X` is `narswarm serve --listen X`)', options: SERVE_OPTIONS, run: serveCommand },
   { name: 'publish', usage: '[options] [PATHS…]', summary: 'put store paths into the backends and record them, signed, in the index', description: PUBLISH_DESCRIPTION, options: PUBLISH_OPTIONS, run: publishCommand },
   { name: 'keys', usage: 'generate|public …', summary: 'Nix-compatible signing keys', subcommands: KEYS_SUBCOMMANDS, run: keysCommand },
   { name: 'index', usage: 'export|import DIR', summary: 'the index as static files with a signed manifest, and back', subcommands: INDEX_SUBCOMMANDS, run: indexCommand },
-  { name: 'cache', usage: `${CACHE_COMMANDS.join('|')} [options]`, summary: "the chunk store: figures, re-hashing, eviction, pins, pre-seeding ('narswarm cache help')", subcommands: Object.fromEntries(CACHE_COMMANDS.map(c => [c, { usage: '', summary: '' }])), run: cacheCommand },
-  { name: 'peers', usage: '[--json] [--url URL]', summary: 'the LAN peers the running node knows: origin, score, what each served', run: peersCommand },
+  { name: 'cache', usage: `${Object.keys(CACHE_SUBCOMMANDS).join('|')} [options]`, summary: "the chunk store: figures, re-hashing, eviction, pins, pre-seeding ('narswarm cache help')", description: CACHE_DESCRIPTION, subcommands: CACHE_SUBCOMMANDS, run: cacheCommand },
+  { name: 'peers', usage: '[--json] [--url URL]', summary: 'the LAN peers the running node knows: origin, score, what each served', description: PEERS_DESCRIPTION, options: PEERS_OPTIONS, run: peersCommand },
   { name: 'completion', usage: 'bash|zsh', summary: 'print a shell completion script (e.g. `source <(narswarm completion bash)`)', run: completionCommand },
   { name: 'help', usage: '[COMMAND]', summary: 'show this text, or a command\'s options', run: helpCommand },
   { name: 'version', usage: '', summary: 'print the version', run: async () => { process.stdout.write(`${VERSION}\n`); return 0 } }

@@ -11,7 +11,7 @@ import { parse as parseToml } from 'smol-toml'
 import { ConfigError } from '../errors.ts'
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../log.ts'
 import { checkedPublicKeys, DEFAULT_UPSTREAM, parseUpstreamSpec, upstreamFromTable, type UpstreamConfig } from '../upstream/spec.ts'
-import { duration, integer, size } from '../util/values.ts'
+import { duration, integer, oneOf, size } from '../util/values.ts'
 import { DEFAULT_PEER_PORT } from '../peer/protocol.ts'
 import { normalizePeerUrl } from '../peer/table.ts'
 import { INDEX_API_MODES, type IndexApiMode } from '../server/index-api.ts'
@@ -203,32 +203,20 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
   }
 
   const get = (key: string): unknown => raw[key] ?? SETTINGS[key]!.default
-  const logLevel = String(get('log-level'))
-  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
-    throw new ConfigError(`log-level must be one of ${LOG_LEVELS.join(', ')}, got '${logLevel}'`)
-  }
-  const discovery = String(get('discovery'))
-  if (!(DISCOVERY_MODES as readonly string[]).includes(discovery)) {
-    throw new ConfigError(`discovery must be one of ${DISCOVERY_MODES.join(', ')}, got '${discovery}'`)
-  }
+  const logLevel = oneOf(get('log-level'), LOG_LEVELS, 'log-level')
+  const discovery = oneOf(get('discovery'), DISCOVERY_MODES, 'discovery')
   const discoveryInterval = duration(get('discovery-interval'), 0, 'discovery-interval')
   if (discoveryInterval < 100) throw new ConfigError(`discovery-interval must be at least 100ms, got '${String(get('discovery-interval'))}'`)
-  const logFormat = String(get('log-format'))
-  if (!(LOG_FORMATS as readonly string[]).includes(logFormat)) {
-    throw new ConfigError(`log-format must be one of ${LOG_FORMATS.join(', ')}, got '${logFormat}'`)
-  }
+  const logFormat = oneOf(get('log-format'), LOG_FORMATS, 'log-format')
   const stateDir = String(get('state-dir'))
-  const indexApi = String(get('index-api'))
-  if (!(INDEX_API_MODES as readonly string[]).includes(indexApi)) {
-    throw new ConfigError(`index-api must be one of ${INDEX_API_MODES.join(', ')}, got '${indexApi}'`)
-  }
+  const indexApi = oneOf(get('index-api'), INDEX_API_MODES, 'index-api')
   const upstreams = parseUpstreams(lists.upstream ?? [DEFAULT_UPSTREAM])
   return {
     listen: parseListen(String(get('listen'))),
     stateDir: stateDir === '' ? defaultStateDir(env) : resolve(stateDir),
     priority: integer(get('priority'), 40, 'priority'),
-    logLevel: logLevel as LogLevel,
-    logFormat: logFormat as LogFormat,
+    logLevel,
+    logFormat,
     narinfoPositiveTtl: duration(get('narinfo-positive-ttl'), 0, 'narinfo-positive-ttl'),
     narinfoNegativeTtl: duration(get('narinfo-negative-ttl'), 0, 'narinfo-negative-ttl'),
     badSourceCooldown: duration(get('bad-source-cooldown'), 0, 'bad-source-cooldown'),
@@ -243,7 +231,7 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
     trustedPublicKeys: lists['trusted-public-keys'] === undefined
       ? [...new Set(upstreams.flatMap(u => u.trustedPublicKeys))]
       : checkedPublicKeys(stringList(lists['trusted-public-keys'], 'trusted-public-keys')),
-    discovery: discovery as Discovery,
+    discovery,
     discoveryInterval,
     peerListen: String(get('peer-listen')) === 'off' ? undefined : parseListen(String(get('peer-listen')), 'peer-listen'),
     peers: stringList(lists.peer ?? [], 'peer').map(url => {
@@ -257,7 +245,7 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
     peerKeyFile: String(get('peer-key-file')),
     peerUploadLimit: size(get('peer-upload-limit'), 0, 'peer-upload-limit'),
     peerMaxRequests: Math.max(1, integer(get('peer-max-requests'), 64, 'peer-max-requests')),
-    indexApi: indexApi as IndexApiMode,
+    indexApi,
     limits: serverLimits(get)
   }
 }

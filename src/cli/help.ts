@@ -95,7 +95,7 @@ export function commandHelp (command: Command, sub?: string): string {
   const parts = [`Usage: narswarm ${command.name} ${command.usage}`.trimEnd(), '', wrap(command.description ?? command.summary, WIDTH).join('\n')]
   if (command.subcommands !== undefined) {
     for (const [name, s] of Object.entries(command.subcommands)) {
-      parts.push('', `narswarm ${command.name} ${name} ${s.usage}`, wrap(s.summary, WIDTH - 4).map(l => `    ${l}`).join('\n'))
+      parts.push('', `narswarm ${command.name} ${name} ${s.usage}`.trimEnd(), wrap(s.summary, WIDTH - 4).map(l => `    ${l}`).join('\n'))
       if (s.options !== undefined && Object.keys(s.options).length > 0) parts.push(formatOptions(s.options).replace(/^/gm, '  '))
     }
   }

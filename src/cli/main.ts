@@ -7,7 +7,7 @@
  */
 import { ConfigError, UsageError } from '../errors.ts'
 import { didYouMean } from './args.ts'
-import { COMMANDS, findCommand } from './commands.ts'
+import { COMMANDS, findCommand, type Command } from './commands.ts'
 import { commandHelp } from './help.ts'
 
 /** Errors whose message says all a user needs; anything else is a bug and keeps its stack. */
@@ -21,15 +21,17 @@ async function main (argv: string[]): Promise<number> {
   const command = implicitServe ? findCommand('serve')! : findCommand(first)
   if (command === undefined) throw new UsageError(`unknown command '${first}'${didYouMean(first!, COMMANDS.map(c => c.name))}; 'narswarm help' lists them`)
   const rest = implicitServe ? argv : argv.slice(1)
-  if (command.name !== 'help' && wantsHelp(rest)) {
-    process.stdout.write(commandHelp(command, rest.find(a => !a.startsWith('-'))))
+  if (command.name !== 'help' && wantsHelp(command, rest)) {
+    const words = rest.filter(a => !a.startsWith('-'))
+    process.stdout.write(commandHelp(command, words[0] === 'help' ? words[1] : words[0]))
     return 0
   }
   return await command.run(rest)
 }
 
-/** `--help` or `-h` before any `--`. */
-function wantsHelp (argv: string[]): boolean {
+/** `--help` or `-h` before any `--`, or `help` in place of a subcommand (`narswarm cache help`). */
+function wantsHelp (command: Command, argv: string[]): boolean {
+  if (command.subcommands !== undefined && argv[0] === 'help') return true
   const end = argv.indexOf('--')
   return (end === -1 ? argv : argv.slice(0, end)).some(a => a === '--help' || a === '-h')
 }

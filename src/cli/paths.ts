@@ -1,5 +1,5 @@
 /**
- * Store paths for commands that take many (`publish`, later `cache pin`/`cache import`): the
+ * Store paths for commands that take many (`publish`, `cache pin`/`unpin`/`import`): the
  * operands plus `--paths-from FILE` (`-` for standard input), one path per line, blank lines and
  * `#` comments ignored — so a list of any length never has to fit on a command line.
  */

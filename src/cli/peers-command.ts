@@ -3,31 +3,23 @@
  * `listen` setting) for the LAN peers it knows, and lists them best first with their scores and
  * what each served; `--json` prints the node's answer as it is.
  */
-import { parseArgs } from 'node:util'
-import { UsageError } from '../errors.ts'
 import { PEERS } from '../server/app.ts'
 import type { SwarmStatus } from '../peer/swarm.ts'
-import { loadConfig } from './config.ts'
+import { formatBytes } from '../util/bytes.ts'
+import { parseCommandLine, str, type OptionTable } from './args.ts'
+import { loadConfig, settingFlags, settingOptions } from './config.ts'
 
-const USAGE = `Usage: narswarm peers [--url http://127.0.0.1:37515] [--json]
+export const PEERS_DESCRIPTION = 'Lists the LAN peers the running narswarm knows: where they came from (static or discovered), their score (higher is better), latency, failures, and what each served this node.'
 
-Lists the LAN peers the running narswarm knows: where they came from (static or discovered),
-their score (higher is better), latency, failures, and what each served this node.
-`
+export const PEERS_OPTIONS: OptionTable = {
+  url: { type: 'string', value: 'URL', help: "the node's substituter address", default: "from the 'listen' setting" },
+  json: { type: 'boolean', help: "print the node's answer as it is" },
+  ...settingOptions(['config'])
+}
 
 export async function peersCommand (argv: string[]): Promise<number> {
-  let values: { url?: string, json?: boolean, help?: boolean, config?: string }
-  try {
-    values = parseArgs({ args: argv, options: { url: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, config: { type: 'string' } }, strict: true }).values
-  } catch (err) {
-    throw new UsageError(`peers: ${(err as Error).message}; 'narswarm peers --help' shows the options`)
-  }
-  if (values.help === true) { process.stdout.write(USAGE); return 0 }
-  let base = values.url
-  if (base === undefined) {
-    const { host, port } = loadConfig({ flags: { config: values.config }, env: process.env }).listen
-    base = `http://${host === '0.0.0.0' || host === '' ? '127.0.0.1' : host === '::' ? '[::1]' : host.includes(':') ? `[${host}]` : host}:${port}`
-  }
+  const { values } = parseCommandLine('peers', argv, PEERS_OPTIONS)
+  const base = str(values, 'url') ?? nodeUrl(loadConfig({ flags: settingFlags(values, ['config']), env: process.env }).listen)
   let status: SwarmStatus
   try {
     const response = await fetch(new URL(PEERS, base), { signal: AbortSignal.timeout(5_000) })
@@ -51,7 +43,7 @@ export function formatStatus (s: SwarmStatus): string {
     `node ${s.nodeId}  chunker ${s.cdcId}`,
     `peer listener ${s.listener ?? 'off'}  discovery ${s.discovery}  group key ${s.groupKey ? 'on' : 'off'}`
   ]
-  if (s.uploaded !== null) lines.push(`served to peers: ${s.uploaded.nars} manifests, ${s.uploaded.chunks} chunks, ${mib(s.uploaded.bytes)} (${s.uploaded.refused} requests refused)`)
+  if (s.uploaded !== null) lines.push(`served to peers: ${s.uploaded.nars} manifests, ${s.uploaded.chunks} chunks, ${formatBytes(s.uploaded.bytes)} (${s.uploaded.refused} requests refused)`)
   if (s.peers.length === 0) {
     lines.push('', 'no peers known')
     return `${lines.join('\n')}\n`
@@ -61,7 +53,7 @@ export function formatStatus (s: SwarmStatus): string {
   for (const p of s.peers) {
     rows.push([
       p.url, p.origin, String(p.score), p.latency === undefined ? '-' : `${p.latency} ms`, String(p.failures), String(p.integrityFailures),
-      String(p.served.nars), String(p.served.chunks), mib(p.served.bytes),
+      String(p.served.nars), String(p.served.chunks), formatBytes(p.served.bytes),
       p.coolingUntil > now ? `cooling ${Math.ceil((p.coolingUntil - now) / 1000)} s${p.lastError === undefined ? '' : ` (${p.lastError.slice(0, 60)})`}` : 'ok'
     ])
   }
@@ -70,6 +62,8 @@ export function formatStatus (s: SwarmStatus): string {
   return `${lines.join('\n')}\n`
 }
 
-function mib (bytes: number): string {
-  return `${(bytes / 1048576).toFixed(1)} MiB`
+/** Where a client on this machine reaches a listener bound to `host:port`. */
+function nodeUrl ({ host, port }: { host: string, port: number }): string {
+  const reachable = host === '0.0.0.0' || host === '' ? '127.0.0.1' : host === '::' ? '::1' : host
+  return `http://${reachable.includes(':') ? `[${reachable}]` : reachable}:${port}`
 }

@@ -23,7 +23,7 @@ import { NarInfoCache } from '../state/narinfo-cache.ts'
 import { storageFailure } from '../state/write-guard.ts'
 import { SourceHealth } from '../upstream/health.ts'
 import { parseServedNarInfo, Upstream } from '../upstream/upstream.ts'
-import { openPlugins, type Plugins } from '../registry.ts'
+import { openPlugins } from '../registry.ts'
 import { Observer } from '../server/observer.ts'
 import { VERSION } from './version.ts'
 
@@ -40,7 +40,20 @@ export interface RunningSubstituter {
  * whose `logTap` the logger feeds, so logged failures show there too.
  */
 export async function startSubstituter (config: Config, log: Logger, observer = new Observer()): Promise<RunningSubstituter> {
+  const opened: Array<() => unknown> = []
+  try {
+    return await start(config, log, observer, opened)
+  } catch (err) {
+    // A start that fails part-way closes again what it opened, in reverse order.
+    for (const close of opened.reverse()) await Promise.resolve().then(close).catch(() => {})
+    throw err
+  }
+}
+
+/** Starts the substituter; `opened` gets a closer for each thing opened, until it is running. */
+async function start (config: Config, log: Logger, observer: Observer, opened: Array<() => unknown>): Promise<RunningSubstituter> {
   const db = openStateDatabase(join(config.stateDir, 'narswarm.sqlite'), log)
+  opened.push(() => db.close())
   const cache = new NarInfoCache(db, {
     positiveTtl: config.narinfoPositiveTtl,
     negativeTtl: config.narinfoNegativeTtl,
@@ -50,39 +63,24 @@ export async function startSubstituter (config: Config, log: Logger, observer = 
   })
   cache.purgeExpired()
   const purge = setInterval(() => cache.purgeExpired(), 3_600_000).unref()
+  opened.push(() => clearInterval(purge))
   const upstreams = config.upstreams.map(u => new Upstream(u))
-  const components = { log, stateDir: config.stateDir }
-  let plugins: Plugins
-  try {
-    plugins = await openPlugins(config.mappers, config.backends, components)
-  } catch (err) {
-    db.close()
-    throw err
-  }
+  opened.push(async () => await Promise.all(upstreams.map(u => u.close())))
+  const plugins = await openPlugins(config.mappers, config.backends, { log, stateDir: config.stateDir })
+  opened.push(async () => await plugins.close())
   const { mappers, backends } = plugins
-  const store = await openStore(db, config, log).catch(async (err: unknown) => {
-    await plugins.close()
-    db.close()
-    throw err
-  })
-  let swarm: Swarm | undefined
-  try {
-    // Peers exchange chunks: without a store this node neither serves nor fetches from them.
-    swarm = store === undefined
-      ? undefined
-      : new Swarm({
-        store, cache, log, nodeId: loadNodeId(config.stateDir),
-        trustedKeys: [...new Set([...config.trustedPublicKeys, ...config.upstreams.flatMap(u => u.trustedPublicKeys)])],
-        staticPeers: config.peers, listen: config.peerListen, groupKey: loadGroupKey(config.peerKey, config.peerKeyFile),
-        uploadLimit: config.peerUploadLimit, maxRequests: config.peerMaxRequests,
-        discovery: config.discovery, discoveryInterval: config.discoveryInterval, backends, mapper: mappers[0]
-      })
-  } catch (err) {
-    await store?.close()
-    await plugins.close()
-    db.close()
-    throw err
-  }
+  const store = await openStore(db, config, log)
+  opened.push(async () => await store?.close())
+  // Peers exchange chunks: without a store this node neither serves nor fetches from them.
+  const swarm = store === undefined
+    ? undefined
+    : new Swarm({
+      store, cache, log, nodeId: loadNodeId(config.stateDir),
+      trustedKeys: [...new Set([...config.trustedPublicKeys, ...config.upstreams.flatMap(u => u.trustedPublicKeys)])],
+      staticPeers: config.peers, listen: config.peerListen, groupKey: loadGroupKey(config.peerKey, config.peerKeyFile),
+      uploadLimit: config.peerUploadLimit, maxRequests: config.peerMaxRequests,
+      discovery: config.discovery, discoveryInterval: config.discoveryInterval, backends, mapper: mappers[0]
+    })
   const spoolDir = spoolDirOf(config.stateDir)
   await clearSpoolDir(spoolDir).catch((err: unknown) => {
     log.warn({ err: (err as Error).message }, 'spool directory unusable: NARs are relayed without sharing or caching until it works')
@@ -123,25 +121,13 @@ export async function startSubstituter (config: Config, log: Logger, observer = 
     ...(swarm === undefined ? {} : { peers: () => swarm.status() })
   })
   server.listen(config.listen.port, config.listen.host)
-  try {
-    await once(server, 'listening')
-  } catch (err) {
-    db.close()
-    throw err
-  }
+  opened.push(() => server.close())
+  await once(server, 'listening')
   const address = server.address() as AddressInfo
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
   const url = `http://${host}:${address.port}`
-  try {
-    await swarm?.start()
-  } catch (err) {
-    server.close()
-    await swarm?.close()
-    await store?.close()
-    await plugins.close()
-    db.close()
-    throw err
-  }
+  opened.push(async () => await swarm?.close())
+  await swarm?.start()
   const peerUrl = swarm?.status().listener ?? undefined
   log.info({ url, peerUrl, stateDir: config.stateDir, upstreams: upstreams.map(u => u.name), mappers: mappers.map(m => m.name), backends: backends.map(b => b.name) }, 'narswarm substituter listening')
 

@@ -94,6 +94,16 @@ export function isStorePath (path: string, storeDir: string = STORE_DIR): boolea
 }
 
 /**
+ * The store path that `path` lies in (`/nix/store/…-hello/bin/hello` → `/nix/store/…-hello`, as
+ * Nix's `toStorePath`); a path not in `storeDir` is returned as it is, for the parser to refuse.
+ */
+export function toStorePath (path: string, storeDir: string = STORE_DIR): string {
+  if (!path.startsWith(`${storeDir}/`)) return path
+  const end = path.indexOf('/', storeDir.length + 1)
+  return end === -1 ? path : path.slice(0, end)
+}
+
+/**
  * Accepts a reference as a full path or as a base name (they cannot be confused: base names have
  * no `/`) and returns it parsed, so callers may pass narinfo `References` entries directly.
  */

@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process'
 import { FormatError } from '../errors.ts'
 import { NixHash } from '../nix/hash.ts'
 import { realpathSync } from 'node:fs'
-import { parseStorePath, STORE_DIR } from '../nix/store-path.ts'
+import { parseStorePath, STORE_DIR, toStorePath } from '../nix/store-path.ts'
 
 export interface PathInfo {
   storePath: string
@@ -85,7 +85,7 @@ export function storePathOf (arg: string): string {
     // Not a file here: parsed as given, so the error names what was given.
     try { path = realpathSync(arg) } catch {}
   }
-  return parseStorePath(path.split('/').slice(0, 4).join('/')).path
+  return parseStorePath(toStorePath(path)).path
 }
 
 export async function queryPathInfos (paths: readonly string[], options: QueryOptions = {}): Promise<{ infos: PathInfo[], invalid: Array<{ path: string, reason: string }> }> {

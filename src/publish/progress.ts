@@ -47,7 +47,7 @@ export class Progress {
 
   fail (path: string, reason: string): void { this.failures.push({ path, reason }) }
 
-  #rate (): number { return this.bytes / MiB / Math.max((performance.now() - this.#started) / 1000, 0.001) }
+  #rate (): number { return this.bytes / MiB / this.#seconds() }
 
   #show (): void {
     if (this.listed !== undefined) {
@@ -66,12 +66,13 @@ export class Progress {
     }
   }
 
-  #seconds (): number { return (performance.now() - this.#started) / 1000 }
+  /** Seconds since the start, never 0 (a divisor). */
+  #seconds (): number { return Math.max((performance.now() - this.#started) / 1000, 0.001) }
 
   /** By bytes when the total is known, else by paths. */
   #eta (rate: number): string {
     if (this.totals.bytes > 0) return rate > 0 && this.bytes > 0 ? formatDuration(Math.max(this.totals.bytes - this.bytes, 0) / MiB / rate) : '?'
-    const pathRate = this.settled / Math.max(this.#seconds(), 0.001)
+    const pathRate = this.settled / this.#seconds()
     return pathRate > 0 && this.totals.paths > 0 ? formatDuration(Math.max(this.totals.paths - this.settled, 0) / pathRate) : '?'
   }
 
@@ -80,9 +81,9 @@ export class Progress {
     clearInterval(this.#timer)
     clearTimeout(this.#first)
     if (this.#interactive) this.#out.write('\r\x1b[K')
-    const seconds = (performance.now() - this.#started) / 1000
+    const seconds = this.#seconds()
     const lines = [`published ${this.published}, skipped ${this.skipped} (already published), excluded ${this.excluded}, failed ${this.failures.length}` +
-      ` — ${round(this.bytes / MiB)} MiB in ${formatDuration(seconds)} (${round(this.#rate())} MiB/s, ${round(this.settled / Math.max(seconds, 0.001))} paths/s)`]
+      ` — ${round(this.bytes / MiB)} MiB in ${formatDuration(seconds)} (${round(this.#rate())} MiB/s, ${round(this.settled / seconds)} paths/s)`]
     for (const f of this.failures) lines.push(`failed ${f.path}: ${f.reason}`)
     const text = `${lines.join('\n')}\n`
     this.#summary.write(text)

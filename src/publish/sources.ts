@@ -9,7 +9,7 @@ import { decompress } from '../nix/compression.ts'
 import { dumpPath } from '../nix/nar/dump.ts'
 import type { NarInfo } from '../nix/narinfo.ts'
 import { fingerprint, narInfoFingerprint, trustedKeyMap, verifySignature, type PublicKey } from '../nix/signature.ts'
-import { isHashPart, parseStorePathOrBaseName } from '../nix/store-path.ts'
+import { isHashPart, parseStorePathOrBaseName, toStorePath } from '../nix/store-path.ts'
 import type { BinaryCache } from './binary-cache.ts'
 import type { CacheWalk } from './cache-walk.ts'
 import { queryPathInfos, referencesFirst, storePathOf, type PathInfo } from './path-info.ts'
@@ -66,7 +66,7 @@ export interface CacheOptions {
 
 /** A store path (or a path inside one), base name or hash part as a hash part; a FormatError when it is none. */
 export function hashPartOf (path: string): string {
-  return isHashPart(path) ? path : parseStorePathOrBaseName(path.split('/').slice(0, 4).join('/')).hashPart
+  return isHashPart(path) ? path : parseStorePathOrBaseName(toStorePath(path)).hashPart
 }
 
 /**

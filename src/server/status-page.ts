@@ -6,6 +6,7 @@
  */
 import type { NodeStatus } from './node-status.ts'
 import { SOURCE_KINDS } from './observer.ts'
+import { formatBytes } from '../util/bytes.ts'
 
 const KIND_LABEL: Record<string, string> = {
   store: 'chunk store',
@@ -35,21 +36,21 @@ code{font-size:.9em;word-break:break-all}.bad{color:#a11}.ok{color:#176}
 <h1>narswarm <span class="muted">${esc(s.version)}</span></h1>
 <div class="muted">up ${duration(s.uptimeSeconds)} · since ${esc(s.startedAt)}</div>
 <div class="cards" id="summary">
-<div class="card" id="spared"><span class="muted">central cache spared</span><b>${bytes(s.upstreamBytesSpared)}</b><span class="muted">${share} of ${bytes(served)} served</span></div>
-${SOURCE_KINDS.map(k => `<div class="card" id="from-${k}"><span class="muted">from ${KIND_LABEL[k]}</span><b>${bytes(s.bytesByKind[k])}</b></div>`).join('\n')}
+<div class="card" id="spared"><span class="muted">central cache spared</span><b>${formatBytes(s.upstreamBytesSpared)}</b><span class="muted">${share} of ${formatBytes(served)} served</span></div>
+${SOURCE_KINDS.map(k => `<div class="card" id="from-${k}"><span class="muted">from ${KIND_LABEL[k]}</span><b>${formatBytes(s.bytesByKind[k])}</b></div>`).join('\n')}
 </div>
 <h2>What this node holds</h2>
 ${s.store === null
     ? '<p class="muted" id="store">No chunk store on this node.</p>'
     : `<table id="store"><tr><th>NARs</th><th>chunks</th><th>NAR bytes</th><th>on disk</th><th>ratio</th>${s.store.capacityBytes === undefined ? '' : '<th>cap</th>'}</tr>
-<tr><td class="n">${s.store.nars}</td><td class="n">${s.store.chunks}</td><td class="n">${bytes(s.store.logicalBytes)}</td><td class="n">${bytes(s.store.storedBytes)}</td><td class="n">${s.store.storedBytes > 0 ? (s.store.logicalBytes / s.store.storedBytes).toFixed(2) + '×' : '—'}</td>${s.store.capacityBytes === undefined ? '' : `<td class="n">${bytes(s.store.capacityBytes)}</td>`}</tr></table>`}
+<tr><td class="n">${s.store.nars}</td><td class="n">${s.store.chunks}</td><td class="n">${formatBytes(s.store.logicalBytes)}</td><td class="n">${formatBytes(s.store.storedBytes)}</td><td class="n">${s.store.storedBytes > 0 ? (s.store.logicalBytes / s.store.storedBytes).toFixed(2) + '×' : '—'}</td>${s.store.capacityBytes === undefined ? '' : `<td class="n">${formatBytes(s.store.capacityBytes)}</td>`}</tr></table>`}
 <h2>Peers</h2>
 ${s.peers === null
     ? '<p class="muted" id="peers">LAN sharing is off on this node.</p>'
     : s.peers.length === 0
       ? '<p class="muted" id="peers">No peers found yet.</p>'
       : `<table id="peers"><tr><th>peer</th><th>found by</th><th>score</th><th>state</th><th>received from it</th></tr>
-${s.peers.map(p => `<tr><td><code>${esc(p.url)}</code>${p.id === undefined ? '' : ` <span class="muted">${esc(p.id)}</span>`}</td><td>${esc(p.origin ?? '')}</td><td class="n">${p.score === undefined ? '' : p.score.toFixed(2)}</td><td class="${p.healthy === false ? 'bad' : 'ok'}">${p.healthy === false ? 'cooling down' : 'healthy'}</td><td class="n">${p.bytesReceived === undefined ? '' : bytes(p.bytesReceived)}</td></tr>`).join('\n')}</table>`}
+${s.peers.map(p => `<tr><td><code>${esc(p.url)}</code>${p.id === undefined ? '' : ` <span class="muted">${esc(p.id)}</span>`}</td><td>${esc(p.origin ?? '')}</td><td class="n">${p.score === undefined ? '' : p.score.toFixed(2)}</td><td class="${p.healthy === false ? 'bad' : 'ok'}">${p.healthy === false ? 'cooling down' : 'healthy'}</td><td class="n">${p.bytesReceived === undefined ? '' : formatBytes(p.bytesReceived)}</td></tr>`).join('\n')}</table>`}
 <h2>Upstream caches</h2>
 <table id="upstreams"><tr><th>upstream</th><th>state</th></tr>
 ${s.upstreams.map(u => `<tr><td><code>${esc(u.name)}</code></td><td class="${u.onProbation ? 'bad' : 'ok'}">${u.onProbation ? 'on probation (sent bad bytes)' : 'in use'}</td></tr>`).join('\n')}</table>
@@ -57,7 +58,7 @@ ${s.upstreams.map(u => `<tr><td><code>${esc(u.name)}</code></td><td class="${u.o
 ${s.recentTransfers.length === 0
     ? '<p class="muted" id="transfers">Nothing served yet.</p>'
     : `<table id="transfers"><tr><th>time</th><th>store path</th><th>source</th><th>bytes</th><th>ms</th></tr>
-${s.recentTransfers.map(t => `<tr><td>${esc(time(t.at))}</td><td><code>${esc(t.storePath)}</code></td><td>${esc(KIND_LABEL[t.kind] ?? t.kind)}${t.kind === 'store' || t.kind === 'peer' ? '' : `: <code>${esc(t.source)}</code>`}</td><td class="n">${bytes(t.bytes)}</td><td class="n">${t.ms}</td></tr>`).join('\n')}</table>`}
+${s.recentTransfers.map(t => `<tr><td>${esc(time(t.at))}</td><td><code>${esc(t.storePath)}</code></td><td>${esc(KIND_LABEL[t.kind] ?? t.kind)}${t.kind === 'store' || t.kind === 'peer' ? '' : `: <code>${esc(t.source)}</code>`}</td><td class="n">${formatBytes(t.bytes)}</td><td class="n">${t.ms}</td></tr>`).join('\n')}</table>`}
 <h2>Recent failures</h2>
 ${s.recentFailures.length === 0
     ? '<p class="muted" id="failures">None.</p>'
@@ -70,13 +71,6 @@ ${s.recentFailures.map(f => `<tr><td>${esc(time(f.at))}</td><td>${esc(f.what)}${
 
 function esc (text: string): string {
   return text.replace(/[&<>"']/g, c => `&#${c.charCodeAt(0)};`)
-}
-
-export function bytes (n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
-  let i = 0
-  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++ }
-  return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`
 }
 
 function duration (seconds: number): string {

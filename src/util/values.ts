@@ -31,6 +31,13 @@ export function duration (value: unknown, fallback: number, what: string): numbe
   return ms
 }
 
+/** One of the words in `choices` (`log-level = "debug"`). */
+export function oneOf<T extends string> (value: unknown, choices: readonly T[], what: string): T {
+  const word = String(value)
+  if ((choices as readonly string[]).includes(word)) return word as T
+  throw new ConfigError(`${what} must be one of ${choices.join(', ')}, got '${word}'`)
+}
+
 /** A NAR compression setting (`compression=zstd`). */
 export function compression (value: unknown, fallback: Compression, what: string): Compression {
   if (value === undefined) return fallback

@@ -22,34 +22,21 @@ import { formatAnnounce, parseAnnounce } from '../../src/backend/torrent/lsd.ts'
 import { bdecode, bencode, type BValue } from '../../src/backend/torrent/bencode.ts'
 import { infoHashOf, PieceHasher, parseTorrentFile, torrentFile } from '../../src/backend/torrent/metainfo.ts'
 import type { NarSource } from '../../src/types.ts'
-import { startTracker, type Tracker } from '../helpers/torrent-tracker.ts'
+import { loopbackTorrentSpec, startTrackerOrSkip } from '../helpers/torrent-tracker.ts'
 import { startCacheServer } from '../helpers/cache-server.ts'
 import { startRangeServer } from '../helpers/range-server.ts'
 import { chunks, collect, sha256Hex, upload } from '../helpers/bytes.ts'
 
 const root = await mkdtemp(join(tmpdir(), 'narswarm-torrent-'))
-let tracker: Tracker | undefined
-let skip: string | false = false
-try {
-  tracker = await startTracker()
-} catch (err) {
-  // Only a missing package is a reason to skip; a tracker that is there and fails is a failure.
-  if ((err as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw err
-  skip = `WebTorrent's tracker is not installed: ${(err as Error).message}`
-  console.log(`# skipping torrent tests: ${skip}`)
-}
+const { tracker, skip } = await startTrackerOrSkip()
+if (skip !== false) console.log(`# skipping torrent tests: ${skip}`)
 after(async () => {
   await tracker?.close()
   await rm(root, { recursive: true, force: true })
 })
 
 let n = 0
-/** Loopback only: no DHT, LSD, PEX, uTP or port mapping; a short wait for peers. */
-function offline (extra = ''): string {
-  const options = new URLSearchParams({ dht: 'false', lsd: 'false', pex: 'false', utp: 'false', nat: 'false', port: '0', 'metadata-timeout': '3s', 'stall-timeout': '5s' })
-  for (const [k, v] of new URLSearchParams(extra)) options.set(k, v)
-  return `torrent:?${options.toString()}&tracker=${encodeURIComponent(tracker?.announce ?? 'http://127.0.0.1:1/announce')}`
-}
+const offline = (extra = ''): string => loopbackTorrentSpec(tracker, extra)
 async function open (spec: string, stateDir?: string): Promise<TorrentBackend> {
   const dir = stateDir ?? join(root, `node-${n++}`)
   return await plugin.create(plugin.parse(new URL(spec)), { log: silentLogger(), stateDir: dir }) as TorrentBackend

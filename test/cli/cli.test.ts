@@ -7,12 +7,14 @@ import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { parseCommandLine } from '../../src/cli/args.ts'
+import { CACHE_SUBCOMMANDS } from '../../src/cli/cache-command.ts'
 import { COMMANDS } from '../../src/cli/commands.ts'
 import { completionScript } from '../../src/cli/completion.ts'
 import { LIST_SETTINGS, loadConfig, SETTINGS } from '../../src/cli/config.ts'
 import { mainHelp } from '../../src/cli/help.ts'
 import { pluginSummaries } from '../../src/registry.ts'
 import { runNarswarm } from '../helpers/narswarm.ts'
+import { tempDir } from '../helpers/temp.ts'
 
 const usage = (fn: () => unknown, message: RegExp): void => {
   assert.throws(fn, (err: Error) => err.name === 'UsageError' && message.test(err.message) && !err.message.includes('\n'), String(message))
@@ -87,6 +89,7 @@ describe('command line', () => {
       [['pubish'], /^narswarm: unknown command 'pubish' \(did you mean 'publish'\?\)/],
       [['keys', 'generate', '--nmae', 'x'], /^narswarm: keys generate: unknown option '--nmae' \(did you mean '--name'\?\)\n$/],
       [['index', 'export', '--sign-kye', 'k', 'dir'], /did you mean '--sign-key'/],
+      [['peers', '--jsn'], /^narswarm: peers: unknown option '--jsn' \(did you mean '--json'\?\)\n$/],
       [['publish', '--narinfo-only', '/nix/store/x'], /^narswarm: publish: --narinfo-only needs --from-cache/]
     ]
     for (const [args, message] of cases) {
@@ -102,5 +105,21 @@ describe('command line', () => {
     const help = await runNarswarm(['publish', '--help'])
     assert.equal(help.code, 0)
     assert.match(help.stdout, /--paths-from FILE {2,}read store paths from FILE/)
+    // `help` in place of a subcommand is `--help`, read from the same table.
+    const cacheHelp = await runNarswarm(['cache', 'help'])
+    assert.equal(cacheHelp.code, 0)
+    for (const sub of Object.keys(CACHE_SUBCOMMANDS)) assert.match(cacheHelp.stdout, new RegExp(`^narswarm cache ${sub}\\b`, 'm'))
+    const importHelp = await runNarswarm(['cache', 'help', 'import'])
+    assert.equal(importHelp.code, 0)
+    assert.match(importHelp.stdout, /^Usage: narswarm cache import .*\n[^]*--trusted-public-keys KEY/)
+    // `cache pin` takes its paths from --paths-from too (an empty store has none of them).
+    const { writeFile } = await import('node:fs/promises')
+    const { join } = await import('node:path')
+    const dir = tempDir()
+    const missing = '/nix/store/00000000000000000000000000000000-absent'
+    await writeFile(join(dir, 'paths'), `# to keep\n${missing}/bin/tool\n`)
+    const pin = await runNarswarm(['cache', 'pin', '--paths-from', join(dir, 'paths'), '--state-dir', join(dir, 'state')])
+    assert.equal(pin.code, 1, pin.stderr)
+    assert.match(pin.stdout, new RegExp(`^not in the chunk store: ${missing}$[^]*^pinned 0 of 1 paths$`, 'm'))
   })
 })

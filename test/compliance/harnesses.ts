@@ -205,28 +205,17 @@ export const BACKEND_HARNESSES: Record<string, () => Promise<Suites<BackendHarne
 
   async torrent () {
     const { plugin } = await import('../../src/backend/torrent/index.ts')
-    const { startTracker } = await import('../helpers/torrent-tracker.ts')
+    const { loopbackTorrentSpec, startTrackerOrSkip } = await import('../helpers/torrent-tracker.ts')
     const root = await mkdtemp(join(tmpdir(), 'narswarm-torrent-compliance-'))
-    let tracker: Awaited<ReturnType<typeof startTracker>> | undefined
-    let skip: string | false = false
-    try {
-      tracker = await startTracker()
-    } catch (err) {
-      // Only a missing package is a reason to skip; a tracker that is there and fails is a failure.
-      if ((err as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw err
-      skip = `WebTorrent's tracker is not installed: ${(err as Error).message}`
-    }
+    const { tracker, skip } = await startTrackerOrSkip()
     let n = 0
-    // Loopback only: no DHT, LSD, PEX, uTP or port mapping; a short wait for peers.
-    const options = new URLSearchParams({ dht: 'false', lsd: 'false', pex: 'false', utp: 'false', nat: 'false', port: '0', 'metadata-timeout': '3s', 'stall-timeout': '5s' })
-    const spec = (): string => `torrent:?${options.toString()}&tracker=${encodeURIComponent(tracker?.announce ?? 'http://127.0.0.1:1/announce')}`
     return {
       suites: [{
         label: 'torrent',
         harness: {
           skip,
           publishes: true,
-          setup: async () => await plugin.create(plugin.parse(new URL(spec())), components(join(root, `node-${n++}`))),
+          setup: async () => await plugin.create(plugin.parse(new URL(loopbackTorrentSpec(tracker))), components(join(root, `node-${n++}`))),
           // A magnet link that names no BitTorrent content (a Tiger Tree hash): not this backend's.
           missing: () => ({ url: 'magnet:?xt=urn:tree:tiger:7N5OAMRNGMSSEUE3ORHOKWN4WWIQ5X4EBOOTLJY', compression: 'none' })
         }

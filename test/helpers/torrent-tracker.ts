@@ -28,3 +28,26 @@ export async function startTracker (): Promise<Tracker> {
     close: async () => await new Promise<void>(resolve => server.close(resolve))
   }
 }
+
+/**
+ * A tracker, or why the tests that need one skip: only a missing package is a reason to skip; a
+ * tracker that is there and fails is a failure.
+ */
+export async function startTrackerOrSkip (): Promise<{ tracker?: Tracker, skip: string | false }> {
+  try {
+    return { tracker: await startTracker(), skip: false }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw err
+    return { skip: `WebTorrent's tracker is not installed: ${(err as Error).message}` }
+  }
+}
+
+/**
+ * A `torrent:` spec for loopback only: no DHT, LSD, PEX, uTP or port mapping, peers found through
+ * `tracker` alone, a short wait for them; `extra` (`&k=v…`) overrides any option.
+ */
+export function loopbackTorrentSpec (tracker: Tracker | undefined, extra = ''): string {
+  const options = new URLSearchParams({ dht: 'false', lsd: 'false', pex: 'false', utp: 'false', nat: 'false', port: '0', 'metadata-timeout': '3s', 'stall-timeout': '5s' })
+  for (const [k, v] of new URLSearchParams(extra)) options.set(k, v)
+  return `torrent:?${options.toString()}&tracker=${encodeURIComponent(tracker?.announce ?? 'http://127.0.0.1:1/announce')}`
+}

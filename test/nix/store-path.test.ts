@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { NixHash } from '../../src/nix/hash.ts'
 import {
   STORE_DIR, isHashPart, isStorePathName, isStorePath, makeFixedOutputPath, makeSourcePath, makeStorePath, makeTextPath,
-  parseStorePath, parseStorePathBaseName
+  parseStorePath, parseStorePathBaseName, toStorePath
 } from '../../src/nix/store-path.ts'
 import {
   checkContentAddress, narHashOfContentAddress, parseContentAddress, renderContentAddress, storePathFromContentAddress
@@ -131,6 +131,14 @@ test('parseStorePath splits a valid path', () => {
   assert.equal(parseStorePathBaseName(`ar1a8iyh9msjjy5v4k9gbhyha8j2c5y0-${longest}`).name, longest)
   assert.ok(isStorePath(REF))
   assert.ok(!isStorePath(REF + '/bin'))
+})
+
+test('toStorePath names the store path a path lies in', () => {
+  assert.equal(toStorePath(`${REF}/bin/hello`), REF)
+  assert.equal(toStorePath(`${REF}/`), REF)
+  assert.equal(toStorePath(REF), REF)
+  assert.equal(toStorePath('/tmp/a/b/c'), '/tmp/a/b/c')
+  assert.equal(toStorePath('/s/x-y/z', '/s'), '/s/x-y')
 })
 
 test('malformed store paths are FormatErrors naming the problem', () => {
