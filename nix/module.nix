@@ -134,6 +134,8 @@ in
         ExecStart = "${lib.getExe cfg.package} serve --config ${toml.generate "narswarm.toml" cfg.settings}";
         Restart = "on-failure";
         RestartSec = 5;
+        # SIGTERM lets transfers in flight finish (shutdown-grace, 10 s by default).
+        TimeoutStopSec = 30;
         LoadCredential = lib.mapAttrsToList (name: file: "${name}:${file}") cfg.credentials;
 
         DynamicUser = true;
