@@ -310,6 +310,10 @@ describe('torrent backend: between peers on 127.0.0.1', { skip }, () => {
     try {
       assert.equal(again.seeding, 3)
       assert.equal((await readdir(join(dir, 'torrent', 'torrents'))).length, 3)
+      // Fetching beyond the cap evicts what it fetched, never what it published.
+      for (const b of [randomBytes(200_000), randomBytes(200_000)]) assert.equal(sha(await drain(await again.open(await a.publish(upload(b))))), sha(b))
+      assert.equal(again.seeding, 4, 'the three published and the last fetched')
+      for (const l of locators) assert.equal(await again.has(l), true)
     } finally { await again.close() }
 
     // A node that fetched three NARs keeps the two most recently used (cap 2), and one after a
