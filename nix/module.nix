@@ -66,9 +66,9 @@ in
     };
 
     credentials = lib.mkOption {
-      type = lib.types.attrsOf lib.types.path;
+      type = lib.types.attrsOf lib.types.str;
       default = { };
-      example = lib.literalExpression ''{ peer-key = "/run/keys/narswarm-peer-key"; }'';
+      example = lib.literalExpression ''{ s3-credentials = "/run/keys/narswarm-s3"; }'';
       description = ''
         Secret files handed to the service as systemd credentials (LoadCredential): the file of
         NAME is readable by the service alone, at ${credentialsDir}/NAME, which is the path to
