@@ -68,12 +68,12 @@ in
     credentials = lib.mkOption {
       type = lib.types.attrsOf lib.types.str;
       default = { };
-      example = lib.literalExpression ''{ s3-credentials = "/run/keys/narswarm-s3"; }'';
+      example = lib.literalExpression ''{ NAME = "/run/keys/narswarm-NAME"; }'';
       description = ''
         Secret files handed to the service as systemd credentials (LoadCredential): the file of
         NAME is readable by the service alone, at ${credentialsDir}/NAME, which is the path to
-        give in `settings`. The files stay outside the Nix store. For the peer group key, see
-        `peerKeyFile`.
+        give in `settings`. The files stay outside the Nix store. The peer group key, the one
+        secret file narswarm serve reads today, has its own option: `peerKeyFile`.
       '';
     };
 
