@@ -53,8 +53,8 @@ test('the settings the NixOS module and the README use are narswarm configuratio
   }
   assert.ok(used.has('state-dir') && used.has('backend') && used.has('listen'), [...used].join(' '))
   for (const key of used) assert.ok(KNOWN.has(key), `'${key}' is not a narswarm setting (known: ${[...KNOWN].join(', ')})`)
-  // The module's idea of the default address is narswarm's.
-  assert.ok(MODULE.includes(`"${String(SETTINGS.listen!.default)}"`), 'the module falls back to the default listen address')
+  // The module's idea of the defaults it reads is narswarm's.
+  for (const key of ['listen', 'peer-listen', 'discovery']) assert.ok(MODULE.includes(`cfg.settings.${key} or "${String(SETTINGS[key]!.default)}"`), `the module falls back to the default ${key}`)
   for (const m of UNIT.matchAll(/^Environment=NARSWARM_([A-Z_]+)=/gm)) assert.ok(KNOWN.has(m[1]!.toLowerCase().replaceAll('_', '-')), m[0])
 })
 
