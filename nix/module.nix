@@ -7,7 +7,7 @@
 #     enable = true;
 #     addToSubstituters = true;
 #     openFirewall = true;
-#     credentials.peer-key = "/run/keys/narswarm-peer-key";
+#     peerKeyFile = "/run/keys/narswarm-peer-key";
 #     settings.backend = [ "torrent:" ];
 #   };
 { config, lib, pkgs, ... }:
@@ -19,12 +19,16 @@ let
   # Where systemd puts the files of `credentials` for the service (LoadCredential).
   credentialsDir = "/run/credentials/${unit}";
 
-  listen = cfg.settings.listen or "127.0.0.1:37515";
-  port = lib.last (lib.splitString ":" listen);
-  host = lib.removeSuffix ":${port}" listen;
+  # HOST:PORT (or [IPv6]:PORT), as narswarm parses `listen` and `peer-listen`.
+  splitAddress = address: rec {
+    port = lib.last (lib.splitString ":" address);
+    host = lib.removeSuffix ":${port}" address;
+  };
+  listen = splitAddress (cfg.settings.listen or "127.0.0.1:37515");
   # Nix reaches a wildcard listener on loopback.
-  localHost = if host == "0.0.0.0" || host == "" then "127.0.0.1" else if host == "[::]" then "[::1]" else host;
-  substituterUrl = "http://${localHost}:${port}";
+  localHost = { "0.0.0.0" = "127.0.0.1"; "" = "127.0.0.1"; "[::]" = "[::1]"; }.${listen.host} or listen.host;
+  substituterUrl = "http://${localHost}:${listen.port}";
+  peerListen = cfg.settings.peer-listen or "0.0.0.0:37516";
 
   # The keys narswarm accepts narinfos with are the ones Nix must accept them with.
   upstreamKeys = lib.concatMap (u: if builtins.isAttrs u then u.trusted-public-keys or [ ] else [ ]) (cfg.settings.upstream or [ ]);
@@ -62,27 +66,35 @@ in
     };
 
     credentials = lib.mkOption {
-      type = lib.types.attrsOf lib.types.path;
+      type = lib.types.attrsOf lib.types.str;
       default = { };
-      example = lib.literalExpression ''{ peer-key = "/run/keys/narswarm-peer-key"; }'';
+      example = lib.literalExpression ''{ NAME = "/run/keys/narswarm-NAME"; }'';
       description = ''
-        Secret files (signing keys, the peer group key) handed to the service as systemd
-        credentials (LoadCredential): the file of NAME is readable by the service alone, at
-        ${credentialsDir}/NAME, which is the path to give in `settings`. The files stay
-        outside the Nix store.
+        Secret files handed to the service as systemd credentials (LoadCredential): the file of
+        NAME is readable by the service alone, at ${credentialsDir}/NAME, which is the path to
+        give in `settings`. The files stay outside the Nix store. The peer group key, the one
+        secret file narswarm serve reads today, has its own option: `peerKeyFile`.
+      '';
+    };
+
+    peerKeyFile = lib.mkOption {
+      type = lib.types.nullOr lib.types.str;
+      default = null;
+      example = "/run/keys/narswarm-peer-key";
+      description = ''
+        A file holding the peer group key (see `peer-key` in narswarm.example.toml): handed to the
+        service as the credential `peer-key`, which `settings.peer-key-file` then names. A string,
+        not a Nix path, so that the key never enters the world-readable Nix store.
       '';
     };
 
     openFirewall = lib.mkOption {
       type = lib.types.bool;
       default = false;
-      description = "Open the peer port (TCP) and mDNS (5353/UDP) for the LAN swarm.";
-    };
-
-    peerPort = lib.mkOption {
-      type = lib.types.port;
-      default = 37516;
-      description = "The TCP port of the peer listener that `openFirewall` opens.";
+      description = ''
+        Open the port of `settings.peer-listen` (TCP, 37516 by default; none when it is "off") and,
+        unless `settings.discovery` is "off", mDNS (5353/UDP) for the LAN swarm.
+      '';
     };
 
     addToSubstituters = lib.mkOption {
@@ -97,7 +109,11 @@ in
   };
 
   config = lib.mkIf cfg.enable {
-    services.narswarm.settings.state-dir = lib.mkDefault "/var/lib/narswarm";
+    services.narswarm.settings = {
+      state-dir = lib.mkDefault "/var/lib/narswarm";
+      peer-key-file = lib.mkIf (cfg.peerKeyFile != null) "${credentialsDir}/peer-key";
+    };
+    services.narswarm.credentials = lib.mkIf (cfg.peerKeyFile != null) { peer-key = cfg.peerKeyFile; };
 
     nix.settings = lib.mkIf cfg.addToSubstituters {
       substituters = lib.mkBefore [ substituterUrl ];
@@ -105,8 +121,8 @@ in
     };
 
     networking.firewall = lib.mkIf cfg.openFirewall {
-      allowedTCPPorts = [ cfg.peerPort ];
-      allowedUDPPorts = [ 5353 ];
+      allowedTCPPorts = lib.optional (peerListen != "off") (lib.toInt (splitAddress peerListen).port);
+      allowedUDPPorts = lib.optional ((cfg.settings.discovery or "mdns") != "off") 5353;
     };
 
     systemd.services.narswarm = {
@@ -118,6 +134,8 @@ in
         ExecStart = "${lib.getExe cfg.package} serve --config ${toml.generate "narswarm.toml" cfg.settings}";
         Restart = "on-failure";
         RestartSec = 5;
+        # SIGTERM lets transfers in flight finish (shutdown-grace, 10 s by default).
+        TimeoutStopSec = 30;
         LoadCredential = lib.mapAttrsToList (name: file: "${name}:${file}") cfg.credentials;
 
         DynamicUser = true;

@@ -9,14 +9,14 @@
 import { after, before, describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdtemp, readdir, rm, writeFile, mkdir } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, writeFile, mkdir } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ConfigError, FormatError, IntegrityError, UpstreamError } from '../../src/errors.ts'
 import { silentLogger } from '../../src/log.ts'
 import { NixHash } from '../../src/nix/hash.ts'
 import { plugin, type TorrentBackend, type TorrentInit } from '../../src/backend/torrent/index.ts'
-import { TORRENT_DEFAULTS } from '../../src/backend/torrent/spec.ts'
+import { TORRENT_DEFAULTS, TORRENT_OPTIONS } from '../../src/backend/torrent/spec.ts'
 import { parseMagnet } from '../../src/backend/torrent/magnet.ts'
 import { formatAnnounce, parseAnnounce } from '../../src/backend/torrent/lsd.ts'
 import { bdecode, bencode, type BValue } from '../../src/backend/torrent/bencode.ts'
@@ -62,6 +62,21 @@ describe('torrent backend: specs', () => {
   for (const [spec, want] of valid) {
     it(`parses ${spec}`, () => assert.deepEqual(plugin.parse(new URL(spec)), { ...d, ...want }))
   }
+
+  it("docs/torrent.md's table lists every option, with the defaults the parser has", async () => {
+    const doc = await readFile(new URL('../../docs/torrent.md', import.meta.url), 'utf8')
+    const rows = [...doc.matchAll(/^\| `([a-z-]+)` \| ([^|]+) \|/gm)].map(m => ({ key: m[1]!, value: m[2]!.trim() }))
+    assert.deepEqual(rows.map(r => r.key).sort(), [...TORRENT_OPTIONS].sort())
+    let compared = 0
+    for (const { key, value } of rows) {
+      // The defaults that are written as the parser holds them (not sizes and durations).
+      const field = (d as unknown as Record<string, unknown>)[key.replace(/-(.)/g, (_, c: string) => c.toUpperCase())]
+      if (!['boolean', 'string'].includes(typeof field) && !/^`\d+`$/.test(value)) continue
+      assert.equal(value, `\`${String(field)}\``, key)
+      compared++
+    }
+    assert.ok(compared >= 10, `${compared} defaults compared`)
+  })
   const invalid: Array<[string, RegExp]> = [
     ['torrent:?colour=blue', /unknown option 'colour'/],
     ['torrent:?dht=maybe', /dht must be true or false/],
@@ -297,6 +312,10 @@ describe('torrent backend: between peers on 127.0.0.1', { skip }, () => {
     try {
       assert.equal(again.seeding, 3)
       assert.equal((await readdir(join(dir, 'torrent', 'torrents'))).length, 3)
+      // Fetching beyond the cap evicts what it fetched, never what it published.
+      for (const b of [randomBytes(200_000), randomBytes(200_000)]) assert.equal(sha(await drain(await again.open(await a.publish(upload(b))))), sha(b))
+      assert.equal(again.seeding, 4, 'the three published and the last fetched')
+      for (const l of locators) assert.equal(await again.has(l), true)
     } finally { await again.close() }
 
     // A node that fetched three NARs keeps the two most recently used (cap 2), and one after a

@@ -1,8 +1,9 @@
 /**
  * The service definitions: every .nix file parses (`nix-instantiate --parse`); the settings the
  * NixOS module and the README's example use are narswarm's own configuration keys; the plain
- * systemd unit passes `systemd-analyze verify`, and its ExecStart, with the installed paths
- * replaced by this checkout's, starts narswarm (which then stops on SIGTERM).
+ * systemd unit passes `systemd-analyze verify`, sets what the module sets (the hardening is
+ * written twice, once in each language), and its ExecStart, with the installed paths replaced by
+ * this checkout's, starts narswarm (which then stops on SIGTERM).
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -52,9 +53,40 @@ test('the settings the NixOS module and the README use are narswarm configuratio
   }
   assert.ok(used.has('state-dir') && used.has('backend') && used.has('listen'), [...used].join(' '))
   for (const key of used) assert.ok(KNOWN.has(key), `'${key}' is not a narswarm setting (known: ${[...KNOWN].join(', ')})`)
-  // The module's idea of the default address is narswarm's.
-  assert.ok(MODULE.includes(`"${String(SETTINGS.listen!.default)}"`), 'the module falls back to the default listen address')
+  // The module's idea of the defaults it reads is narswarm's.
+  for (const key of ['listen', 'peer-listen', 'discovery']) assert.ok(MODULE.includes(`cfg.settings.${key} or "${String(SETTINGS[key]!.default)}"`), `the module falls back to the default ${key}`)
   for (const m of UNIT.matchAll(/^Environment=NARSWARM_([A-Z_]+)=/gm)) assert.ok(KNOWN.has(m[1]!.toLowerCase().replaceAll('_', '-')), m[0])
+})
+
+/** The [Service] directives of the unit, each with its values (a repeated directive adds to them). */
+function unitDirectives (): Map<string, string[]> {
+  const section = /^\[Service\]\n([\s\S]*?)^\[/m.exec(UNIT)![1]!
+  const directives = new Map<string, string[]>()
+  for (const m of section.matchAll(/^([A-Za-z]+)=(.*)$/gm)) directives.set(m[1]!, [...directives.get(m[1]!) ?? [], ...m[2]!.split(/\s+/).filter(v => v !== '')])
+  return directives
+}
+
+/** The module's `serviceConfig`, its Nix values written as the unit writes them. */
+function moduleDirectives (): Map<string, string[]> {
+  const block = /serviceConfig = \{\n([\s\S]*?)\n {6}\};/.exec(MODULE)![1]!
+  const directives = new Map<string, string[]>()
+  for (const m of block.matchAll(/^\s*([A-Za-z]+) = (.*);$/gm)) {
+    const value = m[2]!
+    directives.set(m[1]!, value === 'true' ? ['yes'] : value === 'false' ? ['no'] : value.startsWith('[')
+      ? [...value.matchAll(/"([^"]*)"/g)].map(v => v[1]!)
+      : [value.replace(/^"(.*)"$/, '$1')].filter(v => v !== ''))
+  }
+  return directives
+}
+
+test('the unit and the NixOS module run the service alike', () => {
+  const unit = unitDirectives()
+  const module = moduleDirectives()
+  assert.ok(unit.has('DynamicUser') && module.has('SystemCallFilter'), 'both were read')
+  // What differs by nature: the command line and how the configuration and secrets get there.
+  const own = { unit: ['ExecStart', 'Environment', 'ConfigurationDirectory'], module: ['ExecStart', 'LoadCredential', 'MemoryDenyWriteExecute'] }
+  for (const [key, values] of unit) if (!own.unit.includes(key)) assert.deepEqual(module.get(key), values, `${key} in nix/module.nix`)
+  for (const key of module.keys()) if (!own.module.includes(key)) assert.ok(unit.has(key), `${key} in contrib/narswarm.service`)
 })
 
 /** The unit with the installed paths replaced by this checkout's and a test's. */

@@ -14,12 +14,12 @@
 import { createSocket, type Socket } from 'node:dgram'
 import type { Logger } from '../../log.ts'
 
-export const LSD_GROUP = '239.192.152.143'
-export const LSD_PORT = 6771
+const LSD_GROUP = '239.192.152.143'
+const LSD_PORT = 6771
 /** Info hashes per message: 25 × 52 bytes keeps a message under 1,400 bytes. */
 const PER_MESSAGE = 25
 /** BEP 14: announce a torrent at most once a minute. */
-export const REANNOUNCE_MS = 60_000
+const REANNOUNCE_MS = 60_000
 
 export interface LsdOptions {
   /** The TCP port peers connect to. */

@@ -66,7 +66,8 @@ export const TORRENT_DEFAULTS: TorrentInit = {
 }
 
 const REPEATABLE = new Set(['tracker', 'web-seed'])
-const KNOWN = ['tracker', 'web-seed', 'dht', 'lsd', 'pex', 'nat', 'utp', 'encryption', 'port', 'upload-limit', 'download-limit',
+/** The spec's options (docs/torrent.md has a row for each). */
+export const TORRENT_OPTIONS = ['tracker', 'web-seed', 'dht', 'lsd', 'pex', 'nat', 'utp', 'encryption', 'port', 'upload-limit', 'download-limit',
   'max-seeds', 'reseed', 'piece-length', 'piece-order', 'metadata-timeout', 'stall-timeout']
 
 export function parseTorrentSpec (spec: URL): TorrentInit {
@@ -84,7 +85,7 @@ export function parseTorrentSpec (spec: URL): TorrentInit {
   const seen = new Set<string>()
   for (const [key, value] of spec.searchParams) {
     const what = `${where}: ${key}`
-    if (!KNOWN.includes(key)) throw new ConfigError(`${where}: unknown option '${key}' (known: ${KNOWN.join(', ')})`)
+    if (!TORRENT_OPTIONS.includes(key)) throw new ConfigError(`${where}: unknown option '${key}' (known: ${TORRENT_OPTIONS.join(', ')})`)
     if (seen.has(key) && !REPEATABLE.has(key)) throw new ConfigError(`${what} is given twice`)
     seen.add(key)
     switch (key) {
