@@ -24,7 +24,7 @@ import { PeerShares } from '../../src/peer/shares.ts'
 import { PeerTable } from '../../src/peer/table.ts'
 import { makeEntry, type CacheEntry } from '../helpers/signed-cache.ts'
 import { MemoryStore } from '../helpers/memory-store.ts'
-import { startHostilePeer, type PeerFault } from '../helpers/hostile-peer.ts'
+import { startHostilePeer, startUnreachablePeer, type PeerFault } from '../helpers/hostile-peer.ts'
 import { freePort } from '../helpers/net.ts'
 
 const trusted = generateSecretKey('trusted-1')
@@ -171,7 +171,7 @@ for (const fault of ['wrong-chunk', 'other-manifest', 'stall', 'vanish'] as Peer
   })
 }
 
-test('a dead peer costs one connect timeout, then is left alone', async () => {
+test('a dead peer (one that accepts and never answers) costs one timeout, then is left alone', async () => {
   const entry = makeEntry('pkg', randomBytes(30_000))
   const hanging = await startHostilePeer('http://127.0.0.1:9', 'dead')
   const { filler, table, client: c } = client([`http://127.0.0.1:${await freePort()}`, hanging.url])
@@ -183,6 +183,25 @@ test('a dead peer costs one connect timeout, then is left alone', async () => {
   assert.equal(hanging.requests.length, 1)
   await c.close()
   await hanging.close()
+})
+
+test('a peer whose host is gone costs one connect timeout, then is left alone', async t => {
+  const gone = await startUnreachablePeer()
+  if (gone === undefined) { t.skip('python3 is not installed'); return }
+  const entry = makeEntry('pkg', randomBytes(30_000))
+  const { filler, table, client: c } = client([gone.url])
+  try {
+    assert.equal(await filler.fill(identity(entry), new MemoryStore(16_384)), false)
+    const [state] = table.list()
+    assert.equal(state!.failures, 1)
+    assert.match(state!.lastError ?? '', /CONNECT_TIMEOUT/)
+    assert.ok(state!.coolingUntil > Date.now())
+    assert.equal(await filler.fill(identity(entry), new MemoryStore(16_384)), false)
+    assert.equal(table.list()[0]!.failures, 1)
+  } finally {
+    await c.close()
+    gone.close()
+  }
 })
 
 test('narinfos come from peers only when signed by a trusted key', async () => {
