@@ -65,7 +65,7 @@ const MANIFEST = /^\/manifest\/([0-9a-df-np-sv-z]{52})$/
 const CHUNK = /^\/chunk\/([0-9a-f]{64})$/
 const SLICE = 64 << 10
 
-export function createPeerServer (init: PeerServerInit): { server: Server, stats: PeerServerStats } {
+function createPeerServer (init: PeerServerInit): { server: Server, stats: PeerServerStats } {
   const { store, shares, log, groupKey } = init
   const throttle = new Throttle(init.uploadLimit ?? 0)
   const maxRequests = init.maxRequests ?? 64
