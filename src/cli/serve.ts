@@ -78,7 +78,7 @@ async function start (config: Config, log: Logger, observer: Observer, opened: A
       store, cache, log, nodeId: loadNodeId(config.stateDir),
       trustedKeys: [...new Set([...config.trustedPublicKeys, ...config.upstreams.flatMap(u => u.trustedPublicKeys)])],
       staticPeers: config.peers, listen: config.peerListen, groupKey: loadGroupKey(config.peerKey, config.peerKeyFile),
-      uploadLimit: config.peerUploadLimit, maxRequests: config.peerMaxRequests,
+      uploadLimit: config.peerUploadLimit, maxRequests: config.peerMaxRequests, limits: config.limits,
       discovery: config.discovery, discoveryInterval: config.discoveryInterval, backends, mapper: mappers[0]
     })
   const spoolDir = spoolDirOf(config.stateDir)

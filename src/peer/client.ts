@@ -8,6 +8,7 @@ import { Agent, request, type Dispatcher } from 'undici'
 import { FormatError, UpstreamError } from '../errors.ts'
 import type { ChunkId, Manifest } from '../chunk/types.ts'
 import type { NixHash } from '../nix/hash.ts'
+import { ByteReader } from '../util/byte-reader.ts'
 import { describeHttpError, isTimeout, readBody } from '../util/http-client.ts'
 import type { GroupKey } from './auth.ts'
 import { ABSENT_FRAME, decodeBitmap, decodeManifest, encodeIds, manifestLimit, PEER_PATH, PROTOCOL_VERSION } from './protocol.ts'
@@ -76,7 +77,7 @@ export class PeerClient {
    */
   async * chunks (peer: string, ids: readonly ChunkId[], sizes: readonly number[], timeouts: RequestTimeouts, signal?: AbortSignal): AsyncGenerator<Uint8Array | undefined> {
     const body = await this.#post(peer, '/chunks', encodeIds(ids), timeouts, signal)
-    const reader = new FrameReader(body[Symbol.asyncIterator]())
+    const reader = new ByteReader(body)
     try {
       for (let i = 0; i < ids.length; i++) {
         const header = await reader.read(4)
@@ -154,46 +155,5 @@ export class PeerClient {
     if (err instanceof UpstreamError || err instanceof FormatError) return err
     if ((err as Error).name === 'AbortError') return err as Error
     return new UpstreamError(peer, describeHttpError(err), { timeout: isTimeout(err), cause: err })
-  }
-}
-
-/** Reads exact byte counts from a stream of pieces, copying only when a read spans pieces. */
-class FrameReader {
-  readonly #source: AsyncIterator<Uint8Array>
-  #pending: Uint8Array[] = []
-  #buffered = 0
-
-  constructor (source: AsyncIterator<Uint8Array>) {
-    this.#source = source
-  }
-
-  /** Exactly `n` bytes, or undefined when the stream ends first. */
-  async read (n: number): Promise<Uint8Array | undefined> {
-    while (this.#buffered < n) {
-      const next = await this.#source.next()
-      if (next.done === true) return undefined
-      this.#pending.push(next.value)
-      this.#buffered += next.value.length
-    }
-    const first = this.#pending[0]!
-    let out: Uint8Array
-    if (first.length >= n) {
-      out = first.subarray(0, n)
-      if (first.length === n) this.#pending.shift()
-      else this.#pending[0] = first.subarray(n)
-    } else {
-      out = new Uint8Array(n)
-      let o = 0
-      while (o < n) {
-        const piece = this.#pending[0]!
-        const take = Math.min(piece.length, n - o)
-        out.set(piece.subarray(0, take), o)
-        o += take
-        if (take === piece.length) this.#pending.shift()
-        else this.#pending[0] = piece.subarray(take)
-      }
-    }
-    this.#buffered -= n
-    return out
   }
 }

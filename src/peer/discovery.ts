@@ -12,6 +12,10 @@
  */
 import { EventEmitter } from 'node:events'
 import type { RemoteInfo } from 'node:dgram'
+// The responder, not bonjour-service's public Bonjour class (which keeps it private): `publish`
+// announces A/AAAA records of every interface (here only the addresses the listener serves) and
+// re-announces at 1 s, 3 s, 9 s… then stops (here every `interval`, which expiry counts on).
+// bonjour-service 1.4.4 is pinned exactly for this path; the package has no exports map.
 import { Server as BonjourServer } from 'bonjour-service/dist/lib/mdns-server.js'
 import type { Logger } from '../log.ts'
 import type { PeerTable } from './table.ts'

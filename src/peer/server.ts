@@ -12,8 +12,8 @@
  * Only what `PeerShares` allows is answered; everything else is 404, the same as absence, so a
  * stranger learns nothing from the difference. With a group key every request must carry a valid
  * MAC (401 without one, 403 with a wrong one). Every request a hostile peer can send is bounded:
- * bodies by the id limits, concurrency by `maxRequests` (503 beyond), time by the server timeouts,
- * and answers go out through the shared upload throttle with backpressure.
+ * bodies by the id limits, concurrency by `maxRequests` (503 beyond), connections and time by the
+ * limits every narswarm listener applies (src/server/limits.ts), and answers go out through the shared upload throttle with backpressure.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { once } from 'node:events'
@@ -21,6 +21,7 @@ import type { AddressInfo } from 'node:net'
 import type { ChunkStore } from '../chunk/types.ts'
 import type { Logger } from '../log.ts'
 import { NixHash } from '../nix/hash.ts'
+import { applyServerLimits, SERVER_LIMIT_DEFAULTS, type ServerLimits } from '../server/limits.ts'
 import { sendStatus } from '../server/respond.ts'
 import { readBody } from '../util/http-client.ts'
 import type { GroupKey } from './auth.ts'
@@ -40,6 +41,8 @@ export interface PeerServerInit {
   uploadLimit?: number
   /** Requests served at once; more get 503. */
   maxRequests?: number
+  /** Timeouts and connection limits, the substituter's. */
+  limits?: ServerLimits
 }
 
 /** What this listener sent, for `narswarm peers` and the metrics. */
@@ -62,7 +65,7 @@ const MANIFEST = /^\/manifest\/([0-9a-df-np-sv-z]{52})$/
 const CHUNK = /^\/chunk\/([0-9a-f]{64})$/
 const SLICE = 64 << 10
 
-export function createPeerServer (init: PeerServerInit): { server: Server, stats: PeerServerStats } {
+function createPeerServer (init: PeerServerInit): { server: Server, stats: PeerServerStats } {
   const { store, shares, log, groupKey } = init
   const throttle = new Throttle(init.uploadLimit ?? 0)
   const maxRequests = init.maxRequests ?? 64
@@ -175,10 +178,7 @@ export function createPeerServer (init: PeerServerInit): { server: Server, stats
       else res.destroy()
     })
   })
-  // A peer that opens a request and trickles it is cut off; keep-alive serves the honest ones.
-  server.headersTimeout = 10_000
-  server.requestTimeout = 60_000
-  server.keepAliveTimeout = 30_000
+  applyServerLimits(server, init.limits ?? SERVER_LIMIT_DEFAULTS, log)
   return { server, stats }
 }
 

@@ -6,6 +6,7 @@
  */
 import type { ChunkStore } from '../chunk/types.ts'
 import type { Logger } from '../log.ts'
+import type { ServerLimits } from '../server/limits.ts'
 import type { NarInfoCache } from '../state/narinfo-cache.ts'
 import type { AbortOptions, Backend, Mapper } from '../types.ts'
 import type { GroupKey } from './auth.ts'
@@ -31,6 +32,8 @@ export interface SwarmInit {
   groupKey?: GroupKey | undefined
   uploadLimit: number
   maxRequests: number
+  /** The listener's timeouts and connection limits; the defaults when undefined. */
+  limits?: ServerLimits | undefined
   discovery: 'mdns' | 'off'
   discoveryInterval: number
   backends: readonly Backend[]
@@ -84,7 +87,8 @@ export class Swarm {
     } else {
       this.#server = await startPeerServer({
         store: init.store, shares: this.#shares, nodeId: init.nodeId, log: init.log.child({ component: 'peer-listener' }),
-        uploadLimit: init.uploadLimit, maxRequests: init.maxRequests, ...(init.groupKey === undefined ? {} : { groupKey: init.groupKey })
+        uploadLimit: init.uploadLimit, maxRequests: init.maxRequests,
+        ...(init.limits === undefined ? {} : { limits: init.limits }), ...(init.groupKey === undefined ? {} : { groupKey: init.groupKey })
       }, init.listen)
     }
     // Without a listener, discovery still finds peers to fetch from; it just announces nothing.

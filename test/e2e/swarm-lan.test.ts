@@ -76,8 +76,9 @@ test('the swarm scenario with mDNS in network namespaces: B and C from peers, a 
       for (const peer of peers) await node.waitForLog(l => l.msg === 'peer found' && l.nodeId === nodeIds.get(peer), 30_000)
     },
     realise: async (node, root) => {
-      const r = await lan.run(hostOf.get(node)!, 'nix-store', ['--store', `local?root=${root}`, '--realise', closure.top,
-        '--option', 'substituters', node.url, '--option', 'trusted-public-keys', closure.publicKey, '--option', 'require-sigs', 'true'], { env: nix.env })
+      const [ip, ...exec] = lan.wrap(hostOf.get(node)!)
+      const r = await nix.tryRun(ip!, [...exec, 'nix-store', '--store', `local?root=${root}`, '--realise', closure.top,
+        '--option', 'substituters', node.url, '--option', 'trusted-public-keys', closure.publicKey, '--option', 'require-sigs', 'true'])
       assert.equal(r.code, 0, `nix-store --realise in ${hostOf.get(node)!.name} failed:\n${r.stderr.slice(-3000)}`)
     }
   })

@@ -7,6 +7,7 @@
 import { createServer, type ServerResponse } from 'node:http'
 import { once } from 'node:events'
 import { randomBytes } from 'node:crypto'
+import { spawn } from 'node:child_process'
 import type { AddressInfo, Socket } from 'node:net'
 
 export type PeerFault = 'none' | 'wrong-chunk' | 'other-manifest' | 'stall' | 'vanish' | 'dead'
@@ -68,4 +69,27 @@ export async function startHostilePeer (real: string, fault: PeerFault, options:
     await new Promise(resolve => server.close(resolve))
   }
   return peer
+}
+
+/**
+ * A peer whose host is gone: a port that never completes a TCP handshake, so connecting waits for
+ * the connect timeout. It is a listening socket that accepts nothing, its queue filled by one
+ * connection (Linux then drops further SYNs); Node cannot listen without accepting, so python3
+ * holds it. Undefined when python3 is not installed.
+ */
+export async function startUnreachablePeer (): Promise<{ url: string, close: () => void } | undefined> {
+  const script = [
+    'import socket, sys',
+    's = socket.socket()', "s.bind(('127.0.0.1', 0))", 's.listen(0)',
+    'held = [socket.create_connection(s.getsockname())]',
+    'print(s.getsockname()[1], flush=True)',
+    'sys.stdin.read()'
+  ].join('\n')
+  const child = spawn('python3', ['-c', script], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const port = await new Promise<string | undefined>(resolve => {
+    child.once('error', () => resolve(undefined))
+    child.stdout!.once('data', (d: Buffer) => resolve(String(d).trim()))
+  })
+  if (port === undefined) return undefined
+  return { url: `http://127.0.0.1:${port}`, close: () => { child.stdin!.end() } }
 }

@@ -33,8 +33,6 @@ export interface Lan {
   wrap: (host: Host) => string[]
   /** Starts `command` inside `host`. */
   spawn: (host: Host, command: string, args: string[], options?: SpawnOptions) => ChildProcess
-  /** Runs `command` inside `host` to completion. */
-  run: (host: Host, command: string, args: string[], options?: { env?: NodeJS.ProcessEnv, input?: string }) => Promise<{ code: number | null, stdout: string, stderr: string }>
   close: () => void
 }
 
@@ -146,23 +144,12 @@ export function createLan (count: number): Lan {
     throw err
   }
   const wrap = (host: Host): string[] => ['ip', 'netns', 'exec', host.name]
-  const spawnIn = (host: Host, command: string, args: string[], options: SpawnOptions = {}): ChildProcess =>
-    spawn('ip', ['netns', 'exec', host.name, command, ...args], options)
   return {
     hosts,
     bridge,
     wrap,
-    spawn: spawnIn,
-    run: async (host, command, args, options = {}) => {
-      const child = spawnIn(host, command, args, { env: { ...process.env, ...options.env }, stdio: ['pipe', 'pipe', 'pipe'] })
-      let stdout = ''
-      let stderr = ''
-      child.stdout!.setEncoding('utf8').on('data', (s: string) => { stdout += s })
-      child.stderr!.setEncoding('utf8').on('data', (s: string) => { stderr += s })
-      child.stdin!.end(options.input ?? '')
-      const code = await new Promise<number | null>(resolve => child.once('close', c => resolve(c)))
-      return { code, stdout, stderr }
-    },
+    spawn: (host: Host, command: string, args: string[], options: SpawnOptions = {}): ChildProcess =>
+      spawn('ip', ['netns', 'exec', host.name, command, ...args], options),
     close
   }
 }

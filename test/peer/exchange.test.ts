@@ -6,11 +6,14 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
+import { once } from 'node:events'
+import { connect } from 'node:net'
 import { silentLogger } from '../../src/log.ts'
 import { NarInfo } from '../../src/nix/narinfo.ts'
 import { generateSecretKey, narInfoFingerprint, sign } from '../../src/nix/signature.ts'
 import { NarInfoCache } from '../../src/state/narinfo-cache.ts'
 import { openDatabase } from '../../src/util/sqlite.ts'
+import { SERVER_LIMIT_DEFAULTS } from '../../src/server/limits.ts'
 import { GroupKey } from '../../src/peer/auth.ts'
 import { PeerClient } from '../../src/peer/client.ts'
 import { PeerFiller } from '../../src/peer/filler.ts'
@@ -21,7 +24,7 @@ import { PeerShares } from '../../src/peer/shares.ts'
 import { PeerTable } from '../../src/peer/table.ts'
 import { makeEntry, type CacheEntry } from '../helpers/signed-cache.ts'
 import { MemoryStore } from '../helpers/memory-store.ts'
-import { startHostilePeer, type PeerFault } from '../helpers/hostile-peer.ts'
+import { startHostilePeer, startUnreachablePeer, type PeerFault } from '../helpers/hostile-peer.ts'
 import { freePort } from '../helpers/net.ts'
 
 const trusted = generateSecretKey('trusted-1')
@@ -168,7 +171,7 @@ for (const fault of ['wrong-chunk', 'other-manifest', 'stall', 'vanish'] as Peer
   })
 }
 
-test('a dead peer costs one connect timeout, then is left alone', async () => {
+test('a dead peer (one that accepts and never answers) costs one timeout, then is left alone', async () => {
   const entry = makeEntry('pkg', randomBytes(30_000))
   const hanging = await startHostilePeer('http://127.0.0.1:9', 'dead')
   const { filler, table, client: c } = client([`http://127.0.0.1:${await freePort()}`, hanging.url])
@@ -180,6 +183,25 @@ test('a dead peer costs one connect timeout, then is left alone', async () => {
   assert.equal(hanging.requests.length, 1)
   await c.close()
   await hanging.close()
+})
+
+test('a peer whose host is gone costs one connect timeout, then is left alone', async t => {
+  const gone = await startUnreachablePeer()
+  if (gone === undefined) { t.skip('python3 is not installed'); return }
+  const entry = makeEntry('pkg', randomBytes(30_000))
+  const { filler, table, client: c } = client([gone.url])
+  try {
+    assert.equal(await filler.fill(identity(entry), new MemoryStore(16_384)), false)
+    const [state] = table.list()
+    assert.equal(state!.failures, 1)
+    assert.match(state!.lastError ?? '', /CONNECT_TIMEOUT/)
+    assert.ok(state!.coolingUntil > Date.now())
+    assert.equal(await filler.fill(identity(entry), new MemoryStore(16_384)), false)
+    assert.equal(table.list()[0]!.failures, 1)
+  } finally {
+    await c.close()
+    gone.close()
+  }
 })
 
 test('narinfos come from peers only when signed by a trusted key', async () => {
@@ -239,4 +261,29 @@ test('what a hostile peer can send is bounded: body sizes, batch sizes, concurre
   held.destroy()
   await server.close()
   shares.close()
+})
+
+test('the peer listener applies the listener limits: a peer that trickles its headers is cut off', async () => {
+  const store = new MemoryStore(16_384)
+  const cache = new NarInfoCache(openDatabase(':memory:'), { positiveTtl: 86_400_000, negativeTtl: 60_000 })
+  const shares = new PeerShares({ store, cache, trustedKeys: [trusted.public], log: silentLogger() })
+  const limits = { ...SERVER_LIMIT_DEFAULTS, headersTimeout: 500, requestTimeout: 1_000 }
+  const server = await startPeerServer({ store, shares, nodeId: 'n', log: silentLogger(), limits }, { host: '127.0.0.1', port: 0 })
+  const socket = connect(Number(new URL(server.url).port), '127.0.0.1')
+  socket.on('error', () => {})
+  let received = ''
+  socket.on('data', d => { received += String(d) })
+  socket.write(`GET ${PEER_PATH}/info HTTP/1.1\r\n`)
+  // One header byte every 100 ms: never idle, never done.
+  const trickle = setInterval(() => { if (!socket.destroyed) socket.write('X') }, 100)
+  const timeout = setTimeout(() => socket.destroy(new Error('still open after 10 s')), 10_000)
+  try {
+    await once(socket, 'close')
+    assert.match(received, /^HTTP\/1\.1 408 /, 'closed by the listener with 408, not by the test')
+  } finally {
+    clearInterval(trickle)
+    clearTimeout(timeout)
+    await server.close()
+    shares.close()
+  }
 })

@@ -12,6 +12,7 @@ import * as dagCbor from '@ipld/dag-cbor'
 import { varint } from 'multiformats'
 import { CID } from 'multiformats/cid'
 import { FormatError } from '../../errors.ts'
+import { ByteReader } from '../../util/byte-reader.ts'
 import { contiguous, type BlockBytes } from './block-bytes.ts'
 
 export interface CarBlock { cid: CID, bytes: Uint8Array }
@@ -53,13 +54,15 @@ function withLength (bytes: Uint8Array): Uint8Array {
  * a time. `maxBlock` bounds a section (CID and bytes); anything malformed is a FormatError.
  */
 export async function readCar (source: AsyncIterable<Uint8Array>, maxBlock: number): Promise<{ roots: CID[], blocks: AsyncGenerator<CarSection> }> {
-  const bytes = new ByteReader(source[Symbol.asyncIterator]())
-  const headerLength = await bytes.varint()
+  const bytes = new ByteReader(source)
+  const headerLength = await readVarint(bytes)
   if (headerLength === undefined) throw new FormatError('CAR stream is empty')
   if (headerLength > MAX_HEADER) throw new FormatError(`CAR header of ${headerLength} bytes is too large`)
+  const headerBytes = await bytes.read(headerLength)
+  if (headerBytes === undefined) throw short(bytes, headerLength)
   let header: { version?: unknown, roots?: unknown }
   try {
-    header = dagCbor.decode(await bytes.exactly(headerLength))
+    header = dagCbor.decode(headerBytes)
   } catch (err) {
     throw err instanceof FormatError ? err : new FormatError(`CAR header is not dag-cbor: ${(err as Error).message}`)
   }
@@ -69,10 +72,11 @@ export async function readCar (source: AsyncIterable<Uint8Array>, maxBlock: numb
   async function * blocks (): AsyncGenerator<CarSection> {
     try {
       for (;;) {
-        const length = await bytes.varint()
+        const length = await readVarint(bytes)
         if (length === undefined) return
         if (length > maxBlock) throw new FormatError(`CAR section of ${length} bytes exceeds ${maxBlock}`)
         let section = await bytes.pieces(length)
+        if (section === undefined) throw short(bytes, length)
         // The CID is read from the first piece: one too short to hold it (rare) is joined first. So
         // are pieces smaller than MIN_PIECE on average, which only a sender that splits its data
         // into tiny frames produces: kept apart, each would cost more memory than its bytes.
@@ -94,99 +98,18 @@ export async function readCar (source: AsyncIterable<Uint8Array>, maxBlock: numb
   return { roots: roots as CID[], blocks: blocks() }
 }
 
-/** Pulls exactly the bytes asked for from a chunked source, keeping only what is not yet taken. */
-class ByteReader {
-  readonly #source: AsyncIterator<Uint8Array>
-  #chunks: Uint8Array[] = []
-  #buffered = 0
-
-  constructor (source: AsyncIterator<Uint8Array>) {
-    this.#source = source
-  }
-
-  /** Ensures `n` bytes are buffered; false when the source ends first. */
-  async #fill (n: number): Promise<boolean> {
-    while (this.#buffered < n) {
-      const next = await this.#source.next()
-      if (next.done === true) return false
-      if (next.value.length === 0) continue
-      this.#chunks.push(next.value)
-      this.#buffered += next.value.length
+/** A varint, or undefined at a clean end of the stream. */
+async function readVarint (bytes: ByteReader): Promise<number | undefined> {
+  for (let n = 1; n <= 9; n++) {
+    if (!await bytes.fill(n)) {
+      if (n === 1) return undefined
+      throw new FormatError('CAR stream ends inside a varint')
     }
-    return true
+    if (bytes.peek(n)[n - 1]! < 0x80) return varint.decode(bytes.take(n))[0]
   }
+  throw new FormatError('CAR varint is too long')
+}
 
-  /** A varint, or undefined at a clean end of the stream. */
-  async varint (): Promise<number | undefined> {
-    for (let n = 1; n <= 9; n++) {
-      if (!await this.#fill(n)) {
-        if (n === 1) return undefined
-        throw new FormatError('CAR stream ends inside a varint')
-      }
-      if (this.#peek(n)[n - 1]! < 0x80) return varint.decode(this.#take(n))[0]
-    }
-    throw new FormatError('CAR varint is too long')
-  }
-
-  async exactly (n: number): Promise<Uint8Array> {
-    if (!await this.#fill(n)) throw new FormatError(`CAR stream ends ${n - this.#buffered} bytes short`)
-    return this.#take(n)
-  }
-
-  /** The next `n` bytes as the pieces of the chunks they are in, not copied. */
-  async pieces (n: number): Promise<Uint8Array[]> {
-    if (!await this.#fill(n)) throw new FormatError(`CAR stream ends ${n - this.#buffered} bytes short`)
-    const out: Uint8Array[] = []
-    let left = n
-    let used = 0
-    while (left > 0) {
-      const chunk = this.#chunks[used]!
-      if (chunk.length <= left) {
-        out.push(chunk)
-        left -= chunk.length
-        used++
-      } else {
-        out.push(chunk.subarray(0, left))
-        this.#chunks[used] = chunk.subarray(left)
-        left = 0
-      }
-    }
-    this.#chunks.splice(0, used)
-    this.#buffered -= n
-    return out
-  }
-
-  async close (): Promise<void> {
-    await this.#source.return?.()
-  }
-
-  #peek (n: number): Uint8Array {
-    if (this.#chunks[0]!.length >= n) return this.#chunks[0]!.subarray(0, n)
-    return Buffer.concat(this.#chunks.slice(0, n)).subarray(0, n) // n ≤ 9: at most 9 chunks
-  }
-
-  #take (n: number): Uint8Array {
-    const first = this.#chunks[0]!
-    this.#buffered -= n
-    if (first.length >= n) {
-      if (first.length === n) this.#chunks.shift()
-      else this.#chunks[0] = first.subarray(n)
-      return first.subarray(0, n)
-    }
-    // Spread over several chunks: copied out, and the used chunks dropped in one splice (tiny
-    // chunks from a peer must not cost a shift per chunk).
-    const out = Buffer.allocUnsafe(n) // every byte is set below
-    let at = 0
-    let used = 0
-    while (at < n) {
-      const chunk = this.#chunks[used]!
-      const part = Math.min(chunk.length, n - at)
-      out.set(chunk.subarray(0, part), at)
-      at += part
-      if (part === chunk.length) used++
-      else this.#chunks[used] = chunk.subarray(part)
-    }
-    this.#chunks.splice(0, used)
-    return out
-  }
+function short (bytes: ByteReader, n: number): FormatError {
+  return new FormatError(`CAR stream ends ${n - bytes.buffered} bytes short`)
 }
