@@ -1,63 +1,21 @@
 /**
- * Chunk files on disk: `chunks/<2 hex>/<64 hex>` under the state directory, one file per chunk,
- * a one-byte header (0 = raw, 1 = zstd) and the bytes. A chunk is stored zstd-3 compressed only
- * when that saves at least an eighth; most NAR chunks of binaries do, compressed archives do not.
- *
- * A write goes to `chunks/tmp/<pid>-<random>.tmp`, is fsynced, then renamed into place, so a
- * chunk file either is whole or does not exist under its name; the index row comes after (the
- * store's business). A read hashes the bytes again and reports a chunk whose bytes do not match
+ * Chunk files on disk: `chunks/<2 hex>/<64 hex>` under the state directory, one file per chunk
+ * (chunk-file.ts has its layout, chunk-writer.ts writes them on the thread pool). A write goes to
+ * `chunks/tmp/<pid>-<random>.tmp`, is fsynced, then renamed into place, so a chunk file either is
+ * whole or does not exist under its name; the index row comes after (the store's business). A read hashes the bytes again and reports a chunk whose bytes do not match
  * its name as corrupt; it never returns them.
  */
-import { hash, randomBytes } from 'node:crypto'
-import { closeSync, fdatasync, mkdirSync, openSync, readSync, renameSync, rmSync, writevSync } from 'node:fs'
+import { hash } from 'node:crypto'
+import { closeSync, openSync, readSync } from 'node:fs'
 import { mkdir, readdir, rm, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
-import { constants, zstdCompressSync, zstdDecompressSync } from 'node:zlib'
+import { zstdDecompressSync } from 'node:zlib'
 import { StorageError } from '../errors.ts'
 import { isAlive } from '../util/process.ts'
+import { chunkPath, RAW, ZSTD } from './chunk-file.ts'
+import { ChunkWriter } from './chunk-writer.ts'
 
-// A window no larger than the largest chunk: zstd then allocates a fraction of what its default
-// (2 MiB for level 3) costs per call, and the process's memory stays flat over millions of chunks.
-const ZSTD_OPTIONS = { params: { [constants.ZSTD_c_compressionLevel]: 3, [constants.ZSTD_c_windowLog]: 18 } }
-const SAMPLE = 4096
-const SAMPLE_OPTIONS = { params: { [constants.ZSTD_c_compressionLevel]: 1, [constants.ZSTD_c_windowLog]: 12 } }
-
-const RAW = 0
-const ZSTD = 1
 const HEX64 = /^[0-9a-f]{64}$/
-
-/**
- * Whether compressing a chunk may pay: a 4 KiB sample from its middle is compressed at level 1
- * first, so chunks of compressed archives (most of a .jar, .gz, .png) cost a few microseconds, not
- * a full compression. A sample whose bytes are spread almost evenly over all 256 values (entropy
- * above 7.9 bits a byte; random bytes measure 7.95 in 4 KiB, machine code 6, text 5) is not even
- * tried: counting them costs a quarter of the sample compression, which creates a zstd context.
- * Compression runs on the calling thread: Node's one-shot asynchronous zstd was several times
- * slower per chunk than the synchronous call.
- */
-function worthCompressing (bytes: Uint8Array): boolean {
-  if (bytes.length < 64) return false
-  if (bytes.length <= SAMPLE * 2) return true
-  const start = (bytes.length - SAMPLE) >>> 1
-  const sample = bytes.subarray(start, start + SAMPLE)
-  if (entropy(sample) > 7.9) return false
-  const packed = zstdCompressSync(sample, SAMPLE_OPTIONS)
-  return packed.length < SAMPLE - (SAMPLE >>> 3)
-}
-
-const counts = new Uint32Array(256)
-
-/** Shannon entropy of the bytes' distribution, in bits per byte. */
-function entropy (bytes: Uint8Array): number {
-  counts.fill(0)
-  for (let i = 0; i < bytes.length; i++) counts[bytes[i]!]!++
-  let h = 0
-  for (let i = 0; i < 256; i++) {
-    const c = counts[i]!
-    if (c > 0) { const p = c / bytes.length; h -= p * Math.log2(p) }
-  }
-  return h
-}
 
 export function hexOf (id: Uint8Array): string {
   return Buffer.from(id.buffer, id.byteOffset, id.length).toString('hex')
@@ -80,10 +38,10 @@ export class CorruptChunk extends Error {
 export class ChunkFiles {
   readonly root: string
   readonly tmp: string
-  readonly #dirs = new Set<string>()
   #scratch = Buffer.allocUnsafe(0)
 
   readonly #fsync: boolean
+  #writer: ChunkWriter | undefined
 
   /** `fsync: false` skips the wait for the disk (benchmarks that measure other things). */
   constructor (root: string, options: { fsync?: boolean } = {}) {
@@ -97,40 +55,27 @@ export class ChunkFiles {
   }
 
   path (hex: string): string {
-    return join(this.root, hex.slice(0, 2), hex)
+    return chunkPath(this.root, hex)
   }
 
-  /** Writes a chunk whose id was already computed; returns the bytes it takes on disk. */
+  /**
+   * Writes a chunk whose id was already computed; returns the bytes it takes on disk. `bytes` is
+   * copied before this returns, so the caller may reuse it (chunk-writer.ts).
+   */
   async write (hex: string, bytes: Uint8Array): Promise<number> {
-    let body = bytes
-    let flag = RAW
-    if (worthCompressing(bytes)) {
-      const packed = zstdCompressSync(bytes, { ...ZSTD_OPTIONS, chunkSize: Math.max(bytes.length, 64) })
-      if (packed.length <= bytes.length - (bytes.length >>> 3)) { body = packed; flag = ZSTD }
-    }
-    const tmp = join(this.tmp, `${process.pid}-${randomBytes(8).toString('hex')}.tmp`)
-    // Writing to the page cache, closing and renaming are quick and done here; only the fsync
-    // waits for the disk, in the thread pool: on a loaded machine each thread-pool round trip
-    // costs far more than the system call it runs.
-    let fd: number | undefined
+    this.#writer ??= new ChunkWriter({ root: this.root, tmp: this.tmp, fsync: this.#fsync })
     try {
-      fd = openSync(tmp, 'wx')
-      writevSync(fd, [Uint8Array.of(flag), body])
-      if (this.#fsync) await new Promise<void>((resolve, reject) => fdatasync(fd!, err => err === null ? resolve() : reject(err)))
-      closeSync(fd)
-      fd = undefined
-      const dir = hex.slice(0, 2)
-      if (!this.#dirs.has(dir)) {
-        mkdirSync(join(this.root, dir), { recursive: true })
-        this.#dirs.add(dir)
-      }
-      renameSync(tmp, this.path(hex))
+      return await this.#writer.write(hex, bytes)
     } catch (err) {
-      if (fd !== undefined) try { closeSync(fd) } catch {}
-      rmSync(tmp, { force: true })
       throw storageError(`cannot store chunk ${hex}`, err)
     }
-    return 1 + body.length
+  }
+
+  /** Waits for the writes asked for; a later write starts afresh. */
+  async close (): Promise<void> {
+    const writer = this.#writer
+    this.#writer = undefined
+    await writer?.close()
   }
 
   /**

@@ -14,7 +14,7 @@ import { chunkIdOf, hexOf } from './files.ts'
 import type { LocalChunkStore } from './store.ts'
 import type { Manifest, ManifestChunk, NarIdentity } from './types.ts'
 
-/** Chunks written by one ingest at a time at most (bounds memory: each is ≤ 256 KiB). */
+/** Chunks written by one ingest at a time at most (the writer's eight buffers bound memory anyway). */
 const WRITES_IN_FLIGHT = 8
 
 export async function ingestNar (store: LocalChunkStore, expected: NarIdentity, body: AsyncIterable<Uint8Array>, options?: AbortOptions): Promise<Manifest> {
@@ -34,8 +34,8 @@ export async function ingestNar (store: LocalChunkStore, expected: NarIdentity, 
     throw err
   }
   const hasher = createHash(expected.narHash.algorithm)
-  // Chunks are built in one reused buffer: `put` writes each chunk (to the page cache) or finds
-  // it stored before its first await, so a chunk is done with before the next piece is pushed.
+  // Chunks are built in one reused buffer: `put` copies each chunk for its write, or finds it
+  // stored, before its first await, so a chunk is done with before the next piece is pushed.
   const chunker = new Chunker(store.params, { reuse: true })
   const chunks: ManifestChunk[] = []
   const held: string[] = []

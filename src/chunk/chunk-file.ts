@@ -1,0 +1,65 @@
+/**
+ * One chunk file as it is laid out on disk: a one-byte header (RAW or ZSTD) and the bytes, zstd-3
+ * compressed only when that saves at least an eighth. chunk-writer.ts writes these files, files.ts
+ * reads them.
+ */
+import { join } from 'node:path'
+import { constants, zstdCompressSync } from 'node:zlib'
+
+export const RAW = 0
+export const ZSTD = 1
+
+// A window no larger than the largest chunk: zstd then allocates a fraction of what its default
+// (2 MiB for level 3) costs per call, and the process's memory stays flat over millions of chunks.
+const ZSTD_OPTIONS = { params: { [constants.ZSTD_c_compressionLevel]: 3, [constants.ZSTD_c_windowLog]: 18 } }
+const SAMPLE = 4096
+const SAMPLE_OPTIONS = { params: { [constants.ZSTD_c_compressionLevel]: 1, [constants.ZSTD_c_windowLog]: 12 } }
+
+/**
+ * Whether compressing a chunk may pay: a 4 KiB sample from its middle is compressed at level 1
+ * first, so chunks of compressed archives (most of a .jar, .gz, .png) cost a few microseconds, not
+ * a full compression. A sample whose bytes are spread almost evenly over all 256 values (entropy
+ * above 7.9 bits a byte; random bytes measure 7.95 in 4 KiB, machine code 6, text 5) is not even
+ * tried: counting them costs a quarter of the sample compression, which creates a zstd context.
+ * Compression runs on the calling thread: Node's one-shot asynchronous zstd was several times
+ * slower per chunk than the synchronous call.
+ */
+function worthCompressing (bytes: Uint8Array): boolean {
+  if (bytes.length < 64) return false
+  if (bytes.length <= SAMPLE * 2) return true
+  const start = (bytes.length - SAMPLE) >>> 1
+  const sample = bytes.subarray(start, start + SAMPLE)
+  if (entropy(sample) > 7.9) return false
+  const packed = zstdCompressSync(sample, SAMPLE_OPTIONS)
+  return packed.length < SAMPLE - (SAMPLE >>> 3)
+}
+
+const counts = new Uint32Array(256)
+
+/** Shannon entropy of the bytes' distribution, in bits per byte. */
+function entropy (bytes: Uint8Array): number {
+  counts.fill(0)
+  for (let i = 0; i < bytes.length; i++) counts[bytes[i]!]!++
+  let h = 0
+  for (let i = 0; i < 256; i++) {
+    const c = counts[i]!
+    if (c > 0) { const p = c / bytes.length; h -= p * Math.log2(p) }
+  }
+  return h
+}
+
+/** Where chunk files go: `<root>/<2 hex>/<64 hex>`, written through `<tmp>`; `fsync: false` is for benchmarks. */
+export interface ChunkDirs { root: string, tmp: string, fsync: boolean }
+
+export function chunkPath (root: string, hex: string): string {
+  return join(root, hex.slice(0, 2), hex)
+}
+
+/** A chunk's file contents, header included: `[flag, ...body]` as two pieces. */
+export function encodeChunk (bytes: Uint8Array): { flag: number, body: Uint8Array } {
+  if (worthCompressing(bytes)) {
+    const packed = zstdCompressSync(bytes, { ...ZSTD_OPTIONS, chunkSize: Math.max(bytes.length, 64) })
+    if (packed.length <= bytes.length - (bytes.length >>> 3)) return { flag: ZSTD, body: packed }
+  }
+  return { flag: RAW, body: bytes }
+}
