@@ -73,9 +73,11 @@ export interface ChunkStore {
   /**
    * Commits a manifest whose chunks are all stored (e.g. fetched from peers), after rendering it
    * and checking the whole NAR against `expected`; throws IntegrityError when it does not match,
-   * or when chunks are missing.
+   * or when chunks are missing. `narHashChecked`: the caller already hashed the NAR these chunks
+   * make, from bytes this store accepted or rendered, and it matched; the store then only checks
+   * that every chunk is there.
    */
-  commitManifest: (manifest: Manifest, expected: NarIdentity, options?: AbortOptions) => Promise<void>
+  commitManifest: (manifest: Manifest, expected: NarIdentity, options?: AbortOptions & { narHashChecked?: boolean }) => Promise<void>
   /** Counts as a use of a committed NAR for eviction (a peer fetching its chunks); optional. */
   touch?: (narHash: NixHash) => void
   /** Called after each commit, whatever the source of the NAR. Returns an unsubscribe function. */

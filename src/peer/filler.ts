@@ -13,8 +13,9 @@
  *    small chunks batched; each chunk checked against its id on arrival (`putChunk`). A peer that
  *    fails, stalls (2 s of silence) or sends a wrong chunk is dropped for this NAR and its chunks
  *    go to the others.
- * 4. `commitManifest`: the store renders the NAR and checks it; if that fails, the manifest was a
- *    lie, its peers are scored down and the next distinct manifest, if any, is tried.
+ * 4. The NAR is hashed as its chunks arrive, in order (in-order-hash.ts), and `commitManifest`
+ *    commits it; if it does not match, the manifest was a lie, its peers are scored down and the
+ *    next distinct manifest, if any, is tried.
  *
  * Resolves false when no peer has the NAR; throws UpstreamError when peers had it but failed.
  * A dead peer costs one connect timeout, then cools down in the table.
@@ -24,6 +25,7 @@ import { FormatError, IntegrityError, UpstreamError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { AbortOptions } from '../types.ts'
 import type { PeerClient, RequestTimeouts } from './client.ts'
+import { InOrderHash } from './in-order-hash.ts'
 import { chunkHex, MAX_BATCH_IDS, MAX_HAVE_IDS } from './protocol.ts'
 import type { PeerTable } from './table.ts'
 
@@ -47,6 +49,8 @@ interface Moved { bytes: number, chunks: number, reused: number, peers: number }
 
 /** The chunks one request asks for: up to this many bytes. */
 const BATCH_BYTES = 512 << 10
+/** Bytes received and waiting to be stored, at most (then no new request goes out). */
+const MAX_STORING = 4 << 20
 
 export class PeerFiller implements StoreFiller {
   readonly name = 'peers'
@@ -111,8 +115,13 @@ export class PeerFiller implements StoreFiller {
     })
     const reused = manifest.narSize - manifest.chunks.reduce((n, c, i) => n + (held[i]! ? 0 : c.size), 0)
     const moved: Moved = { bytes: 0, chunks: 0, reused, peers: 0 }
-    if (missing.length > 0) await new ChunkFetch(this, offer, search, missing, store, moved, signal).run()
-    await store.commitManifest(manifest, expected, { signal })
+    const order = new InOrderHash(manifest, held, store, expected.narHash.algorithm)
+    if (missing.length > 0) await new ChunkFetch(this, offer, search, missing, store, moved, order, signal).run()
+    const digest = await order.digest()
+    if (digest !== undefined && !digest.equals(expected.narHash.digest)) {
+      throw new IntegrityError(`chunks of the manifest hash to ${expected.narHash.algorithm}:${digest.toString('hex')}, expected ${expected.narHash.toString()}`)
+    }
+    await store.commitManifest(manifest, expected, { signal, narHashChecked: digest !== undefined })
     return moved
   }
 
@@ -150,14 +159,18 @@ class ChunkFetch {
   readonly #used = new Set<string>()
   readonly #dropped = new Set<string>()
   readonly #offer: Offer
+  readonly #order: InOrderHash
   #running = 0
+  /** Bytes received and not yet stored: no new request while there are too many. */
+  #storing = 0
   #haves = 0
   #done = false
   #finish: (err?: Error) => void = () => {}
 
   readonly #search: ManifestSearch
 
-  constructor (filler: PeerFiller, offer: Offer, search: ManifestSearch, missing: Manifest['chunks'], store: ChunkStore, moved: Moved, signal?: AbortSignal) {
+  constructor (filler: PeerFiller, offer: Offer, search: ManifestSearch, missing: Manifest['chunks'], store: ChunkStore, moved: Moved, order: InOrderHash, signal?: AbortSignal) {
+    this.#order = order
     this.#filler = filler
     this.#missing = missing
     this.#store = store
@@ -205,10 +218,10 @@ class ChunkFetch {
 
   #pump (): void {
     if (this.#done) return
-    if (this.#queue.length === 0 && this.#running === 0) { this.#finish(); return }
+    if (this.#queue.length === 0 && this.#running === 0 && this.#storing === 0) { this.#finish(); return }
     // Peers whose manifest arrived after the fetch began join as holders.
     for (const holder of this.#offer.holders) if (!this.#dropped.has(holder) && !this.#sources.has(holder)) this.#sources.set(holder, 'all')
-    while (this.#running < this.#filler.inFlight && this.#queue.length > 0) {
+    while (this.#running < this.#filler.inFlight && this.#queue.length > 0 && this.#storing < MAX_STORING) {
       const first = this.#queue[0]!
       const rank = this.#filler.table.available()
       const order = (p: string): number => { const i = rank.indexOf(p); return i < 0 ? rank.length : i }
@@ -216,7 +229,7 @@ class ChunkFetch {
         .sort((a, b) => (this.#load.get(a) ?? 0) - (this.#load.get(b) ?? 0) || order(a) - order(b))[0]
       if (peer === undefined) {
         // Every source failed: peers not asked yet may hold the NAR (their answers call pump).
-        if (this.#running === 0 && this.#haves === 0 && this.#search.pending === 0 && !this.#search.askMore()) {
+        if (this.#running === 0 && this.#storing === 0 && this.#haves === 0 && this.#search.pending === 0 && !this.#search.askMore()) {
           this.#finish(new UpstreamError('peers', `no peer left with chunk ${chunkHex(this.#missing[first]!.id)}`))
         }
         return
@@ -243,49 +256,57 @@ class ChunkFetch {
 
   /**
    * One `chunks` request; what it did not deliver goes back on the queue. Chunks are stored as they
-   * arrive, without waiting for one write (and its fsync) before reading the next.
+   * arrive, and the request ends when its body was read, not when its chunks are on disk: the next
+   * request goes out while they are written (and fsynced), up to MAX_STORING bytes behind.
    */
   async #request (peer: string, batch: number[]): Promise<void> {
     const chunks = batch.map(i => this.#missing[i]!)
-    const writes: Array<Promise<void>> = []
-    let failure: Error | undefined
     let done = 0
     const t0 = performance.now()
-    const store = (index: number, bytes: Uint8Array): void => {
-      writes.push(this.#store.putChunk(this.#missing[index]!.id, bytes, { signal: this.#signal }).then(() => {
-        this.#moved.bytes += bytes.length
-        this.#moved.chunks++
-        this.#filler.table.served(peer, { chunks: 1, bytes: bytes.length })
-        if (!this.#used.has(peer)) { this.#used.add(peer); this.#moved.peers++ }
-      }, (err: unknown) => {
-        this.#queue.unshift(index)
-        failure ??= err instanceof IntegrityError ? new ChunkError(`${peer}: ${err.message}`) : err as Error
-      }))
-    }
     try {
       for await (const bytes of this.#filler.client.chunks(peer, chunks.map(c => c.id), chunks.map(c => c.size), this.#filler.chunkTimeouts, this.#signal)) {
         const index = batch[done++]!
-        if (bytes !== undefined) { store(index, bytes); continue }
+        if (bytes !== undefined) { this.#put(peer, index, bytes); continue }
         // Not there after all: asked elsewhere.
         const s = this.#sources.get(peer)
         if (s === 'all') this.#sources.set(peer, new Set(this.#missing.map((_, i) => i).filter(i => i !== index)))
         else s?.delete(index)
         this.#queue.push(index)
       }
-      await Promise.all(writes)
-      if (failure !== undefined) throw failure
       this.#filler.table.success(peer, performance.now() - t0)
     } catch (err) {
-      await Promise.all(writes)
       this.#queue.unshift(...batch.slice(done))
-      this.#sources.delete(peer)
-      this.#dropped.add(peer)
-      if (this.#signal?.aborted === true) return
-      const error = failure ?? err
-      if (error instanceof ChunkError) this.#filler.table.integrityFailure(peer, error.message)
-      else if (error instanceof IntegrityError || error instanceof UpstreamError || error instanceof FormatError) this.#filler.penalise(peer, error)
-      else this.#finish(error as Error)
+      this.#drop(peer, err)
     }
+  }
+
+  /** Stores one chunk as it arrived; a chunk that is not what its id says drops its peer. */
+  #put (peer: string, index: number, bytes: Uint8Array): void {
+    this.#storing += bytes.length
+    const id = this.#missing[index]!.id
+    this.#store.putChunk(id, bytes, { signal: this.#signal }).then(() => {
+      this.#order.add(id, bytes)
+      this.#moved.bytes += bytes.length
+      this.#moved.chunks++
+      this.#filler.table.served(peer, { chunks: 1, bytes: bytes.length })
+      if (!this.#used.has(peer)) { this.#used.add(peer); this.#moved.peers++ }
+    }, (err: unknown) => {
+      this.#queue.unshift(index)
+      this.#drop(peer, err instanceof IntegrityError ? new ChunkError(`${peer}: ${err.message}`) : err)
+    }).finally(() => {
+      this.#storing -= bytes.length
+      this.#pump()
+    })
+  }
+
+  /** Leaves a peer out of this NAR and scores it; an error of this node (its store) ends the fetch. */
+  #drop (peer: string, error: unknown): void {
+    this.#sources.delete(peer)
+    this.#dropped.add(peer)
+    if (this.#signal?.aborted === true) return
+    if (error instanceof ChunkError) this.#filler.table.integrityFailure(peer, error.message)
+    else if (error instanceof IntegrityError || error instanceof UpstreamError || error instanceof FormatError) this.#filler.penalise(peer, error)
+    else this.#finish(error as Error)
   }
 }
 

@@ -1,0 +1,84 @@
+/**
+ * The NarHash of a NAR being filled from peers, computed as its chunks arrive rather than by
+ * reading the whole NAR back from the store afterwards. Chunks come out of order (several
+ * requests, several peers); each is hashed once every chunk before it was, those the store already
+ * held being read from it in turn. Only chunks the store accepted (checked against their ids) are
+ * given here, so the digest is that of the NAR the manifest renders. Out-of-order chunks wait in
+ * memory up to MAX_WAITING bytes; past that, or if a held chunk cannot be read, it gives up and the
+ * store hashes the NAR itself at commit.
+ */
+import { createHash, type Hash } from 'node:crypto'
+import type { ChunkStore, Manifest } from '../chunk/types.ts'
+import { chunkHex } from './protocol.ts'
+
+const MAX_WAITING = 32 << 20
+
+export class InOrderHash {
+  readonly #chunks: Manifest['chunks']
+  readonly #held: readonly boolean[]
+  readonly #store: ChunkStore
+  readonly #hasher: Hash
+  /** Manifest positions of each chunk to be fetched (a chunk may appear more than once). */
+  readonly #positions = new Map<string, number[]>()
+  readonly #waiting = new Map<number, Uint8Array>()
+  #waitingBytes = 0
+  #next = 0
+  #gaveUp = false
+  #draining: Promise<void> = Promise.resolve()
+
+  constructor (manifest: Manifest, held: readonly boolean[], store: ChunkStore, algorithm: string) {
+    this.#chunks = manifest.chunks
+    this.#held = held
+    this.#store = store
+    this.#hasher = createHash(algorithm)
+    manifest.chunks.forEach((c, i) => {
+      if (held[i]!) return
+      const hex = chunkHex(c.id)
+      const list = this.#positions.get(hex)
+      if (list === undefined) this.#positions.set(hex, [i]); else list.push(i)
+    })
+  }
+
+  /** A chunk the store accepted. */
+  add (id: Uint8Array, bytes: Uint8Array): void {
+    if (this.#gaveUp) return
+    for (const i of this.#positions.get(chunkHex(id)) ?? []) {
+      if (i < this.#next || this.#waiting.has(i)) continue
+      this.#waiting.set(i, bytes)
+      this.#waitingBytes += bytes.length
+    }
+    if (this.#waitingBytes > MAX_WAITING) { this.#giveUp(); return }
+    this.#draining = this.#draining.then(async () => await this.#drain())
+  }
+
+  /** The digest once every chunk was hashed; undefined if it gave up (or chunks are missing). */
+  async digest (): Promise<Buffer | undefined> {
+    await this.#draining
+    await this.#drain()
+    return this.#gaveUp || this.#next < this.#chunks.length ? undefined : this.#hasher.digest()
+  }
+
+  async #drain (): Promise<void> {
+    while (!this.#gaveUp && this.#next < this.#chunks.length) {
+      const i = this.#next
+      let bytes = this.#waiting.get(i)
+      if (bytes !== undefined) {
+        this.#waiting.delete(i)
+        this.#waitingBytes -= bytes.length
+      } else if (this.#held[i]!) {
+        bytes = await this.#store.readChunk(this.#chunks[i]!.id).catch(() => undefined)
+        if (bytes === undefined) { this.#giveUp(); return }
+      } else {
+        return
+      }
+      this.#hasher.update(bytes)
+      this.#next++
+    }
+  }
+
+  #giveUp (): void {
+    this.#gaveUp = true
+    this.#waiting.clear()
+    this.#waitingBytes = 0
+  }
+}
