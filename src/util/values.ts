@@ -47,8 +47,11 @@ export function compression (value: unknown, fallback: Compression, what: string
 
 const SIZE_UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }
 
-/** A byte count: a number, or `1048576`, `512K`, `500MiB`, `10GiB`, `1.5G` (binary units; `B` optional). */
-function parseSize (value: unknown): number | undefined {
+/**
+ * A byte count: a number, or `1048576`, `512K`, `500MiB`, `10GiB`, `1.5G`; units are binary
+ * wherever narswarm reads a size (`2MB` is 2 MiB), as in Nix's own settings (`min-free = 1G`).
+ */
+export function parseSize (value: unknown): number | undefined {
   if (typeof value === 'number' || typeof value === 'bigint') {
     const n = Number(value)
     return Number.isSafeInteger(n) && n >= 0 ? n : undefined

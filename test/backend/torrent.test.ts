@@ -54,7 +54,7 @@ describe('torrent backend: specs', () => {
     ['torrent:?dht=false&port=0&utp=false', { dht: false, port: 0, utp: false }],
     ['torrent:///srv/t/?tracker=udp://t.example:6969&tracker=http://u.example/announce',
       { directory: '/srv/t', trackers: ['udp://t.example:6969', 'http://u.example/announce'] }],
-    ['torrent:?upload-limit=1MiB&download-limit=2M&max-seeds=5&reseed=false', { uploadLimit: 1 << 20, downloadLimit: 2e6, maxSeeds: 5, reseed: false }],
+    ['torrent:?upload-limit=1MiB&download-limit=2M&max-seeds=5&reseed=false', { uploadLimit: 1 << 20, downloadLimit: 2 << 20, maxSeeds: 5, reseed: false }],
     ['torrent:?web-seed=https://cache.example/nix&piece-length=256KiB&piece-order=rarest', { webSeeds: ['https://cache.example/nix/'], pieceLength: 256 * 1024, pieceOrder: 'rarest' }],
     ['torrent:?metadata-timeout=2s&stall-timeout=1m&lsd=0&pex=false&nat=true&upload-limit=unlimited',
       { metadataTimeout: 2000, stallTimeout: 60_000, lsd: false, pex: false, nat: true, uploadLimit: -1 }]

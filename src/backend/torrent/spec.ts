@@ -8,7 +8,7 @@
  * `<state dir>/torrent`. Every option is documented in docs/torrent.md.
  */
 import { ConfigError } from '../../errors.ts'
-import { boolean, duration, integer, relativePathError, specPath } from '../../util/values.ts'
+import { boolean, duration, integer, parseSize, relativePathError, specPath } from '../../util/values.ts'
 import { DEFAULT_PIECE_LENGTH } from './metainfo.ts'
 
 export interface TorrentInit {
@@ -143,14 +143,11 @@ function positive (ms: number, what: string): number {
   return ms
 }
 
-const UNITS: Record<string, number> = { '': 1, b: 1, k: 1e3, kb: 1e3, kib: 1024, m: 1e6, mb: 1e6, mib: 1 << 20, g: 1e9, gb: 1e9, gib: 1 << 30 }
-
-/** A byte count such as `65536`, `512KiB`, `1.5MB`, `2M` (k/M/G are powers of 1000; KiB/MiB/GiB of 1024). */
+/** A byte count such as `65536`, `512KiB`, `2M` (binary units, as everywhere in narswarm). */
 export function size (value: string, what: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(value.trim())
-  const unit = m === null ? undefined : UNITS[m[2]!.toLowerCase()]
-  if (m === null || unit === undefined) throw new ConfigError(`${what} must be a byte count such as 65536, 512KiB or 2MB, got '${value}'`)
-  return Math.round(Number(m[1]) * unit)
+  const n = parseSize(value)
+  if (n === undefined) throw new ConfigError(`${what} must be a byte count such as 65536, 512KiB or 2MiB, got '${value}'`)
+  return n
 }
 
 /** Bytes per second; `unlimited` (the default) is -1. */
