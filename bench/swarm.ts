@@ -32,6 +32,8 @@ import { runSwarmScenario } from '../test/helpers/swarm.ts'
 
 const NAR_MIB = intEnv('BENCH_NAR_MIB', 200)
 const SMALL = intEnv('BENCH_SMALL', 9)
+/** A directory: CPU profiles of the nodes that fetch from peers go there. */
+const PROFILE_DIR = process.env.BENCH_PROFILE_DIR
 
 async function main (): Promise<void> {
   const root = makeTempDir('narswarm-bench-swarm-')
@@ -67,8 +69,8 @@ async function main (): Promise<void> {
   const nginx = await startNginx(plain, join(root, 'nginx'))
   const upstream = ['--upstream', `${nginx.url}?trusted-public-keys=${key.public}`]
   const nodes: NarswarmProcess[] = []
-  const start = async (args: string[]): Promise<NarswarmProcess> => {
-    const node = await startNode([...upstream, ...args])
+  const start = async (args: string[], env?: NodeJS.ProcessEnv): Promise<NarswarmProcess> => {
+    const node = await startNode([...upstream, ...args], env === undefined ? {} : { env })
     nodes.push(node)
     return node
   }
@@ -93,7 +95,7 @@ async function main (): Promise<void> {
     }
 
     const fromPeers = async (peers: NarswarmProcess[]): Promise<{ mibPerSec: number, fillMs: number, peerBytes: number }> => {
-      const node = await start(peers.flatMap(p => ['--peer', p.peerUrl!]))
+      const node = await start(peers.flatMap(p => ['--peer', p.peerUrl!]), PROFILE_DIR === undefined ? undefined : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${PROFILE_DIR}` })
       await fetch(`${node.url}/${bigNar.hashPart}.narinfo`)
       const d = await curlDownload(narUrl(node, bigNar.narHash), size)
       const fill = await node.waitForLog(l => l.msg === 'NAR filled from peers')

@@ -14,12 +14,14 @@ const HAS_TASKSET = spawnSync('taskset', ['-V'], { stdio: 'ignore' }).status ===
 /** CPU the servers (narswarm, nginx, the sha256 child) run on, and the one the clients (wrk, curl) run on. */
 export const SERVER_CPU = 0
 export const CLIENT_CPU = 1
+/** `BENCH_PIN=0` lets every process use every core, as on a user's machine. */
+const PIN = process.env.BENCH_PIN !== '0'
 
 export function hasTaskset (): boolean { return HAS_TASKSET }
 
 /** `cmd args` prefixed with `taskset -c CPU` when taskset exists (taskset execs, so the pid stays the command's). */
 export function pinned (cpu: number, cmd: string, args: string[]): [string, string[]] {
-  return HAS_TASKSET ? ['taskset', ['-c', String(cpu), cmd, ...args]] : [cmd, args]
+  return HAS_TASKSET && PIN ? ['taskset', ['-c', String(cpu), cmd, ...args]] : [cmd, args]
 }
 
 export interface Tracked {
