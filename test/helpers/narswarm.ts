@@ -1,7 +1,7 @@
 /**
- * Starts the real `narswarm serve` as a child process (the same entry point `npm start` uses) on a
- * free port with its own state directory, and collects its JSON log lines so a test can assert
- * what it logged and why.
+ * Starts the real `narswarm serve` as a child process (the entry point `npm start` runs, from the
+ * sources rather than compiled) on a free port with its own state directory, and collects its JSON
+ * log lines so a test can assert what it logged and why.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
