@@ -173,16 +173,20 @@ export function createApp (init: AppInit): Server {
 }
 
 /**
- * Writes a verified stream to the client. Sources deliver 64 KiB chunks; writing them in batches
- * of up to `WRITE_BATCH` bytes saves most of the per-write cost on the one core that also receives
- * and hashes. Waits for 'drain', so a slow client slows the source (back-pressure) instead of
+ * Writes a verified stream to the client. Sources deliver 64 KiB chunks; writing them corked in
+ * batches of up to `WRITE_BATCH` bytes (one writev, no copy) saves most of the per-write cost on
+ * the one core that also receives and hashes. Waits for 'drain', so a slow client slows the source (back-pressure) instead of
  * filling memory.
  */
 async function send (body: AsyncIterable<Uint8Array>, res: ServerResponse, signal: AbortSignal): Promise<void> {
   const batch: Uint8Array[] = []
   let size = 0
   const flush = async (): Promise<void> => {
-    const ok = res.write(batch.length === 1 ? batch[0]! : Buffer.concat(batch, size))
+    // Corked, the pieces go out in one writev, without a copy into one buffer.
+    res.cork()
+    let ok = true
+    for (const piece of batch) ok = res.write(piece)
+    res.uncork()
     batch.length = 0
     size = 0
     if (!ok) await once(res, 'drain', { signal })
