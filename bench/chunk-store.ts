@@ -9,7 +9,9 @@
  *    vs node:crypto sha256 over the file.
  * 2. Stored bytes / logical bytes after two versions of a closure built with the real Nix: a
  *    dependency changes, everything that refers to it is rebuilt.
- * 3. Peak RSS of a process that ingests, then renders, a NAR of BENCH_BIG_GIB GiB.
+ * 3. Peak RSS of a process that ingests, then renders, a NAR of BENCH_BIG_GIB GiB; and of
+ *    `narswarm serve` as `npm start` runs it, relaying such a NAR from an upstream into its store
+ *    and then serving it from there (bench/lib/server-rss.ts).
  *
  * Run: `node --disable-warning=ExperimentalWarning bench/chunk-store.ts` (BENCH_NAR_MIB=200,
  * BENCH_REPS=3, BENCH_BIG_GIB=4, BENCH_FSYNC=1). Needs nginx, curl, taskset; Nix for part 2.
@@ -27,9 +29,11 @@ import { queryPathInfos } from '../src/publish/path-info.ts'
 import { openDatabase } from '../src/util/sqlite.ts'
 import { makeNixEnv, nixVersion } from '../test/helpers/nix.ts'
 import { pseudoRandom } from '../test/helpers/pseudo-random.ts'
+import { bigNar } from './lib/big-nar.ts'
 import { makeFixture } from './lib/fixture.ts'
 import { curlDownload, fmt, machineBusy, median, MiB, sha256Ceiling, table } from './lib/measure.ts'
 import { startNginx } from './lib/nginx.ts'
+import { serverRss } from './lib/server-rss.ts'
 import { freePort, intEnv, makeTempDir, pinned, runBench, runCommand, SERVER_CPU, spawnTracked, stopTracked, waitForHttp } from './lib/procs.ts'
 
 const NAR_MIB = intEnv('BENCH_NAR_MIB', 200)
@@ -70,34 +74,18 @@ async function serve (dir: string, port: number, files: string[]): Promise<void>
 
 /** Child mode: ingest then render a NAR of `gib` GiB of unique bytes; prints timings and VmHWM. */
 async function big (dir: string, gib: number): Promise<void> {
-  const size = gib * 1024 ** 3
-  // Unique bytes made in one reused buffer, so the source itself adds nothing to the memory
-  // measured: a pseudo-random MiB, each 32-bit word mixed with its position. Every other MiB
-  // compresses about 2×, so both ways of storing a chunk are exercised.
-  const base = new Uint32Array(Uint8Array.from(pseudoRandom(`big${gib}`, MiB)).buffer)
-  const buf = new Uint32Array(MiB / 4)
-  const bytes = new Uint8Array(buf.buffer)
-  async function * source (): AsyncGenerator<Uint8Array> {
-    for (let i = 0; i < size / MiB; i++) {
-      const mask = i % 2 === 0 ? 0xffffffff : 0x0f0f0f0f
-      for (let j = 0; j < buf.length; j++) buf[j] = ((base[j]! ^ Math.imul(i * buf.length + j, 2654435761)) & mask) >>> 0
-      yield bytes
-    }
-  }
-  const h = createHash('sha256')
-  for await (const c of source()) h.update(c)
-  const narHash = new NixHash('sha256', new Uint8Array(h.digest()))
+  const nar = await bigNar(gib)
   const store = await openStore(dir)
   let t = performance.now()
-  await store.ingest({ narHash, narSize: size }, source())
+  await store.ingest({ narHash: nar.narHash, narSize: nar.size }, nar.body())
   const ingestS = (performance.now() - t) / 1000
   t = performance.now()
   const check = createHash('sha256')
-  for await (const c of store.render(narHash)!) check.update(c)
+  for await (const c of store.render(nar.narHash)!) check.update(c)
   const renderS = (performance.now() - t) / 1000
-  if (!check.digest().equals(narHash.digest)) throw new Error('rendered NAR does not match')
+  if (!check.digest().equals(nar.narHash.digest)) throw new Error('rendered NAR does not match')
   const hwm = /VmHWM:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]
-  process.stdout.write(JSON.stringify({ ingestMiBs: size / MiB / ingestS, renderMiBs: size / MiB / renderS, hwmKiB: Number(hwm), stored: store.stats().storedBytes }) + '\n')
+  process.stdout.write(JSON.stringify({ ingestMiBs: nar.size / MiB / ingestS, renderMiBs: nar.size / MiB / renderS, hwmKiB: Number(hwm), stored: store.stats().storedBytes }) + '\n')
   await store.close()
 }
 
@@ -201,9 +189,13 @@ async function dedupBench (root: string): Promise<string[][]> {
 async function bigBench (root: string): Promise<string[][]> {
   const out = await runCommand(process.execPath, ['--disable-warning=ExperimentalWarning', SELF, '--big', join(root, 'big-state'), String(BIG_GIB)])
   const r = JSON.parse(out) as { ingestMiBs: number, renderMiBs: number, hwmKiB: number, stored: number }
+  const server = await serverRss(join(root, 'rss-state'), BIG_GIB)
   return [
-    [`${BIG_GIB} GiB NAR through ingest and render: peak RSS MiB`, fmt(r.hwmKiB / 1024), '200', fmt(r.hwmKiB / 1024 / 200, 2), '≤ 1'],
-    [`  ingest / render MiB/s (stored ${fmt(r.stored / MiB)} MiB)`, fmt(r.ingestMiBs), fmt(r.renderMiBs), '', '']
+    [`${BIG_GIB} GiB NAR, ingest and render in this script's child: peak RSS MiB`, fmt(r.hwmKiB / 1024), '200', fmt(r.hwmKiB / 1024 / 200, 2), '≤ 1'],
+    [`  ingest / render MiB/s (stored ${fmt(r.stored / MiB)} MiB)`, fmt(r.ingestMiBs), fmt(r.renderMiBs), '', ''],
+    [`${BIG_GIB} GiB NAR through narswarm serve (compiled, as npm start): peak RSS MiB`, fmt(server.peakMiB), '200', fmt(server.peakMiB / 200, 2), '≤ 1'],
+    ['  RSS idle / peak after the relay and ingest', fmt(server.idleMiB), fmt(server.relayPeakMiB), '', ''],
+    ['  MiB/s relayed from the upstream / served from the store', fmt(server.relayMiBs), fmt(server.storeMiBs), '', '']
   ]
 }
 
