@@ -3,7 +3,7 @@
  * stores (the real store and real Nix are in test/e2e/swarm.test.ts): what is shared and what is
  * not, the group key, a second version moving only the chunks it lacks, hostile and dead peers.
  */
-import { test } from 'node:test'
+import { afterEach, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
@@ -27,6 +27,16 @@ import { MemoryStore } from '../helpers/memory-store.ts'
 import { startHostilePeer, startUnreachablePeer, type PeerFault } from '../helpers/hostile-peer.ts'
 import { freePort } from '../helpers/net.ts'
 
+/** What a test opened: closed after it, whether it passed or not (an open server would hold the run). */
+const opened: Array<{ close: () => unknown }> = []
+function track<T extends { close: () => unknown }> (thing: T): T {
+  opened.push(thing)
+  return thing
+}
+afterEach(async () => {
+  for (const thing of opened.splice(0).reverse()) await thing.close()
+})
+
 const trusted = generateSecretKey('trusted-1')
 const stranger = generateSecretKey('stranger-1')
 
@@ -47,12 +57,12 @@ async function startNode (entries: Array<{ entry: CacheEntry, key?: typeof trust
   }
   await shares.scan()
   const server = await startPeerServer({ store, shares, nodeId: randomBytes(16).toString('hex'), log: silentLogger(), ...(groupKey === undefined ? {} : { groupKey }) }, { host: '127.0.0.1', port: 0 })
-  return { url: server.url, store, cache, close: async () => { shares.close(); await server.close() } }
+  return track({ url: server.url, store, cache, close: async () => { shares.close(); await server.close() } })
 }
 
 function client (peers: string[], groupKey?: GroupKey, inFlight = 6): { table: PeerTable, filler: PeerFiller, client: PeerClient } {
   const table = new PeerTable({ log: silentLogger(), staticPeers: peers, probeInterval: 0 })
-  const c = new PeerClient(groupKey === undefined ? {} : { groupKey })
+  const c = track(new PeerClient(groupKey === undefined ? {} : { groupKey }))
   return { table, client: c, filler: new PeerFiller({ table, client: c, log: silentLogger(), inFlight, chunkTimeouts: { answer: 1_000, stall: 500 } }) }
 }
 
@@ -70,7 +80,7 @@ test('a NAR comes from a peer chunk by chunk; version 2 moves only the chunks th
   randomBytes(1000).copy(changed, 200_000)
   const v2 = makeEntry('pkg-2', changed)
   const node = await startNode([{ entry: v1 }, { entry: v2 }])
-  const { filler, table, client: c } = client([node.url])
+  const { filler, table } = client([node.url])
   const mine = new MemoryStore(16_384)
   assert.equal(await filler.fill(identity(v1), mine), true)
   assert.deepEqual(await rendered(mine, v1), v1.nar)
@@ -82,8 +92,6 @@ test('a NAR comes from a peer chunk by chunk; version 2 moves only the chunks th
   const moved = table.list()[0]!.served.bytes - before
   assert.ok(moved > 0 && moved <= 2 * 16_384, `moved ${moved} bytes for a 1000-byte change`)
   assert.equal(await filler.fill(identity(makeEntry('absent')), mine), false)
-  await c.close()
-  await node.close()
 })
 
 test('a peer that lacks the NAR but holds some of its chunks serves them (have)', async () => {
@@ -93,7 +101,7 @@ test('a peer that lacks the NAR but holds some of its chunks serves them (have)'
   const v2 = makeEntry('pkg-2', changed)
   const old = await startNode([{ entry: v1 }])
   const fresh = await startNode([{ entry: v2 }])
-  const { filler, table, client: c } = client([fresh.url, old.url])
+  const { filler, table } = client([fresh.url, old.url])
   // The fresh node answers slowly, so the old node gets some of the work.
   table.success(fresh.url, 1)
   table.success(old.url, 50)
@@ -102,9 +110,6 @@ test('a peer that lacks the NAR but holds some of its chunks serves them (have)'
   assert.deepEqual(await rendered(mine, v2), v2.nar)
   const served = Object.fromEntries(table.list().map(p => [p.url, p.served.chunks]))
   assert.equal(served[fresh.url]! + served[old.url]!, Math.ceil(200_000 / 16_384))
-  await c.close()
-  await old.close()
-  await fresh.close()
 })
 
 test('what no trusted key signed is never served: not its narinfo, manifest, chunks, nor that it is there', async () => {
@@ -120,13 +125,11 @@ test('what no trusted key signed is never served: not its narinfo, manifest, chu
   const publicChunk = node.store.split(signed.nar).manifest.chunks[0]!.id
   assert.equal(await get(`/chunk/${Buffer.from(privateChunk).toString('hex')}`), 404)
   assert.equal(await get(`/chunk/${Buffer.from(publicChunk).toString('hex')}`), 200)
-  const have = await new PeerClient().have(node.url, [publicChunk, privateChunk], { answer: 1000, stall: 1000 })
+  const have = await track(new PeerClient()).have(node.url, [publicChunk, privateChunk], { answer: 1000, stall: 1000 })
   assert.deepEqual(have, [true, false])
-  const { filler, client: c } = client([node.url])
+  const { filler } = client([node.url])
   assert.equal(await filler.fill(identity(unsigned), new MemoryStore(16_384)), false)
   assert.equal(await get('/../../etc/passwd'), 404)
-  await c.close()
-  await node.close()
 })
 
 test('with a group key, a peer without it gets nothing', async () => {
@@ -143,17 +146,14 @@ test('with a group key, a peer without it gets nothing', async () => {
   assert.equal(await outsider.filler.fill(identity(entry), new MemoryStore(16_384)).catch(() => false), false)
   const member = client([node.url], key)
   assert.equal(await member.filler.fill(identity(entry), new MemoryStore(16_384)), true)
-  await outsider.client.close()
-  await member.client.close()
-  await node.close()
 })
 
 for (const fault of ['wrong-chunk', 'other-manifest', 'stall', 'vanish'] as PeerFault[]) {
   test(`a hostile peer (${fault}) next to a good one: the NAR arrives whole, the hostile peer is scored down`, async () => {
     const entry = makeEntry('pkg', randomBytes(3_000_000))
     const good = await startNode([{ entry }])
-    const hostile = await startHostilePeer(good.url, fault)
-    const { filler, table, client: c } = client([hostile.url, good.url], undefined, 1)
+    const hostile = track(await startHostilePeer(good.url, fault))
+    const { filler, table } = client([hostile.url, good.url], undefined, 1)
     // The hostile peer ranks first, so it is asked.
     table.success(hostile.url, 1)
     table.success(good.url, 40)
@@ -165,43 +165,34 @@ for (const fault of ['wrong-chunk', 'other-manifest', 'stall', 'vanish'] as Peer
     assert.equal(second!.url, hostile.url)
     assert.ok(second!.failures > 0)
     if (fault === 'wrong-chunk' || fault === 'other-manifest') assert.ok(second!.integrityFailures > 0)
-    await c.close()
-    await hostile.close()
-    await good.close()
   })
 }
 
 test('a dead peer (one that accepts and never answers) costs one timeout, then is left alone', async () => {
   const entry = makeEntry('pkg', randomBytes(30_000))
-  const hanging = await startHostilePeer('http://127.0.0.1:9', 'dead')
-  const { filler, table, client: c } = client([`http://127.0.0.1:${await freePort()}`, hanging.url])
+  const hanging = track(await startHostilePeer('http://127.0.0.1:9', 'dead'))
+  const { filler, table } = client([`http://127.0.0.1:${await freePort()}`, hanging.url])
   const started = performance.now()
   assert.equal(await filler.fill(identity(entry), new MemoryStore(16_384)), false)
   assert.ok(performance.now() - started < 5_000)
   assert.equal(table.available().length, 0)
   assert.equal(await filler.fill(identity(entry), new MemoryStore(16_384)), false)
   assert.equal(hanging.requests.length, 1)
-  await c.close()
-  await hanging.close()
 })
 
 test('a peer whose host is gone costs one connect timeout, then is left alone', async t => {
   const gone = await startUnreachablePeer()
   if (gone === undefined) { t.skip('python3 is not installed'); return }
+  track(gone)
   const entry = makeEntry('pkg', randomBytes(30_000))
-  const { filler, table, client: c } = client([gone.url])
-  try {
-    assert.equal(await filler.fill(identity(entry), new MemoryStore(16_384)), false)
-    const [state] = table.list()
-    assert.equal(state!.failures, 1)
-    assert.match(state!.lastError ?? '', /CONNECT_TIMEOUT/)
-    assert.ok(state!.coolingUntil > Date.now())
-    assert.equal(await filler.fill(identity(entry), new MemoryStore(16_384)), false)
-    assert.equal(table.list()[0]!.failures, 1)
-  } finally {
-    await c.close()
-    gone.close()
-  }
+  const { filler, table } = client([gone.url])
+  assert.equal(await filler.fill(identity(entry), new MemoryStore(16_384)), false)
+  const [state] = table.list()
+  assert.equal(state!.failures, 1)
+  assert.match(state!.lastError ?? '', /CONNECT_TIMEOUT/)
+  assert.ok(state!.coolingUntil > Date.now())
+  assert.equal(await filler.fill(identity(entry), new MemoryStore(16_384)), false)
+  assert.equal(table.list()[0]!.failures, 1)
 })
 
 test('narinfos come from peers only when signed by a trusted key', async () => {
@@ -214,17 +205,13 @@ test('narinfos come from peers only when signed by a trusted key', async () => {
   assert.equal(await fallback(makeEntry('other').hashPart), undefined)
   const other = client([bad.url])
   assert.equal(await peerNarInfoFallback({ table: other.table, client: other.client, trustedKeys: [trusted.public], log: silentLogger() })(entry.hashPart), undefined)
-  await c.close()
-  await other.client.close()
-  await good.close()
-  await bad.close()
 })
 
 test('when every peer asked first is hostile, the good one further down the table is asked next', async () => {
   const entry = makeEntry('pkg', randomBytes(2_000_000))
   const good = await startNode([{ entry }])
-  const hostiles = await Promise.all((['wrong-chunk', 'stall', 'vanish'] as PeerFault[]).map(async f => await startHostilePeer(good.url, f)))
-  const { filler, table, client: c } = client([...hostiles.map(h => h.url), good.url])
+  const hostiles = await Promise.all((['wrong-chunk', 'stall', 'vanish'] as PeerFault[]).map(async f => track(await startHostilePeer(good.url, f))))
+  const { filler, table } = client([...hostiles.map(h => h.url), good.url])
   hostiles.forEach((h, i) => table.success(h.url, i + 1))
   table.success(good.url, 40)
   const mine = new MemoryStore(16_384)
@@ -232,16 +219,14 @@ test('when every peer asked first is hostile, the good one further down the tabl
   assert.deepEqual(await rendered(mine, entry), entry.nar)
   assert.equal(table.list()[0]!.url, good.url)
   for (const h of hostiles) assert.ok(table.get(h.url)!.failures > 0, h.fault)
-  await c.close()
-  for (const h of hostiles) await h.close()
-  await good.close()
 })
 
 test('what a hostile peer can send is bounded: body sizes, batch sizes, concurrent requests', async () => {
   const store = new MemoryStore(16_384)
   const cache = new NarInfoCache(openDatabase(':memory:'), { positiveTtl: 86_400_000, negativeTtl: 60_000 })
   const shares = new PeerShares({ store, cache, trustedKeys: [trusted.public], log: silentLogger() })
-  const server = await startPeerServer({ store, shares, nodeId: 'n', log: silentLogger(), maxRequests: 1 }, { host: '127.0.0.1', port: 0 })
+  const server = track(await startPeerServer({ store, shares, nodeId: 'n', log: silentLogger(), maxRequests: 1 }, { host: '127.0.0.1', port: 0 }))
+  track(shares)
   const post = async (path: string, body: Buffer): Promise<number> => (await fetch(`${server.url}${PEER_PATH}${path}`, { method: 'POST', body })).status
   assert.equal(await post('/have', Buffer.alloc(8193 * 32)), 413)
   assert.equal(await post('/have', Buffer.alloc(0)), 400)
@@ -259,8 +244,6 @@ test('what a hostile peer can send is bounded: body sizes, batch sizes, concurre
   assert.equal(busy.status, 503)
   assert.equal(busy.headers.get('retry-after'), '1')
   held.destroy()
-  await server.close()
-  shares.close()
 })
 
 test('the peer listener applies the listener limits: a peer that trickles its headers is cut off', async () => {
