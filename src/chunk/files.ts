@@ -106,8 +106,9 @@ export class ChunkFiles {
     if (buf[0] === RAW && n === size + 1) bytes = Uint8Array.prototype.slice.call(buf, 1, n)
     else if (buf[0] === ZSTD && n > 1 && n <= size + 1) {
       try {
-        // One output buffer of the chunk's size, not zlib's 16 KiB pieces joined afterwards.
-        bytes = zstdDecompressSync(buf.subarray(1, n), { maxOutputLength: Math.max(size, 64), chunkSize: Math.max(size, 64) })
+        // One output buffer a little larger than the chunk, not zlib's 16 KiB pieces joined
+        // afterwards: an output that fills its buffer exactly makes zlib allocate another, unused.
+        bytes = zstdDecompressSync(buf.subarray(1, n), { maxOutputLength: size + 64, chunkSize: size + 64 })
       } catch (err) {
         throw new CorruptChunk(hex, `zstd: ${(err as Error).message}`)
       }
