@@ -43,6 +43,19 @@ export function procStatusKb (pid: number, field: 'VmHWM' | 'VmRSS'): number | u
   }
 }
 
+/** CPU time a process has used so far, every thread, in seconds (utime + stime of /proc/PID/stat), or undefined off Linux. */
+export function procCpuSeconds (pid: number): number | undefined {
+  try {
+    // The fields after the command name, which may hold spaces, start after its closing parenthesis.
+    const fields = readFileSync(join('/proc', String(pid), 'stat'), 'utf8').split(') ')[1]!.split(' ')
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS
+  } catch {
+    return undefined
+  }
+}
+/** USER_HZ: 100 on every Linux architecture narswarm runs on. */
+const CLOCK_TICKS = 100
+
 const BASELINE = fileURLToPath(new URL('./baseline-server.ts', import.meta.url))
 
 /** One of the minimal Node servers of `baseline-server.ts`, pinned like narswarm. */
