@@ -39,7 +39,8 @@
  * piece, and each piece is bounded, so a reader that stops at NarSize (verifyNar does) stops the
  * decoder there, one piece past it at most — and memory is bounded by design, whatever the ratio:
  * - programs (`xz`, `bzip2`): the pipe blocks the child when we do not read; the child is killed
- *   when the reader stops.
+ *   when the reader stops. `xz` gets the in-process decoder's memory limit (XZ_MEMLIMIT), so a
+ *   header naming a gigabyte dictionary is refused rather than allocated.
  * - node:zlib (zstd, br): decodes on the thread pool and pauses within an input chunk as soon as
  *   its 256 KiB output is not read.
  * - xz in-process: lzma-native's own stream decoded each input chunk to its end and queued all the
@@ -68,7 +69,7 @@ import { setImmediate } from 'node:timers/promises'
 import { raceSignal } from 'race-signal'
 import { FormatError } from '../errors.ts'
 import { Bzip2Decoder } from './bzip2-decoder.ts'
-import { XzDecoder, XZ_SLICE } from './xz-decoder.ts'
+import { XZ_MEMLIMIT, XzDecoder, XZ_SLICE } from './xz-decoder.ts'
 import type { NixHash } from './hash.ts'
 
 export const COMPRESSIONS = ['none', 'xz', 'zstd', 'bzip2', 'br'] as const
@@ -175,7 +176,8 @@ async function * codec (c: Compression, direction: 'compress' | 'decompress', so
   const unpack = direction === 'decompress'
   if (engine === 'process') {
     const bin = findBinary(c) as string
-    yield * runProcess(c, bin, unpack ? ['-dcq'] : ['-cq', `-${level}`], source, unpack, opts.signal)
+    const limit = c === 'xz' && unpack ? [`--memlimit-decompress=${XZ_MEMLIMIT}`] : []
+    yield * runProcess(c, bin, unpack ? ['-dcq', ...limit] : ['-cq', `-${level}`], source, unpack, opts.signal)
   } else if (c === 'bzip2') {
     yield * (unpack ? bunzipLibrary(source, opts.signal) : bzipLibrary(abortable(source, opts.signal), level))
   } else if (c === 'xz' && unpack) {

@@ -15,8 +15,11 @@ import { createRequire } from 'node:module'
 
 /** Input bytes per native call: its output is at most ~7000 times this (~1.7 MiB). */
 export const XZ_SLICE = 256
-/** The decoder refuses a stream whose dictionary needs more memory (`xz -9e` needs 65 MiB). */
-const MEMLIMIT = 256 * 1024 * 1024
+/**
+ * The decoders (this one and the `xz` program) refuse a stream whose dictionary needs more memory
+ * (`xz -9e` needs 65 MiB): the dictionary size is in the stream's header, which anyone may write.
+ */
+export const XZ_MEMLIMIT = 256 * 1024 * 1024
 /**
  * Output buffer size of the native decoder, allocated afresh by every call: small for the small
  * synchronous calls, large for a thread-pool call that may return megabytes.
@@ -81,7 +84,7 @@ export class XzDecoder {
         if (i > 0 && this.#streams === 0) throw new Error('input does not start with an xz stream')
         rest = rest.subarray(i)
         if (rest.length === 0) break
-        this.#s.streamDecoder({ memlimit: MEMLIMIT })
+        this.#s.streamDecoder({ memlimit: XZ_MEMLIMIT })
         this.#inStream = true
         this.#streamIn = 0
         this.#totalIn = 0

@@ -4,6 +4,7 @@ import { spawnSync } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
+import { crc32 } from 'node:zlib'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { COMPRESSIONS, compress, decompress, findBinary } from '../../src/nix/compression.ts'
@@ -271,5 +272,22 @@ test('Nix reads NARs compressed by every codec and engine here', { skip: nixSkip
     }
   } finally {
     await nix.cleanup()
+  }
+})
+
+test('an xz stream whose header asks for a 1 GiB dictionary is refused by every engine, before it allocates it', async () => {
+  const packed = Buffer.from(await collect(compress('xz', chunked(sample(100_000, 3)), { engine: 'library' })))
+  // The first block header follows the 12-byte stream header: its LZMA2 filter (id 0x21, one
+  // property byte) names the dictionary size. 36 is 1 GiB; the header's CRC32 is made anew.
+  const start = 12
+  const size = (packed[start]! + 1) * 4
+  const header = packed.subarray(start, start + size)
+  const filter = header.indexOf(Buffer.from([0x21, 0x01]), 2)
+  assert.ok(filter > 0, 'an LZMA2 filter in the block header')
+  header[filter + 2] = 36
+  header.writeUInt32LE(crc32(header.subarray(0, size - 4)), size - 4)
+  for (const engine of engines('xz')) {
+    await assert.rejects(collect(decompress('xz', chunked(packed), { engine })),
+      (err: Error) => err.name === 'FormatError' && /memory/i.test(err.message), engine)
   }
 })
