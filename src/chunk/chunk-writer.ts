@@ -106,7 +106,7 @@ export class ChunkWriter {
       }
     } catch (err) {
       if (fd !== undefined) await closeAsync(fd).catch(() => {})
-      await rm(tmp, { force: true }, () => {})
+      await new Promise<void>(resolve => rm(tmp, { force: true }, () => resolve()))
       throw err
     }
   }
