@@ -23,7 +23,7 @@ import { InUse } from './in-use.ts'
 import { chunkRefs, decodeManifest, encodeManifest } from './manifest.ts'
 import { ingestNar } from './ingest.ts'
 import { Maintenance, type CheckReport, type StoreStats, type VerifyReport } from './maintenance.ts'
-import type { ChunkId, ChunkStore, CommittedNar, Manifest, ManifestChunk, NarIdentity } from './types.ts'
+import type { ChunkId, ChunkStore, CommittedNar, IngestOptions, Manifest, ManifestChunk, NarIdentity } from './types.ts'
 
 const DEFAULT_CAPACITY = 10 * 1024 ** 3
 /** Chunks read ahead while rendering. */
@@ -229,7 +229,7 @@ export class LocalChunkStore implements ChunkStore {
     for (const r of rows) r.resolve()
   }
 
-  async ingest (expected: NarIdentity, body: AsyncIterable<Uint8Array>, options?: AbortOptions): Promise<Manifest> {
+  async ingest (expected: NarIdentity, body: AsyncIterable<Uint8Array>, options?: IngestOptions): Promise<Manifest> {
     return await ingestNar(this, expected, body, options)
   }
 

@@ -44,6 +44,8 @@ export interface CommittedNar {
   storePath?: string
 }
 
+export interface IngestOptions extends AbortOptions { narHashChecked?: boolean }
+
 export interface ChunkStore {
   /** The chunker id of this store; peers with another id share only whole NARs. */
   readonly cdcId: string
@@ -66,8 +68,10 @@ export interface ChunkStore {
    * Chunks `body` as it streams by, stores the chunks, and commits the manifest only when the
    * whole stream matched `expected` (NarHash and NarSize); throws IntegrityError otherwise, and
    * nothing is committed. Concurrent ingests of one NarHash are allowed; the first commit wins.
+   * `narHashChecked`: the body itself ends with an error unless its bytes matched the NarHash
+   * (a stream behind `verifyNar`), so the store need not hash it again; the size is still checked.
    */
-  ingest: (expected: NarIdentity, body: AsyncIterable<Uint8Array>, options?: AbortOptions) => Promise<Manifest>
+  ingest: (expected: NarIdentity, body: AsyncIterable<Uint8Array>, options?: IngestOptions) => Promise<Manifest>
   /** Stores one chunk (from a peer); throws IntegrityError when its bytes do not hash to `id`. */
   putChunk: (id: ChunkId, bytes: Uint8Array, options?: AbortOptions) => Promise<void>
   /**

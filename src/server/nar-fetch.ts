@@ -256,7 +256,8 @@ export class NarFetch {
     const { store } = this.#ctx
     if (store === undefined) return
     try {
-      await store.ingest(this.identity, this.#tail(spool, state), { signal: this.#abort.signal })
+      // The tail ends normally only once verifyNar matched the whole NAR.
+      await store.ingest(this.identity, this.#tail(spool, state), { signal: this.#abort.signal, narHashChecked: true })
       this.#ctx.log.debug({ storePath: this.identity.storePath }, 'NAR committed to the store')
     } catch (err) {
       if (err instanceof StorageError) this.#ctx.storageFailed(err, 'store')

@@ -55,6 +55,25 @@ test('a NAR that does not match its NarHash or NarSize is not committed, and its
   await store.close()
 })
 
+test('an ingest whose body checks its own NarHash: committed when the body ends, nothing when it fails at its end', async () => {
+  const store = await openStore()
+  const nar = pseudoRandom('checked', 1_000_000)
+  // As behind verifyNar: every byte goes by, then the body fails instead of ending.
+  async function * failing (): AsyncGenerator<Uint8Array> {
+    yield * chunks(nar)
+    throw new IntegrityError('NAR hashes to something else')
+  }
+  await assert.rejects(store.ingest(identity(nar), failing(), { narHashChecked: true }), /hashes to something else/)
+  assert.equal(store.manifest(identity(nar).narHash), undefined)
+  assert.equal(store.stats().chunks, 0)
+  // The size is still the store's to check.
+  await assert.rejects(store.ingest({ ...identity(nar), narSize: nar.length + 1 }, chunks(nar), { narHashChecked: true }), IntegrityError)
+  const manifest = await store.ingest(identity(nar), chunks(nar), { narHashChecked: true })
+  assert.equal(manifest.narSize, nar.length)
+  assert.ok((await collect(store.render(identity(nar).narHash)!)).equals(nar))
+  await store.close()
+})
+
 test('an ingest that fails before reading its body closes the body', async () => {
   const store = await openStore()
   store.maintenance.makeRoom = async () => { throw new Error('no room') }
