@@ -150,8 +150,11 @@ export class LocalChunkStore implements ChunkStore {
   render (narHash: NixHash, options?: AbortOptions): AsyncIterable<Uint8Array> | undefined {
     const row = narHash.algorithm === 'sha256' ? this.index.nar(narHash.digest) : undefined
     if (row === undefined) { this.index.bump('misses'); return undefined }
-    this.index.bump('hits')
-    this.index.touch(row.narHash, this.now())
+    // One write transaction, not two: a render is on every NAR request's path.
+    this.index.transaction(() => {
+      this.index.bump('hits')
+      this.index.touch(row.narHash, this.now())
+    })
     const manifest = decodeManifest(row.manifest)
     // The lease is taken now, not when iteration starts, so eviction cannot slip in between.
     // A render that is never iterated must not keep the NAR forever.
