@@ -23,7 +23,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { NixHash } from '../src/nix/hash.ts'
 import { NarInfo } from '../src/nix/narinfo.ts'
-import { generateSecretKey, narInfoFingerprint, sign, trustedKeyMap, verifySignature } from '../src/nix/signature.ts'
+import { generateSecretKey, narInfoFingerprint, signNarInfo, trustedKeyMap, verifySignature } from '../src/nix/signature.ts'
 import { makeStorePath } from '../src/nix/store-path.ts'
 import { compress } from '../src/nix/compression.ts'
 import { makeEntry, writeSignedCache } from '../test/helpers/signed-cache.ts'
@@ -91,7 +91,7 @@ function writeNarInfos (dir: string, n: number, key: string): string[] {
       fileHash: NixHash.of('sha256', randomBytes(32)), fileSize: 1000 + i, narHash: NixHash.of('sha256', randomBytes(32)), narSize: 3000 + i, references: refs
     })
     const hashPart = storePath.slice(11, 43)
-    writeFileSync(join(dir, `${hashPart}.narinfo`), unsigned.withSigs([sign(key, narInfoFingerprint(unsigned))]).toString())
+    writeFileSync(join(dir, `${hashPart}.narinfo`), signNarInfo(unsigned, key).toString())
     return hashPart
   })
 }

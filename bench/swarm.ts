@@ -23,7 +23,7 @@ import { intEnv, makeTempDir, runBench } from './lib/procs.ts'
 import { NarInfo } from '../src/nix/narinfo.ts'
 import { NixHash } from '../src/nix/hash.ts'
 import { writeNar } from '../src/nix/nar/writer.ts'
-import { generateSecretKey, narInfoFingerprint, sign } from '../src/nix/signature.ts'
+import { generateSecretKey, signNarInfo } from '../src/nix/signature.ts'
 import { makeStorePath } from '../src/nix/store-path.ts'
 import { startNarswarm as startNode, type NarswarmProcess } from '../test/helpers/narswarm.ts'
 import { makeNixEnv, nixVersion } from '../test/helpers/nix.ts'
@@ -42,7 +42,7 @@ async function main (): Promise<void> {
   mkdirSync(join(plain, 'nar'), { recursive: true })
   writeFileSync(join(plain, 'nix-cache-info'), 'StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n')
   const key = generateSecretKey('bench-swarm-1')
-  const signed = (narInfo: NarInfo): string => narInfo.withSigs([sign(key.secret, narInfoFingerprint(narInfo))]).toString()
+  const signed = (narInfo: NarInfo): string => signNarInfo(narInfo, key.secret).toString()
   const publish = async (name: string, contents: AsyncIterable<Uint8Array>, size: number): Promise<{ hashPart: string, narHash: string, narSize: number }> => {
     const tmp = join(root, 'nar.tmp')
     const hash = createHash('sha256')

@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { NarInfo } from '../../src/nix/narinfo.ts'
 import { NixHash } from '../../src/nix/hash.ts'
-import { generateSecretKey, narInfoFingerprint, sign } from '../../src/nix/signature.ts'
+import { generateSecretKey, signNarInfo } from '../../src/nix/signature.ts'
 import { makeStorePath } from '../../src/nix/store-path.ts'
 import { bigNar } from './big-nar.ts'
 import { curlDownload } from './measure.ts'
@@ -29,7 +29,7 @@ export async function serverRss (stateDir: string, gib: number): Promise<ServerR
   const storePath = makeStorePath('output:out', NixHash.of('sha256', new TextEncoder().encode(`big${gib}`)), 'big')
   const hashPart = storePath.slice(11, 43)
   const unsigned = NarInfo.build({ storePath, url: 'nar/big.nar', compression: 'none', narHash: nar.narHash, narSize: nar.size, references: [] })
-  const narInfo = unsigned.withSigs([sign(key.secret, narInfoFingerprint(unsigned))]).toString()
+  const narInfo = signNarInfo(unsigned, key.secret).toString()
   const upstream = createServer((req, res) => {
     if (req.url === `/${hashPart}.narinfo`) { res.end(narInfo); return }
     if (req.url !== '/nar/big.nar') { res.writeHead(404).end(); return }

@@ -117,6 +117,12 @@ export function narInfoFingerprint (narInfo: NarInfo): string {
   })
 }
 
+/** `narInfo` with a signature by each of `secretKeys` added after the ones it has. */
+export function signNarInfo (narInfo: NarInfo, ...secretKeys: Array<SecretKey | string>): NarInfo {
+  const fp = narInfoFingerprint(narInfo)
+  return narInfo.withSigs(secretKeys.map(key => sign(key, fp)))
+}
+
 /** `name:base64(ed25519 signature of the fingerprint)`. */
 export function sign (secretKey: SecretKey | string, fingerprintText: string): string {
   const key = typeof secretKey === 'string' ? parseSecretKey(secretKey) : secretKey

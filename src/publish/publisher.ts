@@ -12,7 +12,7 @@ import type { Logger } from '../log.ts'
 import { narFileName } from '../nix/compression.ts'
 import type { NixHash } from '../nix/hash.ts'
 import { NarInfo } from '../nix/narinfo.ts'
-import { narInfoFingerprint, sign, type SecretKey } from '../nix/signature.ts'
+import { signNarInfo, type SecretKey } from '../nix/signature.ts'
 import { parseStorePath } from '../nix/store-path.ts'
 import type { Backend, Locator, Mapper } from '../types.ts'
 import { tee } from '../util/tee.ts'
@@ -151,9 +151,7 @@ export class Publisher {
       ...(item.deriver === undefined ? {} : { deriver: item.deriver }),
       ...(item.ca === undefined ? {} : { ca: item.ca })
     }
-    const unsigned = NarInfo.build(fields)
-    const fingerprint = narInfoFingerprint(unsigned)
-    return unsigned.withSigs([...item.sigs, ...this.#signKeys.map(key => sign(key, fingerprint))]).toString()
+    return signNarInfo(NarInfo.build(fields), ...this.#signKeys).toString()
   }
 
   /** Whether every mapper has the narinfo and a locator for every publishing backend. */

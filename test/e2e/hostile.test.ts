@@ -12,7 +12,7 @@ import { buildClosure, copyTo, hashPartOf, readNarInfo, type Closure } from '../
 import { startCacheServer, type CacheServer, type Fault } from '../helpers/cache-server.ts'
 import { startNarswarm, type LogLine, type NarswarmProcess } from '../helpers/narswarm.ts'
 import { NarInfo } from '../../src/nix/narinfo.ts'
-import { generateSecretKey, narInfoFingerprint, sign } from '../../src/nix/signature.ts'
+import { generateSecretKey, signNarInfo } from '../../src/nix/signature.ts'
 import { freePort } from '../helpers/net.ts'
 
 describe('hostile and broken upstreams', { skip: nixSkip() }, () => {
@@ -96,7 +96,7 @@ describe('hostile and broken upstreams', { skip: nixSkip() }, () => {
   test('a wrong NarSize, signed by the trusted key', async () => {
     const original = NarInfo.parse(await readNarInfo(caches.none!.dir, closure.tree))
     const lying = NarInfo.build({ ...fieldsOf(original), narSize: original.narSize + 8, sigs: [] })
-    const signed = lying.withSigs([sign(closure.secretKey, narInfoFingerprint(lying))])
+    const signed = signNarInfo(lying, closure.secretKey)
     await expectRefused('none', { kind: 'body', body: signed.toString() }, p => p === narinfoPath(), 'NAR failed verification', 'size mismatch')
   })
 
@@ -111,7 +111,7 @@ describe('hostile and broken upstreams', { skip: nixSkip() }, () => {
     const original = NarInfo.parse(await readNarInfo(caches.none!.dir, closure.tree))
     const other = generateSecretKey('someone-else-1')
     const unsigned = NarInfo.build({ ...fieldsOf(original), sigs: [] })
-    const body = unsigned.withSigs([sign(other.secret, narInfoFingerprint(unsigned))]).toString()
+    const body = signNarInfo(unsigned, other.secret).toString()
     await expectRefused('none', { kind: 'body', body }, p => p === narinfoPath(), 'narinfo rejected, treated as absent from this upstream', 'no valid signature')
   })
 

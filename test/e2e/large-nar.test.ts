@@ -15,7 +15,7 @@ import { request } from 'undici'
 import { NixHash } from '../../src/nix/hash.ts'
 import { NarInfo } from '../../src/nix/narinfo.ts'
 import { makeStorePath } from '../../src/nix/store-path.ts'
-import { generateSecretKey, narInfoFingerprint, sign } from '../../src/nix/signature.ts'
+import { generateSecretKey, signNarInfo } from '../../src/nix/signature.ts'
 import { startNarswarm } from '../helpers/narswarm.ts'
 
 const MIB = 1 << 20
@@ -31,7 +31,7 @@ test(`a ${sizeMib} MiB NAR is relayed and verified with peak RSS under ${RSS_CEI
   const key = generateSecretKey('large-1')
   const storePath = makeStorePath('output:out', NixHash.of('sha256', block), 'large')
   const unsigned = NarInfo.build({ storePath, url: 'nar/large.nar', compression: 'none', narHash, narSize, references: [] })
-  const narinfo = unsigned.withSigs([sign(key.secret, narInfoFingerprint(unsigned))]).toString()
+  const narinfo = signNarInfo(unsigned, key.secret).toString()
 
   const upstream = createServer((req, res) => {
     if (req.url === `/${storePath.slice(11, 43)}.narinfo`) { res.end(narinfo); return }

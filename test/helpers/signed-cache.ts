@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { NixHash } from '../../src/nix/hash.ts'
 import { NarInfo } from '../../src/nix/narinfo.ts'
 import { makeStorePath } from '../../src/nix/store-path.ts'
-import { generateSecretKey, narInfoFingerprint, sign } from '../../src/nix/signature.ts'
+import { generateSecretKey, signNarInfo } from '../../src/nix/signature.ts'
 import { compress } from '../../src/nix/compression.ts'
 
 export interface CacheEntry { storePath: string, hashPart: string, nar: Buffer, narHash: NixHash }
@@ -31,7 +31,7 @@ export async function writeSignedCache (dir: string, entries: CacheEntry[], key 
     const url = `nar/${NixHash.of('sha256', file).toNix32()}.nar${ext}`
     await writeFile(join(dir, url), file)
     const unsigned = NarInfo.build({ storePath: e.storePath, url, compression, narHash: e.narHash, narSize: e.nar.length, references: [], fileSize: file.length })
-    await writeFile(join(dir, `${e.hashPart}.narinfo`), unsigned.withSigs([sign(key.secret, narInfoFingerprint(unsigned))]).toString())
+    await writeFile(join(dir, `${e.hashPart}.narinfo`), signNarInfo(unsigned, key.secret).toString())
   }
   return { publicKey: key.public }
 }

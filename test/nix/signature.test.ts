@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { NixHash } from '../../src/nix/hash.ts'
 import { NarInfo } from '../../src/nix/narinfo.ts'
 import {
-  fingerprint, generateSecretKey, narInfoFingerprint, parsePublicKey, parseSecretKey, publicKeyOf, sign, verifyNarInfo, verifySignature
+  fingerprint, generateSecretKey, narInfoFingerprint, parsePublicKey, parseSecretKey, publicKeyOf, sign, signNarInfo, verifyNarInfo, verifySignature
 } from '../../src/nix/signature.ts'
 import { makeNixEnv, nixSkip } from '../helpers/nix.ts'
 import { EXAMPLE_NARINFO, PUBLIC_KEY, SIG1 } from '../helpers/vectors.ts'
@@ -209,11 +209,11 @@ test('against Nix 2.8: Nix\'s signatures verify, our fingerprints match, our sig
     // Replace Nix's signature by ours, in a copy of the cache (Nix caches narinfos per cache URL).
     const ourCache = join(nix.dir, 'our-cache')
     await cp(cache, ourCache, { recursive: true })
-    const resigned = NarInfo.build({
+    const resigned = signNarInfo(NarInfo.build({
       storePath: root.storePath, url: root.url, compression: root.compression, fileHash: root.fileHash, fileSize: root.fileSize,
-      narHash: root.narHash, narSize: root.narSize, references: root.references, deriver: root.deriver,
-      sigs: [sign(ours.secret, narInfoFingerprint(root))]
-    })
+      narHash: root.narHash, narSize: root.narSize, references: root.references, deriver: root.deriver, sigs: []
+    }), ours.secret)
+    assert.deepEqual(resigned.sigs, [sign(ours.secret, narInfoFingerprint(root))])
     await writeFile(join(ourCache, `${root.hashPart}.narinfo`), resigned.toString())
     const verify = (store: string, key: string) => nix.tryRun('nix', ['store', 'verify', '--store', `file://${store}`, '--trusted-public-keys', key, built])
     assert.equal((await verify(ourCache, ours.public)).code, 0, 'Nix accepts our signature')

@@ -10,7 +10,7 @@ import { once } from 'node:events'
 import { connect } from 'node:net'
 import { silentLogger } from '../../src/log.ts'
 import { NarInfo } from '../../src/nix/narinfo.ts'
-import { generateSecretKey, narInfoFingerprint, sign } from '../../src/nix/signature.ts'
+import { generateSecretKey, signNarInfo } from '../../src/nix/signature.ts'
 import { NarInfoCache } from '../../src/state/narinfo-cache.ts'
 import { openDatabase } from '../../src/util/sqlite.ts'
 import { SERVER_LIMIT_DEFAULTS } from '../../src/server/limits.ts'
@@ -42,7 +42,7 @@ const stranger = generateSecretKey('stranger-1')
 
 function narInfoText (e: CacheEntry, key = trusted): string {
   const unsigned = NarInfo.build({ storePath: e.storePath, url: `nar/${e.narHash.toNix32()}.nar`, compression: 'none', narHash: e.narHash, narSize: e.nar.length, references: [] })
-  return unsigned.withSigs([sign(key.secret, narInfoFingerprint(unsigned))]).toString()
+  return signNarInfo(unsigned, key.secret).toString()
 }
 
 interface Node { url: string, store: MemoryStore, cache: NarInfoCache, close: () => Promise<void> }

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { silentLogger } from '../../src/log.ts'
 import { NarInfo } from '../../src/nix/narinfo.ts'
-import { generateSecretKey, narInfoFingerprint, sign } from '../../src/nix/signature.ts'
+import { generateSecretKey, signNarInfo } from '../../src/nix/signature.ts'
 import { NarInfoCache } from '../../src/state/narinfo-cache.ts'
 import { openDatabase } from '../../src/util/sqlite.ts'
 import { Republisher } from '../../src/peer/republish.ts'
@@ -47,7 +47,7 @@ test('each shared NAR the store commits is published to IPFS/BitTorrent backends
   const add = async (key: typeof trusted): Promise<ReturnType<typeof makeEntry>> => {
     const e = makeEntry('pkg', randomBytes(50_000))
     const unsigned = NarInfo.build({ storePath: e.storePath, url: 'nar/x.nar', compression: 'none', narHash: e.narHash, narSize: e.nar.length, references: [] })
-    cache.putPresent(e.hashPart, e.narHash.toNix32(), unsigned.withSigs([sign(key.secret, narInfoFingerprint(unsigned))]).toString(), 'up')
+    cache.putPresent(e.hashPart, e.narHash.toNix32(), signNarInfo(unsigned, key.secret).toString(), 'up')
     await store.ingest({ narHash: e.narHash, narSize: e.nar.length }, (async function * () { yield e.nar })())
     return e
   }

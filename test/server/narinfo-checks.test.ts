@@ -15,7 +15,7 @@ import { NixHash } from '../../src/nix/hash.ts'
 import { NarInfo } from '../../src/nix/narinfo.ts'
 import { compress } from '../../src/nix/compression.ts'
 import { makeSourcePath } from '../../src/nix/store-path.ts'
-import { generateSecretKey, narInfoFingerprint, sign } from '../../src/nix/signature.ts'
+import { generateSecretKey, signNarInfo } from '../../src/nix/signature.ts'
 import { openDatabase } from '../../src/util/sqlite.ts'
 import { NarInfoCache } from '../../src/state/narinfo-cache.ts'
 import { SqliteMapper } from '../../src/mapper/sqlite.ts'
@@ -53,7 +53,7 @@ async function writeCache (dir: string, entries: Array<{ narInfo: NarInfo, nar: 
   }
 }
 
-const signed = (n: NarInfo, k = key): NarInfo => n.withSigs([sign(k.secret, narInfoFingerprint(n))])
+const signed = (n: NarInfo, k = key): NarInfo => signNarInfo(n, k.secret)
 const narHashLine = (text: string): string => /^NarHash: (.*)$/m.exec(text)![1]!
 const says = (msg: string, part: string) => (l: LogLine) => l.msg.startsWith(msg) && String(l.reason ?? l.problems ?? '').includes(part)
 

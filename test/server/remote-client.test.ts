@@ -14,7 +14,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { NixHash } from '../../src/nix/hash.ts'
 import { NarInfo } from '../../src/nix/narinfo.ts'
-import { generateSecretKey, narInfoFingerprint, sign } from '../../src/nix/signature.ts'
+import { generateSecretKey, signNarInfo } from '../../src/nix/signature.ts'
 import { openDatabase } from '../../src/util/sqlite.ts'
 import { SqliteMapper } from '../../src/mapper/sqlite.ts'
 import { startNarswarm, type NarswarmProcess } from '../helpers/narswarm.ts'
@@ -82,7 +82,7 @@ describe('a client on another machine', async () => {
     indexFile = join(tempDir(), 'index.sqlite')
     const mapper = new SqliteMapper('test', openDatabase(indexFile))
     const unsigned = NarInfo.build({ storePath: published.storePath, url: 'nar/x.nar', compression: 'none', narHash: published.narHash, narSize: published.nar.length })
-    const narInfo = unsigned.withSigs([sign(key.secret, narInfoFingerprint(unsigned))]).toString()
+    const narInfo = signNarInfo(unsigned, key.secret).toString()
     await mapper.record(published.narHash, { url: 'file:///srv/secret/published.nar', compression: 'none' })
     await mapper.record(published.narHash, { url: 's3://bucket/published.nar', compression: 'none' }, { narInfo })
     await mapper.record(localOnly.narHash, { url: 'file:///srv/secret/local-only.nar', compression: 'none' })
