@@ -7,16 +7,12 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { createServer } from 'node:http'
-import { once } from 'node:events'
 import { readFile } from 'node:fs/promises'
-import type { AddressInfo } from 'node:net'
 import { request } from 'undici'
 import { NixHash } from '../../src/nix/hash.ts'
-import { NarInfo } from '../../src/nix/narinfo.ts'
 import { makeStorePath } from '../../src/nix/store-path.ts'
-import { generateSecretKey, signNarInfo } from '../../src/nix/signature.ts'
 import { startNarswarm } from '../helpers/narswarm.ts'
+import { startStreamedNarServer } from '../helpers/streamed-nar-server.ts'
 
 const MIB = 1 << 20
 const sizeMib = Number(process.env.TEST_LARGE_NAR_MIB ?? 1024)
@@ -28,31 +24,14 @@ test(`a ${sizeMib} MiB NAR is relayed and verified with peak RSS under ${RSS_CEI
   const hash = createHash('sha256')
   for (let i = 0; i < sizeMib; i++) hash.update(block)
   const narHash = new NixHash('sha256', hash.digest())
-  const key = generateSecretKey('large-1')
   const storePath = makeStorePath('output:out', NixHash.of('sha256', block), 'large')
-  const unsigned = NarInfo.build({ storePath, url: 'nar/large.nar', compression: 'none', narHash, narSize, references: [] })
-  const narinfo = signNarInfo(unsigned, key.secret).toString()
-
-  const upstream = createServer((req, res) => {
-    if (req.url === `/${storePath.slice(11, 43)}.narinfo`) { res.end(narinfo); return }
-    if (req.url !== '/nar/large.nar') { res.writeHead(404).end(); return }
-    res.writeHead(200, { 'content-length': narSize })
-    let sent = 0
-    const pump = (): void => {
-      while (sent < sizeMib) {
-        sent++
-        if (!res.write(block)) { res.once('drain', pump); return }
-      }
-      res.end()
-    }
-    pump()
+  const upstream = await startStreamedNarServer({
+    storePath, narHash, narSize,
+    body: async function * () { for (let i = 0; i < sizeMib; i++) yield block }
   })
-  upstream.listen(0, '127.0.0.1')
-  await once(upstream, 'listening')
-  const upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`
-  const narswarm = await startNarswarm(['--upstream', `${upstreamUrl}?trusted-public-keys=${key.public}`, '--log-level', 'info'])
+  const narswarm = await startNarswarm(['--upstream', upstream.upstream, '--log-level', 'info'])
   try {
-    const info = await request(`${narswarm.url}/${storePath.slice(11, 43)}.narinfo`)
+    const info = await request(`${narswarm.url}/${upstream.hashPart}.narinfo`)
     assert.equal(info.statusCode, 200)
     const url = /^URL: (.*)$/m.exec(await info.body.text())![1]!
     const res = await request(`${narswarm.url}/${url}`)
