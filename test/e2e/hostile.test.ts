@@ -12,8 +12,11 @@ import { buildClosure, copyTo, hashPartOf, readNarInfo, type Closure } from '../
 import { startCacheServer, type CacheServer, type Fault } from '../helpers/cache-server.ts'
 import { startNarswarm, type LogLine, type NarswarmProcess } from '../helpers/narswarm.ts'
 import { NarInfo } from '../../src/nix/narinfo.ts'
+import type { NixHash } from '../../src/nix/hash.ts'
 import { generateSecretKey, signNarInfo } from '../../src/nix/signature.ts'
 import { freePort } from '../helpers/net.ts'
+import { ChunkIndex } from '../../src/chunk/index-db.ts'
+import { openDatabase, stateDatabase } from '../../src/util/sqlite.ts'
 
 describe('hostile and broken upstreams', { skip: nixSkip() }, () => {
   let nix: NixEnv
@@ -67,11 +70,37 @@ describe('hostile and broken upstreams', { skip: nixSkip() }, () => {
 
   async function expectRefused (compression: string, fault: Fault | undefined, match: ((p: string) => boolean) | undefined,
     msg: string, errPart: string, extra = '') {
-    const go = () => substitute(upstreamOf(compression, extra), async n => { await n.waitForLog(logged(msg, errPart)) })
+    const narHash = NarInfo.parse(await readNarInfo(caches[compression]!.dir, closure.tree)).narHash
+    const go = () => substitute(upstreamOf(compression, extra), async n => {
+      await n.waitForLog(logged(msg, errPart))
+      // Nor is anything of it in narswarm's chunk store, by store path or by NarHash.
+      assert.deepEqual(committed(n, closure.tree, narHash), { path: false, narHash: false })
+    })
     const { result, valid } = fault === undefined ? await go() : await withFault(compression, match!, fault, go)
     assert.notEqual(result.code, 0, 'Nix must fail to substitute')
     assert.equal(valid, false, 'the path must not be valid in the fresh store')
   }
+
+  /** Whether a running narswarm's chunk store holds the NAR of `storePath` (read from its state database). */
+  function committed (narswarm: NarswarmProcess, storePath: string, narHash: NixHash): { path: boolean, narHash: boolean } {
+    const db = openDatabase(stateDatabase(narswarm.stateDir))
+    try {
+      const index = new ChunkIndex(db)
+      return { path: index.narOfPath(storePath) !== undefined, narHash: index.nar(narHash.digest) !== undefined }
+    } finally {
+      db.close()
+    }
+  }
+
+  test('control: the same upstream without a fault; Nix gets the path and narswarm stores it', async () => {
+    const narHash = NarInfo.parse(await readNarInfo(caches.none!.dir, closure.tree)).narHash
+    const { result, valid } = await substitute(upstreamOf('none'), async n => {
+      await n.waitForLog(l => l.msg === 'NAR committed to the store' && l.storePath === closure.tree)
+      assert.deepEqual(committed(n, closure.tree, narHash), { path: true, narHash: true })
+    })
+    assert.equal(result.code, 0, result.stderr)
+    assert.equal(valid, true)
+  })
 
   test('a flipped byte in an uncompressed NAR', async () => {
     const nar = await narPathOf('none')
