@@ -26,7 +26,7 @@ import { LocalChunkStore } from '../src/chunk/store.ts'
 import { NixHash } from '../src/nix/hash.ts'
 import { dumpPath } from '../src/nix/nar/dump.ts'
 import { queryPathInfos } from '../src/publish/path-info.ts'
-import { openDatabase } from '../src/util/sqlite.ts'
+import { openDatabase, stateDatabase } from '../src/util/sqlite.ts'
 import { makeNixEnv, nixVersion } from '../test/helpers/nix.ts'
 import { pseudoRandom } from '../test/helpers/pseudo-random.ts'
 import { bigNar } from './lib/big-nar.ts'
@@ -44,7 +44,7 @@ const SELF = new URL(import.meta.url).pathname
 
 /** Chunk files are fsynced as in narswarm; BENCH_FSYNC=0 leaves the disk out (not crash-safe). */
 async function openStore (dir: string): Promise<LocalChunkStore> {
-  return await LocalChunkStore.open({ db: openDatabase(join(dir, 'narswarm.sqlite')), dir, capacity: 64 * 1024 ** 3, fsync: FSYNC })
+  return await LocalChunkStore.open({ db: openDatabase(stateDatabase(dir)), dir, capacity: 64 * 1024 ** 3, fsync: FSYNC })
 }
 
 /** Child mode: a store holding the given files, rendered at /<n> over HTTP. */

@@ -4,7 +4,7 @@
  * or the local Nix store, and emptying it. Works on the state directory of the configuration, also
  * while `narswarm serve` runs (except `clear`).
  */
-import { join, resolve } from 'node:path'
+import { resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { ConfigError, UsageError } from '../errors.ts'
 import { importFromCache, importFromLocalStore, type ImportReport } from '../chunk/import.ts'
@@ -15,7 +15,7 @@ import { parseStorePath, STORE_DIR } from '../nix/store-path.ts'
 import { queryPathInfos, storePathOf } from '../publish/path-info.ts'
 import { NarInfoCache } from '../state/narinfo-cache.ts'
 import { formatBytes } from '../util/bytes.ts'
-import { openDatabase } from '../util/sqlite.ts'
+import { openDatabase, stateDatabase } from '../util/sqlite.ts'
 import { loadConfig, settingFlags, settingOptions, type Config } from './config.ts'
 import { didYouMean, list, parseCommandLine, type OptionTable } from './args.ts'
 import { PATHS_FROM_OPTION, readPathList } from './paths.ts'
@@ -70,7 +70,7 @@ export async function cacheCommand (argv: string[]): Promise<number> {
     if (err instanceof ConfigError) throw new ConfigError(`cache ${sub}: ${err.message}`)
     throw err
   }
-  const db = openDatabase(join(config.stateDir, 'narswarm.sqlite'))
+  const db = openDatabase(stateDatabase(config.stateDir))
   let store: LocalChunkStore | undefined
   try {
     if (sub === 'clear') {

@@ -4,7 +4,6 @@
  */
 import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
-import { join } from 'node:path'
 import type { DatabaseSync } from 'node:sqlite'
 import type { Config } from './config.ts'
 import type { Logger } from '../log.ts'
@@ -18,7 +17,7 @@ import { LocalChunkStore } from '../chunk/store.ts'
 import { loadGroupKey } from '../peer/auth.ts'
 import { loadNodeId } from '../peer/node-id.ts'
 import { Swarm } from '../peer/swarm.ts'
-import { openDatabase } from '../util/sqlite.ts'
+import { openDatabase, stateDatabase } from '../util/sqlite.ts'
 import { NarInfoCache } from '../state/narinfo-cache.ts'
 import { storageFailure } from '../state/write-guard.ts'
 import { SourceHealth } from '../upstream/health.ts'
@@ -52,7 +51,7 @@ export async function startSubstituter (config: Config, log: Logger, observer = 
 
 /** Starts the substituter; `opened` gets a closer for each thing opened, until it is running. */
 async function start (config: Config, log: Logger, observer: Observer, opened: Array<() => unknown>): Promise<RunningSubstituter> {
-  const db = openStateDatabase(join(config.stateDir, 'narswarm.sqlite'), log)
+  const db = openStateDatabase(stateDatabase(config.stateDir), log)
   opened.push(() => db.close())
   const cache = new NarInfoCache(db, {
     positiveTtl: config.narinfoPositiveTtl,

@@ -7,7 +7,12 @@
  */
 import { DatabaseSync } from 'node:sqlite'
 import { mkdirSync } from 'node:fs'
-import { dirname } from 'node:path'
+import { dirname, join } from 'node:path'
+
+/** The state database of a state directory (narinfo cache, chunk store index, node state). */
+export function stateDatabase (stateDir: string): string {
+  return join(stateDir, 'narswarm.sqlite')
+}
 
 export function openDatabase (file: string): DatabaseSync {
   if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true })

@@ -7,6 +7,7 @@ import { buildClosure, copyTo, hashPartOf } from '../helpers/closure.ts'
 import { makeNixEnv, nixSkip } from '../helpers/nix.ts'
 import { runNarswarm } from '../helpers/narswarm.ts'
 import { tempDir } from '../helpers/temp.ts'
+import { stateDatabase } from '../../src/util/sqlite.ts'
 
 test('narswarm cache: import a Nix-written cache, stats, pin a closure, verify, gc, import local paths, clear', { skip: nixSkip() }, async () => {
   const nix = await makeNixEnv()
@@ -34,7 +35,7 @@ test('narswarm cache: import a Nix-written cache, stats, pin a closure, verify, 
     const again = await cache('import', cacheDir, '--trusted-public-keys', closure.publicKey)
     assert.match(again.stdout, new RegExp(`imported 0 NARs \\(0 B\\), ${closure.paths.length} already present`))
 
-    const db = new DatabaseSync(join(state, 'narswarm.sqlite'))
+    const db = new DatabaseSync(stateDatabase(state))
     const row = db.prepare('SELECT text FROM narinfo WHERE hash_part = ?').get(hashPartOf(closure.top)) as { text: string } | undefined
     assert.match(row?.text ?? '', /Sig: narswarm-test-/, 'the signed narinfo is in the narinfo cache')
     db.close()

@@ -1,15 +1,14 @@
 /** Opening a chunk store on a fresh state directory, and NAR identities of test bytes. */
 import { createHash } from 'node:crypto'
-import { join } from 'node:path'
 import { NixHash } from '../../src/nix/hash.ts'
 import { LocalChunkStore, type LocalChunkStoreInit } from '../../src/chunk/store.ts'
 import type { NarIdentity } from '../../src/chunk/types.ts'
-import { openDatabase } from '../../src/util/sqlite.ts'
+import { openDatabase, stateDatabase } from '../../src/util/sqlite.ts'
 import { tempDir } from '../helpers/temp.ts'
 
 export async function openStore (init: Partial<LocalChunkStoreInit> = {}): Promise<LocalChunkStore> {
   const dir = init.dir ?? tempDir('narswarm-chunk-')
-  const db = init.db ?? openDatabase(join(dir, 'narswarm.sqlite'))
+  const db = init.db ?? openDatabase(stateDatabase(dir))
   return await LocalChunkStore.open({ ...init, db, dir })
 }
 

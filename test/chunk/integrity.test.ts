@@ -8,7 +8,7 @@ import { zstdDecompressSync } from 'node:zlib'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { IntegrityError, StorageError } from '../../src/errors.ts'
 import { hexOf } from '../../src/chunk/files.ts'
-import { openDatabase } from '../../src/util/sqlite.ts'
+import { openDatabase, stateDatabase } from '../../src/util/sqlite.ts'
 import { chunks, collect } from '../helpers/bytes.ts'
 import { pseudoRandom } from '../helpers/pseudo-random.ts'
 import { runNarswarm } from '../helpers/narswarm.ts'
@@ -53,7 +53,7 @@ test('a corrupt chunk is detected on reading: the render fails, never with wrong
 
 test('start-up check: temporary files, unknown files and index rows without a file are removed', async () => {
   const dir = tempDir('narswarm-chunk-')
-  const db = openDatabase(join(dir, 'narswarm.sqlite'))
+  const db = openDatabase(stateDatabase(dir))
   let store = await openStore({ dir, db })
   const a = pseudoRandom('kept', 500_000)
   const b = pseudoRandom('lost', 500_000)
@@ -78,7 +78,7 @@ test('a full disk during an ingest is one StorageError, and nothing half-written
   if (mounted.status !== 0) { t.skip(`cannot mount a small tmpfs (needs root): ${mounted.stderr.trim()}`); return }
   try {
     // The database elsewhere: only the chunk files run out of space.
-    const store = await openStore({ dir: state, db: openDatabase(join(dir, 'narswarm.sqlite')) })
+    const store = await openStore({ dir: state, db: openDatabase(stateDatabase(dir)) })
     const small = pseudoRandom('fits', 100_000)
     await store.ingest(identity(small), chunks(small))
     const big = pseudoRandom('too big', 3_000_000)
@@ -99,13 +99,12 @@ test('a full disk during an ingest is one StorageError, and nothing half-written
 })
 
 const CHILD = `
-import { join } from 'node:path'
-import { openDatabase } from ${JSON.stringify(new URL('../../src/util/sqlite.ts', import.meta.url).pathname)}
+import { openDatabase, stateDatabase } from ${JSON.stringify(new URL('../../src/util/sqlite.ts', import.meta.url).pathname)}
 import { LocalChunkStore } from ${JSON.stringify(new URL('../../src/chunk/store.ts', import.meta.url).pathname)}
 import { NixHash } from ${JSON.stringify(new URL('../../src/nix/hash.ts', import.meta.url).pathname)}
 import { pseudoRandom } from ${JSON.stringify(new URL('../helpers/pseudo-random.ts', import.meta.url).pathname)}
 const dir = process.argv[2]
-const store = await LocalChunkStore.open({ db: openDatabase(join(dir, 'narswarm.sqlite')), dir })
+const store = await LocalChunkStore.open({ db: openDatabase(stateDatabase(dir)), dir })
 const done = pseudoRandom('committed', 400_000)
 await store.ingest({ narHash: NixHash.of('sha256', done), narSize: done.length }, [done])
 const big = pseudoRandom('cut', 64 << 20)

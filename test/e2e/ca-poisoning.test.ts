@@ -17,6 +17,7 @@ import { copyTo, hashPartOf, readNarInfo, signingKey } from '../helpers/closure.
 import { startCacheServer, type CacheServer } from '../helpers/cache-server.ts'
 import { startNarswarm } from '../helpers/narswarm.ts'
 import { NarInfo } from '../../src/nix/narinfo.ts'
+import { stateDatabase } from '../../src/util/sqlite.ts'
 
 describe('a CA claim that contradicts the NarHash', { skip: nixSkip() }, () => {
   let nix: NixEnv
@@ -68,7 +69,7 @@ describe('a CA claim that contradicts the NarHash', { skip: nixSkip() }, () => {
       assert.equal(await readFile(join(nix.dir, 'store', target.slice(1)), 'utf8'), await readFile(target, 'utf8'))
       const refused = await narswarm.waitForLog(l => l.msg === 'narinfo rejected, treated as absent from this upstream' && l.upstream === hostile.url)
       assert.match(String(refused.reason), /requires NarHash/)
-      const db = new DatabaseSync(join(narswarm.stateDir, 'narswarm.sqlite'), { readOnly: true })
+      const db = new DatabaseSync(stateDatabase(narswarm.stateDir), { readOnly: true })
       try {
         const rows = db.prepare('SELECT upstream FROM narinfo WHERE hash_part = ?').all(hashPartOf(target))
         assert.deepEqual(rows.map(r => r.upstream), [good.url])

@@ -16,6 +16,7 @@ import { buildClosure, copyTo, type Closure } from '../helpers/closure.ts'
 import { startCacheServer, type CacheServer } from '../helpers/cache-server.ts'
 import { startNarswarm } from '../helpers/narswarm.ts'
 import { tempDir } from '../helpers/temp.ts'
+import { stateDatabase } from '../../src/util/sqlite.ts'
 
 const run = promisify(execFile)
 
@@ -105,7 +106,7 @@ describe('a full state disk', { skip: nixSkip() }, async () => {
       assert.equal(await second.stop(), 0)
     }
     // stop() removed its own temporary directory, not this one: the answer given after recovery is on disk.
-    const db = new DatabaseSync(join(stateDir, 'narswarm.sqlite'), { readOnly: true })
+    const db = new DatabaseSync(stateDatabase(stateDir), { readOnly: true })
     try {
       assert.equal(db.prepare('SELECT present FROM narinfo WHERE hash_part = ?').get('0'.repeat(32))?.present, 0)
     } finally {

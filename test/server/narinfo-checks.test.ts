@@ -16,7 +16,7 @@ import { NarInfo } from '../../src/nix/narinfo.ts'
 import { compress } from '../../src/nix/compression.ts'
 import { makeSourcePath } from '../../src/nix/store-path.ts'
 import { generateSecretKey, signNarInfo } from '../../src/nix/signature.ts'
-import { openDatabase } from '../../src/util/sqlite.ts'
+import { openDatabase, stateDatabase } from '../../src/util/sqlite.ts'
 import { NarInfoCache } from '../../src/state/narinfo-cache.ts'
 import { SqliteMapper } from '../../src/mapper/sqlite.ts'
 import { startCacheServer, type CacheServer } from '../helpers/cache-server.ts'
@@ -92,7 +92,7 @@ describe('narinfo checks', () => {
 
   test('a poisoned row stored by an earlier run is dropped when read, and the path fetched again', async () => {
     const stateDir = tempDir()
-    const db = openDatabase(join(stateDir, 'narswarm.sqlite'))
+    const db = openDatabase(stateDatabase(stateDir))
     new NarInfoCache(db, { positiveTtl: 86_400_000, negativeTtl: 60_000 }).putPresent(ca.hashPart, bad.narHash.toNix32(), bad.toString(), hostile.url)
     db.close()
     const n = await startNarswarm(['--upstream', up(good, 20), '--state-dir', stateDir])
