@@ -1,6 +1,6 @@
 /**
- * Ingesting a NAR into the chunk store in one pass: the stream is hashed (NarHash), counted
- * (NarSize) and chunked as it goes by, each chunk written as soon as it is cut, at most
+ * Ingesting a NAR into the chunk store in one pass: the stream is hashed (NarHash; not when the
+ * body checks it itself, `narHashChecked`), counted (NarSize) and chunked as it goes by, each chunk written as soon as it is cut, at most
  * WRITES_IN_FLIGHT at a time, so memory is a few chunks whatever the NAR's size. The manifest is
  * committed only if the whole stream matched; otherwise the chunks this ingest wrote and nothing
  * else uses are removed again. The chunks it needs are held meanwhile, so neither eviction nor
