@@ -104,25 +104,27 @@ async function main (): Promise<void> {
     const root = makeTempDir('narswarm-bench-cache-')
     progress(`nix copy into an xz cache (${closure.paths} paths, ${fmt(closure.narBytes / MiB, 1)} MiB of NARs)`)
     await nix.run('nix', ['copy', '--to', `file://${join(root, 'xz')}?compression=xz&parallel-compression=true&secret-key=${keyFile}`, closure.top])
+    await nix.run('nix', ['copy', '--to', `file://${join(root, 'none')}?compression=none&secret-key=${keyFile}`, closure.top])
     chmodSync(root, 0o755) // nginx's worker may run as another user (nobody, www-data) when started as root
-    await runCommand('chmod', ['-R', 'a+rX', join(root, 'xz')])
+    await runCommand('chmod', ['-R', 'a+rX', root])
     const nginx = await startNginx(root, makeTempDir('narswarm-bench-nginx-'))
     const upstream = `${nginx.url}/xz`
     let profile: ProfileSummary | undefined
     let warmProfile: ProfileSummary | undefined
-    const rounds: Array<{ nginx: number, cold: number, warm: number, coldCpu: number, warmCpu: number }> = []
+    const rounds: Array<{ nginx: number, plain: number, cold: number, warm: number, coldCpu: number, warmCpu: number }> = []
     for (let rep = 0; rep < REPS; rep++) {
       const profDir = PROFILE && rep === 0 ? makeTempDir('narswarm-bench-prof-') : undefined
       const ns = await startNarswarm(`${upstream}?trusted-public-keys=${publicKey}`, makeTempDir('narswarm-bench-state-'),
         profDir === undefined ? {} : { cpuProfDir: profDir })
       try {
         const base = await copy(nix, upstream, closure.top, publicKey)
+        const plain = await copy(nix, `${nginx.url}/none`, closure.top, publicKey)
         const cpu0 = procCpuSeconds(ns.pid) ?? NaN
         const cold = await copy(nix, ns.url, closure.top, publicKey)
         const cpu1 = procCpuSeconds(ns.pid) ?? NaN
         const warm = await copy(nix, ns.url, closure.top, publicKey)
-        rounds.push({ nginx: base, cold, warm, coldCpu: cpu1 - cpu0, warmCpu: (procCpuSeconds(ns.pid) ?? NaN) - cpu1 })
-        progress(`round ${rep + 1}/${REPS}: nginx ${fmt(base, 2)} s, narswarm cold ${fmt(cold, 2)} s, warm ${fmt(warm, 2)} s`)
+        rounds.push({ nginx: base, plain, cold, warm, coldCpu: cpu1 - cpu0, warmCpu: (procCpuSeconds(ns.pid) ?? NaN) - cpu1 })
+        progress(`round ${rep + 1}/${REPS}: nginx ${fmt(base, 2)} s (uncompressed ${fmt(plain, 2)} s), narswarm cold ${fmt(cold, 2)} s, warm ${fmt(warm, 2)} s`)
       } finally {
         await ns.stop()
       }
@@ -136,13 +138,14 @@ async function main (): Promise<void> {
       }
     }
     await nginx.stop()
-    const med = (k: 'nginx' | 'cold' | 'warm' | 'coldCpu' | 'warmCpu'): number => median(rounds.map(r => r[k]))
-    const ratio = (k: 'cold' | 'warm'): number => median(rounds.map(r => r[k] / r.nginx))
+    const med = (k: 'nginx' | 'plain' | 'cold' | 'warm' | 'coldCpu' | 'warmCpu'): number => median(rounds.map(r => r[k]))
+    const ratio = (k: 'plain' | 'cold' | 'warm'): number => median(rounds.map(r => r[k] / r.nginx))
     const busyAfter = await machineBusy()
     process.stdout.write(`\nnix copy of ${closure.paths} paths (${fmt(closure.narBytes / MiB, 1)} MiB of NARs, xz cache), median of ${REPS} rounds\n\n`)
     process.stdout.write(table([
       ['', 'seconds', 'vs nginx', 'goal', 'narswarm CPU s'],
       ['nginx (Nix decompresses xz)', fmt(med('nginx'), 2), '1.00', '', ''],
+      ['nginx, uncompressed cache', fmt(med('plain'), 2), fmt(ratio('plain'), 2), '', ''],
       ['narswarm cold (from nginx)', fmt(med('cold'), 2), fmt(ratio('cold'), 2), `≤ ${TARGET.cold}`, fmt(med('coldCpu'), 2)],
       ['narswarm warm (from its store)', fmt(med('warm'), 2), fmt(ratio('warm'), 2), `≤ ${TARGET.warm}`, fmt(med('warmCpu'), 2)]
     ]) + '\n')

@@ -7,11 +7,11 @@
  * creating a file blocks while the file system commits other files' fsyncs, which stalled every
  * request when it was done here. When every slot is taken, `write` waits for one (back-pressure).
  */
-import { randomBytes } from 'node:crypto'
+import { hash, randomBytes } from 'node:crypto'
 import { close, fdatasync, mkdir, open, rename, rm, write } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { chunkPath, encodeChunk, type ChunkDirs } from './chunk-file.ts'
+import { chunkPath, encodeChunk, ZSTD, type ChunkDirs } from './chunk-file.ts'
 
 const SLOT_SIZE = (256 << 10) + 64
 const SLOTS = 8
@@ -26,11 +26,17 @@ async function writeAll (fd: number, bytes: Uint8Array): Promise<number> {
   return await new Promise<number>((resolve, reject) => write(fd, bytes, (err, n) => err === null ? resolve(n) : reject(err)))
 }
 
+/** What a written chunk takes on disk, and the hash its file's body is checked against when it is compressed. */
+export interface StoredChunk {
+  storedSize: number
+  storedHash: Uint8Array | undefined
+}
+
 export class ChunkWriter {
   readonly #dirs: ChunkDirs
   readonly #free: Uint8Array[] = []
   readonly #made = new Set<string>()
-  readonly #inFlight = new Set<Promise<number>>()
+  readonly #inFlight = new Set<Promise<StoredChunk>>()
   readonly #waiting: Array<() => void> = []
   #slots = 0
   #closed = false
@@ -39,8 +45,8 @@ export class ChunkWriter {
     this.#dirs = dirs
   }
 
-  /** Writes a chunk file; returns the bytes it takes on disk. */
-  async write (hex: string, bytes: Uint8Array): Promise<number> {
+  /** Writes a chunk file. */
+  async write (hex: string, bytes: Uint8Array): Promise<StoredChunk> {
     if (this.#closed) throw new Error('the chunk store is closed')
     const done = this.#write(hex, bytes)
     this.#inFlight.add(done)
@@ -51,9 +57,12 @@ export class ChunkWriter {
     }
   }
 
-  async #write (hex: string, bytes: Uint8Array): Promise<number> {
+  async #write (hex: string, bytes: Uint8Array): Promise<StoredChunk> {
     let { flag, body } = encodeChunk(bytes)
     const length = 1 + body.length
+    // A compressed body is sent to Nix as it is stored (a zstd frame): this hash checks it on
+    // reading without decompressing it. A raw body is checked against the chunk id itself.
+    const storedHash = flag === ZSTD ? new Uint8Array(hash('sha256', body, 'buffer')) : undefined
     let slot = this.#take(length)
     // The caller may reuse its buffer as soon as `write` returns: kept while waiting for a slot.
     if (slot === undefined && body === bytes) body = new Uint8Array(body)
@@ -69,7 +78,7 @@ export class ChunkWriter {
     } finally {
       if (slot.length === SLOT_SIZE) { this.#free.push(slot); this.#waiting.shift()?.() }
     }
-    return length
+    return { storedSize: length, storedHash }
   }
 
   /** A buffer for `length` bytes: a free slot, a new one while there are fewer than SLOTS. */

@@ -14,7 +14,8 @@ import { zstdDecompressSync } from 'node:zlib'
 import { StorageError } from '../errors.ts'
 import { isAlive } from '../util/process.ts'
 import { chunkPath, RAW, ZSTD } from './chunk-file.ts'
-import { ChunkWriter } from './chunk-writer.ts'
+import { ChunkWriter, type StoredChunk } from './chunk-writer.ts'
+import { rawFrame } from '../nix/zstd-frames.ts'
 
 const HEX64 = /^[0-9a-f]{64}$/
 
@@ -60,10 +61,10 @@ export class ChunkFiles {
   }
 
   /**
-   * Writes a chunk whose id was already computed; returns the bytes it takes on disk. `bytes` is
-   * copied before this returns, so the caller may reuse it (chunk-writer.ts).
+   * Writes a chunk whose id was already computed. `bytes` is copied before this returns, so the
+   * caller may reuse it (chunk-writer.ts).
    */
-  async write (hex: string, bytes: Uint8Array): Promise<number> {
+  async write (hex: string, bytes: Uint8Array): Promise<StoredChunk> {
     this.#writer ??= new ChunkWriter({ root: this.root, tmp: this.tmp, fsync: this.#fsync })
     try {
       return await this.#writer.write(hex, bytes)
@@ -87,22 +88,9 @@ export class ChunkFiles {
    * round trip per open, read and close measured ten times that under load.
    */
   read (hex: string, size: number, verify = true): Uint8Array | undefined {
-    // Raw takes 1 + size bytes, compressed at most 1 + 7/8 of that: one read is enough. The file
-    // is read into one reused buffer, so a chunk costs one allocation: the bytes handed out.
-    if (this.#scratch.length < size + 2) this.#scratch = Buffer.allocUnsafe(size + 2)
+    const n = this.#readFile(hex, size)
+    if (n === undefined) return undefined
     const buf = this.#scratch
-    let n: number
-    try {
-      const fd = openSync(this.path(hex), 'r')
-      try {
-        n = readSync(fd, buf, 0, buf.length, 0)
-      } finally {
-        closeSync(fd)
-      }
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-      throw storageError(`cannot read chunk ${hex}`, err)
-    }
     let bytes: Uint8Array
     if (buf[0] === RAW && n === size + 1) bytes = Uint8Array.prototype.slice.call(buf, 1, n)
     else if (buf[0] === ZSTD && n > 1 && n <= size + 1) {
@@ -117,6 +105,50 @@ export class ChunkFiles {
     if (bytes.length !== size) throw new CorruptChunk(hex, `${bytes.length} bytes, expected ${size}`)
     if (verify && hash('sha256', bytes, 'hex') !== hex) throw new CorruptChunk(hex, 'its bytes do not hash to its name')
     return bytes
+  }
+
+  /**
+   * The chunk as zstd frames: a compressed file's body as it is (one frame), checked against
+   * `storedHash` without decompressing it; a raw one checked against its name and wrapped in a
+   * raw frame. A compressed chunk with no `storedHash` (written before it was kept) is
+   * decompressed to be checked. Undefined and throws as `read` does.
+   */
+  readFrames (hex: string, size: number, storedHash: Uint8Array | undefined): Uint8Array[] | undefined {
+    const n = this.#readFile(hex, size)
+    if (n === undefined) return undefined
+    const buf = this.#scratch
+    if (buf[0] === ZSTD && storedHash !== undefined && n > 1 && n <= size + 1) {
+      const body = Uint8Array.prototype.slice.call(buf, 1, n)
+      if (!hash('sha256', body, 'buffer').equals(storedHash)) throw new CorruptChunk(hex, 'its compressed bytes do not match their hash')
+      return [body]
+    }
+    if (buf[0] === ZSTD) {
+      const body = Uint8Array.prototype.slice.call(buf, 1, n)
+      this.read(hex, size)
+      return [body]
+    }
+    const bytes = this.read(hex, size)
+    return bytes === undefined ? undefined : rawFrame(bytes)
+  }
+
+  /**
+   * Reads a chunk file into the scratch buffer; its length, or undefined when there is none.
+   * Raw takes 1 + size bytes, compressed at most 1 + 7/8 of that: one read is enough. One reused
+   * buffer, so a chunk costs one allocation: the bytes handed out.
+   */
+  #readFile (hex: string, size: number): number | undefined {
+    if (this.#scratch.length < size + 2) this.#scratch = Buffer.allocUnsafe(size + 2)
+    try {
+      const fd = openSync(this.path(hex), 'r')
+      try {
+        return readSync(fd, this.#scratch, 0, this.#scratch.length, 0)
+      } finally {
+        closeSync(fd)
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+      throw storageError(`cannot read chunk ${hex}`, err)
+    }
   }
 
   async remove (hex: string): Promise<void> {

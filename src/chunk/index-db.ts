@@ -1,7 +1,7 @@
 /**
  * The chunk store's index, in the state database: which NARs are committed (NarHash → manifest,
  * size, store paths, last access, pin) and which chunks are on disk (id → size, bytes on disk,
- * how many manifest entries use it). A chunk row is written only after its file is in place, and
+ * how many manifest entries use it, the SHA-256 of a compressed file's contents). A chunk row is written only after its file is in place, and
  * a NAR row, with the reference counts it adds, in one transaction after all its chunk rows: so
  * the index never names a NAR whose bytes were not all durable first.
  *
@@ -16,6 +16,14 @@ export interface NarRow {
   manifest: Uint8Array
   lastAccess: number
   pinned: boolean
+}
+
+export interface ChunkRow {
+  size: number
+  storedSize: number
+  refcount: number
+  /** SHA-256 of the file's body when it is stored compressed (absent in stores made before it was kept). */
+  storedHash: Uint8Array | undefined
 }
 
 /** Removes the chunk store's tables (to empty a store, whatever chunker made it). */
@@ -35,7 +43,8 @@ export class ChunkIndex {
       size        INTEGER NOT NULL,
       stored_size INTEGER NOT NULL,
       refcount    INTEGER NOT NULL,
-      added_at    INTEGER NOT NULL
+      added_at    INTEGER NOT NULL,
+      stored_hash BLOB
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS chunk_unreferenced ON chunk (added_at) WHERE refcount = 0;
     CREATE TABLE IF NOT EXISTS nar (
@@ -53,13 +62,17 @@ export class ChunkIndex {
       nar_hash   BLOB NOT NULL REFERENCES nar (nar_hash) ON DELETE CASCADE
     ) STRICT;
     CREATE INDEX IF NOT EXISTS nar_path_nar ON nar_path (nar_hash);`)
+    // Stores made before stored_hash existed: their compressed chunks have none, and are checked
+    // by decompressing them, as they always were.
+    const columns = db.prepare('SELECT name FROM pragma_table_info(\'chunk\')').all() as Array<{ name: string }>
+    if (!columns.some(c => c.name === 'stored_hash')) db.exec('ALTER TABLE chunk ADD COLUMN stored_hash BLOB')
     const sql: Record<string, string> = {
       getMeta: 'SELECT value FROM chunk_meta WHERE key = ?',
       setMeta: 'INSERT INTO chunk_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
       bump: 'INSERT INTO chunk_meta (key, value) VALUES (?, 1) ON CONFLICT (key) DO UPDATE SET value = value + 1',
-      chunk: 'SELECT size, stored_size, refcount FROM chunk WHERE id = ?',
+      chunk: 'SELECT size, stored_size, refcount, stored_hash FROM chunk WHERE id = ?',
       hasChunk: 'SELECT 1 FROM chunk WHERE id = ?',
-      addChunk: 'INSERT INTO chunk (id, size, stored_size, refcount, added_at) VALUES (?, ?, ?, 0, ?) ON CONFLICT (id) DO UPDATE SET stored_size = excluded.stored_size, added_at = excluded.added_at',
+      addChunk: 'INSERT INTO chunk (id, size, stored_size, refcount, added_at, stored_hash) VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (id) DO UPDATE SET stored_size = excluded.stored_size, added_at = excluded.added_at, stored_hash = excluded.stored_hash',
       ref: 'UPDATE chunk SET refcount = refcount + ? WHERE id = ?',
       refcount: 'SELECT refcount FROM chunk WHERE id = ?',
       deleteChunk: 'DELETE FROM chunk WHERE id = ?',
@@ -105,15 +118,15 @@ export class ChunkIndex {
   setMeta (key: string, value: string | number): void { this.#q('setMeta').run(key, value) }
   bump (key: string): void { this.#q('bump').run(key) }
 
-  chunk (id: Uint8Array): { size: number, storedSize: number, refcount: number } | undefined {
-    const r = this.#q('chunk').get(id) as { size: number, stored_size: number, refcount: number } | undefined
-    return r === undefined ? undefined : { size: r.size, storedSize: r.stored_size, refcount: r.refcount }
+  chunk (id: Uint8Array): ChunkRow | undefined {
+    const r = this.#q('chunk').get(id) as { size: number, stored_size: number, refcount: number, stored_hash: Uint8Array | null } | undefined
+    return r === undefined ? undefined : { size: r.size, storedSize: r.stored_size, refcount: r.refcount, storedHash: r.stored_hash ?? undefined }
   }
 
   hasChunk (id: Uint8Array): boolean { return this.#q('hasChunk').get(id) !== undefined }
 
-  addChunk (id: Uint8Array, size: number, storedSize: number, now: number): void {
-    this.#q('addChunk').run(id, size, storedSize, now)
+  addChunk (id: Uint8Array, size: number, storedSize: number, now: number, storedHash?: Uint8Array): void {
+    this.#q('addChunk').run(id, size, storedSize, now, storedHash ?? null)
   }
 
   /** Adds `delta` references; false when there is no such chunk. */

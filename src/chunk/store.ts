@@ -19,18 +19,19 @@ import type { AbortOptions } from '../types.ts'
 import { Chunker, DEFAULT_CDC, type CdcParams } from './fastcdc.ts'
 import { ChunkFiles, chunkIdOf, CorruptChunk, hexOf, storageError } from './files.ts'
 import { ChunkIndex, dropChunkTables } from './index-db.ts'
+import type { StoredChunk } from './chunk-writer.ts'
 import { InUse } from './in-use.ts'
 import { chunkRefs, decodeManifest, encodeManifest } from './manifest.ts'
 import { ingestNar } from './ingest.ts'
 import { Maintenance, type CheckReport, type StoreStats, type VerifyReport } from './maintenance.ts'
-import type { ChunkId, ChunkStore, CommittedNar, IngestOptions, Manifest, ManifestChunk, NarIdentity } from './types.ts'
+import type { ChunkFrames, ChunkId, ChunkStore, CommittedNar, IngestOptions, Manifest, ManifestChunk, NarIdentity } from './types.ts'
 
 const DEFAULT_CAPACITY = 10 * 1024 ** 3
 /** Chunks read ahead while rendering. */
 const PREFETCH = 8
 
 /** A chunk whose file is written, waiting for its index row. */
-interface ChunkRow { id: Uint8Array, size: number, stored: number }
+interface ChunkRow { id: Uint8Array, size: number, stored: StoredChunk }
 
 export interface LocalChunkStoreInit {
   db: DatabaseSync
@@ -133,10 +134,14 @@ export class LocalChunkStore implements ChunkStore {
 
   /** A verified chunk; a missing or corrupt one is dropped (with its NARs) and IntegrityError thrown. */
   async #read (hex: string, size: number): Promise<Uint8Array> {
-    let bytes: Uint8Array | undefined
+    return await this.#checked(hex, () => this.files.read(hex, size))
+  }
+
+  async #checked<T> (hex: string, read: () => T | undefined): Promise<T> {
+    let bytes: T | undefined
     let why = 'its file is missing'
     try {
-      bytes = await this.files.read(hex, size)
+      bytes = read()
     } catch (err) {
       if (!(err instanceof CorruptChunk)) throw err
       why = err.message
@@ -148,6 +153,18 @@ export class LocalChunkStore implements ChunkStore {
   }
 
   render (narHash: NixHash, options?: AbortOptions): AsyncIterable<Uint8Array> | undefined {
+    return this.#render(narHash, options?.signal, async c => await this.#read(hexOf(c.id), c.size))
+  }
+
+  renderFrames (narHash: NixHash, options?: AbortOptions): AsyncIterable<ChunkFrames> | undefined {
+    return this.#render(narHash, options?.signal, async c => {
+      const hex = hexOf(c.id)
+      const frames = await this.#checked(hex, () => this.files.readFrames(hex, c.size, this.index.chunk(c.id)?.storedHash))
+      return { frames, size: c.size }
+    })
+  }
+
+  #render<T> (narHash: NixHash, signal: AbortSignal | undefined, read: (c: ManifestChunk) => Promise<T>): AsyncIterable<T> | undefined {
     const row = narHash.algorithm === 'sha256' ? this.index.nar(narHash.digest) : undefined
     if (row === undefined) { this.index.bump('misses'); return undefined }
     // One write transaction, not two: a render is on every NAR request's path.
@@ -160,17 +177,17 @@ export class LocalChunkStore implements ChunkStore {
     // A render that is never iterated must not keep the NAR forever.
     const lease = this.inUse.leaseFor(narHash.toBase16(), this.#freshLease)
     return {
-      [Symbol.asyncIterator]: () => this.#renderChunks(manifest.chunks, options?.signal, lease.keep())
+      [Symbol.asyncIterator]: () => this.#renderChunks(manifest.chunks, signal, lease.keep(), read)
     }
   }
 
-  async * #renderChunks (chunks: ManifestChunk[], signal: AbortSignal | undefined, release: () => void): AsyncGenerator<Uint8Array> {
-    const queue: Array<Promise<Uint8Array>> = []
+  async * #renderChunks<T> (chunks: ManifestChunk[], signal: AbortSignal | undefined, release: () => void, read: (c: ManifestChunk) => Promise<T>): AsyncGenerator<T> {
+    const queue: Array<Promise<T>> = []
     let next = 0
     const fill = (): void => {
       while (queue.length < PREFETCH && next < chunks.length) {
         const c = chunks[next++]!
-        const p = this.#read(hexOf(c.id), c.size)
+        const p = read(c)
         p.catch(() => {})
         queue.push(p)
       }
@@ -224,7 +241,7 @@ export class LocalChunkStore implements ChunkStore {
     const rows = this.#rows.splice(0)
     const now = this.now()
     try {
-      this.index.transaction(() => { for (const r of rows) this.index.addChunk(r.id, r.size, r.stored, now) })
+      this.index.transaction(() => { for (const r of rows) this.index.addChunk(r.id, r.size, r.stored.storedSize, now, r.stored.storedHash) })
     } catch (err) {
       for (const r of rows) r.reject(err as Error)
       return

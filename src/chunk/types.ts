@@ -44,6 +44,12 @@ export interface CommittedNar {
   storePath?: string
 }
 
+/** One chunk of a NAR as zstd frames, and how many bytes of the NAR it holds. */
+export interface ChunkFrames {
+  frames: Uint8Array[]
+  size: number
+}
+
 export interface IngestOptions extends AbortOptions { narHashChecked?: boolean }
 
 export interface ChunkStore {
@@ -64,6 +70,12 @@ export interface ChunkStore {
    * (and the NAR is dropped) if a chunk turns out corrupt, so it never completes with wrong bytes.
    */
   render: (narHash: NixHash, options?: AbortOptions) => AsyncIterable<Uint8Array> | undefined
+  /**
+   * The NAR as a zstd stream, chunk by chunk, as `render` otherwise: a compressed chunk as it is
+   * stored, checked against the hash of its stored bytes; a raw one checked against its id and
+   * wrapped in a raw frame. For clients that decode zstd: no chunk is decompressed here.
+   */
+  renderFrames: (narHash: NixHash, options?: AbortOptions) => AsyncIterable<ChunkFrames> | undefined
   /**
    * Chunks `body` as it streams by, stores the chunks, and commits the manifest only when the
    * whole stream matched `expected` (NarHash and NarSize); throws IntegrityError otherwise, and

@@ -5,6 +5,8 @@
  *   GET|HEAD /<32-char hash>.narinfo       narinfo, rewritten to point at our NAR URL
  *   GET|HEAD /nar/<52-char narHash>.nar    the NAR, uncompressed and verified; Range: bytes=N-;
  *            [?hash=<32-char hash part>]   the store path, to find the NAR again if narswarm forgot it
+ *   GET|HEAD /nar/<52-char narHash>.nar.zst  the same as zstd, offered to Nix and Lix for NARs the
+ *            [?hash=<32-char hash part>]   chunk store holds (zstd-nar.ts); no Range
  *   GET|HEAD /narswarm/v1/…                this narswarm's index, for other narswarms' http+ mappers
  *   GET|HEAD /narswarm/peers               the LAN peers this node knows, as JSON (`narswarm peers`)
  *   GET|HEAD / /health /status.json /metrics   for people and monitoring (ops-routes.ts)
@@ -28,9 +30,10 @@ import { applyServerLimits, isLoopbackAddress, SERVER_LIMIT_DEFAULTS, type Serve
 import type { Mapper } from '../types.ts'
 import type { Observer } from './observer.ts'
 import { handleOpsRequest, OPS_ROUTES } from './ops-routes.ts'
+import { decodesZstd, openZstd } from './zstd-nar.ts'
 
 const NARINFO = /^\/([0-9a-df-np-sv-z]{32})\.narinfo$/
-const NAR = /^\/nar\/([0-9a-df-np-sv-z]{52})\.nar$/
+const NAR = /^\/nar\/([0-9a-df-np-sv-z]{52})\.nar(\.zst)?$/
 /** The LAN swarm's state, as JSON, for `narswarm peers`. */
 export const PEERS = '/narswarm/peers'
 
@@ -73,7 +76,7 @@ export function createApp (init: AppInit): Server {
     }
     let m = NARINFO.exec(path)
     if (m !== null) {
-      const answer = await substituter.narInfo(m[1]!)
+      const answer = await substituter.narInfo(m[1]!, { zstd: decodesZstd(req.headers['user-agent']) })
       if (answer.kind === 'found') sendText(res, answer.body, 'text/x-nix-narinfo', 'public, max-age=3600')
       else if (answer.kind === 'absent') sendStatus(res, 404)
       else {
@@ -84,7 +87,7 @@ export function createApp (init: AppInit): Server {
     }
     m = NAR.exec(path)
     if (m !== null) {
-      await serveNar(m[1]!, hashPartOf(req.url!), req, res)
+      await serveNar(m[1]!, hashPartOf(req.url!), m[2] !== undefined, req, res)
       return
     }
     if (path === PEERS && init.peers !== undefined) {
@@ -100,44 +103,45 @@ export function createApp (init: AppInit): Server {
     sendStatus(res, 404)
   }
 
-  const serveNar = async (narHash: string, hashPart: string | undefined, req: IncomingMessage, res: ServerResponse): Promise<void> => {
+  const serveNar = async (narHash: string, hashPart: string | undefined, zstd: boolean, req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const nar = await substituter.findNar(narHash, hashPart)
     if (nar === undefined) { sendStatus(res, 404); return }
     const size = nar.identity.narSize
     let range: [number, number] | undefined
     try {
-      range = parseRange(req.headers.range, size)
+      if (!zstd) range = parseRange(req.headers.range, size)
     } catch (err) {
       if (!(err instanceof RangeNotSatisfiableError)) throw err
       sendStatus(res, 416, { 'content-range': `bytes */${size}` })
       return
     }
-    const headers: Record<string, string> = {
-      'content-type': 'application/x-nix-nar',
-      'accept-ranges': 'bytes',
-      etag: `"${narHash}"`,
-      'cache-control': 'public, max-age=31536000, immutable'
-    }
+    // A zstd stream's length and bytes depend on where it comes from: no length, no ranges.
+    const headers: Record<string, string> = zstd
+      ? { 'content-type': 'application/x-nix-nar', 'cache-control': 'no-store' }
+      : { 'content-type': 'application/x-nix-nar', 'accept-ranges': 'bytes', etag: `"${narHash}"`, 'cache-control': 'public, max-age=31536000, immutable' }
+    const length = (n: number): Record<string, string> => zstd ? {} : { 'content-length': String(n) }
     if (req.method === 'HEAD') {
-      res.writeHead(200, { ...headers, 'content-length': String(size) })
+      res.writeHead(200, { ...headers, ...length(size) })
       res.end()
       return
     }
     const abort = new AbortController()
     res.once('close', () => { if (!res.writableFinished) abort.abort(new Error('client went away')) })
     const [start, end] = range ?? [0, size]
-    const opened = await nar.open(start, end, abort.signal)
+    const opened = zstd
+      ? await openZstd(nar, async () => await substituter.findNar(narHash, hashPart), log, abort.signal)
+      : await nar.open(start, end, abort.signal)
     if (opened === undefined) { sendStatus(res, 404); return }
     const started = performance.now()
     const storePath = nar.identity.storePath
     try {
-      if (range === undefined) res.writeHead(200, { ...headers, 'content-length': String(size) })
-      else res.writeHead(206, { ...headers, 'content-length': String(end - start), 'content-range': `bytes ${start}-${end - 1}/${size}` })
+      if (range === undefined) res.writeHead(200, { ...headers, ...length(size) })
+      else res.writeHead(206, { ...headers, ...length(end - start), 'content-range': `bytes ${start}-${end - 1}/${size}` })
       await send(opened.body, res, abort.signal)
       const source = opened.source()
       const kind = substituter.sourceKind(source)
       const ms = Math.round(performance.now() - started)
-      log.info({ storePath, narHash, source, kind, bytes: end - start, ms, range: req.headers.range }, 'NAR served')
+      log.info({ storePath, narHash, source, kind, bytes: end - start, ms, range: req.headers.range, ...(zstd ? { compression: 'zstd' } : {}) }, 'NAR served')
       observer?.narServed({ storePath: storePath ?? narHash, source, kind, bytes: end - start, ms })
     } catch (err) {
       // Headers are gone; cutting the connection is the only way to tell Nix the body is bad.
@@ -184,12 +188,14 @@ async function send (body: AsyncIterable<Uint8Array>, res: ServerResponse, signa
   const flush = async (): Promise<void> => {
     // Corked, the pieces go out in one writev, without a copy into one buffer.
     res.cork()
-    let ok = true
-    for (const piece of batch) ok = res.write(piece)
+    for (const piece of batch) res.write(piece)
     res.uncork()
     batch.length = 0
     size = 0
-    if (!ok) await once(res, 'drain', { signal })
+    // Not write()'s return value: a corked chunked response (no length: zstd) returns false
+    // once its buffer passes the high-water mark, yet no 'drain' follows unless the socket itself
+    // was full, which is what writableNeedDrain says.
+    if (res.writableNeedDrain) await once(res, 'drain', { signal })
   }
   for await (const chunk of body) {
     batch.push(chunk)

@@ -18,7 +18,7 @@ import { decompress } from '../nix/compression.ts'
 import { NarInfo } from '../nix/narinfo.ts'
 import { race, type RaceCandidate } from '../backend/race.ts'
 import type { SourceScores } from '../backend/scores.ts'
-import type { ChunkStore, NarIdentity, StoreFiller } from '../chunk/types.ts'
+import type { ChunkFrames, ChunkStore, NarIdentity, StoreFiller } from '../chunk/types.ts'
 import type { SourceHealth } from '../upstream/health.ts'
 import type { Upstream } from '../upstream/upstream.ts'
 import { sliceBytes, verifyNar } from '../util/verify.ts'
@@ -84,6 +84,11 @@ export class NarSources {
   stored (narHash: NarIdentity['narHash']): NarIdentity | undefined {
     const manifest = this.#init.store?.manifest(narHash)
     return manifest === undefined ? undefined : { narHash: manifest.narHash, narSize: manifest.narSize }
+  }
+
+  /** The NAR as zstd frames from the store, or undefined when it does not hold it. */
+  storedFrames (narHash: NarIdentity['narHash'], signal?: AbortSignal): AsyncIterable<ChunkFrames> | undefined {
+    return this.#init.store?.renderFrames(narHash, signal === undefined ? {} : { signal })
   }
 
   /**

@@ -29,21 +29,31 @@ import { SourceScores } from '../backend/scores.ts'
 import { NixHash } from '../nix/hash.ts'
 import { trustedKeyMap, verifyNarInfo, type PublicKey } from '../nix/signature.ts'
 import type { AbortOptions, Backend, Mapper } from '../types.ts'
-import type { ChunkStore, NarIdentity, StoreFiller } from '../chunk/types.ts'
+import type { ChunkFrames, ChunkStore, NarIdentity, StoreFiller } from '../chunk/types.ts'
 import type { NarReader } from './shared-nar.ts'
 import { NarSources } from './nar-sources.ts'
 import type { NarInfoResult, Observer, SourceKind } from './observer.ts'
 
 export type NarInfoResponse =
-  | { kind: 'found', body: Buffer }
+  | NarInfoFound
   | { kind: 'absent' }
   | { kind: 'failed', error: UpstreamError }
+
+/** A narinfo to serve: the uncompressed form for every client, the zstd one made when first asked for. */
+export interface NarInfoFound {
+  kind: 'found'
+  narInfo: NarInfo
+  body: Buffer
+  zstdBody?: Buffer
+}
 
 export interface NarHandle {
   /** What the NAR must be. */
   identity: NarIdentity
   /** Bytes [start, end); undefined when every source says the NAR is gone. */
   open: (start: number, end: number, signal?: AbortSignal) => Promise<NarReader | undefined>
+  /** The NAR as zstd frames from the chunk store, when it holds it (ChunkStore.renderFrames). */
+  frames?: (signal?: AbortSignal) => AsyncIterable<ChunkFrames> | undefined
 }
 
 export interface SubstituterInit {
@@ -117,11 +127,17 @@ export class Substituter {
     this.#fillerNames = new Set((init.fillers ?? []).map(f => f.name))
   }
 
-  /** The narinfo to serve for `hashPart` (already validated as 32 nix32 characters). */
-  async narInfo (hashPart: string): Promise<NarInfoResponse> {
+  /**
+   * The narinfo to serve for `hashPart` (already validated as 32 nix32 characters). For a client
+   * that decodes zstd, a NAR the chunk store holds is offered as `.nar.zst`: its compressed chunks
+   * go out as they are stored, and the client decompresses them (see `rewrite`).
+   */
+  async narInfo (hashPart: string, options: { zstd?: boolean } = {}): Promise<NarInfoResponse> {
     const { response, result } = await this.#resolveNarInfo(hashPart)
     this.#observer?.narInfo(result)
-    return response
+    if (response.kind !== 'found' || options.zstd !== true || this.#nars.stored(response.narInfo.narHash) === undefined) return response
+    response.zstdBody ??= rewrite(response.narInfo, 'zstd')
+    return { ...response, body: response.zstdBody }
   }
 
   /** The narinfo for `hashPart`, and how it was found (counted only for Nix's narinfo requests). */
@@ -130,7 +146,7 @@ export class Substituter {
     if (answer !== undefined) return { response: answer, result: 'cache-hit' }
     const cached = this.#cache.get(hashPart)
     if (cached !== undefined) {
-      const response = this.#remember(hashPart, cached.present ? { kind: 'found', body: rewrite(NarInfo.parse(cached.text)) } : ABSENT, cached.expiresAt)
+      const response = this.#remember(hashPart, cached.present ? found(NarInfo.parse(cached.text)) : ABSENT, cached.expiresAt)
       return { response, result: 'cache-hit' }
     }
     let pending = this.#inFlight.get(hashPart)
@@ -155,7 +171,7 @@ export class Substituter {
     if (indexed !== undefined) {
       const expiresAt = this.#cache.putPresent(hashPart, indexed.narInfo.narHash.toNix32(), indexed.text, `index:${indexed.mapper}`)
       this.#log.debug({ mapper: indexed.mapper, storePath: indexed.narInfo.storePath }, 'narinfo from the index')
-      return this.#remember(hashPart, { kind: 'found', body: rewrite(indexed.narInfo) }, expiresAt)
+      return this.#remember(hashPart, found(indexed.narInfo), expiresAt)
     }
     const started = performance.now()
     const outcome = await queryNarInfo(this.#upstreams, hashPart, this.#log)
@@ -166,7 +182,7 @@ export class Substituter {
         const { narInfo, upstream, text } = outcome
         const expiresAt = this.#cache.putPresent(hashPart, narInfo.narHash.toNix32(), text, upstream.name)
         this.#log.debug({ upstream: upstream.name, storePath: narInfo.storePath, ms }, 'narinfo fetched')
-        return this.#remember(hashPart, { kind: 'found', body: rewrite(narInfo) }, expiresAt)
+        return this.#remember(hashPart, found(narInfo), expiresAt)
       }
       case 'absent':
         this.#log.debug({ hashPart, ms }, 'narinfo absent from every upstream')
@@ -177,7 +193,7 @@ export class Substituter {
         if (fallback !== undefined) {
           const expiresAt = this.#cache.putPresent(hashPart, fallback.narHash.toNix32(), fallback.toString(), 'fallback')
           this.#log.info({ storePath: fallback.storePath, ms }, 'narinfo from the fallback: every upstream failed')
-          return this.#remember(hashPart, { kind: 'found', body: rewrite(fallback) }, expiresAt)
+          return this.#remember(hashPart, found(fallback), expiresAt)
         }
         const error = outcome.errors.length === 1
           ? outcome.errors[0]!
@@ -247,14 +263,18 @@ export class Substituter {
     if (stored !== undefined) {
       // The store path only names the NAR in logs.
       const identity = rows.length > 0 ? { ...stored, storePath: NarInfo.parse(rows[0]!.text).storePath } : stored
-      return { identity, open: async (start, end, signal) => await this.#nars.open(identity, undefined, [], start, end, signal) }
+      return {
+        identity,
+        open: async (start, end, signal) => await this.#nars.open(identity, undefined, [], start, end, signal),
+        frames: signal => this.#nars.storedFrames(identity.narHash, signal)
+      }
     }
     let expected = rows.length > 0 ? NarInfo.parse(rows[0]!.text) : undefined
     if (expected === undefined && hashPart !== undefined) {
       const { response: answer } = await this.#resolveNarInfo(hashPart)
       if (answer.kind === 'failed') throw answer.error
       if (answer.kind === 'found') {
-        const served = NarInfo.parse(answer.body)
+        const served = answer.narInfo
         if (served.narHash.toNix32() === narHash) {
           rows = this.#cache.findByNarHash(narHash)
           expected = rows.length > 0 ? NarInfo.parse(rows[0]!.text) : served
@@ -291,22 +311,28 @@ export class Substituter {
 
 const ABSENT: NarInfoResponse = { kind: 'absent' }
 
-/** The narinfo as served: our own URL, uncompressed, everything signed kept as it was. */
-export function rewrite (narInfo: NarInfo): Buffer {
-  return Buffer.from(narInfo.withTransport({
-    url: narUrl(narInfo),
-    compression: 'none',
-    fileHash: narInfo.narHash,
-    fileSize: narInfo.narSize
-  }).toString())
+function found (narInfo: NarInfo): NarInfoFound {
+  return { kind: 'found', narInfo, body: rewrite(narInfo, 'none') }
 }
 
 /**
- * `nar/<nix32 narHash>.nar?hash=<hash part>`. Nix 2.8 joins a relative URL to the cache URL by
- * concatenation and keeps the query string; newer Nix resolves it as RFC 3986 does, same result.
+ * The narinfo as served: our own URL, everything signed kept as it was. Uncompressed, the file is
+ * the NAR (FileHash and FileSize are the NarHash and NarSize). As zstd, the stream's hash and size
+ * depend on how the store keeps the NAR when it is sent, so they are left out: no client checks
+ * them, and both are optional.
  */
-export function narUrl (narInfo: NarInfo): string {
-  return `${narFileName(narInfo.narHash, 'none')}?hash=${narInfo.hashPart}`
+export function rewrite (narInfo: NarInfo, compression: 'none' | 'zstd'): Buffer {
+  return Buffer.from(narInfo.withTransport(compression === 'none'
+    ? { url: narUrl(narInfo, 'none'), compression, fileHash: narInfo.narHash, fileSize: narInfo.narSize }
+    : { url: narUrl(narInfo, 'zstd'), compression }).toString())
+}
+
+/**
+ * `nar/<nix32 narHash>.nar[.zst]?hash=<hash part>`. Nix 2.8 joins a relative URL to the cache URL
+ * by concatenation and keeps the query string; newer Nix resolves it as RFC 3986 does, same result.
+ */
+export function narUrl (narInfo: NarInfo, compression: 'none' | 'zstd' = 'none'): string {
+  return `${narFileName(narInfo.narHash, compression)}?hash=${narInfo.hashPart}`
 }
 
 /** Untrusted sources' time to complete a NAR before the upstreams start too (`untrusted-budget`). */

@@ -10,7 +10,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { mkdirSync, readFileSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { zstdDecompressSync } from 'node:zlib'
-import { chunkPath } from '../../src/chunk/chunk-file.ts'
+import { chunkPath, ZSTD } from '../../src/chunk/chunk-file.ts'
 import { ChunkWriter } from '../../src/chunk/chunk-writer.ts'
 import { tempDir } from '../helpers/temp.ts'
 
@@ -45,11 +45,14 @@ test('many chunks at once, a reused caller buffer, one larger than a slot: every
   await writer.close()
   for (const [i, c] of chunks.entries()) {
     const file = readFileSync(chunkPath(dirs.root, hexOf(c)))
-    assert.equal(file.length, stored[i])
+    assert.equal(file.length, stored[i]!.storedSize)
     assert.ok(contents(file).equals(c), `chunk ${i} (${c.length} bytes)`)
+    // The hash a compressed file's body is checked against on reading, and only then.
+    if (file[0] === ZSTD) assert.ok(createHash('sha256').update(file.subarray(1)).digest().equals(stored[i]!.storedHash!), `chunk ${i}'s stored hash`)
+    else assert.equal(stored[i]!.storedHash, undefined)
   }
-  assert.ok(stored[1]! < 50_000 / 2, 'a compressible chunk is stored compressed')
-  assert.equal(stored[0], 70_001, 'random bytes are stored as they are')
+  assert.ok(stored[1]!.storedSize < 50_000 / 2, 'a compressible chunk is stored compressed')
+  assert.equal(stored[0]!.storedSize, 70_001, 'random bytes are stored as they are')
   assert.deepEqual(readdirSync(dirs.tmp), [])
 })
 
@@ -58,7 +61,7 @@ test('a write that fails comes back with its system error code; the writer goes 
   const writer = new ChunkWriter({ root, tmp: join(root, 'no-such-dir'), fsync: false })
   await assert.rejects(writer.write(hexOf(Buffer.from('a')), Buffer.from('a')), (err: NodeJS.ErrnoException) => err.code === 'ENOENT')
   mkdirSync(join(root, 'no-such-dir'))
-  assert.equal(await writer.write(hexOf(Buffer.from('b')), Buffer.from('b')), 2)
+  assert.equal((await writer.write(hexOf(Buffer.from('b')), Buffer.from('b'))).storedSize, 2)
   await writer.close()
 })
 

@@ -2,8 +2,9 @@
  * The NAR path with the real Nix client: every verified NAR kept in the chunk store and served
  * from it with the upstream gone; a hostile mirror (every NAR altered, above and below 512 KiB)
  * with a good upstream costing nothing in one run; a mirror that stalls beyond Nix's own stall
- * timeout overtaken by the upstream in time; and NAR URLs that Nix keeps in its narinfo disk
- * cache still working after narswarm lost its state and restarted on the same address.
+ * timeout overtaken by the upstream in time; stored NARs sent to Nix as zstd; and NAR URLs (plain
+ * and zstd) that Nix keeps in its narinfo disk cache still working after narswarm lost its state
+ * and restarted on the same address.
  */
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -44,11 +45,15 @@ describe('the NAR store and untrusted sources with the real Nix', { skip: nixSki
 
   const upstreamArg = (server: CacheServer = upstream): string => `${server.url}?trusted-public-keys=${closure.publicKey}`
 
-  /** `nix-store --realise` of the closure into a fresh store through `narswarm`; throws on failure. */
-  async function realise (narswarm: NarswarmProcess, extra: string[] = []): Promise<string> {
+  /**
+   * `nix-store --realise` of the closure into a fresh store through `narswarm`; throws on failure.
+   * `cacheHome` gives Nix a narinfo disk cache of its own (default: one shared by the whole file).
+   */
+  async function realise (narswarm: NarswarmProcess, extra: string[] = [], cacheHome?: string): Promise<string> {
     const store = `local?root=${join(nix.dir, `store-${run++}`)}`
+    const env = cacheHome === undefined ? {} : { env: { XDG_CACHE_HOME: cacheHome } }
     await nix.run('nix-store', ['--store', store, '--realise', closure.top,
-      '--option', 'substituters', narswarm.url, '--option', 'trusted-public-keys', closure.publicKey, ...extra])
+      '--option', 'substituters', narswarm.url, '--option', 'trusted-public-keys', closure.publicKey, ...extra], env)
     await nix.run('nix', ['store', 'verify', '--store', store, '--trusted-public-keys', closure.publicKey, '-r', closure.top])
     return store
   }
@@ -69,6 +74,34 @@ describe('the NAR store and untrusted sources with the real Nix', { skip: nixSki
       assert.ok(second.every(l => l.source === 'store'), second.map(l => String(l.source)).join(', '))
     } finally {
       await narswarm.stop()
+    }
+  })
+
+  test('Nix gets stored NARs as zstd; the .nar.zst URLs it keeps still work after narswarm lost its state', async () => {
+    const listen = `127.0.0.1:${await freePort()}`
+    const cacheHome = join(nix.dir, `nix-cache-${run}`)
+    const first = await startNarswarm(['--upstream', upstreamArg(), '--listen', listen])
+    try {
+      await realise(first)
+      for (const path of closure.paths) await first.waitForLog(l => l.msg === 'NAR committed to the store' && l.storePath === path)
+      const mark = first.logs.length
+      // A Nix that never saw these narinfos: they now offer the stored NARs as zstd.
+      await realise(first, [], cacheHome)
+      const zstd = served(first, mark)
+      assert.equal(zstd.length, closure.paths.length)
+      assert.ok(zstd.every(l => l.source === 'store' && l.compression === 'zstd'), zstd.map(l => `${String(l.source)} ${String(l.compression)}`).join(', '))
+    } finally {
+      await first.stop() // removes its state directory
+    }
+    const second = await startNarswarm(['--upstream', upstreamArg(), '--listen', listen])
+    try {
+      // The same Nix cache: Nix asks only for the .nar.zst URLs it remembers; the upstream fills them.
+      await realise(second, [], cacheHome)
+      const again = served(second)
+      assert.equal(again.length, closure.paths.length)
+      assert.ok(again.every(l => l.compression === 'zstd' && l.kind === 'upstream'), again.map(l => `${String(l.kind)} ${String(l.compression)}`).join(', '))
+    } finally {
+      await second.stop()
     }
   })
 

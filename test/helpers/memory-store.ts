@@ -6,7 +6,8 @@
 import { IntegrityError, StorageError } from '../../src/errors.ts'
 import { NixHash } from '../../src/nix/hash.ts'
 import { chunkIdOf, hexOf } from '../../src/chunk/files.ts'
-import type { ChunkId, ChunkStore, CommittedNar, Manifest, NarIdentity } from '../../src/chunk/types.ts'
+import { rawFrame } from '../../src/nix/zstd-frames.ts'
+import type { ChunkFrames, ChunkId, ChunkStore, CommittedNar, Manifest, NarIdentity } from '../../src/chunk/types.ts'
 
 export class MemoryStore implements ChunkStore {
   readonly cdcId: string
@@ -43,6 +44,12 @@ export class MemoryStore implements ChunkStore {
     if (manifest === undefined) return undefined
     const chunks = this.chunks
     return (async function * () { for (const c of manifest.chunks) yield chunks.get(hexOf(c.id))! })()
+  }
+
+  renderFrames (narHash: NixHash): AsyncIterable<ChunkFrames> | undefined {
+    const body = this.render(narHash)
+    if (body === undefined) return undefined
+    return (async function * () { for await (const bytes of body) yield { frames: rawFrame(bytes), size: bytes.length } })()
   }
 
   async ingest (expected: NarIdentity, body: AsyncIterable<Uint8Array>): Promise<Manifest> {

@@ -4,15 +4,17 @@
  * is wrong (from an upstream: never a complete body; from a mirror: never a byte, and the good
  * upstream's copy on the first request); `bytes=N-M` ranges; the store serving a NAR whose
  * narinfo expired; URLs that find their path again through `?hash=`; a NAR that every source lost
- * taking its narinfo out of the cache.
+ * taking its narinfo out of the cache; zstd for Nix and Lix once the store holds a NAR.
  */
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
 import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 import { generateSecretKey } from '../../src/nix/signature.ts'
+import { findBinary } from '../../src/nix/compression.ts'
 import { openMapper } from '../../src/registry.ts'
 import { silentLogger } from '../../src/log.ts'
 import { startCacheServer, type CacheServer } from '../helpers/cache-server.ts'
@@ -21,6 +23,15 @@ import { makeEntry, writeSignedCache, type CacheEntry } from '../helpers/signed-
 import { tempDir } from '../helpers/temp.ts'
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
+// What Nix 2.8 and Lix send (Lix leaves out the space).
+const NIX_2_8 = 'curl/7.88.1 Nix/2.8.0'
+const LIX = 'curl/8.11.1Nix/2.91.1'
+const noZstd = findBinary('zstd') === false ? 'the zstd program is not on PATH (.ci/run installs it)' : false
+function unzstd (stream: Uint8Array): Uint8Array {
+  const r = spawnSync('zstd', ['-dc'], { input: stream, maxBuffer: 64 << 20 })
+  assert.equal(r.status, 0, String(r.stderr))
+  return r.stdout
+}
 
 describe('serving NARs', () => {
   const dir = tempDir('narswarm-nars-')
@@ -29,12 +40,14 @@ describe('serving NARs', () => {
   const big = makeEntry('big', randomBytes(1024 * 1024 + 12345))
   const other = makeEntry('other', randomBytes(700_000))
   const lost = makeEntry('lost', randomBytes(10_000))
+  // Compressible, then random: the store keeps compressed and raw chunks of it.
+  const text = makeEntry('text', Buffer.concat([Buffer.from(Array.from({ length: 30_000 }, (_, i) => `line ${i} of a text ${i % 7}\n`).join('')), randomBytes(300_000)]))
   let xz: CacheServer
   let plain: CacheServer
 
   before(async () => {
-    await writeSignedCache(join(dir, 'xz'), [big, other, lost], key, 'xz')
-    await writeSignedCache(join(dir, 'none'), [big, other, lost], key, 'none')
+    await writeSignedCache(join(dir, 'xz'), [big, other, lost, text], key, 'xz')
+    await writeSignedCache(join(dir, 'none'), [big, other, lost, text], key, 'none')
     xz = await startCacheServer(join(dir, 'xz'))
     plain = await startCacheServer(join(dir, 'none'))
   })
@@ -178,6 +191,52 @@ describe('serving NARs', () => {
       }
     } finally {
       spawnSync('umount', [state])
+    }
+  })
+
+  test('Nix and Lix get a stored NAR as zstd, made of its chunks as stored; a chunk lost halfway is replaced in the same response', { skip: noZstd }, async () => {
+    const n = await startNarswarm(['--upstream', upstream(xz)])
+    const narInfo = async (e: CacheEntry, userAgent: string): Promise<string> =>
+      await (await fetch(`${n.url}/${e.hashPart}.narinfo`, { headers: { 'user-agent': userAgent } })).text()
+    try {
+      assert.match(await narInfo(text, NIX_2_8), /^Compression: none$/m, 'not stored yet: uncompressed')
+      const res = await fetch(await narUrl(n, text))
+      assert.equal(sha(new Uint8Array(await res.arrayBuffer())), sha(text.nar))
+      await n.waitForLog(l => l.msg === 'NAR committed to the store' && l.storePath === text.storePath)
+      for (const userAgent of [NIX_2_8, LIX]) {
+        const served = await narInfo(text, userAgent)
+        assert.match(served, /^URL: nar\/[0-9a-z]{52}\.nar\.zst\?hash=[0-9a-z]{32}$/m, userAgent)
+        assert.match(served, /^Compression: zstd$/m)
+        assert.doesNotMatch(served, /^File(Hash|Size):/m, 'the stream has no fixed hash or size')
+        assert.match(served, /^Sig: /m)
+      }
+      for (const userAgent of ['curl/8.5.0', 'curl/7.88.1 Nix/2.3.16', 'node']) assert.match(await narInfo(text, userAgent), /^Compression: none$/m, userAgent)
+      const zstdUrl = `${n.url}/${/^URL: (.*)$/m.exec(await narInfo(text, NIX_2_8))![1]!}`
+      const head = await fetch(zstdUrl, { method: 'HEAD' })
+      assert.equal(head.status, 200)
+      assert.equal(head.headers.get('accept-ranges'), null, 'a zstd stream cannot be resumed')
+      const stream = new Uint8Array(await (await fetch(zstdUrl, { headers: { range: 'bytes=10-' } })).arrayBuffer())
+      assert.equal(sha(unzstd(stream)), sha(text.nar), 'the whole NAR, Range ignored')
+      assert.ok(stream.length < text.nar.length * 0.8, `compressed chunks go out as stored (${stream.length} bytes for ${text.nar.length})`)
+
+      // A stored chunk goes bad (its file changed) after the narinfo was served: the rest of the
+      // NAR comes from the upstream, in the same response.
+      const before = narGets(xz)
+      const chunkDir = join(n.stateDir, 'chunks')
+      const files = readdirSync(chunkDir).filter(d => d.length === 2).flatMap(d => readdirSync(join(chunkDir, d)).map(f => join(chunkDir, d, f)))
+      const victim = files.map(f => ({ f, bytes: readFileSync(f) })).find(c => c.bytes[0] === 1)!
+      victim.bytes[victim.bytes.length - 8]! ^= 0x01
+      writeFileSync(victim.f, victim.bytes)
+      const healed = new Uint8Array(await (await fetch(zstdUrl)).arrayBuffer())
+      assert.equal(sha(unzstd(healed)), sha(text.nar))
+      assert.equal(narGets(xz) - before, 1, 'the rest came from the upstream')
+      await n.waitForLog(l => l.msg === 'the store lost a NAR while sending it: the rest comes from its sources')
+
+      // A `.nar.zst` URL of a NAR the store does not hold (a narinfo kept by Nix after an eviction).
+      const otherZstd = (await narUrl(n, other)).replace(/\.nar\?/, '.nar.zst?')
+      assert.equal(sha(unzstd(new Uint8Array(await (await fetch(otherZstd)).arrayBuffer()))), sha(other.nar))
+    } finally {
+      await n.stop()
     }
   })
 

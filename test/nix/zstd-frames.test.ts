@@ -1,0 +1,70 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { zstdCompressSync } from 'node:zlib'
+import { findBinary } from '../../src/nix/compression.ts'
+import { rawFrame, rawFrames } from '../../src/nix/zstd-frames.ts'
+import { makeNixEnv, nixSkip } from '../helpers/nix.ts'
+import { collect } from '../helpers/bytes.ts'
+
+// node:zlib stops at the end of the first frame, so the zstd program is the reference decoder.
+const noZstd = findBinary('zstd') === false ? 'the zstd program is not on PATH (.ci/run installs it)' : false
+
+function unzstd (stream: Uint8Array): Buffer {
+  const r = spawnSync('zstd', ['-dc'], { input: stream, maxBuffer: 64 << 20 })
+  assert.equal(r.status, 0, String(r.stderr))
+  return r.stdout
+}
+
+test('raw frames of every header size decode, alone and between compressed frames', { skip: noZstd }, () => {
+  // Content sizes at the edges of the 1-, 2- and 4-byte size fields and of the 128 KiB block.
+  for (const n of [1, 255, 256, 65791, 65792, 131072, 131073, 300_000]) {
+    const bytes = randomBytes(n)
+    const alone = Buffer.concat(rawFrame(bytes))
+    assert.equal(alone.length, n + (n < 256 ? 6 : n < 65792 ? 7 : 9) + 3 * Math.ceil(n / 131072), `${n}: headers only`)
+    assert.ok(unzstd(alone).equals(bytes), `${n} bytes alone`)
+    const packed = zstdCompressSync(Buffer.from('between'))
+    const mixed = Buffer.concat([...rawFrame(bytes), packed, ...rawFrame(bytes)])
+    assert.ok(unzstd(mixed).equals(Buffer.concat([bytes, Buffer.from('between'), bytes])), `${n} bytes mixed`)
+  }
+})
+
+test('an empty piece makes no frame; rawFrames wraps each piece of a stream', { skip: noZstd }, async () => {
+  assert.deepEqual(rawFrame(new Uint8Array(0)), [])
+  const pieces = [randomBytes(10), new Uint8Array(0), randomBytes(200_000)]
+  const stream = await collect(rawFrames((async function * () { yield * pieces })()))
+  assert.ok(unzstd(stream).equals(Buffer.concat(pieces)))
+})
+
+test('Nix reads a NAR sent as compressed and raw frames in turn', { skip: nixSkip() || noZstd }, async () => {
+  const nix = await makeNixEnv()
+  try {
+    const src = join(nix.dir, 'src')
+    await mkdir(src)
+    // Text compresses, random bytes do not: the chunk store keeps one compressed and the other raw.
+    await writeFile(join(src, 'text'), 'narswarm '.repeat(40_000))
+    await writeFile(join(src, 'random'), randomBytes(300_000))
+    const path = (await nix.run('nix-store', ['--add', src])).trim()
+    const plain = join(nix.dir, 'plain')
+    await nix.run('nix', ['copy', '--to', `file://${plain}?compression=none`, path])
+    const name = (await readdir(plain)).find(f => f.endsWith('.narinfo'))!
+    const narinfo = await readFile(join(plain, name), 'utf8')
+    const nar = await readFile(join(plain, /^URL: (.*)$/m.exec(narinfo)![1]!))
+    const frames: Uint8Array[] = []
+    for (let at = 0, i = 0; at < nar.length; at += 65536, i++) {
+      const piece = nar.subarray(at, at + 65536)
+      frames.push(...(i % 2 === 0 ? [zstdCompressSync(piece)] : rawFrame(piece)))
+    }
+    await writeFile(join(plain, 'nar', 'x.nar.zst'), Buffer.concat(frames))
+    await writeFile(join(plain, name), narinfo.replace(/^URL: .*$/m, 'URL: nar/x.nar.zst').replace(/^Compression: .*$/m, 'Compression: zstd')
+      .replace(/^File(Hash|Size): .*\n/gm, ''))
+    const out = join(nix.dir, 'out')
+    await nix.run('nix', ['copy', '--from', `file://${plain}`, '--to', `local?root=${out}`, path, '--option', 'require-sigs', 'false'])
+    assert.ok((await readFile(join(out, path, 'random'))).equals(await readFile(join(src, 'random'))))
+  } finally {
+    await nix.cleanup()
+  }
+})
