@@ -3,9 +3,12 @@
  * serving the same Nix-written xz binary cache, every round measured back to back in this process:
  *
  *   nginx   nix copy --from http://nginx/…       (Nix downloads xz and decompresses it itself)
+ *   plain   nix copy --from http://nginx/none    (the same closure uncompressed: the floor for
+ *                                                 any server handing Nix uncompressed NARs)
  *   cold    nix copy --from <fresh narswarm>     (narswarm fetches from nginx, decompresses,
  *                                                 verifies, spools, stores, streams uncompressed)
- *   warm    nix copy --from <the same narswarm>  (narinfos from its cache, NARs from its store)
+ *   warm    nix copy --from <the same narswarm>  (narinfos from its cache, NARs from its store,
+ *                                                 as zstd: compressed chunks as stored)
  *
  * Each copy goes into a fresh local store with a fresh Nix cache directory (no narinfo disk
  * cache), require-sigs on. The closure: BENCH_PATHS (120) store paths built by the real Nix, each
