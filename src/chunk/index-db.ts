@@ -86,7 +86,7 @@ export class ChunkIndex {
       paths: 'SELECT store_path FROM nar_path WHERE nar_hash = ? ORDER BY store_path',
       lru: 'SELECT nar_hash FROM nar WHERE pinned = 0 ORDER BY last_access, nar_hash',
       allNars: 'SELECT nar_hash, manifest FROM nar',
-      allChunks: 'SELECT id, size FROM chunk',
+      allChunks: 'SELECT id, size, stored_hash FROM chunk',
       orphans: 'SELECT id FROM chunk WHERE refcount = 0 AND added_at <= ?',
       storedBytes: 'SELECT coalesce(sum(stored_size), 0) AS n FROM chunk',
       totals: `SELECT (SELECT count(*) FROM nar) AS nars, (SELECT coalesce(sum(nar_size), 0) FROM nar) AS logical,
@@ -159,8 +159,9 @@ export class ChunkIndex {
     return (this.#q('allNars').all() as Array<{ nar_hash: Uint8Array, manifest: Uint8Array }>).map(r => ({ narHash: r.nar_hash, manifest: r.manifest }))
   }
 
-  allChunks (): Array<{ id: Uint8Array, size: number }> {
-    return this.#q('allChunks').all() as Array<{ id: Uint8Array, size: number }>
+  allChunks (): Array<{ id: Uint8Array, size: number, storedHash: Uint8Array | undefined }> {
+    return (this.#q('allChunks').all() as Array<{ id: Uint8Array, size: number, stored_hash: Uint8Array | null }>)
+      .map(r => ({ id: r.id, size: r.size, storedHash: r.stored_hash ?? undefined }))
   }
 
   orphans (addedBefore: number): Uint8Array[] {

@@ -203,9 +203,12 @@ export class Maintenance {
     let next = 0
     const worker = async (): Promise<void> => {
       while (next < rows.length) {
-        const { id, size } = rows[next++]!
+        const { id, size, storedHash } = rows[next++]!
+        const hex = hexOf(id)
         try {
-          if (await files.read(hexOf(id), size) === undefined) bad.push(id)
+          // Both checks a render makes: the bytes against the id, and a compressed file's body
+          // against the hash it is checked with when it goes to Nix as it is stored.
+          if (files.read(hex, size) === undefined || (storedHash !== undefined && files.readFrames(hex, size, storedHash) === undefined)) bad.push(id)
         } catch (err) {
           if (!(err instanceof CorruptChunk)) throw err
           bad.push(id)

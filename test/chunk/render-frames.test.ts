@@ -3,6 +3,7 @@ import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { DatabaseSync } from 'node:sqlite'
+import { constants, zstdCompressSync, zstdDecompressSync } from 'node:zlib'
 import { IntegrityError } from '../../src/errors.ts'
 import { RAW, ZSTD } from '../../src/chunk/chunk-file.ts'
 import { hexOf } from '../../src/chunk/files.ts'
@@ -78,6 +79,23 @@ test('chunks indexed before stored hashes were kept are checked by decompressing
   bytes[bytes.length - 8] = bytes[bytes.length - 8]! ^ 0x01
   writeFileSync(file, bytes)
   await assert.rejects(drain(store, identity(NAR)), IntegrityError)
+  assert.equal(store.manifest(identity(NAR).narHash), undefined)
+})
+
+test('cache verify checks a compressed file against its stored hash too: the same bytes compressed otherwise are caught', async () => {
+  const store = await openStore()
+  const m = await store.ingest(identity(NAR), chunks(NAR))
+  assert.deepEqual((await store.maintenance.verify()).bad, [])
+  const at = headers(store, m.chunks.map(c => c.id)).indexOf(ZSTD)
+  const file = store.files.path(hexOf(m.chunks[at]!.id))
+  const original = readFileSync(file)
+  // Decompresses to the very same chunk, so only the stored hash can tell.
+  const recompressed = zstdCompressSync(zstdDecompressSync(original.subarray(1)), { params: { [constants.ZSTD_c_compressionLevel]: 19 } })
+  assert.ok(!recompressed.equals(original.subarray(1)))
+  writeFileSync(file, Buffer.concat([Buffer.of(ZSTD), recompressed]))
+  assert.ok(store.files.read(hexOf(m.chunks[at]!.id), m.chunks[at]!.size) !== undefined, 'its content still matches its id')
+  const report = await store.maintenance.verify()
+  assert.deepEqual(report.bad, [hexOf(m.chunks[at]!.id)])
   assert.equal(store.manifest(identity(NAR).narHash), undefined)
 })
 
