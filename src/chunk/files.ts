@@ -124,8 +124,7 @@ export class ChunkFiles {
     }
     if (buf[0] === ZSTD) {
       const body = Uint8Array.prototype.slice.call(buf, 1, n)
-      this.read(hex, size)
-      return [body]
+      return this.read(hex, size) === undefined ? undefined : [body]
     }
     const bytes = this.read(hex, size)
     return bytes === undefined ? undefined : rawFrame(bytes)

@@ -1,9 +1,10 @@
 /**
  * The chunk store's index, in the state database: which NARs are committed (NarHash → manifest,
  * size, store paths, last access, pin) and which chunks are on disk (id → size, bytes on disk,
- * how many manifest entries use it, the SHA-256 of a compressed file's contents). A chunk row is written only after its file is in place, and
- * a NAR row, with the reference counts it adds, in one transaction after all its chunk rows: so
- * the index never names a NAR whose bytes were not all durable first.
+ * how many manifest entries use it, the SHA-256 of a compressed file's body). A chunk row is
+ * written only after its file is in place, and a NAR row, with the reference counts it adds, in
+ * one transaction after all its chunk rows: so the index never names a NAR whose bytes were not
+ * all durable first.
  *
  * A chunk with no references is either being used by a NAR still in flight (an ingest, a peer
  * fill) or left over; it is removed once it is older than the orphan grace period.

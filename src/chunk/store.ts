@@ -31,7 +31,7 @@ const DEFAULT_CAPACITY = 10 * 1024 ** 3
 const PREFETCH = 8
 
 /** A chunk whose file is written, waiting for its index row. */
-interface ChunkRow { id: Uint8Array, size: number, stored: StoredChunk }
+interface PendingRow { id: Uint8Array, size: number, stored: StoredChunk }
 
 export interface LocalChunkStoreInit {
   db: DatabaseSync
@@ -70,7 +70,7 @@ export class LocalChunkStore implements ChunkStore {
   readonly #freshLease: number
   readonly inUse: InUse
   readonly #writing = new Map<string, Promise<void>>()
-  readonly #rows: Array<ChunkRow & { resolve: () => void, reject: (err: Error) => void }> = []
+  readonly #rows: Array<PendingRow & { resolve: () => void, reject: (err: Error) => void }> = []
   readonly #listeners = new Set<(nar: CommittedNar) => void>()
   #closed = false
 
@@ -230,7 +230,7 @@ export class LocalChunkStore implements ChunkStore {
    * Adds a chunk's index row together with the others whose files were written in the same turn
    * of the event loop: one transaction for many rows costs about what one costs alone.
    */
-  async #addChunkRow (row: ChunkRow): Promise<void> {
+  async #addChunkRow (row: PendingRow): Promise<void> {
     await new Promise<void>((resolve, reject) => {
       this.#rows.push({ ...row, resolve, reject })
       if (this.#rows.length === 1) setImmediate(() => this.#flushRows())
