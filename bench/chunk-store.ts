@@ -23,6 +23,7 @@ import { join } from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { Readable } from 'node:stream'
 import { LocalChunkStore } from '../src/chunk/store.ts'
+import { SERVE_ENV, SERVE_NODE_FLAGS } from '../src/cli/node-flags.ts'
 import { NixHash } from '../src/nix/hash.ts'
 import { dumpPath } from '../src/nix/nar/dump.ts'
 import { queryPathInfos } from '../src/publish/path-info.ts'
@@ -187,7 +188,9 @@ async function dedupBench (root: string): Promise<string[][]> {
 }
 
 async function bigBench (root: string): Promise<string[][]> {
-  const out = await runCommand(process.execPath, ['--disable-warning=ExperimentalWarning', SELF, '--big', join(root, 'big-state'), String(BIG_GIB)])
+  // The child runs as `narswarm serve` does (src/cli/node-flags.ts).
+  const out = await runCommand(process.execPath, [...SERVE_NODE_FLAGS, '--disable-warning=ExperimentalWarning', SELF, '--big', join(root, 'big-state'), String(BIG_GIB)],
+    { env: { ...SERVE_ENV, ...process.env } })
   const r = JSON.parse(out) as { ingestMiBs: number, renderMiBs: number, hwmKiB: number, stored: number }
   const server = await serverRss(join(root, 'rss-state'), BIG_GIB)
   return [

@@ -9,6 +9,7 @@ import { ConfigError, UsageError } from '../errors.ts'
 import { didYouMean } from './args.ts'
 import { COMMANDS, findCommand, type Command } from './commands.ts'
 import { commandHelp } from './help.ts'
+import { ensureServeNodeFlags } from './node-flags.ts'
 
 /** Errors whose message says all a user needs; anything else is a bug and keeps its stack. */
 const NAMED = new Set(['FormatError', 'IntegrityError', 'SignatureError', 'UpstreamError', 'RangeNotSatisfiableError', 'AbortError'])
@@ -26,6 +27,7 @@ async function main (argv: string[]): Promise<number> {
     process.stdout.write(commandHelp(command, words[0] === 'help' ? words[1] : words[0]))
     return 0
   }
+  if (command.name === 'serve') ensureServeNodeFlags()
   return await command.run(rest)
 }
 

@@ -18,7 +18,6 @@
  * file is missing, which never happens here.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import { once } from 'node:events'
 import { RangeNotSatisfiableError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { serializeCacheInfo } from '../nix/cache-info.ts'
@@ -31,6 +30,7 @@ import type { Mapper } from '../types.ts'
 import type { Observer } from './observer.ts'
 import { handleOpsRequest, OPS_ROUTES } from './ops-routes.ts'
 import { decodesZstd, openZstd } from './zstd-nar.ts'
+import { sendBody } from './send-body.ts'
 
 const NARINFO = /^\/([0-9a-df-np-sv-z]{32})\.narinfo$/
 const NAR = /^\/nar\/([0-9a-df-np-sv-z]{52})\.nar(\.zst)?$/
@@ -137,7 +137,7 @@ export function createApp (init: AppInit): Server {
     try {
       if (range === undefined) res.writeHead(200, { ...headers, ...length(size) })
       else res.writeHead(206, { ...headers, ...length(end - start), 'content-range': `bytes ${start}-${end - 1}/${size}` })
-      await send(opened.body, res, abort.signal)
+      await sendBody(opened.body, res, abort.signal)
       const source = opened.source()
       const kind = substituter.sourceKind(source)
       const ms = Math.round(performance.now() - started)
@@ -175,41 +175,6 @@ export function createApp (init: AppInit): Server {
   applyServerLimits(server, init.limits ?? SERVER_LIMIT_DEFAULTS, log)
   return server
 }
-
-/**
- * Writes a verified stream to the client. Sources deliver 64 KiB chunks; writing them corked in
- * batches of up to `WRITE_BATCH` bytes (one writev, no copy) saves most of the per-write cost on
- * the one core that also receives and hashes. Waits for 'drain', so a slow client slows the source (back-pressure) instead of
- * filling memory.
- */
-async function send (body: AsyncIterable<Uint8Array>, res: ServerResponse, signal: AbortSignal): Promise<void> {
-  const batch: Uint8Array[] = []
-  let size = 0
-  const flush = async (): Promise<void> => {
-    // Corked, the pieces go out in one writev, without a copy into one buffer.
-    res.cork()
-    for (const piece of batch) res.write(piece)
-    res.uncork()
-    batch.length = 0
-    size = 0
-    // Not write()'s return value: a corked chunked response (no length: zstd) returns false
-    // once its buffer passes the high-water mark, yet no 'drain' follows unless the socket itself
-    // was full, which is what writableNeedDrain says.
-    if (res.writableNeedDrain) await once(res, 'drain', { signal })
-  }
-  for await (const chunk of body) {
-    batch.push(chunk)
-    size += chunk.length
-    if (size >= WRITE_BATCH) await flush()
-  }
-  if (size > 0) await flush()
-  await new Promise<void>((resolve, reject) => {
-    res.end(() => resolve())
-    res.once('error', reject)
-  })
-}
-
-const WRITE_BATCH = 512 * 1024
 
 /** The store path's hash part from a NAR URL's query (`?hash=…`), if well-formed. */
 function hashPartOf (url: string): string | undefined {
