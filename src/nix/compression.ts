@@ -29,8 +29,8 @@
  * - bzip2: the CLI when present (2.5× decoding, 27× encoding), unless `sizeHint` is under 64 KiB
  *   (decode) / 16 KiB (encode). The npm fallbacks run synchronously on the calling thread, in
  *   bounded steps: correct but slow, for machines without `bzip2`.
- * Decoders ignore bytes after the end of a zstd or brotli stream (node:zlib does); xz and bzip2
- * accept concatenated streams, as their CLIs do.
+ * Decoders ignore bytes after the end of a brotli stream (node:zlib does) and after the last zstd
+ * frame; xz, bzip2 and zstd accept concatenated streams (frames), as their CLIs do.
  *
  * Decompression bombs. Compression, URL and FileSize are not covered by a narinfo's signature, so
  * any source can relabel a signed NAR as a small file that expands to gigabytes (xz reaches ~7000:1,
@@ -70,6 +70,7 @@ import { raceSignal } from 'race-signal'
 import { FormatError } from '../errors.ts'
 import { Bzip2Decoder } from './bzip2-decoder.ts'
 import { XZ_MEMLIMIT, XzDecoder, XZ_SLICE } from './xz-decoder.ts'
+import { zstdFrames } from './zstd-frames.ts'
 import type { NixHash } from './hash.ts'
 
 export const COMPRESSIONS = ['none', 'xz', 'zstd', 'bzip2', 'br'] as const
@@ -182,6 +183,8 @@ async function * codec (c: Compression, direction: 'compress' | 'decompress', so
     yield * (unpack ? bunzipLibrary(source, opts.signal) : bzipLibrary(abortable(source, opts.signal), level))
   } else if (c === 'xz' && unpack) {
     yield * unxzLibrary(source, opts.signal)
+  } else if (c === 'zstd' && unpack) {
+    yield * unzstdLibrary(source, opts.signal)
   } else {
     yield * runTransform(c, () => libraryStream(c, unpack, level), source, unpack, opts.signal)
   }
@@ -334,6 +337,20 @@ async function * runProcess (c: Compression, bin: string, args: string[], source
 /** A failure of an in-process decoder on its input, as a FormatError. */
 function corrupt (c: Compression, err: unknown): FormatError {
   return new FormatError(`${c}: corrupt or truncated input: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
+}
+
+/**
+ * zstd decoding in-process, one frame at a time: node:zlib's decoder stops at the end of the first
+ * frame, where the zstd program and Nix (libarchive) go on to the next, as a stream made by
+ * `pzstd`, or by narswarm for Nix (zstd-frames.ts), has many.
+ */
+async function * unzstdLibrary (source: Source, signal?: AbortSignal): AsyncGenerator<Uint8Array, void, undefined> {
+  let frames = 0
+  for await (const frame of zstdFrames(abortable(source, signal))) {
+    frames++
+    yield * runTransform('zstd', () => libraryStream('zstd', true, 0), frame, true, signal)
+  }
+  if (frames === 0) throw corrupt('zstd', new Error('the input does not start with a zstd frame'))
 }
 
 /**

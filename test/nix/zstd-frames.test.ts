@@ -4,8 +4,8 @@ import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { zstdCompressSync } from 'node:zlib'
-import { findBinary } from '../../src/nix/compression.ts'
+import { constants, zstdCompressSync } from 'node:zlib'
+import { decompress, findBinary } from '../../src/nix/compression.ts'
 import { rawFrame, rawFrames } from '../../src/nix/zstd-frames.ts'
 import { makeNixEnv, nixSkip } from '../helpers/nix.ts'
 import { collect } from '../helpers/bytes.ts'
@@ -68,3 +68,22 @@ test('Nix reads a NAR sent as compressed and raw frames in turn', { skip: nixSki
     await nix.cleanup()
   }
 })
+
+test('narswarm decodes concatenated zstd frames as Nix does, skippable frames included; a stream cut inside a frame is refused', async () => {
+  const parts = [randomBytes(100), Buffer.from('text '.repeat(50_000)), randomBytes(200_000), Buffer.alloc(300_000, 7)]
+  // A skippable frame (magic 0x184D2A50, 4-byte length) between compressed and raw frames.
+  const skippable = Buffer.concat([Buffer.from([0x50, 0x2a, 0x4d, 0x18, 5, 0, 0, 0]), Buffer.from('12345')])
+  const stream = Buffer.concat([zstdCompressSync(parts[0]!), ...rawFrame(parts[1]!), skippable, zstdCompressSync(parts[2]!), zstdCompressSync(parts[3]!, { params: { [constants.ZSTD_c_checksumFlag]: 1 } })])
+  for (const piece of [1, 7, 4096, 1 << 20]) {
+    const out = await collect(decompress('zstd', chunked(stream, piece), { engine: 'library' }))
+    assert.ok(Buffer.from(out).equals(Buffer.concat(parts)), `in pieces of ${piece}`)
+  }
+  // Bytes after the last frame are ignored, as before.
+  assert.ok(Buffer.from(await collect(decompress('zstd', chunked(Buffer.concat([stream, Buffer.from('xy')]), 4096), { engine: 'library' }))).equals(Buffer.concat(parts)))
+  await assert.rejects(collect(decompress('zstd', chunked(stream.subarray(0, stream.length - 100), 4096), { engine: 'library' })), { name: 'FormatError' })
+  await assert.rejects(collect(decompress('zstd', chunked(Buffer.from('not zstd at all'), 4096), { engine: 'library' })), { name: 'FormatError' })
+})
+
+async function * chunked (bytes: Uint8Array, size: number): AsyncGenerator<Uint8Array> {
+  for (let at = 0; at < bytes.length; at += size) yield bytes.subarray(at, at + size)
+}
