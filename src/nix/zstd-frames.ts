@@ -107,7 +107,10 @@ export async function * zstdFrames (source: AsyncIterable<Uint8Array>): AsyncGen
           if (full !== undefined) yield full
         }
       }
-      if ((fhd >> 2) & 1) add((await input.read(4, true))!)
+      if ((fhd >> 2) & 1) {
+        const full = add((await input.read(4, true))!)
+        if (full !== undefined) yield full
+      }
       if (size > 0) yield take()
       read = true
     })()

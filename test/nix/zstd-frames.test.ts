@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto'
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { constants, zstdCompressSync } from 'node:zlib'
-import { decompress, findBinary } from '../../src/nix/compression.ts'
+import { compress, decompress, findBinary } from '../../src/nix/compression.ts'
 import { rawFrame, rawFrames } from '../../src/nix/zstd-frames.ts'
 import { makeNixEnv, nixSkip } from '../helpers/nix.ts'
 import { collect } from '../helpers/bytes.ts'
@@ -87,3 +87,29 @@ test('narswarm decodes concatenated zstd frames as Nix does, skippable frames in
 async function * chunked (bytes: Uint8Array, size: number): AsyncGenerator<Uint8Array> {
   for (let at = 0; at < bytes.length; at += size) yield bytes.subarray(at, at + size)
 }
+
+test('a frame whose checksum completes a batch for the decoder loses nothing', async () => {
+  // One-shot frames of random bytes, given whole, are one batch up to their 4-byte checksum;
+  // for some of these sizes the checksum is what brings the batch to 64 KiB.
+  let boundary = 0
+  for (let size = 65_480; size <= 65_540; size++) {
+    const input = randomBytes(size)
+    const frame = zstdCompressSync(input, { params: { [constants.ZSTD_c_checksumFlag]: 1 } })
+    if (frame.length >= 65_536 && frame.length < 65_540) boundary++
+    const out = Buffer.from(await collect(decompress('zstd', (async function * () { yield frame })(), { engine: 'library' })))
+    assert.ok(out.equals(input), `${size} bytes`)
+  }
+  assert.ok(boundary > 0, 'a checksum on the boundary was tried')
+})
+
+test('what narswarm compresses as zstd (one frame, content checksum) decodes to the same bytes, whatever its size', async () => {
+  // Sizes where the frame's last block or its checksum falls at a batch boundary: 33554431 lost
+  // its checksum once.
+  for (const size of [1, 65535, 65536, 65537, (1 << 20) + 1, 33554431]) {
+    // Random bytes: zstd stores them in raw blocks, whose sizes are known in advance.
+    const input = randomBytes(size)
+    const packed = Buffer.from(await collect(compress('zstd', chunked(input, 65536), { engine: 'library' })))
+    const out = Buffer.from(await collect(decompress('zstd', chunked(packed, 65536), { engine: 'library' })))
+    assert.ok(out.equals(input), `${size} bytes`)
+  }
+})
