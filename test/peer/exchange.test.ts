@@ -6,7 +6,6 @@
 import { afterEach, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { once } from 'node:events'
 import { connect } from 'node:net'
 import { silentLogger } from '../../src/log.ts'
 import { NarInfo } from '../../src/nix/narinfo.ts'
@@ -255,13 +254,15 @@ test('the peer listener applies the listener limits: a peer that trickles its he
   const socket = connect(Number(new URL(server.url).port), '127.0.0.1')
   socket.on('error', () => {})
   let received = ''
-  socket.on('data', d => { received += String(d) })
-  socket.write(`GET ${PEER_PATH}/info HTTP/1.1\r\n`)
-  // One header byte every 100 ms: never idle, never done.
+  // One header byte every 100 ms: never idle, never done; it stops once the listener answers, so
+  // that a byte sent after its close cannot reset the connection under the answer.
   const trickle = setInterval(() => { if (!socket.destroyed) socket.write('X') }, 100)
+  socket.on('data', d => { received += String(d); clearInterval(trickle) })
+  socket.write(`GET ${PEER_PATH}/info HTTP/1.1\r\n`)
   const timeout = setTimeout(() => socket.destroy(new Error('still open after 10 s')), 10_000)
   try {
-    await once(socket, 'close')
+    // Not once(): a reset after the answer is an 'error' event, and the answer is what counts.
+    await new Promise(resolve => socket.once('close', resolve))
     assert.match(received, /^HTTP\/1\.1 408 /, 'closed by the listener with 408, not by the test')
   } finally {
     clearInterval(trickle)
