@@ -134,6 +134,17 @@ export async function readNarInfo (dir: string, storePath: string): Promise<stri
   return await readFile(join(dir, `${hashPartOf(storePath)}.narinfo`), 'utf8')
 }
 
+/**
+ * `storePath` copied by Nix into an uncompressed cache `dir` (unsigned): its narinfo's file name
+ * and text, and the NAR as Nix wrote it.
+ */
+export async function plainNarOf (nix: NixEnv, storePath: string, dir: string): Promise<{ name: string, narinfo: string, nar: Buffer }> {
+  await nix.run('nix', ['copy', '--to', `file://${dir}?compression=none`, storePath])
+  const name = `${hashPartOf(storePath)}.narinfo`
+  const narinfo = await readFile(join(dir, name), 'utf8')
+  return { name, narinfo, nar: await readFile(join(dir, /^URL: (.*)$/m.exec(narinfo)![1]!)) }
+}
+
 /** Every narinfo Nix wrote into cache `dir`, parsed. */
 export async function readNarInfos (dir: string): Promise<NarInfo[]> {
   const names = (await readdir(dir)).filter(n => n.endsWith('.narinfo'))

@@ -13,6 +13,7 @@ import { dumpPath } from '../../src/nix/nar/dump.ts'
 import { validateNar } from '../../src/nix/nar/reader.ts'
 import { NixHash } from '../../src/nix/hash.ts'
 import { makeNixEnv, nixSkip } from '../helpers/nix.ts'
+import { plainNarOf } from '../helpers/closure.ts'
 import { collect, sha256Hex } from '../helpers/bytes.ts'
 
 type Engine = 'library' | 'process'
@@ -252,11 +253,7 @@ test('Nix reads NARs compressed by every codec and engine here', { skip: nixSkip
     const data = sample(1536 * 1024, 5)
     await writeFile(join(src, 'sub', 'data'), data)
     const path = (await nix.run('nix-store', ['--add', src])).trim()
-    const plain = join(nix.dir, 'plain')
-    await nix.run('nix', ['copy', '--to', `file://${plain}?compression=none`, path])
-    const narinfoName = (await readdir(plain)).find(f => f.endsWith('.narinfo'))!
-    const narinfo = await readFile(join(plain, narinfoName), 'utf8')
-    const nar = await readFile(join(plain, /^URL: (.*)$/m.exec(narinfo)![1]!))
+    const { name: narinfoName, narinfo, nar } = await plainNarOf(nix, path, join(nix.dir, 'plain'))
     for (const [c, engine] of cases) {
       // A cache per case: Nix keeps narinfos in its disk cache by store URL.
       const cache = join(nix.dir, `ours-${c}-${engine}`)

@@ -2,12 +2,13 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { constants, zstdCompressSync } from 'node:zlib'
 import { compress, decompress, findBinary } from '../../src/nix/compression.ts'
 import { rawFrame, rawFrames } from '../../src/nix/zstd-frames.ts'
 import { makeNixEnv, nixSkip } from '../helpers/nix.ts'
+import { plainNarOf } from '../helpers/closure.ts'
 import { collect } from '../helpers/bytes.ts'
 
 // node:zlib stops at the end of the first frame, so the zstd program is the reference decoder.
@@ -49,10 +50,7 @@ test('Nix reads a NAR sent as compressed and raw frames in turn', { skip: nixSki
     await writeFile(join(src, 'random'), randomBytes(300_000))
     const path = (await nix.run('nix-store', ['--add', src])).trim()
     const plain = join(nix.dir, 'plain')
-    await nix.run('nix', ['copy', '--to', `file://${plain}?compression=none`, path])
-    const name = (await readdir(plain)).find(f => f.endsWith('.narinfo'))!
-    const narinfo = await readFile(join(plain, name), 'utf8')
-    const nar = await readFile(join(plain, /^URL: (.*)$/m.exec(narinfo)![1]!))
+    const { name, narinfo, nar } = await plainNarOf(nix, path, plain)
     const frames: Uint8Array[] = []
     for (let at = 0, i = 0; at < nar.length; at += 65536, i++) {
       const piece = nar.subarray(at, at + 65536)
