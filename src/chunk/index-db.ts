@@ -77,6 +77,7 @@ export class ChunkIndex {
       ref: 'UPDATE chunk SET refcount = refcount + ? WHERE id = ?',
       refcount: 'SELECT refcount FROM chunk WHERE id = ?',
       deleteChunk: 'DELETE FROM chunk WHERE id = ?',
+      narSize: 'SELECT nar_size FROM nar WHERE nar_hash = ?',
       nar: 'SELECT nar_hash, nar_size, manifest, last_access, pinned FROM nar WHERE nar_hash = ?',
       addNar: 'INSERT INTO nar (nar_hash, nar_size, cdc_id, manifest, committed_at, last_access) VALUES (?, ?, ?, ?, ?, ?)',
       deleteNar: 'DELETE FROM nar WHERE nar_hash = ?',
@@ -134,6 +135,10 @@ export class ChunkIndex {
   ref (id: Uint8Array, delta: number): boolean { return Number(this.#q('ref').run(delta, id).changes) === 1 }
   refcount (id: Uint8Array): number | undefined { return (this.#q('refcount').get(id) as { refcount: number } | undefined)?.refcount }
   deleteChunk (id: Uint8Array): void { this.#q('deleteChunk').run(id) }
+
+  narSize (narHash: Uint8Array): number | undefined {
+    return (this.#q('narSize').get(narHash) as { nar_size: number } | undefined)?.nar_size
+  }
 
   nar (narHash: Uint8Array): NarRow | undefined {
     const r = this.#q('nar').get(narHash) as { nar_hash: Uint8Array, nar_size: number, manifest: Uint8Array, last_access: number, pinned: number } | undefined

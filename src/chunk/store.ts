@@ -110,6 +110,10 @@ export class LocalChunkStore implements ChunkStore {
     return row === undefined ? undefined : decodeManifest(row.manifest)
   }
 
+  narSize (narHash: NixHash): number | undefined {
+    return narHash.algorithm === 'sha256' ? this.index.narSize(narHash.digest) : undefined
+  }
+
   has (ids: readonly ChunkId[]): boolean[] {
     return ids.map(id => this.index.hasChunk(id))
   }

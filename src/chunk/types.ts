@@ -57,6 +57,8 @@ export interface ChunkStore {
   readonly cdcId: string
   /** The manifest of a committed NAR; undefined when the store does not hold it. */
   manifest: (narHash: NixHash) => Manifest | undefined
+  /** The NarSize of a committed NAR, without decoding its manifest; undefined when not held. */
+  narSize: (narHash: NixHash) => number | undefined
   /** For each id, whether its chunk is stored (one answer per id, same order). */
   has: (ids: readonly ChunkId[]) => boolean[]
   /**

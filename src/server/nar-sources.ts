@@ -82,8 +82,8 @@ export class NarSources {
 
   /** The NAR as the store holds it: its identity, or undefined. */
   stored (narHash: NarIdentity['narHash']): NarIdentity | undefined {
-    const manifest = this.#init.store?.manifest(narHash)
-    return manifest === undefined ? undefined : { narHash: manifest.narHash, narSize: manifest.narSize }
+    const narSize = this.#init.store?.narSize(narHash)
+    return narSize === undefined ? undefined : { narHash, narSize }
   }
 
   /** The NAR as zstd frames from the store, or undefined when it does not hold it. */

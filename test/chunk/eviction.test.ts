@@ -8,7 +8,12 @@ import { identity, openStore } from './helpers.ts'
 
 const NAR = 300_000
 const nar = (name: string): Buffer => pseudoRandom(name, NAR)
-const has = (store: LocalChunkStore, name: string): boolean => store.manifest(identity(nar(name)).narHash) !== undefined
+const has = (store: LocalChunkStore, name: string): boolean => {
+  const held = store.manifest(identity(nar(name)).narHash) !== undefined
+  // The cheap presence check agrees with the manifest.
+  assert.equal(store.narSize(identity(nar(name)).narHash) !== undefined, held)
+  return held
+}
 
 async function settle (store: LocalChunkStore): Promise<void> {
   await sleep(30)

@@ -15,8 +15,10 @@ test('round trip: empty, one byte, exactly min, exactly max, several chunks', as
   const store = await openStore()
   for (const size of [0, 1, 16384, 262144, 3_000_000]) {
     const nar = pseudoRandom(`rt${size}`, size)
+    assert.equal(store.narSize(identity(nar).narHash), undefined)
     const m = await store.ingest(identity(nar), chunks(nar, 100_000))
     assert.equal(m.narSize, size)
+    assert.equal(store.narSize(identity(nar).narHash), size)
     assert.equal(m.cdcId, store.cdcId)
     assert.equal(m.chunks.reduce((a, c) => a + c.size, 0), size)
     assert.deepEqual(decodeManifest(encodeManifest(m)), m)
@@ -49,6 +51,7 @@ test('a NAR that does not match its NarHash or NarSize is not committed, and its
   await assert.rejects(store.ingest({ ...identity(nar), narSize: nar.length - 1 }, chunks(nar)), IntegrityError)
   await assert.rejects(store.ingest({ ...identity(nar), narSize: nar.length + 1 }, chunks(nar)), IntegrityError)
   assert.equal(store.manifest(other.narHash), undefined)
+  assert.equal(store.narSize(other.narHash), undefined)
   assert.equal(store.render(identity(nar).narHash), undefined)
   assert.equal(store.stats().chunks, 0)
   assert.deepEqual(readdirSync(join(store.files.root, 'tmp')), [])

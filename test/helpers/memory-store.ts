@@ -35,6 +35,7 @@ export class MemoryStore implements ChunkStore {
   }
 
   manifest (narHash: NixHash): Manifest | undefined { return this.manifests.get(narHash.toNix32()) }
+  narSize (narHash: NixHash): number | undefined { return this.manifests.get(narHash.toNix32())?.narSize }
   has (ids: readonly ChunkId[]): boolean[] { return ids.map(id => this.chunks.has(hexOf(id))) }
   async readChunk (id: ChunkId): Promise<Uint8Array | undefined> { return this.chunks.get(hexOf(id)) }
   touch (narHash: NixHash): void { this.touched.push(narHash.toNix32()) }
