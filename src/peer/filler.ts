@@ -13,8 +13,8 @@
  *    small chunks batched; each chunk checked against its id on arrival (`putChunk`). A peer that
  *    fails, stalls (2 s of silence) or sends a wrong chunk is dropped for this NAR and its chunks
  *    go to the others.
- * 4. The NAR is hashed as its chunks arrive, in order (in-order-hash.ts), and `commitManifest`
- *    commits it; if it does not match, the manifest was a lie, its peers are scored down and the
+ * 4. The NAR is hashed as its chunks arrive, in order (in-order-hash.ts; no new request goes out
+ *    while too much arrived ahead of a gap), and `commitManifest` commits it; if it does not match, the manifest was a lie, its peers are scored down and the
  *    next distinct manifest, if any, is tried.
  *
  * Resolves false when no peer has the NAR; throws UpstreamError when peers had it but failed.
@@ -171,6 +171,7 @@ class ChunkFetch {
 
   constructor (filler: PeerFiller, offer: Offer, search: ManifestSearch, missing: Manifest['chunks'], store: ChunkStore, moved: Moved, order: InOrderHash, signal?: AbortSignal) {
     this.#order = order
+    order.onAdvance = () => this.#pump()
     this.#filler = filler
     this.#missing = missing
     this.#store = store
@@ -221,7 +222,9 @@ class ChunkFetch {
     if (this.#queue.length === 0 && this.#running === 0 && this.#storing === 0) { this.#finish(); return }
     // Peers whose manifest arrived after the fetch began join as holders.
     for (const holder of this.#offer.holders) if (!this.#dropped.has(holder) && !this.#sources.has(holder)) this.#sources.set(holder, 'all')
-    while (this.#running < this.#filler.inFlight && this.#queue.length > 0 && this.#storing < MAX_STORING) {
+    // Chunks far ahead of the in-order hash wait until the gap is filled; a request always goes out
+    // when none is running, since the gap may be in the queue (a failed request's chunks).
+    while (this.#running < this.#filler.inFlight && this.#queue.length > 0 && this.#storing < MAX_STORING && (!this.#order.ahead || this.#running === 0)) {
       const first = this.#queue[0]!
       const rank = this.#filler.table.available()
       const order = (p: string): number => { const i = rank.indexOf(p); return i < 0 ? rank.length : i }

@@ -74,7 +74,8 @@ export class MemoryStore implements ChunkStore {
     this.chunks.set(hexOf(id), bytes)
   }
 
-  async commitManifest (manifest: Manifest, expected: NarIdentity): Promise<void> {
+  /** Hashes the NAR whatever `narHashChecked` says: a test double checks more, not less. */
+  async commitManifest (manifest: Manifest, expected: NarIdentity, _options?: Parameters<ChunkStore['commitManifest']>[2]): Promise<void> {
     const parts = manifest.chunks.map(c => this.chunks.get(hexOf(c.id)))
     if (parts.some(p => p === undefined)) throw new IntegrityError('chunks missing')
     const nar = Buffer.concat(parts as Uint8Array[])

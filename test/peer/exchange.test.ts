@@ -93,6 +93,35 @@ test('a NAR comes from a peer chunk by chunk; version 2 moves only the chunks th
   assert.equal(await filler.fill(identity(makeEntry('absent')), mine), false)
 })
 
+test('a request that falls behind holds the others back: the NarHash is still computed as chunks arrive', async () => {
+  const entry = makeEntry('behind', randomBytes(40 << 20))
+  const node = await startNode([{ entry }])
+  const table = new PeerTable({ log: silentLogger(), staticPeers: [node.url], probeInterval: 0 })
+  // The first chunk request is held back, as one connection of several can be on a real link,
+  // while the others run: without a limit, 39 MiB would arrive ahead of it.
+  class FirstRequestLate extends PeerClient {
+    #first = true
+    override async * chunks (...args: Parameters<PeerClient['chunks']>): ReturnType<PeerClient['chunks']> {
+      if (this.#first) {
+        this.#first = false
+        await new Promise(resolve => setTimeout(resolve, 1_000))
+      }
+      return yield * super.chunks(...args)
+    }
+  }
+  const filler = new PeerFiller({ table, client: track(new FirstRequestLate()), log: silentLogger() })
+  const mine = new MemoryStore(16_384)
+  const checked: Array<boolean | undefined> = []
+  const commit = mine.commitManifest.bind(mine)
+  mine.commitManifest = async (manifest, expected, options) => {
+    checked.push(options?.narHashChecked)
+    await commit(manifest, expected, options)
+  }
+  assert.equal(await filler.fill(identity(entry), mine), true)
+  assert.deepEqual(checked, [true], 'the store was not left to read the NAR back and hash it')
+  assert.deepEqual(await rendered(mine, entry), entry.nar)
+})
+
 test('a peer that lacks the NAR but holds some of its chunks serves them (have)', async () => {
   const v1 = makeEntry('pkg-1', randomBytes(200_000))
   const changed = Buffer.from(v1.nar)

@@ -52,3 +52,22 @@ test('a held chunk gone from the store, or more than 32 MiB waiting out of order
   gone.add(small.manifest.chunks[2]!.id, small.parts[2]!)
   assert.equal(await gone.digest(), undefined)
 })
+
+test('ahead: true once 16 MiB wait behind a gap, false when the gap is filled (and onAdvance says so)', async () => {
+  const store = new MemoryStore(1 << 20)
+  const nar = randomBytes(20 << 20)
+  const { manifest, parts } = store.split(nar)
+  const order = new InOrderHash(manifest, manifest.chunks.map(() => false), store, 'sha256')
+  let advanced = 0
+  order.onAdvance = () => { advanced++ }
+  for (let i = 1; i <= 15; i++) order.add(manifest.chunks[i]!.id, parts[i]!)
+  assert.equal(order.ahead, false)
+  order.add(manifest.chunks[16]!.id, parts[16]!)
+  assert.equal(order.ahead, true)
+  assert.equal(advanced, 0)
+  order.add(manifest.chunks[0]!.id, parts[0]!)
+  for (let i = 17; i < parts.length; i++) order.add(manifest.chunks[i]!.id, parts[i]!)
+  assert.ok((await order.digest())!.equals(sha256(nar)))
+  assert.equal(order.ahead, false)
+  assert.ok(advanced > 0)
+})
