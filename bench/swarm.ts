@@ -8,7 +8,11 @@
  *   2. The same from three peers at once.
  *   3. Time to first byte of a small NAR (64 KiB) from a peer, as Nix sees it (narinfo fetched
  *      first), median over BENCH_SMALL NARs.
- *   4. With the real Nix, when installed: the three-node run of test/helpers/swarm.ts (A from the
+ *   4. Over a LAN link (BENCH_LAN_MBIT, default 1000 Mbit/s; bench/lib/lan-link.ts): nginx and a
+ *      seed on a host across the link, the fetching node here; the big NAR straight from nginx,
+ *      through the node from nginx as its upstream, and through the node from the seed. Needs
+ *      root (network namespaces) and `tc`; skipped with the reason otherwise.
+ *   5. With the real Nix, when installed: the three-node run of test/helpers/swarm.ts (A from the
  *      upstream, then B and C at once with the upstream up): share of NAR bytes from peers.
  *
  * Every narinfo is signed with a key made here (peers share only what a trusted key signed).
@@ -18,6 +22,7 @@ import { chmodSync, createWriteStream, mkdirSync, renameSync, writeFileSync } fr
 import { once } from 'node:events'
 import { join } from 'node:path'
 import { startNginx } from './lib/nginx.ts'
+import { createLinkedHost, linkUnavailable } from './lib/lan-link.ts'
 import { curlDownload, fmt, median, MiB, table } from './lib/measure.ts'
 import { intEnv, makeTempDir, runBench } from './lib/procs.ts'
 import { NarInfo } from '../src/nix/narinfo.ts'
@@ -32,8 +37,15 @@ import { runSwarmScenario } from '../test/helpers/swarm.ts'
 
 const NAR_MIB = intEnv('BENCH_NAR_MIB', 200)
 const SMALL = intEnv('BENCH_SMALL', 9)
+const LAN_MBIT = intEnv('BENCH_LAN_MBIT', 1000)
 /** A directory: CPU profiles of the nodes that fetch from peers go there. */
 const PROFILE_DIR = process.env.BENCH_PROFILE_DIR
+
+/** NAR bytes a node got from its peers, as it reports them. */
+async function servedByPeers (node: NarswarmProcess): Promise<number> {
+  const status = await (await fetch(`${node.url}/narswarm/peers`)).json() as { peers: Array<{ served: { bytes: number } }> }
+  return status.peers.reduce((n, p) => n + p.served.bytes, 0)
+}
 
 async function main (): Promise<void> {
   const root = makeTempDir('narswarm-bench-swarm-')
@@ -67,10 +79,10 @@ async function main (): Promise<void> {
   const small = []
   for (let i = 0; i < SMALL; i++) small.push(await publish(`small-${i}`, (async function * () { yield randomBytes(64 << 10) })(), 64 << 10))
   const nginx = await startNginx(plain, join(root, 'nginx'))
-  const upstream = ['--upstream', `${nginx.url}?trusted-public-keys=${key.public}`]
+  const upstream = (server: { url: string }): string[] => ['--upstream', `${server.url}?trusted-public-keys=${key.public}`]
   const nodes: NarswarmProcess[] = []
-  const start = async (args: string[], env?: NodeJS.ProcessEnv): Promise<NarswarmProcess> => {
-    const node = await startNode([...upstream, ...args], env === undefined ? {} : { env })
+  const start = async (args: string[], opts: { env?: NodeJS.ProcessEnv, wrap?: string[], upstream?: { url: string } } = {}): Promise<NarswarmProcess> => {
+    const node = await startNode([...upstream(opts.upstream ?? nginx), ...args], opts)
     nodes.push(node)
     return node
   }
@@ -95,12 +107,11 @@ async function main (): Promise<void> {
     }
 
     const fromPeers = async (peers: NarswarmProcess[]): Promise<{ mibPerSec: number, fillMs: number, peerBytes: number }> => {
-      const node = await start(peers.flatMap(p => ['--peer', p.peerUrl!]), PROFILE_DIR === undefined ? undefined : { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${PROFILE_DIR}` })
+      const node = await start(peers.flatMap(p => ['--peer', p.peerUrl!]), PROFILE_DIR === undefined ? {} : { env: { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${PROFILE_DIR}` } })
       await fetch(`${node.url}/${bigNar.hashPart}.narinfo`)
       const d = await curlDownload(narUrl(node, bigNar.narHash), size)
       const fill = await node.waitForLog(l => l.msg === 'NAR filled from peers')
-      const status = await (await fetch(`${node.url}/narswarm/peers`)).json() as { peers: Array<{ served: { bytes: number } }> }
-      return { mibPerSec: d.mibPerSec, fillMs: fill.ms as number, peerBytes: status.peers.reduce((n, p) => n + p.served.bytes, 0) }
+      return { mibPerSec: d.mibPerSec, fillMs: fill.ms as number, peerBytes: await servedByPeers(node) }
     }
     const one = await fromPeers(seeds.slice(0, 1))
     const three = await fromPeers(seeds)
@@ -122,8 +133,42 @@ async function main (): Promise<void> {
     ]))
     process.stdout.write(`\ntime to first byte, 64 KiB NAR from a peer: median ${fmt(median(ttfb), 1)} ms (min ${fmt(Math.min(...ttfb), 1)}, max ${fmt(Math.max(...ttfb), 1)}, n=${ttfb.length})\n`)
   } finally {
-    await Promise.all(nodes.map(async n => await n.stop()))
+    await Promise.all(nodes.splice(0).map(async n => await n.stop()))
     await nginx.stop()
+  }
+
+  const why = linkUnavailable()
+  if (why !== undefined) {
+    process.stdout.write(`\nover a LAN link: skipped (${why})\n`)
+  } else {
+    const link = createLinkedHost(LAN_MBIT)
+    // nginx and the seed on the far host; the fetching node and curl here, as Nix would be.
+    const far = await startNginx(plain, join(root, 'nginx-far'), { host: link.address, wrap: link.wrap })
+    try {
+      const seed = await start(['--listen', `${link.address}:0`, '--peer-listen', `${link.address}:0`], { wrap: link.wrap, upstream: far })
+      await fetch(`${seed.url}/${bigNar.hashPart}.narinfo`)
+      await curlDownload(narUrl(seed, bigNar.narHash), size)
+      const direct = await curlDownload(`${far.url}/nar/${bigNar.narHash}.nar`, size)
+      const relay = await start([], { upstream: far })
+      await fetch(`${relay.url}/${bigNar.hashPart}.narinfo`)
+      const viaUpstream = await curlDownload(narUrl(relay, bigNar.narHash), size)
+      const node = await start(['--peer', seed.peerUrl!], { upstream: far })
+      await fetch(`${node.url}/${bigNar.hashPart}.narinfo`)
+      const fromPeer = await curlDownload(narUrl(node, bigNar.narHash), size)
+      const fill = await node.waitForLog(l => l.msg === 'NAR filled from peers')
+      const peerBytes = await servedByPeers(node)
+      process.stdout.write(`\nOver a ${LAN_MBIT} Mbit/s link (tc tbf), ${NAR_MIB} MiB NAR, nginx and the seed across it\n\n`)
+      process.stdout.write(table([
+        ['what', 'MiB/s', 'vs nginx', 'fill (ms)', 'bytes from peers'],
+        ['nginx, straight HTTP', fmt(direct.mibPerSec), '1.00×', '', ''],
+        ['narswarm, from the upstream (nginx)', fmt(viaUpstream.mibPerSec), `${fmt(viaUpstream.mibPerSec / direct.mibPerSec, 2)}×`, '', '0 %'],
+        ['narswarm, from 1 peer', fmt(fromPeer.mibPerSec), `${fmt(fromPeer.mibPerSec / direct.mibPerSec, 2)}×`, fmt(fill.ms as number), `${fmt(100 * peerBytes / size, 1)} %`]
+      ]))
+    } finally {
+      await Promise.all(nodes.splice(0).map(async n => await n.stop()))
+      await far.stop()
+      link.close()
+    }
   }
 
   if (process.env.BENCH_SWARM_NIX === '0') return
