@@ -18,6 +18,8 @@ import { ChunkWriter, type StoredChunk } from './chunk-writer.ts'
 import { rawFrame } from '../nix/zstd-frames.ts'
 
 const HEX64 = /^[0-9a-f]{64}$/
+/** The fan-out directories, `00` to `ff`, by the first byte of the chunk id (index = that byte). */
+export const FAN_OUT: readonly string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'))
 
 export function hexOf (id: Uint8Array): string {
   return Buffer.from(id.buffer, id.byteOffset, id.length).toString('hex')
@@ -89,7 +91,44 @@ export class ChunkFiles {
    */
   read (hex: string, size: number, verify = true): Uint8Array | undefined {
     const n = this.#readFile(hex, size)
+    return n === undefined ? undefined : this.#decode(hex, n, size, verify)
+  }
+
+  /**
+   * The chunk as zstd frames: a compressed file's body as it is (one frame), checked against
+   * `storedHash` without decompressing it; a raw one checked against its name and wrapped in a
+   * raw frame. A compressed chunk with no `storedHash` (written before it was kept) is
+   * decompressed to be checked. Undefined and throws as `read` does.
+   */
+  readFrames (hex: string, size: number, storedHash: Uint8Array | undefined): Uint8Array[] | undefined {
+    const n = this.#readFile(hex, size)
     if (n === undefined) return undefined
+    const buf = this.#scratch
+    if (buf[0] !== ZSTD || n <= 1 || n > size + 1) return rawFrame(this.#decode(hex, n, size, true))
+    const body = Uint8Array.prototype.slice.call(buf, 1, n)
+    if (storedHash === undefined) this.#decode(hex, n, size, true)
+    else if (!hash('sha256', body, 'buffer').equals(storedHash)) throw new CorruptChunk(hex, 'its compressed bytes do not match their hash')
+    return [body]
+  }
+
+  /**
+   * Both checks a render can make, from one read of the file: a compressed body against
+   * `storedHash`, and the bytes against the chunk's name. False when there is no such file;
+   * throws as `read` does.
+   */
+  check (hex: string, size: number, storedHash: Uint8Array | undefined): boolean {
+    const n = this.#readFile(hex, size)
+    if (n === undefined) return false
+    const buf = this.#scratch
+    if (buf[0] === ZSTD && storedHash !== undefined && n > 1 && n <= size + 1 && !hash('sha256', buf.subarray(1, n), 'buffer').equals(storedHash)) {
+      throw new CorruptChunk(hex, 'its compressed bytes do not match their hash')
+    }
+    this.#decode(hex, n, size, true)
+    return true
+  }
+
+  /** The chunk's bytes from the `n` bytes of its file in the scratch buffer. */
+  #decode (hex: string, n: number, size: number, verify: boolean): Uint8Array {
     const buf = this.#scratch
     let bytes: Uint8Array
     if (buf[0] === RAW && n === size + 1) bytes = Uint8Array.prototype.slice.call(buf, 1, n)
@@ -105,29 +144,6 @@ export class ChunkFiles {
     if (bytes.length !== size) throw new CorruptChunk(hex, `${bytes.length} bytes, expected ${size}`)
     if (verify && hash('sha256', bytes, 'hex') !== hex) throw new CorruptChunk(hex, 'its bytes do not hash to its name')
     return bytes
-  }
-
-  /**
-   * The chunk as zstd frames: a compressed file's body as it is (one frame), checked against
-   * `storedHash` without decompressing it; a raw one checked against its name and wrapped in a
-   * raw frame. A compressed chunk with no `storedHash` (written before it was kept) is
-   * decompressed to be checked. Undefined and throws as `read` does.
-   */
-  readFrames (hex: string, size: number, storedHash: Uint8Array | undefined): Uint8Array[] | undefined {
-    const n = this.#readFile(hex, size)
-    if (n === undefined) return undefined
-    const buf = this.#scratch
-    if (buf[0] === ZSTD && storedHash !== undefined && n > 1 && n <= size + 1) {
-      const body = Uint8Array.prototype.slice.call(buf, 1, n)
-      if (!hash('sha256', body, 'buffer').equals(storedHash)) throw new CorruptChunk(hex, 'its compressed bytes do not match their hash')
-      return [body]
-    }
-    if (buf[0] === ZSTD) {
-      const body = Uint8Array.prototype.slice.call(buf, 1, n)
-      return this.read(hex, size) === undefined ? undefined : [body]
-    }
-    const bytes = this.read(hex, size)
-    return bytes === undefined ? undefined : rawFrame(bytes)
   }
 
   /**
@@ -156,17 +172,25 @@ export class ChunkFiles {
     })
   }
 
-  /** Every chunk file name on disk; other files under a fan-out directory go to `strays`. */
-  async list (): Promise<{ chunks: Set<string>, strays: string[] }> {
+  /** What lies under the root besides the fan-out directories and `tmp`. */
+  async strays (): Promise<string[]> {
+    return (await readdir(this.root)).filter(name => name !== 'tmp' && !FAN_OUT.includes(name)).map(name => join(this.root, name))
+  }
+
+  /** The chunk files of one fan-out directory (`FAN_OUT`); anything else in it is a stray. */
+  async listDir (dir: string): Promise<{ chunks: Set<string>, strays: string[] }> {
     const chunks = new Set<string>()
     const strays: string[] = []
-    for (const dir of await readdir(this.root)) {
-      if (dir === 'tmp') continue
-      if (!/^[0-9a-f]{2}$/.test(dir)) { strays.push(join(this.root, dir)); continue }
-      for (const name of await readdir(join(this.root, dir))) {
-        if (HEX64.test(name) && name.startsWith(dir)) chunks.add(name)
-        else strays.push(join(this.root, dir, name))
-      }
+    let names: string[]
+    try {
+      names = await readdir(join(this.root, dir))
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { chunks, strays }
+      throw err
+    }
+    for (const name of names) {
+      if (HEX64.test(name) && name.startsWith(dir)) chunks.add(name)
+      else strays.push(join(this.root, dir, name))
     }
     return { chunks, strays }
   }

@@ -88,7 +88,7 @@ export class ChunkIndex {
       paths: 'SELECT store_path FROM nar_path WHERE nar_hash = ? ORDER BY store_path',
       lru: 'SELECT nar_hash FROM nar WHERE pinned = 0 ORDER BY last_access, nar_hash',
       allNars: 'SELECT nar_hash, manifest FROM nar',
-      allChunks: 'SELECT id, size, stored_hash FROM chunk',
+      chunksIn: 'SELECT id, size, stored_hash FROM chunk WHERE id >= ? AND id < ?',
       orphans: 'SELECT id FROM chunk WHERE refcount = 0 AND added_at <= ?',
       storedBytes: 'SELECT coalesce(sum(stored_size), 0) AS n FROM chunk',
       totals: `SELECT (SELECT count(*) FROM nar) AS nars, (SELECT coalesce(sum(nar_size), 0) FROM nar) AS logical,
@@ -165,8 +165,13 @@ export class ChunkIndex {
     return (this.#q('allNars').all() as Array<{ nar_hash: Uint8Array, manifest: Uint8Array }>).map(r => ({ narHash: r.nar_hash, manifest: r.manifest }))
   }
 
-  allChunks (): Array<{ id: Uint8Array, size: number, storedHash: Uint8Array | undefined }> {
-    return (this.#q('allChunks').all() as Array<{ id: Uint8Array, size: number, stored_hash: Uint8Array | null }>)
+  /**
+   * The chunks whose id starts with the byte `prefix`: one fan-out directory's worth, so that a
+   * pass over every chunk holds a 256th of them at a time (a blob range on the primary key).
+   */
+  chunksIn (prefix: number): Array<{ id: Uint8Array, size: number, storedHash: Uint8Array | undefined }> {
+    const upper = prefix < 255 ? Uint8Array.of(prefix + 1) : new Uint8Array(33).fill(255)
+    return (this.#q('chunksIn').all(Uint8Array.of(prefix), upper) as Array<{ id: Uint8Array, size: number, stored_hash: Uint8Array | null }>)
       .map(r => ({ id: r.id, size: r.size, storedHash: r.stored_hash ?? undefined }))
   }
 

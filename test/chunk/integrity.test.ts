@@ -1,13 +1,13 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync, writeFileSync, unlinkSync, mkdirSync } from 'node:fs'
-import { join } from 'node:path'
+import { existsSync, readdirSync, readFileSync, writeFileSync, unlinkSync, mkdirSync, utimesSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import { createHash } from 'node:crypto'
 import { zstdDecompressSync } from 'node:zlib'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { IntegrityError, StorageError } from '../../src/errors.ts'
-import { hexOf } from '../../src/chunk/files.ts'
+import { FAN_OUT, hexOf } from '../../src/chunk/files.ts'
 import { openDatabase, stateDatabase } from '../../src/util/sqlite.ts'
 import { chunks, collect } from '../helpers/bytes.ts'
 import { pseudoRandom } from '../helpers/pseudo-random.ts'
@@ -62,8 +62,24 @@ test('start-up check: temporary files, unknown files and index rows without a fi
   await store.close()
   unlinkSync(store.files.path(hexOf(mb.chunks[0]!.id)))
   writeFileSync(join(store.files.tmp, '999999999-dead.tmp'), 'half')
+  // Files the index does not know, old enough that no other process can be indexing them: a
+  // chunk file, something else in a fan-out directory, something else beside them.
+  const unknownChunk = store.files.path('ff'.repeat(32))
+  const strays = [unknownChunk, join(store.files.root, 'ab', 'notes.txt'), join(store.files.root, 'junk')]
+  const hourAgo = new Date(Date.now() - 3_600_000)
+  for (const file of strays) {
+    mkdirSync(dirname(file), { recursive: true })
+    writeFileSync(file, 'x')
+    utimesSync(file, hourAgo, hourAgo)
+  }
+  // One just written: it may be another process's, indexed a moment later.
+  const fresh = store.files.path('fe'.repeat(32))
+  mkdirSync(dirname(fresh), { recursive: true })
+  writeFileSync(fresh, 'x')
   store = await openStore({ dir, db })
   assert.deepEqual(readdirSync(store.files.tmp), [])
+  for (const file of strays) assert.equal(existsSync(file), false, file)
+  assert.equal(existsSync(fresh), true)
   assert.equal(store.manifest(identity(b).narHash), undefined)
   assert.ok((await collect(store.render(identity(a).narHash)!)).equals(a))
   assert.deepEqual((await store.verify()).bad, [])
@@ -147,7 +163,8 @@ test('kill -9 in the middle of an ingest: after restart nothing half-written is 
   assert.equal(store.stats().chunks, kept)
   // A chunk renamed into place just before the kill, its index row not yet written, stays on disk
   // for a grace period (another process may be indexing it); such a file is whole, never torn.
-  const onDisk = (await store.files.list()).chunks
+  const onDisk = new Set<string>()
+  for (const dir of FAN_OUT) for (const hex of (await store.files.listDir(dir)).chunks) onDisk.add(hex)
   assert.ok(onDisk.size >= kept)
   const indexed = new Set(store.manifest(identity(committed).narHash)!.chunks.map(c => hexOf(c.id)))
   for (const hex of onDisk) {

@@ -151,3 +151,15 @@ test('a store made by another chunker is refused with both ids named', async () 
     return true
   })
 })
+
+test('chunksIn: the rows of one first byte, 00 and ff included', async () => {
+  const store = await openStore()
+  const ids = ['00', '00ff', '7f', '80', 'fe', 'feff', 'ff', 'ff00', 'ffff'].map(p => Buffer.from(p.padEnd(64, p.length === 2 ? '0' : 'f'), 'hex'))
+  store.index.transaction(() => { for (const id of ids) store.index.addChunk(id, 1, 2, 0) })
+  const first = (prefix: number): string[] => store.index.chunksIn(prefix).map(r => hexOf(r.id)).sort()
+  const expect = (prefix: number): string[] => ids.filter(id => id[0] === prefix).map(hexOf).sort()
+  for (const prefix of [0x00, 0x7f, 0x80, 0xfe, 0xff]) assert.deepEqual(first(prefix), expect(prefix), `prefix ${prefix}`)
+  assert.deepEqual(first(0x01), [])
+  assert.equal([...Array(256).keys()].reduce((n, p) => n + store.index.chunksIn(p).length, 0), ids.length)
+  await store.close()
+})
