@@ -1,7 +1,8 @@
 /**
  * Streaming compression and decompression for the narinfo `Compression` values that are safe
  * across Nix versions: `none`, `xz`, `zstd`, `bzip2`, `br` (Nix `src/libutil/compression.cc`; Nix
- * ≥ 2.22 decodes only the named filter, so the label must match the bytes). An unknown name, and any
+ * ≥ 2.22 decodes only the named filter, so the label must match the bytes); and decompression of
+ * those Nix also writes through libarchive (archive-codecs.ts). An unknown name, and any
  * input a decoder refuses (corrupt, truncated, not that format), is a FormatError; failures of the
  * source itself pass through unchanged, and aborting kills the codec at once (child processes
  * included) and rejects with the signal's reason.
@@ -71,6 +72,7 @@ import { FormatError } from '../errors.ts'
 import { Bzip2Decoder } from './bzip2-decoder.ts'
 import { XZ_MEMLIMIT, XzDecoder, XZ_SLICE } from './xz-decoder.ts'
 import { zstdFrames } from './zstd-frames.ts'
+import { DECODE_ONLY, DECODE_PROGRAMS, isDecodeOnly, type DecodeOnly } from './archive-codecs.ts'
 import type { NixHash } from './hash.ts'
 
 export const COMPRESSIONS = ['none', 'xz', 'zstd', 'bzip2', 'br'] as const
@@ -156,10 +158,28 @@ function levelOf (compression: Compression, level: number | undefined): number {
   return l
 }
 
-/** Decompresses `source` as `compression` says. */
+/**
+ * Decompresses `source` as `compression` says: one of COMPRESSIONS, or one that Nix writes through
+ * libarchive and narswarm only reads (archive-codecs.ts).
+ */
 export function decompress (compression: string, source: Source, opts: CodecOptions = {}): AsyncGenerator<Uint8Array, void, undefined> {
-  const c = checkCompression(compression)
+  if (isDecodeOnly(compression)) return decodeOnly(compression, source, opts)
+  if (!(COMPRESSIONS as readonly string[]).includes(compression)) {
+    throw new FormatError(`unsupported compression '${compression}' (supported: ${[...COMPRESSIONS, ...DECODE_ONLY].join(', ')})`)
+  }
+  const c = compression as Compression
   return codec(c, 'decompress', source, levelOf(c, undefined), opts)
+}
+
+async function * decodeOnly (c: DecodeOnly, source: Source, opts: CodecOptions): AsyncGenerator<Uint8Array, void, undefined> {
+  if (c === 'gzip') {
+    yield * runTransform(c, () => zlib.createGunzip({ chunkSize: OUT_CHUNK }), source, true, opts.signal)
+    return
+  }
+  const { bin, args, debian } = DECODE_PROGRAMS[c]
+  const path = findBinary(bin)
+  if (path === false) throw new FormatError(`${c}: decoding it needs the '${bin}' program, which is not on PATH (Debian package ${debian})`)
+  yield * runProcess(c, path, [...args], source, true, opts.signal)
 }
 
 /** Compresses `source` into the format `compression` names. */
@@ -236,7 +256,7 @@ async function * abortable (source: Source, signal?: AbortSignal): AsyncGenerato
 }
 
 /** The error to surface: the source's own, the abort reason, or a FormatError for refused input. */
-function classify (err: unknown, c: Compression, unpack: boolean, sourceFailure: { error?: unknown }, signal?: AbortSignal): unknown {
+function classify (err: unknown, c: Compression | DecodeOnly, unpack: boolean, sourceFailure: { error?: unknown }, signal?: AbortSignal): unknown {
   if ('error' in sourceFailure) return sourceFailure.error
   if (signal?.aborted === true) return signal.reason
   const message = err instanceof Error ? err.message : String(err)
@@ -279,7 +299,7 @@ function feed (source: Source, sink: NodeJS.WritableStream & { destroyed?: boole
   return state
 }
 
-async function * runTransform (c: Compression, make: () => Duplex & { cleanup?: () => void }, source: Source, unpack: boolean, signal?: AbortSignal): AsyncGenerator<Uint8Array, void, undefined> {
+async function * runTransform (c: Compression | DecodeOnly, make: () => Duplex & { cleanup?: () => void }, source: Source, unpack: boolean, signal?: AbortSignal): AsyncGenerator<Uint8Array, void, undefined> {
   signal?.throwIfAborted()
   const t = make()
   const onAbort = (): void => { t.destroy(signal?.reason) }
@@ -297,7 +317,7 @@ async function * runTransform (c: Compression, make: () => Duplex & { cleanup?: 
   }
 }
 
-async function * runProcess (c: Compression, bin: string, args: string[], source: Source, unpack: boolean, signal?: AbortSignal): AsyncGenerator<Uint8Array, void, undefined> {
+async function * runProcess (c: Compression | DecodeOnly, bin: string, args: string[], source: Source, unpack: boolean, signal?: AbortSignal): AsyncGenerator<Uint8Array, void, undefined> {
   signal?.throwIfAborted()
   const child = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe'] })
   const exited = new Promise<{ code: number | null, sig: string | null, spawnError?: Error }>(resolve => {

@@ -11,7 +11,11 @@
  */
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
+import { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { createGzip } from 'node:zlib'
 import { readFile, truncate, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { compress, findBinary } from '../../src/nix/compression.ts'
@@ -49,6 +53,18 @@ async function packed (codec: string, size: number, level?: number): Promise<Buf
   return await made.get(key)!
 }
 
+/** `size` zeros in a format narswarm reads but does not write, by node:zlib (gzip) or the program. */
+async function foreign (codec: 'gzip' | 'lz4', size: number): Promise<Buffer> {
+  const parts: Buffer[] = []
+  const out = codec === 'gzip' ? createGzip({ level: 9 }) : spawn('lz4', ['-c', '-q'], { stdio: ['pipe', 'pipe', 'ignore'] })
+  const readable = 'stdout' in out ? out.stdout! : out
+  const writable = 'stdin' in out ? out.stdin! : out
+  const collected = (async () => { for await (const c of readable) parts.push(c as Buffer) })()
+  await pipeline(Readable.from(zeros(size)), writable)
+  await collected
+  return Buffer.concat(parts)
+}
+
 /** `stream` repeated until the file is at least `minBytes` and `copies` long: concatenated streams are one valid file. */
 function repeated (stream: Buffer, copies: number, minBytes = 0): Buffer {
   const n = Math.max(copies, Math.ceil(minBytes / stream.length))
@@ -70,6 +86,8 @@ const BOMBS: Bomb[] = [
   { name: 'bzip2, the bzip2 program', compression: 'bzip2', ext: '.bz2', expands: '> 50 GiB', needs: 'bzip2', file: async () => repeated(await packed('bzip2', 64 * MiB), 16, 70 * 1024) },
   { name: 'zstd (node:zlib)', compression: 'zstd', ext: '.zst', expands: '512 MiB', file: async () => await packed('zstd', 512 * MiB) },
   { name: 'brotli (node:zlib)', compression: 'br', ext: '.br', expands: '512 MiB', file: async () => await packed('br', 512 * MiB) },
+  { name: 'gzip (node:zlib)', compression: 'gzip', ext: '', expands: '512 MiB', file: async () => await foreign('gzip', 512 * MiB) },
+  { name: 'lz4, the lz4 program', compression: 'lz4', ext: '.lz4', expands: '512 MiB', needs: 'lz4', file: async () => await foreign('lz4', 512 * MiB) },
   { name: 'none (an endless body)', compression: 'none', ext: '', expands: '1 GiB', file: async () => 1024 * MiB }
 ]
 
