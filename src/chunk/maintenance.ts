@@ -75,11 +75,14 @@ export class Maintenance {
     await removeStrays(await files.strays())
     // One fan-out directory at a time, against the index rows of its prefix: the check holds a
     // 256th of the store's names in memory, not all of them (a 10 GiB store has 160,000 chunks).
+    // Rows before files: a row is written after its file, so a chunk another process stores
+    // meanwhile shows as a young unindexed file (left alone), never as a row without its file.
     const missing: Uint8Array[] = []
     for (const [prefix, dir] of FAN_OUT.entries()) {
+      const rows = index.chunksIn(prefix)
       const { chunks: onDisk, strays } = await files.listDir(dir)
       await removeStrays(strays)
-      for (const { id } of index.chunksIn(prefix)) {
+      for (const { id } of rows) {
         if (!onDisk.delete(hexOf(id))) missing.push(id)
       }
       for (const hex of onDisk) {
