@@ -25,7 +25,7 @@ import { makeNixEnv, nixVersion, type NixEnv } from '../test/helpers/nix.ts'
 import { fmt, machineBusy, median, MiB, table } from './lib/measure.ts'
 import { procCpuSeconds, startNarswarm } from './lib/narswarm.ts'
 import { startNginx } from './lib/nginx.ts'
-import { summarizeProfile, type ProfileSummary } from './lib/profile.ts'
+import { newestProfile, summarizeProfile, type ProfileSummary } from './lib/profile.ts'
 import { CLIENT_CPU, intEnv, makeTempDir, pinned, runBench, runCommand } from './lib/procs.ts'
 
 const PATHS = intEnv('BENCH_PATHS', 120)
@@ -132,11 +132,11 @@ async function main (): Promise<void> {
         await ns.stop()
       }
       if (profDir !== undefined) {
-        const file = readdirSync(profDir).find(f => f.endsWith('.cpuprofile'))
+        const file = newestProfile(profDir)
         if (file !== undefined) {
-          profile = summarizeProfile(join(profDir, file), { top: 20 })
+          profile = summarizeProfile(file, { top: 20 })
           // The warm copy is the last thing narswarm did before it was stopped.
-          warmProfile = summarizeProfile(join(profDir, file), { top: 25, windowMs: rounds[0]!.warm * 1000 })
+          warmProfile = summarizeProfile(file, { top: 25, windowMs: rounds[0]!.warm * 1000 })
         }
       }
     }

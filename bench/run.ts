@@ -15,7 +15,7 @@
  * BENCH_REPS (3). See bench/README.md for what each row means and the targets.
  */
 import { spawnSync } from 'node:child_process'
-import { chmodSync, readdirSync } from 'node:fs'
+import { chmodSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { join } from 'node:path'
 import { NarInfo } from '../src/nix/narinfo.ts'
@@ -23,7 +23,7 @@ import { makeFixture, type Fixture } from './lib/fixture.ts'
 import { curlDownload, fetchDigest, fmt, machineBusy, median, MiB, sha256Ceiling, table, type Download } from './lib/measure.ts'
 import { startBaseline, startNarswarm, procStatusKb, type NarswarmServer } from './lib/narswarm.ts'
 import { startNginx, type Nginx } from './lib/nginx.ts'
-import { summarizeProfile, type ProfileSummary } from './lib/profile.ts'
+import { newestProfile, summarizeProfile, type ProfileSummary } from './lib/profile.ts'
 import { hasTaskset, intEnv, makeTempDir, runBench } from './lib/procs.ts'
 import { runWrk, writeWrkScript, type WrkResult } from './lib/wrk.ts'
 
@@ -92,9 +92,9 @@ type Series<K extends string, T> = Record<K, T[]>
 
 async function profileRun (fx: Fixture, nginx: Nginx, work: string, nsScript: string): Promise<{ narinfo: ProfileSummary, nar: ProfileSummary }> {
   const summarize = (dir: string, windowMs: number): ProfileSummary => {
-    const file = readdirSync(dir).find(f => f.endsWith('.cpuprofile'))
+    const file = newestProfile(dir)
     if (file === undefined) throw new Error(`no .cpuprofile written in ${dir}`)
-    return summarizeProfile(join(dir, file), { windowMs })
+    return summarizeProfile(file, { windowMs })
   }
   const dirA = makeTempDir('narswarm-prof-')
   progress('profile: narswarm --cpu-prof, narinfo hits (wrk -c32)')

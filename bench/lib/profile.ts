@@ -4,8 +4,8 @@
  * it recurses), as percentages of all samples, idle time included. Times are sampled wall time
  * of the main thread: a syscall shows as the native function that made it (e.g. `writev`).
  */
-import { readFileSync } from 'node:fs'
-import { relative } from 'node:path'
+import { readdirSync, readFileSync, statSync } from 'node:fs'
+import { join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 interface ProfileNode {
@@ -77,4 +77,14 @@ export function summarizeProfile (file: string, opts: { top?: number, windowMs?:
     .map(([name, us]) => ({ name, ms: us / 1000, pct: (100 * us) / total }))
   inclUs.delete('(root)')
   return { totalMs: total / 1000, idlePct: (100 * idle) / total, self: lines(selfUs), inclusive: lines(inclUs) }
+}
+
+/**
+ * The newest `.cpuprofile` in `dir`, or undefined. `narswarm serve` re-executes itself with its
+ * own V8 flags (src/cli/node-flags.ts), and each process image writes a profile: the server's is
+ * the last, the first holds only the start-up before the re-execution.
+ */
+export function newestProfile (dir: string): string | undefined {
+  const files = readdirSync(dir).filter(f => f.endsWith('.cpuprofile')).map(f => join(dir, f))
+  return files.sort((a, b) => statSync(a).mtimeMs - statSync(b).mtimeMs).at(-1)
 }
