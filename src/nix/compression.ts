@@ -163,12 +163,23 @@ function levelOf (compression: Compression, level: number | undefined): number {
  * libarchive and narswarm only reads (archive-codecs.ts).
  */
 export function decompress (compression: string, source: Source, opts: CodecOptions = {}): AsyncGenerator<Uint8Array, void, undefined> {
+  const problem = decodeProblem(compression)
+  if (problem !== undefined) throw new FormatError(problem)
   if (isDecodeOnly(compression)) return decodeOnly(compression, source, opts)
-  if (!(COMPRESSIONS as readonly string[]).includes(compression)) {
-    throw new FormatError(`unsupported compression '${compression}' (supported: ${[...COMPRESSIONS, ...DECODE_ONLY].join(', ')})`)
-  }
   const c = compression as Compression
   return codec(c, 'decompress', source, levelOf(c, undefined), opts)
+}
+
+/**
+ * Why NARs in `compression` cannot be decoded on this machine (an unknown name, or the program it
+ * needs is not on PATH); undefined when they can.
+ */
+export function decodeProblem (compression: string): string | undefined {
+  if ((COMPRESSIONS as readonly string[]).includes(compression)) return undefined
+  if (!isDecodeOnly(compression)) return `unsupported compression '${compression}' (supported: ${[...COMPRESSIONS, ...DECODE_ONLY].join(', ')})`
+  if (compression === 'gzip') return undefined
+  const { bin, debian } = DECODE_PROGRAMS[compression]
+  return findBinary(bin) === false ? `${compression}: decoding it needs the '${bin}' program, which is not on PATH (Debian package ${debian})` : undefined
 }
 
 async function * decodeOnly (c: DecodeOnly, source: Source, opts: CodecOptions): AsyncGenerator<Uint8Array, void, undefined> {
@@ -176,10 +187,8 @@ async function * decodeOnly (c: DecodeOnly, source: Source, opts: CodecOptions):
     yield * runTransform(c, () => zlib.createGunzip({ chunkSize: OUT_CHUNK }), source, true, opts.signal)
     return
   }
-  const { bin, args, debian } = DECODE_PROGRAMS[c]
-  const path = findBinary(bin)
-  if (path === false) throw new FormatError(`${c}: decoding it needs the '${bin}' program, which is not on PATH (Debian package ${debian})`)
-  yield * runProcess(c, path, [...args], source, true, opts.signal)
+  const { bin, args } = DECODE_PROGRAMS[c]
+  yield * runProcess(c, findBinary(bin) as string, [...args], source, true, opts.signal)
 }
 
 /** Compresses `source` into the format `compression` names. */

@@ -11,6 +11,7 @@ import { request, type Dispatcher } from 'undici'
 import { FormatError, UpstreamError } from '../errors.ts'
 import { NarInfo } from '../nix/narinfo.ts'
 import { narHashOfContentAddress } from '../nix/content-address.ts'
+import { decodeProblem } from '../nix/compression.ts'
 import { trustedKeyMap, verifyNarInfo, type PublicKey } from '../nix/signature.ts'
 import { redactUrl } from '../log.ts'
 import { createHttpDispatcher, describeHttpError, isTimeout, readBody } from '../util/http-client.ts'
@@ -83,6 +84,10 @@ export class Upstream {
     const narInfo = parsed.narInfo
     const trust = trustProblem(narInfo, this.requireSigs, this.#keys)
     if (trust !== undefined) return { kind: 'rejected', reason: trust }
+    // A NAR this machine cannot decode cannot be verified: absent here, so that another upstream,
+    // or Nix's next substituter, is asked, rather than a download that is bound to fail.
+    const undecodable = decodeProblem(narInfo.compression)
+    if (undecodable !== undefined) return { kind: 'rejected', reason: undecodable }
     return { kind: 'found', narInfo, text }
   }
 

@@ -24,6 +24,36 @@ describe('caches in the compressions Nix writes through libarchive', { skip: nix
   })
   after(async () => { await nix?.cleanup() })
 
+  test('a compression whose program is missing: the narinfo is absent from that upstream, and the next one serves the path', async () => {
+    const lz4 = join(nix.dir, 'cache-lz4-missing')
+    const xz = join(nix.dir, 'cache-xz')
+    await copyTo(nix, closure, lz4, 'lz4', closure.paths)
+    await copyTo(nix, closure, xz, 'xz', closure.paths)
+    const upstreams = [await startCacheServer(lz4), await startCacheServer(xz)]
+    // No program on PATH: xz and bzip2 decode in-process, lz4 cannot be decoded at all.
+    const env = { PATH: nix.dir }
+    const hashPart = closure.note.slice('/nix/store/'.length, '/nix/store/'.length + 32)
+    const alone = await startNarswarm(['--upstream', `${upstreams[0]!.url}?trusted-public-keys=${closure.publicKey}`], { env })
+    const both = await startNarswarm([
+      '--upstream', `${upstreams[0]!.url}?priority=10&trusted-public-keys=${closure.publicKey}`,
+      '--upstream', `${upstreams[1]!.url}?priority=50&trusted-public-keys=${closure.publicKey}`], { env })
+    try {
+      assert.equal((await fetch(`${alone.url}/${hashPart}.narinfo`)).status, 404)
+      const line = await alone.waitForLog(l => l.msg === 'narinfo rejected, treated as absent from this upstream')
+      assert.match(String(line.reason), /'lz4' program, which is not on PATH/)
+      assert.ok(!upstreams[0]!.requests.some(r => r.includes('/nar/')), 'no download that was bound to fail')
+
+      const store = `local?root=${join(nix.dir, 'store-lz4-missing')}`
+      await nix.run('nix-store', ['--store', store, '--realise', closure.top,
+        '--option', 'substituters', both.url, '--option', 'trusted-public-keys', closure.publicKey])
+      assert.ok(upstreams[1]!.requests.some(r => r.endsWith('.nar.xz')), 'the NARs came from the xz cache')
+    } finally {
+      await alone.stop()
+      await both.stop()
+      for (const u of upstreams) await u.close()
+    }
+  })
+
   for (const compression of DECODE_ONLY) {
     const program = compression === 'gzip' ? undefined : DECODE_PROGRAMS[compression]
     const skip = program !== undefined && findBinary(program.bin) === false ? `decoding ${compression} needs the '${program.bin}' program, not installed` : undefined
