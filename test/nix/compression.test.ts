@@ -13,7 +13,7 @@ import type { Compression } from '../../src/nix/compression.ts'
 import { dumpPath } from '../../src/nix/nar/dump.ts'
 import { validateNar } from '../../src/nix/nar/reader.ts'
 import { NixHash } from '../../src/nix/hash.ts'
-import { makeNixEnv, nixSkip } from '../helpers/nix.ts'
+import { makeNixEnv, nixSkip, type NixEnv } from '../helpers/nix.ts'
 import { plainNarOf } from '../helpers/closure.ts'
 import { collect, sha256Hex } from '../helpers/bytes.ts'
 
@@ -222,6 +222,16 @@ test('256 MiB stream through compress and decompress with bounded memory', async
   }
 })
 
+/** `path` copied by Nix into a cache of its own in `compression`: the narinfo's fields and the NAR file. */
+async function nixCopied (nix: NixEnv, path: string, compression: string): Promise<{ fields: Map<string, string>, packed: Buffer }> {
+  const cache = join(nix.dir, `cache-${compression}`)
+  await nix.run('nix', ['copy', '--to', `file://${cache}?compression=${compression}`, path])
+  const narinfo = (await readdir(cache)).find(f => f.endsWith('.narinfo'))!
+  const fields = new Map((await readFile(join(cache, narinfo), 'utf8')).trim().split('\n').map(l => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 2)]))
+  assert.equal(fields.get('Compression'), compression)
+  return { fields, packed: await readFile(join(cache, fields.get('URL')!)) }
+}
+
 test('NARs that Nix writes through libarchive (gzip, compress, lzma, lzip, lz4) decode to their NarHash; cut or corrupt, a FormatError', { skip: nixSkip() }, async t => {
   const nix = await makeNixEnv()
   try {
@@ -233,12 +243,7 @@ test('NARs that Nix writes through libarchive (gzip, compress, lzma, lzip, lz4) 
       const program = c === 'gzip' ? undefined : DECODE_PROGRAMS[c]
       const missing = program !== undefined && findBinary(program.bin) === false ? `the '${program.bin}' program is not installed` : undefined
       await t.test(c, { skip: missing }, async () => {
-        const cache = join(nix.dir, `cache-${c}`)
-        await nix.run('nix', ['copy', '--to', `file://${cache}?compression=${c}`, path])
-        const narinfo = (await readdir(cache)).find(f => f.endsWith('.narinfo'))!
-        const fields = new Map((await readFile(join(cache, narinfo), 'utf8')).trim().split('\n').map(l => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 2)]))
-        assert.equal(fields.get('Compression'), c)
-        const packed = await readFile(join(cache, fields.get('URL')!))
+        const { fields, packed } = await nixCopied(nix, path, c)
         const nar = await collect(validateNar(decompress(c, chunked(packed))))
         assert.equal(nar.length, Number(fields.get('NarSize')))
         assert.ok(NixHash.of('sha256', nar).equals(NixHash.parse(fields.get('NarHash')!)))
@@ -267,12 +272,7 @@ test('NARs written by nix copy in every compression decode to their NarHash', { 
     await writeFile(join(src, 'run.sh'), '#!/bin/sh\necho hi\n', { mode: 0o755 })
     const path = (await nix.run('nix-store', ['--add', src])).trim()
     for (const c of ['xz', 'zstd', 'bzip2', 'br'] as const) {
-      const cache = join(nix.dir, `cache-${c}`)
-      await nix.run('nix', ['copy', '--to', `file://${cache}?compression=${c}`, path])
-      const narinfo = (await readdir(cache)).find(f => f.endsWith('.narinfo'))!
-      const fields = new Map((await readFile(join(cache, narinfo), 'utf8')).trim().split('\n').map(l => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 2)]))
-      assert.equal(fields.get('Compression'), c)
-      const packed = await readFile(join(cache, fields.get('URL')!))
+      const { fields, packed } = await nixCopied(nix, path, c)
       for (const engine of engines(c)) {
         const nar = await collect(validateNar(decompress(c, chunked(packed), { engine })))
         assert.equal(nar.length, Number(fields.get('NarSize')), `${c} ${engine}`)
