@@ -14,8 +14,9 @@
  *    fails, stalls (2 s of silence) or sends a wrong chunk is dropped for this NAR and its chunks
  *    go to the others.
  * 4. The NAR is hashed as its chunks arrive, in order (in-order-hash.ts; no new request goes out
- *    while too much arrived ahead of a gap), and `commitManifest` commits it; if it does not match, the manifest was a lie, its peers are scored down and the
- *    next distinct manifest, if any, is tried.
+ *    while too much arrived ahead of a gap), and `commitManifest` commits it; if it does not
+ *    match, the manifest was a lie, its peers are scored down and the next distinct manifest, if
+ *    any, is tried.
  *
  * Resolves false when no peer has the NAR; throws UpstreamError when peers had it but failed.
  * A dead peer costs one connect timeout, then cools down in the table.
