@@ -142,31 +142,34 @@ async function main (): Promise<void> {
     process.stdout.write(`\nover a LAN link: skipped (${why})\n`)
   } else {
     const link = createLinkedHost(LAN_MBIT)
-    // nginx and the seed on the far host; the fetching node and curl here, as Nix would be.
-    const far = await startNginx(plain, join(root, 'nginx-far'), { host: link.address, wrap: link.wrap })
     try {
-      const seed = await start(['--listen', `${link.address}:0`, '--peer-listen', `${link.address}:0`], { wrap: link.wrap, upstream: far })
-      await fetch(`${seed.url}/${bigNar.hashPart}.narinfo`)
-      await curlDownload(narUrl(seed, bigNar.narHash), size)
-      const direct = await curlDownload(`${far.url}/nar/${bigNar.narHash}.nar`, size)
-      const relay = await start([], { upstream: far })
-      await fetch(`${relay.url}/${bigNar.hashPart}.narinfo`)
-      const viaUpstream = await curlDownload(narUrl(relay, bigNar.narHash), size)
-      const node = await start(['--peer', seed.peerUrl!], { upstream: far })
-      await fetch(`${node.url}/${bigNar.hashPart}.narinfo`)
-      const fromPeer = await curlDownload(narUrl(node, bigNar.narHash), size)
-      const fill = await node.waitForLog(l => l.msg === 'NAR filled from peers')
-      const peerBytes = await servedByPeers(node)
-      process.stdout.write(`\nOver a ${LAN_MBIT} Mbit/s link (tc tbf), ${NAR_MIB} MiB NAR, nginx and the seed across it\n\n`)
-      process.stdout.write(table([
-        ['what', 'MiB/s', 'vs nginx', 'fill (ms)', 'bytes from peers'],
-        ['nginx, straight HTTP', fmt(direct.mibPerSec), '1.00×', '', ''],
-        ['narswarm, from the upstream (nginx)', fmt(viaUpstream.mibPerSec), `${fmt(viaUpstream.mibPerSec / direct.mibPerSec, 2)}×`, '', '0 %'],
-        ['narswarm, from 1 peer', fmt(fromPeer.mibPerSec), `${fmt(fromPeer.mibPerSec / direct.mibPerSec, 2)}×`, fmt(fill.ms as number), `${fmt(100 * peerBytes / size, 1)} %`]
-      ]))
+      // nginx and the seed on the far host; the fetching node and curl here, as Nix would be.
+      const far = await startNginx(plain, join(root, 'nginx-far'), { host: link.address, wrap: link.wrap })
+      try {
+        const seed = await start(['--listen', `${link.address}:0`, '--peer-listen', `${link.address}:0`], { wrap: link.wrap, upstream: far })
+        await fetch(`${seed.url}/${bigNar.hashPart}.narinfo`)
+        await curlDownload(narUrl(seed, bigNar.narHash), size)
+        const direct = await curlDownload(`${far.url}/nar/${bigNar.narHash}.nar`, size)
+        const relay = await start([], { upstream: far })
+        await fetch(`${relay.url}/${bigNar.hashPart}.narinfo`)
+        const viaUpstream = await curlDownload(narUrl(relay, bigNar.narHash), size)
+        const node = await start(['--peer', seed.peerUrl!], { upstream: far })
+        await fetch(`${node.url}/${bigNar.hashPart}.narinfo`)
+        const fromPeer = await curlDownload(narUrl(node, bigNar.narHash), size)
+        const fill = await node.waitForLog(l => l.msg === 'NAR filled from peers')
+        const peerBytes = await servedByPeers(node)
+        process.stdout.write(`\nOver a ${LAN_MBIT} Mbit/s link (tc tbf), ${NAR_MIB} MiB NAR, nginx and the seed across it\n\n`)
+        process.stdout.write(table([
+          ['what', 'MiB/s', 'vs nginx', 'fill (ms)', 'bytes from peers'],
+          ['nginx, straight HTTP', fmt(direct.mibPerSec), '1.00×', '', ''],
+          ['narswarm, from the upstream (nginx)', fmt(viaUpstream.mibPerSec), `${fmt(viaUpstream.mibPerSec / direct.mibPerSec, 2)}×`, '', '0 %'],
+          ['narswarm, from 1 peer', fmt(fromPeer.mibPerSec), `${fmt(fromPeer.mibPerSec / direct.mibPerSec, 2)}×`, fmt(fill.ms as number), `${fmt(100 * peerBytes / size, 1)} %`]
+        ]))
+      } finally {
+        await Promise.all(nodes.splice(0).map(async n => await n.stop()))
+        await far.stop()
+      }
     } finally {
-      await Promise.all(nodes.splice(0).map(async n => await n.stop()))
-      await far.stop()
       link.close()
     }
   }
