@@ -72,7 +72,7 @@ import { FormatError } from '../errors.ts'
 import { Bzip2Decoder } from './bzip2-decoder.ts'
 import { XZ_MEMLIMIT, XzDecoder, XZ_SLICE } from './xz-decoder.ts'
 import { zstdFrames } from './zstd-frames.ts'
-import { DECODE_ONLY, DECODE_PROGRAMS, isDecodeOnly, type DecodeOnly } from './archive-codecs.ts'
+import { DECODE_ONLY, DECODE_PROGRAMS, isDecodeOnly, pickProgram, type DecodeOnly } from './archive-codecs.ts'
 import type { NixHash } from './hash.ts'
 
 export const COMPRESSIONS = ['none', 'xz', 'zstd', 'bzip2', 'br'] as const
@@ -178,8 +178,8 @@ export function decodeProblem (compression: string): string | undefined {
   if ((COMPRESSIONS as readonly string[]).includes(compression)) return undefined
   if (!isDecodeOnly(compression)) return `unsupported compression '${compression}' (supported: ${[...COMPRESSIONS, ...DECODE_ONLY].join(', ')})`
   if (compression === 'gzip') return undefined
-  const { bin, debian } = DECODE_PROGRAMS[compression]
-  return findBinary(bin) === false ? `${compression}: decoding it needs the '${bin}' program, which is not on PATH (Debian package ${debian})` : undefined
+  const picked = pickProgram(compression, DECODE_PROGRAMS[compression], findBinary)
+  return 'problem' in picked ? picked.problem : undefined
 }
 
 async function * decodeOnly (c: DecodeOnly, source: Source, opts: CodecOptions): AsyncGenerator<Uint8Array, void, undefined> {
@@ -187,8 +187,9 @@ async function * decodeOnly (c: DecodeOnly, source: Source, opts: CodecOptions):
     yield * runTransform(c, () => zlib.createGunzip({ chunkSize: OUT_CHUNK }), source, true, opts.signal)
     return
   }
-  const { bin, args } = DECODE_PROGRAMS[c]
-  yield * runProcess(c, findBinary(bin) as string, [...args], source, true, opts.signal)
+  const picked = pickProgram(c, DECODE_PROGRAMS[c], findBinary)
+  if ('problem' in picked) throw new FormatError(picked.problem)
+  yield * runProcess(c, picked.path, [...picked.args], source, true, opts.signal)
 }
 
 /** Compresses `source` into the format `compression` names. */

@@ -7,8 +7,8 @@ import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promis
 import { crc32 } from 'node:zlib'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { COMPRESSIONS, compress, decompress, findBinary } from '../../src/nix/compression.ts'
-import { DECODE_ONLY, DECODE_PROGRAMS } from '../../src/nix/archive-codecs.ts'
+import { COMPRESSIONS, compress, decodeProblem, decompress, findBinary } from '../../src/nix/compression.ts'
+import { DECODE_ONLY, pickProgram } from '../../src/nix/archive-codecs.ts'
 import type { Compression } from '../../src/nix/compression.ts'
 import { dumpPath } from '../../src/nix/nar/dump.ts'
 import { validateNar } from '../../src/nix/nar/reader.ts'
@@ -240,9 +240,7 @@ test('NARs that Nix writes through libarchive (gzip, compress, lzma, lzip, lz4) 
     await writeFile(join(src, 'data.txt'), sample(1024 * 1024, 12))
     const path = (await nix.run('nix-store', ['--add', src])).trim()
     for (const c of DECODE_ONLY) {
-      const program = c === 'gzip' ? undefined : DECODE_PROGRAMS[c]
-      const missing = program !== undefined && findBinary(program.bin) === false ? `the '${program.bin}' program is not installed` : undefined
-      await t.test(c, { skip: missing }, async () => {
+      await t.test(c, { skip: decodeProblem(c) }, async () => {
         const { fields, packed } = await nixCopied(nix, path, c)
         const nar = await collect(validateNar(decompress(c, chunked(packed))))
         assert.equal(nar.length, Number(fields.get('NarSize')))
@@ -325,5 +323,32 @@ test('an xz stream whose header asks for a 1 GiB dictionary is refused by every 
   for (const engine of engines('xz')) {
     await assert.rejects(collect(decompress('xz', chunked(packed), { engine })),
       (err: Error) => err.name === 'FormatError' && /memory/i.test(err.message), engine)
+  }
+})
+
+test('the program that decodes a libarchive compression: the first one there, of a recent enough version', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'narswarm-programs-'))
+  try {
+    // Stand-ins that print a version, as `xz --version` does.
+    const fake = async (name: string, version: string): Promise<string> => {
+      const path = join(dir, `${name}-${version}`)
+      await writeFile(path, `#!/bin/sh\necho "${name} (fake) ${version}"\n`, { mode: 0o755 })
+      return path
+    }
+    const oldXz = await fake('xz', '5.2.5')
+    const newXz = await fake('xz', '5.4.1')
+    const lzip = await fake('lzip', '1.23')
+    const programs = [
+      { bin: 'lzip', args: ['-dcq'], debian: 'lzip' },
+      { bin: 'xz', args: ['--format=lzip', '-dcq'], debian: 'xz-utils', minVersion: [5, 4] as [number, number] }
+    ]
+    const on = (paths: Record<string, string>) => (bin: string): string | false => paths[bin] ?? false
+    assert.deepEqual(pickProgram('lzip', programs, on({ lzip, xz: newXz })), { path: lzip, args: ['-dcq'] })
+    assert.deepEqual(pickProgram('lzip', programs, on({ xz: newXz })), { path: newXz, args: ['--format=lzip', '-dcq'] })
+    assert.deepEqual(pickProgram('lzip', programs, on({ xz: oldXz })), {
+      problem: "lzip: decoding it needs 'lzip' (Debian package lzip) or 'xz' 5.4 or later (Debian package xz-utils), not found on PATH"
+    })
+  } finally {
+    await rm(dir, { recursive: true, force: true })
   }
 })
