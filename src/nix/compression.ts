@@ -163,11 +163,13 @@ function levelOf (compression: Compression, level: number | undefined): number {
  * libarchive and narswarm only reads (archive-codecs.ts).
  */
 export function decompress (compression: string, source: Source, opts: CodecOptions = {}): AsyncGenerator<Uint8Array, void, undefined> {
-  const problem = decodeProblem(compression)
-  if (problem !== undefined) throw new FormatError(problem)
-  if (isDecodeOnly(compression)) return decodeOnly(compression, source, opts)
-  const c = compression as Compression
-  return codec(c, 'decompress', source, levelOf(c, undefined), opts)
+  const d = decoderOf(compression)
+  switch (d.kind) {
+    case 'problem': throw new FormatError(d.problem)
+    case 'codec': return codec(d.compression, 'decompress', source, levelOf(d.compression, undefined), opts)
+    case 'gzip': return runTransform('gzip', () => zlib.createGunzip({ chunkSize: OUT_CHUNK }), source, true, opts.signal)
+    case 'program': return runProcess(d.compression, d.path, [...d.args], source, true, opts.signal)
+  }
 }
 
 /**
@@ -175,21 +177,23 @@ export function decompress (compression: string, source: Source, opts: CodecOpti
  * needs is not on PATH); undefined when they can.
  */
 export function decodeProblem (compression: string): string | undefined {
-  if ((COMPRESSIONS as readonly string[]).includes(compression)) return undefined
-  if (!isDecodeOnly(compression)) return `unsupported compression '${compression}' (supported: ${[...COMPRESSIONS, ...DECODE_ONLY].join(', ')})`
-  if (compression === 'gzip') return undefined
-  const picked = pickProgram(compression, DECODE_PROGRAMS[compression], findBinary)
-  return 'problem' in picked ? picked.problem : undefined
+  const d = decoderOf(compression)
+  return d.kind === 'problem' ? d.problem : undefined
 }
 
-async function * decodeOnly (c: DecodeOnly, source: Source, opts: CodecOptions): AsyncGenerator<Uint8Array, void, undefined> {
-  if (c === 'gzip') {
-    yield * runTransform(c, () => zlib.createGunzip({ chunkSize: OUT_CHUNK }), source, true, opts.signal)
-    return
-  }
-  const picked = pickProgram(c, DECODE_PROGRAMS[c], findBinary)
-  if ('problem' in picked) throw new FormatError(picked.problem)
-  yield * runProcess(c, picked.path, [...picked.args], source, true, opts.signal)
+type Decoder =
+  | { kind: 'codec', compression: Compression }
+  | { kind: 'gzip' }
+  | { kind: 'program', compression: DecodeOnly, path: string, args: readonly string[] }
+  | { kind: 'problem', problem: string }
+
+/** How `compression` decodes on this machine, or why it cannot. */
+function decoderOf (compression: string): Decoder {
+  if ((COMPRESSIONS as readonly string[]).includes(compression)) return { kind: 'codec', compression: compression as Compression }
+  if (!isDecodeOnly(compression)) return { kind: 'problem', problem: `unsupported compression '${compression}' (supported: ${[...COMPRESSIONS, ...DECODE_ONLY].join(', ')})` }
+  if (compression === 'gzip') return { kind: 'gzip' }
+  const picked = pickProgram(compression, DECODE_PROGRAMS[compression], findBinary)
+  return 'problem' in picked ? { kind: 'problem', problem: picked.problem } : { kind: 'program', compression, ...picked }
 }
 
 /** Compresses `source` into the format `compression` names. */
