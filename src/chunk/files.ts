@@ -103,11 +103,10 @@ export class ChunkFiles {
   readFrames (hex: string, size: number, storedHash: Uint8Array | undefined): Uint8Array[] | undefined {
     const n = this.#readFile(hex, size)
     if (n === undefined) return undefined
-    const buf = this.#scratch
-    if (buf[0] !== ZSTD || n <= 1 || n > size + 1) return rawFrame(this.#decode(hex, n, size, true))
-    const body = Uint8Array.prototype.slice.call(buf, 1, n)
+    if (!this.#compressed(n, size)) return rawFrame(this.#decode(hex, n, size, true))
+    const body = Uint8Array.prototype.slice.call(this.#scratch, 1, n)
     if (storedHash === undefined) this.#decode(hex, n, size, true)
-    else if (!hash('sha256', body, 'buffer').equals(storedHash)) throw new CorruptChunk(hex, 'its compressed bytes do not match their hash')
+    else this.#checkStored(hex, body, storedHash)
     return [body]
   }
 
@@ -119,12 +118,19 @@ export class ChunkFiles {
   check (hex: string, size: number, storedHash: Uint8Array | undefined): boolean {
     const n = this.#readFile(hex, size)
     if (n === undefined) return false
-    const buf = this.#scratch
-    if (buf[0] === ZSTD && storedHash !== undefined && n > 1 && n <= size + 1 && !hash('sha256', buf.subarray(1, n), 'buffer').equals(storedHash)) {
-      throw new CorruptChunk(hex, 'its compressed bytes do not match their hash')
-    }
+    if (storedHash !== undefined && this.#compressed(n, size)) this.#checkStored(hex, this.#scratch.subarray(1, n), storedHash)
     this.#decode(hex, n, size, true)
     return true
+  }
+
+  /** Whether the `n` bytes of a file in the scratch buffer are a compressed chunk of `size` bytes. */
+  #compressed (n: number, size: number): boolean {
+    return this.#scratch[0] === ZSTD && n > 1 && n <= size + 1
+  }
+
+  /** A compressed file's body against the hash kept when it was written. */
+  #checkStored (hex: string, body: Uint8Array, storedHash: Uint8Array): void {
+    if (!hash('sha256', body, 'buffer').equals(storedHash)) throw new CorruptChunk(hex, 'its compressed bytes do not match their hash')
   }
 
   /** The chunk's bytes from the `n` bytes of its file in the scratch buffer. */
@@ -132,7 +138,7 @@ export class ChunkFiles {
     const buf = this.#scratch
     let bytes: Uint8Array
     if (buf[0] === RAW && n === size + 1) bytes = Uint8Array.prototype.slice.call(buf, 1, n)
-    else if (buf[0] === ZSTD && n > 1 && n <= size + 1) {
+    else if (this.#compressed(n, size)) {
       try {
         // One output buffer a little larger than the chunk, not zlib's 16 KiB pieces joined
         // afterwards: an output that fills its buffer exactly makes zlib allocate another, unused.
