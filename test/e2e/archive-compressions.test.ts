@@ -41,12 +41,14 @@ describe('caches in the compressions Nix writes through libarchive', { skip: nix
       assert.equal((await fetch(`${alone.url}/${hashPart}.narinfo`)).status, 404)
       const line = await alone.waitForLog(l => l.msg === 'narinfo rejected, treated as absent from this upstream')
       assert.match(String(line.reason), /lz4: decoding it needs 'lz4' \(Debian package lz4\), not found on PATH/)
-      assert.ok(!upstreams[0]!.requests.some(r => r.includes('/nar/')), 'no download that was bound to fail')
 
       const store = `local?root=${join(nix.dir, 'store-lz4-missing')}`
       await nix.run('nix-store', ['--store', store, '--realise', closure.top,
         '--option', 'substituters', both.url, '--option', 'trusted-public-keys', closure.publicKey])
       assert.ok(upstreams[1]!.requests.some(r => r.endsWith('.nar.xz')), 'the NARs came from the xz cache')
+      // The preferred lz4 cache was asked for the narinfos, and for no NAR: no download bound to fail.
+      assert.ok(upstreams[0]!.requests.some(r => r.endsWith('.narinfo')))
+      assert.ok(!upstreams[0]!.requests.some(r => r.includes('/nar/')), 'no download that was bound to fail')
     } finally {
       await alone.stop()
       await both.stop()
