@@ -74,10 +74,9 @@ export async function * zstdFrames (source: AsyncIterable<Uint8Array>): AsyncGen
       // of a few bytes costs more than copying them.
       let batch: Uint8Array[] = [magic]
       let size = magic.length
-      const add = (piece: Uint8Array): Uint8Array | undefined => {
+      const add = (piece: Uint8Array): void => {
         batch.push(piece)
         size += piece.length
-        return size >= BATCH ? take() : undefined
       }
       const take = (): Uint8Array => {
         const out = batch.length === 1 ? batch[0]! : Buffer.concat(batch, size)
@@ -94,8 +93,7 @@ export async function * zstdFrames (source: AsyncIterable<Uint8Array>): AsyncGen
       for (let last = 0; last === 0;) {
         const block = (await input.read(3, true))!
         const value = block[0]! | block[1]! << 8 | block[2]! << 16
-        let full = add(block)
-        if (full !== undefined) yield full
+        add(block)
         last = value & 1
         const type = (value >> 1) & 3
         if (type === 3) throw new FormatError('zstd: a block of the reserved type')
@@ -103,14 +101,11 @@ export async function * zstdFrames (source: AsyncIterable<Uint8Array>): AsyncGen
         for (let left = type === 1 ? 1 : value >>> 3; left > 0;) {
           const piece = (await input.read(Math.min(left, STEP), true))!
           left -= piece.length
-          full = add(piece)
-          if (full !== undefined) yield full
+          add(piece)
+          if (size >= BATCH) yield take()
         }
       }
-      if ((fhd >> 2) & 1) {
-        const full = add((await input.read(4, true))!)
-        if (full !== undefined) yield full
-      }
+      if ((fhd >> 2) & 1) add((await input.read(4, true))!)
       if (size > 0) yield take()
       read = true
     })()
