@@ -1,10 +1,12 @@
 /**
  * One chunk file as it is laid out on disk: a one-byte header (RAW or ZSTD) and the bytes, zstd-3
  * compressed only when that saves at least an eighth. chunk-writer.ts writes these files, files.ts
- * reads them.
+ * reads them; peers send them to each other as they are (docs/peer-protocol.md), so a chunk is
+ * compressed once, by the node that first stored it.
  */
 import { join } from 'node:path'
-import { constants, zstdCompressSync } from 'node:zlib'
+import { constants, zstdCompressSync, zstdDecompressSync } from 'node:zlib'
+import { frameLength } from '../nix/zstd-frames.ts'
 
 export const RAW = 0
 export const ZSTD = 1
@@ -62,4 +64,35 @@ export function encodeChunk (bytes: Uint8Array): { flag: number, body: Uint8Arra
     if (packed.length <= bytes.length - (bytes.length >>> 3)) return { flag: ZSTD, body: packed }
   }
   return { flag: RAW, body: bytes }
+}
+
+/** Why the contents of a chunk file are not a chunk of the size asked for. */
+export class ChunkFileError extends Error {}
+
+/** 256 KiB, the largest chunk: the frames this store writes never need a larger window. */
+const WINDOW_LOG_MAX = 18
+const STRICT_PARAMS = { [constants.ZSTD_d_windowLogMax]: WINDOW_LOG_MAX }
+
+/**
+ * A chunk's `size` bytes from its file's contents (header and body): a raw body as it is (not
+ * copied), a compressed one decompressed. `fromPeer`: the body came from another node and will be
+ * stored and sent on to Nix as it is, so it must be what this store writes — one zstd frame with
+ * nothing after it, smaller than the chunk, whose window is no larger than the largest chunk (a
+ * frame may ask its decoder for up to 2 GiB). Throws ChunkFileError; the caller hashes the bytes.
+ */
+export function decodeChunkFile (file: Uint8Array, size: number, fromPeer = false): Uint8Array {
+  if (file[0] === RAW && file.length === size + 1) return file.subarray(1)
+  if (file[0] !== ZSTD || file.length < 2 || file.length > size + 1) throw new ChunkFileError(`${file.length} bytes with header ${file[0]} for a chunk of ${size} bytes`)
+  const body = file.subarray(1)
+  if (fromPeer && frameLength(body) !== body.length) throw new ChunkFileError('its body is not one whole zstd frame')
+  let bytes: Uint8Array
+  try {
+    // One output buffer a little larger than the chunk, not zlib's 16 KiB pieces joined
+    // afterwards: an output that fills its buffer exactly makes zlib allocate another, unused.
+    bytes = zstdDecompressSync(body, { maxOutputLength: size + 64, chunkSize: size + 64, ...(fromPeer ? { params: STRICT_PARAMS } : {}) })
+  } catch (err) {
+    throw new ChunkFileError(`zstd: ${(err as Error).message}`)
+  }
+  if (bytes.length !== size) throw new ChunkFileError(`${bytes.length} bytes, expected ${size}`)
+  return bytes
 }

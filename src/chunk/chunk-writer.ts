@@ -45,10 +45,10 @@ export class ChunkWriter {
     this.#dirs = dirs
   }
 
-  /** Writes a chunk file. */
-  async write (hex: string, bytes: Uint8Array): Promise<StoredChunk> {
+  /** Writes a chunk file; `compressed` (a checked zstd frame of `bytes`) is its body if given. */
+  async write (hex: string, bytes: Uint8Array, compressed?: Uint8Array): Promise<StoredChunk> {
     if (this.#closed) throw new Error('the chunk store is closed')
-    const done = this.#write(hex, bytes)
+    const done = this.#write(hex, compressed === undefined ? encodeChunk(bytes) : { flag: ZSTD, body: compressed })
     this.#inFlight.add(done)
     try {
       return await done
@@ -57,15 +57,15 @@ export class ChunkWriter {
     }
   }
 
-  async #write (hex: string, bytes: Uint8Array): Promise<StoredChunk> {
-    let { flag, body } = encodeChunk(bytes)
+  async #write (hex: string, encoded: { flag: number, body: Uint8Array }): Promise<StoredChunk> {
+    let { flag, body } = encoded
     const length = 1 + body.length
     // A compressed body is sent to Nix as it is stored (a zstd frame): this hash checks it on
     // reading without decompressing it. A raw body is checked against the chunk id itself.
     const storedHash = flag === ZSTD ? new Uint8Array(hash('sha256', body, 'buffer')) : undefined
     let slot = this.#take(length)
     // The caller may reuse its buffer as soon as `write` returns: kept while waiting for a slot.
-    if (slot === undefined && body === bytes) body = new Uint8Array(body)
+    if (slot === undefined) body = new Uint8Array(body)
     while (slot === undefined) {
       await new Promise<void>(resolve => this.#waiting.push(resolve))
       slot = this.#take(length)

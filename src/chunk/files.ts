@@ -10,10 +10,9 @@ import { hash } from 'node:crypto'
 import { closeSync, openSync, readSync } from 'node:fs'
 import { mkdir, readdir, rm, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
-import { zstdDecompressSync } from 'node:zlib'
 import { StorageError } from '../errors.ts'
 import { isAlive } from '../util/process.ts'
-import { chunkPath, RAW, ZSTD } from './chunk-file.ts'
+import { chunkPath, ChunkFileError, decodeChunkFile, ZSTD } from './chunk-file.ts'
 import { ChunkWriter, type StoredChunk } from './chunk-writer.ts'
 import { rawFrame } from '../nix/zstd-frames.ts'
 
@@ -64,12 +63,13 @@ export class ChunkFiles {
 
   /**
    * Writes a chunk whose id was already computed. `bytes` is copied before this returns, so the
-   * caller may reuse it (chunk-writer.ts).
+   * caller may reuse it (chunk-writer.ts). `compressed`: a zstd frame of `bytes` already checked
+   * (`decodeChunkFile`), stored as it is instead of compressing `bytes` again.
    */
-  async write (hex: string, bytes: Uint8Array): Promise<StoredChunk> {
+  async write (hex: string, bytes: Uint8Array, compressed?: Uint8Array): Promise<StoredChunk> {
     this.#writer ??= new ChunkWriter({ root: this.root, tmp: this.tmp, fsync: this.#fsync })
     try {
-      return await this.#writer.write(hex, bytes)
+      return await this.#writer.write(hex, bytes, compressed)
     } catch (err) {
       throw storageError(`cannot store chunk ${hex}`, err)
     }
@@ -111,6 +111,20 @@ export class ChunkFiles {
   }
 
   /**
+   * The chunk's file as it is, header and body, for a peer (chunk-file.ts): checked as
+   * `readFrames` checks it. Undefined and throws as `read` does.
+   */
+  readStored (hex: string, size: number, storedHash: Uint8Array | undefined): Uint8Array | undefined {
+    const n = this.#readFile(hex, size)
+    if (n === undefined) return undefined
+    const file = this.#scratch.subarray(0, n)
+    if (storedHash !== undefined && this.#compressed(n, size)) this.#checkStored(hex, file.subarray(1), storedHash)
+    else if (file[0] === ZSTD || n !== size + 1) this.#decode(hex, n, size, true)
+    else if (hash('sha256', file.subarray(1), 'hex') !== hex) throw new CorruptChunk(hex, 'its bytes do not hash to its name')
+    return Uint8Array.prototype.slice.call(file)
+  }
+
+  /**
    * Both checks a render can make, from one read of the file: a compressed body against
    * `storedHash`, and the bytes against the chunk's name. False when there is no such file;
    * throws as `read` does.
@@ -133,21 +147,16 @@ export class ChunkFiles {
     if (!hash('sha256', body, 'buffer').equals(storedHash)) throw new CorruptChunk(hex, 'its compressed bytes do not match their hash')
   }
 
-  /** The chunk's bytes from the `n` bytes of its file in the scratch buffer. */
+  /** The chunk's bytes from the `n` bytes of its file in the scratch buffer (a copy: the buffer is reused). */
   #decode (hex: string, n: number, size: number, verify: boolean): Uint8Array {
-    const buf = this.#scratch
     let bytes: Uint8Array
-    if (buf[0] === RAW && n === size + 1) bytes = Uint8Array.prototype.slice.call(buf, 1, n)
-    else if (this.#compressed(n, size)) {
-      try {
-        // One output buffer a little larger than the chunk, not zlib's 16 KiB pieces joined
-        // afterwards: an output that fills its buffer exactly makes zlib allocate another, unused.
-        bytes = zstdDecompressSync(buf.subarray(1, n), { maxOutputLength: size + 64, chunkSize: size + 64 })
-      } catch (err) {
-        throw new CorruptChunk(hex, `zstd: ${(err as Error).message}`)
-      }
-    } else throw new CorruptChunk(hex, `${n} bytes with header ${buf[0]} for a chunk of ${size} bytes`)
-    if (bytes.length !== size) throw new CorruptChunk(hex, `${bytes.length} bytes, expected ${size}`)
+    try {
+      bytes = decodeChunkFile(this.#scratch.subarray(0, n), size)
+    } catch (err) {
+      if (err instanceof ChunkFileError) throw new CorruptChunk(hex, err.message)
+      throw err
+    }
+    if (bytes.buffer === this.#scratch.buffer) bytes = Uint8Array.prototype.slice.call(bytes)
     if (verify && hash('sha256', bytes, 'hex') !== hex) throw new CorruptChunk(hex, 'its bytes do not hash to its name')
     return bytes
   }

@@ -24,7 +24,7 @@ import { InUse } from './in-use.ts'
 import { chunkRefs, decodeManifest, encodeManifest } from './manifest.ts'
 import { ingestNar } from './ingest.ts'
 import { Maintenance, type CheckReport, type StoreStats, type VerifyReport } from './maintenance.ts'
-import type { ChunkFrames, ChunkId, ChunkStore, CommittedNar, IngestOptions, Manifest, ManifestChunk, NarIdentity } from './types.ts'
+import type { ChunkFrames, ChunkId, ChunkStore, CommittedNar, IngestOptions, Manifest, ManifestChunk, NarIdentity, PutChunkOptions } from './types.ts'
 
 const DEFAULT_CAPACITY = 10 * 1024 ** 3
 /** Chunks read ahead while rendering. */
@@ -136,6 +136,18 @@ export class LocalChunkStore implements ChunkStore {
     }
   }
 
+  async readStoredChunk (id: ChunkId, options?: AbortOptions): Promise<Uint8Array | undefined> {
+    options?.signal?.throwIfAborted()
+    const row = this.index.chunk(id)
+    if (row === undefined) return undefined
+    try {
+      return await this.#checked(hexOf(id), () => this.files.readStored(hexOf(id), row.size, row.storedHash))
+    } catch (err) {
+      if (err instanceof IntegrityError) return undefined
+      throw err
+    }
+  }
+
   /** A verified chunk; a missing or corrupt one is dropped (with its NARs) and IntegrityError thrown. */
   async #read (hex: string, size: number): Promise<Uint8Array> {
     return await this.#checked(hex, () => this.files.read(hex, size))
@@ -210,12 +222,12 @@ export class LocalChunkStore implements ChunkStore {
   }
 
   /** Writes a chunk unless it is stored or being stored; true when this call wrote it. */
-  async storeChunk (hex: string, id: Uint8Array, bytes: Uint8Array): Promise<boolean> {
+  async storeChunk (hex: string, id: Uint8Array, bytes: Uint8Array, compressed?: Uint8Array): Promise<boolean> {
     const pending = this.#writing.get(hex)
     if (pending !== undefined) { await pending; return false }
     if (this.index.hasChunk(id)) return false
     const write = (async () => {
-      const stored = await this.files.write(hex, bytes)
+      const stored = await this.files.write(hex, bytes, compressed)
       try {
         await this.#addChunkRow({ id, size: bytes.length, stored })
       } catch (err) {
@@ -257,11 +269,11 @@ export class LocalChunkStore implements ChunkStore {
     return await ingestNar(this, expected, body, options)
   }
 
-  async putChunk (id: ChunkId, bytes: Uint8Array, options?: AbortOptions): Promise<void> {
+  async putChunk (id: ChunkId, bytes: Uint8Array, options?: PutChunkOptions): Promise<void> {
     options?.signal?.throwIfAborted()
     const hex = hexOf(id)
     if (hexOf(chunkIdOf(bytes)) !== hex) throw new IntegrityError(`chunk bytes do not hash to ${hex}`)
-    await this.storeChunk(hex, id, bytes)
+    await this.storeChunk(hex, id, bytes, options?.compressed)
   }
 
   async commitManifest (manifest: Manifest, expected: NarIdentity, options?: AbortOptions & { narHashChecked?: boolean }): Promise<void> {

@@ -52,6 +52,14 @@ export interface ChunkFrames {
 
 export interface IngestOptions extends AbortOptions { narHashChecked?: boolean }
 
+export interface PutChunkOptions extends AbortOptions {
+  /**
+   * The chunk as the peer stored it: a zstd frame of `bytes` that `decodeChunkFile` accepted
+   * from a peer; stored as it is, so the chunk is not compressed again.
+   */
+  compressed?: Uint8Array
+}
+
 export interface ChunkStore {
   /** The chunker id of this store; peers with another id share only whole NARs. */
   readonly cdcId: string
@@ -66,6 +74,11 @@ export interface ChunkStore {
    * file failed its hash (it is then deleted, and every NAR that needs it is dropped).
    */
   readChunk: (id: ChunkId, options?: AbortOptions) => Promise<Uint8Array | undefined>
+  /**
+   * A chunk's file as it is stored (chunk-file.ts: a header byte, then the bytes raw or as one
+   * zstd frame), for a peer that stores it as it is; checked and dropped as `renderFrames` does.
+   */
+  readStoredChunk: (id: ChunkId, options?: AbortOptions) => Promise<Uint8Array | undefined>
   /**
    * The NAR rendered from its chunks, each checked against its id on reading; undefined when the
    * NAR is not committed. Counts as an access for eviction. The stream throws IntegrityError
@@ -87,7 +100,7 @@ export interface ChunkStore {
    */
   ingest: (expected: NarIdentity, body: AsyncIterable<Uint8Array>, options?: IngestOptions) => Promise<Manifest>
   /** Stores one chunk (from a peer); throws IntegrityError when its bytes do not hash to `id`. */
-  putChunk: (id: ChunkId, bytes: Uint8Array, options?: AbortOptions) => Promise<void>
+  putChunk: (id: ChunkId, bytes: Uint8Array, options?: PutChunkOptions) => Promise<void>
   /**
    * Commits a manifest whose chunks are all stored (e.g. fetched from peers), after rendering it
    * and checking the whole NAR against `expected`; throws IntegrityError when it does not match,

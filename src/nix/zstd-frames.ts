@@ -143,3 +143,25 @@ class Input {
     return out
   }
 }
+
+/**
+ * The length of the zstd frame at the start of `bytes`, read from its headers alone; undefined
+ * when `bytes` does not start with a whole frame (another magic, a skippable frame, cut short,
+ * a block of the reserved type).
+ */
+export function frameLength (bytes: Uint8Array): number | undefined {
+  if (bytes.length < 6 || (bytes[0]! | bytes[1]! << 8 | bytes[2]! << 16 | bytes[3]! << 24) >>> 0 !== ZSTD_MAGIC) return undefined
+  const fhd = bytes[4]!
+  const single = (fhd >> 5) & 1
+  let at = 5 + (single === 1 ? 0 : 1) + [0, 1, 2, 4][fhd & 3]! + [single, 2, 4, 8][fhd >> 6]!
+  for (let last = 0; last === 0;) {
+    if (at + 3 > bytes.length) return undefined
+    const value = bytes[at]! | bytes[at + 1]! << 8 | bytes[at + 2]! << 16
+    last = value & 1
+    const type = (value >> 1) & 3
+    if (type === 3) return undefined
+    at += 3 + (type === 1 ? 1 : value >>> 3)
+  }
+  if ((fhd >> 2) & 1) at += 4
+  return at <= bytes.length ? at : undefined
+}

@@ -11,7 +11,8 @@ import type { NixHash } from '../nix/hash.ts'
 import { ByteReader } from '../util/byte-reader.ts'
 import { describeHttpError, isTimeout, readBody } from '../util/http-client.ts'
 import type { GroupKey } from './auth.ts'
-import { ABSENT_FRAME, decodeBitmap, decodeManifest, encodeIds, manifestLimit, PEER_PATH, PROTOCOL_VERSION } from './protocol.ts'
+import { decodeChunkFile, ZSTD } from '../chunk/chunk-file.ts'
+import { ABSENT_FRAME, CHUNKS_TYPE, decodeBitmap, decodeManifest, encodeIds, manifestLimit, PEER_PATH, PROTOCOL_VERSION, STORED_CHUNKS_TYPE } from './protocol.ts'
 
 export interface PeerClientInit {
   groupKey?: GroupKey
@@ -28,6 +29,14 @@ export interface RequestTimeouts {
 }
 
 export interface PeerInfo { protocol: number, nodeId?: string, cdcId?: string }
+
+/** A chunk from a peer: its bytes (not yet checked against the id), and the zstd frame it came in. */
+export interface PeerChunk {
+  bytes: Uint8Array
+  compressed?: Uint8Array
+  /** Bytes it took on the wire. */
+  wire: number
+}
 
 const NARINFO_LIMIT = 64 << 10
 
@@ -65,7 +74,7 @@ export class PeerClient {
 
   /** Which of `ids` the peer shares. */
   async have (peer: string, ids: readonly ChunkId[], timeouts: RequestTimeouts, signal?: AbortSignal): Promise<boolean[]> {
-    const body = await this.#post(peer, '/have', encodeIds(ids), timeouts, signal)
+    const { body } = await this.#post(peer, '/have', encodeIds(ids), timeouts, signal)
     const bitmap = await this.#read(peer, body, Math.ceil(ids.length / 8))
     if (bitmap === undefined) throw new FormatError(`${peer}: have answer too long`)
     return decodeBitmap(bitmap, ids.length)
@@ -73,26 +82,37 @@ export class PeerClient {
 
   /**
    * The chunks `ids` (of the sizes a manifest gives), each yielded as it arrives, in order;
-   * undefined for one the peer does not have. Throws FormatError for a chunk of another size.
+   * undefined for one the peer does not have. Chunk files as the peer stores them are asked for
+   * and decoded here (a compressed one is kept for the store). Throws FormatError for a chunk of
+   * another size or a chunk file that is not what this store would write.
    */
-  async * chunks (peer: string, ids: readonly ChunkId[], sizes: readonly number[], timeouts: RequestTimeouts, signal?: AbortSignal): AsyncGenerator<Uint8Array | undefined> {
-    const body = await this.#post(peer, '/chunks', encodeIds(ids), timeouts, signal)
-    const reader = new ByteReader(body)
+  async * chunks (peer: string, ids: readonly ChunkId[], sizes: readonly number[], timeouts: RequestTimeouts, signal?: AbortSignal): AsyncGenerator<PeerChunk | undefined> {
+    const response = await this.#post(peer, '/chunks', encodeIds(ids), timeouts, signal, { accept: `${STORED_CHUNKS_TYPE}, ${CHUNKS_TYPE};q=0.5` })
+    const stored = response.headers['content-type'] === STORED_CHUNKS_TYPE
+    const reader = new ByteReader(response.body)
     try {
       for (let i = 0; i < ids.length; i++) {
         const header = await reader.read(4)
         if (header === undefined) throw new UpstreamError(peer, `chunks answer ended after ${i} of ${ids.length}`)
-        const size = Buffer.from(header).readUInt32BE(0)
-        if (size === ABSENT_FRAME) { yield undefined; continue }
-        if (size !== sizes[i]) throw new FormatError(`${peer}: chunk ${i} is ${size} bytes, the manifest says ${sizes[i]}`)
-        const bytes = await reader.read(size)
+        const length = Buffer.from(header).readUInt32BE(0)
+        if (length === ABSENT_FRAME) { yield undefined; continue }
+        const size = sizes[i]!
+        if (stored ? length > size + 1 : length !== size) throw new FormatError(`${peer}: chunk ${i} is ${length} bytes, the manifest says ${size}`)
+        const bytes = await reader.read(length)
         if (bytes === undefined) throw new UpstreamError(peer, `chunks answer cut in chunk ${i}`)
-        yield bytes
+        if (!stored) { yield { bytes, wire: length }; continue }
+        let chunk: Uint8Array
+        try {
+          chunk = decodeChunkFile(bytes, size, true)
+        } catch (err) {
+          throw new FormatError(`${peer}: chunk ${i}: ${(err as Error).message}`)
+        }
+        yield bytes[0] === ZSTD ? { bytes: chunk, compressed: bytes.subarray(1), wire: length } : { bytes: chunk, wire: length }
       }
     } catch (err) {
       throw this.#failure(peer, err)
     } finally {
-      body.destroy()
+      response.body.destroy()
     }
   }
 
@@ -118,19 +138,19 @@ export class PeerClient {
     return body
   }
 
-  async #post (peer: string, path: string, payload: Buffer, timeouts: RequestTimeouts, signal?: AbortSignal): Promise<Dispatcher.ResponseData['body']> {
+  async #post (peer: string, path: string, payload: Buffer, timeouts: RequestTimeouts, signal?: AbortSignal, headers: Record<string, string> = {}): Promise<Dispatcher.ResponseData> {
     const fullPath = `${PEER_PATH}${path}`
     let response: Dispatcher.ResponseData
     try {
       response = await request(`${peer}${fullPath}`, {
         dispatcher: this.#dispatcher, method: 'POST', body: payload, headersTimeout: timeouts.answer, bodyTimeout: timeouts.stall,
-        signal: signal ?? null, headers: { 'content-type': 'application/octet-stream', ...this.#auth('POST', fullPath, payload) }
+        signal: signal ?? null, headers: { 'content-type': 'application/octet-stream', ...headers, ...this.#auth('POST', fullPath, payload) }
       })
     } catch (err) {
       throw this.#failure(peer, err)
     }
     this.#checkStatus(peer, response)
-    return response.body
+    return response
   }
 
   async #read (peer: string, body: AsyncIterable<Uint8Array>, limit: number): Promise<Buffer | undefined> {

@@ -10,9 +10,10 @@
  * 2. Which chunks: the manifest diffed against the store (`has`); peers that do not hold the NAR
  *    are asked which of the missing chunks they have (`have`), and join with those.
  * 3. Chunks: 6 requests in flight, spread over the peers that have them (least loaded first),
- *    small chunks batched; each chunk checked against its id on arrival (`putChunk`). A peer that
- *    fails, stalls (2 s of silence) or sends a wrong chunk is dropped for this NAR and its chunks
- *    go to the others.
+ *    batched up to 512 KiB, each sent as the peer stores it (compressed or not); each chunk is
+ *    checked against its id on arrival and stored as it came (`putChunk`). A peer that fails,
+ *    stalls (2 s of silence) or sends a wrong chunk is dropped for this NAR and its chunks go to
+ *    the others.
  * 4. The NAR is hashed as its chunks arrive, in order (in-order-hash.ts; no new request goes out
  *    while too much arrived ahead of a gap), and `commitManifest` commits it; if it does not
  *    match, the manifest was a lie, its peers are scored down and the next distinct manifest, if
@@ -25,7 +26,7 @@ import type { ChunkStore, Manifest, NarIdentity, StoreFiller } from '../chunk/ty
 import { FormatError, IntegrityError, UpstreamError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import type { AbortOptions } from '../types.ts'
-import type { PeerClient, RequestTimeouts } from './client.ts'
+import type { PeerChunk, PeerClient, RequestTimeouts } from './client.ts'
 import { InOrderHash } from './in-order-hash.ts'
 import { chunkHex, MAX_BATCH_IDS, MAX_HAVE_IDS } from './protocol.ts'
 import type { PeerTable } from './table.ts'
@@ -45,8 +46,8 @@ export interface PeerFillerInit {
 /** One distinct manifest and the peers that answered it. */
 interface Offer { manifest: Manifest, holders: string[], key: string }
 
-/** What one fill moved: bytes and chunks fetched, bytes the store already held, peers used. */
-interface Moved { bytes: number, chunks: number, reused: number, peers: number }
+/** What one fill moved: bytes and chunks fetched (and their bytes on the wire), bytes the store already held, peers used. */
+interface Moved { bytes: number, wire: number, chunks: number, reused: number, peers: number }
 
 /** The chunks one request asks for: up to this many bytes. */
 const BATCH_BYTES = 512 << 10
@@ -115,7 +116,7 @@ export class PeerFiller implements StoreFiller {
       return true
     })
     const reused = manifest.narSize - manifest.chunks.reduce((n, c, i) => n + (held[i]! ? 0 : c.size), 0)
-    const moved: Moved = { bytes: 0, chunks: 0, reused, peers: 0 }
+    const moved: Moved = { bytes: 0, wire: 0, chunks: 0, reused, peers: 0 }
     const order = new InOrderHash(manifest, held, store, expected.narHash.algorithm)
     if (missing.length > 0) await new ChunkFetch(this, offer, search, missing, store, moved, order, signal).run()
     const digest = await order.digest()
@@ -268,9 +269,9 @@ class ChunkFetch {
     let done = 0
     const t0 = performance.now()
     try {
-      for await (const bytes of this.#filler.client.chunks(peer, chunks.map(c => c.id), chunks.map(c => c.size), this.#filler.chunkTimeouts, this.#signal)) {
+      for await (const chunk of this.#filler.client.chunks(peer, chunks.map(c => c.id), chunks.map(c => c.size), this.#filler.chunkTimeouts, this.#signal)) {
         const index = batch[done++]!
-        if (bytes !== undefined) { this.#put(peer, index, bytes); continue }
+        if (chunk !== undefined) { this.#put(peer, index, chunk); continue }
         // Not there after all: asked elsewhere.
         const s = this.#sources.get(peer)
         if (s === 'all') this.#sources.set(peer, new Set(this.#missing.map((_, i) => i).filter(i => i !== index)))
@@ -285,12 +286,13 @@ class ChunkFetch {
   }
 
   /** Stores one chunk as it arrived; a chunk that is not what its id says drops its peer. */
-  #put (peer: string, index: number, bytes: Uint8Array): void {
+  #put (peer: string, index: number, { bytes, compressed, wire }: PeerChunk): void {
     this.#storing += bytes.length
     const id = this.#missing[index]!.id
-    this.#store.putChunk(id, bytes, { signal: this.#signal }).then(() => {
+    this.#store.putChunk(id, bytes, { signal: this.#signal, ...(compressed === undefined ? {} : { compressed }) }).then(() => {
       this.#order.add(id, bytes)
       this.#moved.bytes += bytes.length
+      this.#moved.wire += wire
       this.#moved.chunks++
       this.#filler.table.served(peer, { chunks: 1, bytes: bytes.length })
       if (!this.#used.has(peer)) { this.#used.add(peer); this.#moved.peers++ }

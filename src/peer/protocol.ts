@@ -8,7 +8,11 @@
  * NarHash.
  *
  * Chunk frames (answer to `chunks`): per requested id, in order, u32 size then that many bytes;
- * size 0xFFFFFFFF means "not here" and has no bytes.
+ * size 0xFFFFFFFF means "not here" and has no bytes. The bytes are the chunk's (CHUNKS_TYPE), or,
+ * when the request accepts STORED_CHUNKS_TYPE and the answer says so, the chunk file as the peer
+ * stores it (src/chunk/chunk-file.ts: a header byte, then the bytes raw or as one zstd frame):
+ * compressible chunks cross the LAN compressed and are stored without compressing them again.
+ * A node that predates it answers CHUNKS_TYPE whatever the request accepts.
  */
 import { FormatError } from '../errors.ts'
 
@@ -25,6 +29,13 @@ export const MAX_HAVE_IDS = 8192
 /** Ids in one `chunks` request. */
 export const MAX_BATCH_IDS = 256
 export const ABSENT_FRAME = 0xFFFFFFFF
+export const CHUNKS_TYPE = 'application/x-narswarm-chunks'
+export const STORED_CHUNKS_TYPE = 'application/x-narswarm-stored-chunks'
+
+/** Whether a `chunks` request's Accept header takes chunk files as stored. */
+export function acceptsStored (accept: string | undefined): boolean {
+  return accept !== undefined && accept.split(',').some(type => type.split(';')[0]!.trim() === STORED_CHUNKS_TYPE)
+}
 
 /** The largest manifest a NAR of `narSize` bytes can have (chunks of at least 1 KiB). */
 export function manifestLimit (narSize: number): number {

@@ -6,7 +6,7 @@
  *   GET  narinfo/<hashPart>        the signed narinfo of a shared NAR, byte for byte
  *   GET  manifest/<nix32 NarHash>  the NAR's manifest (binary, see protocol.ts)
  *   GET  chunk/<hex id>            one chunk's bytes
- *   POST chunks  (ids)             several chunks as frames, for small ones
+ *   POST chunks  (ids)             several chunks as frames, as stored when the peer accepts it
  *   POST have    (ids)             a bitmap: which of these chunks this node shares
  *
  * Only what `PeerShares` allows is answered; everything else is 404, the same as absence, so a
@@ -26,7 +26,7 @@ import { sendStatus } from '../server/respond.ts'
 import { readBody } from '../util/http-client.ts'
 import type { GroupKey } from './auth.ts'
 import {
-  ABSENT_FRAME, decodeIds, encodeBitmap, encodeManifest, MAX_BATCH_IDS, MAX_HAVE_IDS, PEER_PATH, PROTOCOL_VERSION
+  ABSENT_FRAME, acceptsStored, CHUNKS_TYPE, decodeIds, encodeBitmap, encodeManifest, MAX_BATCH_IDS, MAX_HAVE_IDS, PEER_PATH, PROTOCOL_VERSION, STORED_CHUNKS_TYPE
 } from './protocol.ts'
 import type { PeerShares } from './shares.ts'
 import { Throttle } from './throttle.ts'
@@ -143,9 +143,10 @@ function createPeerServer (init: PeerServerInit): { server: Server, stats: PeerS
     } else if (path === '/chunks') {
       const ids = parseIds(res, body!, MAX_BATCH_IDS)
       if (ids === undefined) return
-      res.writeHead(200, { 'content-type': 'application/x-narswarm-chunks', 'cache-control': 'no-store' })
+      const stored = acceptsStored(req.headers.accept)
+      res.writeHead(200, { 'content-type': stored ? STORED_CHUNKS_TYPE : CHUNKS_TYPE, 'cache-control': 'no-store' })
       for (const id of ids) {
-        const bytes = shares.chunkShared(id) ? await store.readChunk(id, { signal }) : undefined
+        const bytes = !shares.chunkShared(id) ? undefined : stored ? await store.readStoredChunk(id, { signal }) : await store.readChunk(id, { signal })
         const frame = Buffer.alloc(4)
         frame.writeUInt32BE(bytes === undefined ? ABSENT_FRAME : bytes.length)
         if (!await write(res, frame, signal)) return

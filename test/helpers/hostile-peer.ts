@@ -1,6 +1,6 @@
 /**
  * A hostile LAN peer for tests: it speaks the peer protocol by relaying a real peer's answers, and
- * breaks them the way a switched `fault` says: chunks with a flipped byte, the manifest of another
+ * breaks them the way a switched `fault` says: chunks (raw or compressed) with a flipped byte, the manifest of another
  * NAR, a stall or a vanishing connection in the middle of a chunk transfer, or no answer at all.
  * It counts the requests it got.
  */
@@ -19,8 +19,12 @@ export interface HostilePeer {
   close: () => Promise<void>
 }
 
-/** `delay` (ms) holds every answer back: a slow but honest relay ranks behind fast hostile ones. */
-export async function startHostilePeer (real: string, fault: PeerFault, options: { delay?: number } = {}): Promise<HostilePeer> {
+/**
+ * `delay` (ms) holds every answer back: a slow but honest relay ranks behind fast hostile ones.
+ * `legacy`: the relay does not pass on what a request accepts, so the real peer answers as a node
+ * that predates chunk files sent as stored (raw chunks only).
+ */
+export async function startHostilePeer (real: string, fault: PeerFault, options: { delay?: number, legacy?: boolean } = {}): Promise<HostilePeer> {
   const sockets = new Set<Socket>()
   const hanging = new Set<ServerResponse>()
   const peer: HostilePeer = { url: '', fault, requests: [], close: async () => {} }
@@ -35,6 +39,7 @@ export async function startHostilePeer (real: string, fault: PeerFault, options:
         const headers: Record<string, string> = {}
         if (req.headers['content-type'] !== undefined) headers['content-type'] = req.headers['content-type']
         if (req.headers.authorization !== undefined) headers.authorization = req.headers.authorization
+        if (req.headers.accept !== undefined && options.legacy !== true) headers.accept = req.headers.accept
         const answer = await fetch(`${real}${req.url}`, { method: req.method, headers, body: req.method === 'POST' ? Buffer.concat(parts) : undefined })
         let body = Buffer.from(await answer.arrayBuffer())
         const url = req.url ?? ''

@@ -7,7 +7,8 @@ import { IntegrityError, StorageError } from '../../src/errors.ts'
 import { NixHash } from '../../src/nix/hash.ts'
 import { chunkIdOf, hexOf } from '../../src/chunk/files.ts'
 import { rawFrame } from '../../src/nix/zstd-frames.ts'
-import type { ChunkFrames, ChunkId, ChunkStore, CommittedNar, Manifest, NarIdentity } from '../../src/chunk/types.ts'
+import { encodeChunk } from '../../src/chunk/chunk-file.ts'
+import type { ChunkFrames, ChunkId, ChunkStore, CommittedNar, Manifest, NarIdentity, PutChunkOptions } from '../../src/chunk/types.ts'
 
 export class MemoryStore implements ChunkStore {
   readonly cdcId: string
@@ -17,6 +18,8 @@ export class MemoryStore implements ChunkStore {
   /** While true, every write throws StorageError (a full disk). */
   full = false
   ingests = 0
+  /** Chunks put with the compressed frame they came in. */
+  compressedPuts = 0
   /** NarHashes (nix32) touched, in order: uses that count for eviction besides renders. */
   readonly touched: string[] = []
   readonly #listeners = new Set<(nar: CommittedNar) => void>()
@@ -38,6 +41,13 @@ export class MemoryStore implements ChunkStore {
   narSize (narHash: NixHash): number | undefined { return this.manifests.get(narHash.toNix32())?.narSize }
   has (ids: readonly ChunkId[]): boolean[] { return ids.map(id => this.chunks.has(hexOf(id))) }
   async readChunk (id: ChunkId): Promise<Uint8Array | undefined> { return this.chunks.get(hexOf(id)) }
+  /** Encoded as the real store encodes chunk files, so peers exchange compressed chunks too. */
+  async readStoredChunk (id: ChunkId): Promise<Uint8Array | undefined> {
+    const bytes = this.chunks.get(hexOf(id))
+    if (bytes === undefined) return undefined
+    const { flag, body } = encodeChunk(bytes)
+    return Buffer.concat([Uint8Array.of(flag), body])
+  }
   touch (narHash: NixHash): void { this.touched.push(narHash.toNix32()) }
 
   render (narHash: NixHash): AsyncIterable<Uint8Array> | undefined {
@@ -68,9 +78,10 @@ export class MemoryStore implements ChunkStore {
     return manifest
   }
 
-  async putChunk (id: ChunkId, bytes: Uint8Array): Promise<void> {
+  async putChunk (id: ChunkId, bytes: Uint8Array, options?: PutChunkOptions): Promise<void> {
     if (this.full) throw new StorageError('no space left on device (test)')
     if (hexOf(chunkIdOf(bytes)) !== hexOf(id)) throw new IntegrityError('chunk does not match its id')
+    if (options?.compressed !== undefined) this.compressedPuts++
     this.chunks.set(hexOf(id), bytes)
   }
 

@@ -6,7 +6,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { constants, zstdCompressSync } from 'node:zlib'
 import { compress, decompress, findBinary } from '../../src/nix/compression.ts'
-import { rawFrame, rawFrames } from '../../src/nix/zstd-frames.ts'
+import { frameLength, rawFrame, rawFrames } from '../../src/nix/zstd-frames.ts'
 import { makeNixEnv, nixSkip } from '../helpers/nix.ts'
 import { plainNarOf } from '../helpers/closure.ts'
 import { collect } from '../helpers/bytes.ts'
@@ -110,4 +110,25 @@ test('what narswarm compresses as zstd (one frame, content checksum) decodes to 
     const out = Buffer.from(await collect(decompress('zstd', chunked(packed, 65536), { engine: 'library' })))
     assert.ok(out.equals(input), `${size} bytes`)
   }
+})
+
+test('frameLength: the first frame of a buffer from its headers; undefined for anything that does not start with a whole frame', () => {
+  const text = Buffer.from('a chunk of text, compressible text, '.repeat(4000))
+  for (const frame of [
+    zstdCompressSync(text),
+    zstdCompressSync(text, { params: { [constants.ZSTD_c_checksumFlag]: 1 } }),
+    zstdCompressSync(randomBytes(200_000)),
+    zstdCompressSync(Buffer.alloc(100_000)),
+    Buffer.concat(rawFrame(randomBytes(300_000)))
+  ]) {
+    assert.equal(frameLength(frame), frame.length)
+    assert.equal(frameLength(Buffer.concat([frame, zstdCompressSync(text)])), frame.length, 'a second frame is not counted')
+    assert.equal(frameLength(frame.subarray(0, frame.length - 1)), undefined, 'cut short')
+  }
+  const skippable = Buffer.concat([Buffer.from([0x50, 0x2a, 0x4d, 0x18]), Buffer.from([4, 0, 0, 0]), Buffer.alloc(4)])
+  assert.equal(frameLength(skippable), undefined)
+  assert.equal(frameLength(Buffer.from('not a frame at all')), undefined)
+  assert.equal(frameLength(new Uint8Array(0)), undefined)
+  // A block of the reserved type (3).
+  assert.equal(frameLength(Uint8Array.of(0x28, 0xb5, 0x2f, 0xfd, 0x20, 4, 0b111, 0, 0, 1, 2, 3, 4)), undefined)
 })

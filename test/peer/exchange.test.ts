@@ -18,7 +18,7 @@ import { PeerClient } from '../../src/peer/client.ts'
 import { PeerFiller } from '../../src/peer/filler.ts'
 import { peerNarInfoFallback } from '../../src/peer/narinfo-fallback.ts'
 import { PEER_PATH } from '../../src/peer/protocol.ts'
-import { startPeerServer } from '../../src/peer/server.ts'
+import { startPeerServer, type PeerServerStats } from '../../src/peer/server.ts'
 import { PeerShares } from '../../src/peer/shares.ts'
 import { PeerTable } from '../../src/peer/table.ts'
 import { makeEntry, type CacheEntry } from '../helpers/signed-cache.ts'
@@ -44,7 +44,7 @@ function narInfoText (e: CacheEntry, key = trusted): string {
   return signNarInfo(unsigned, key.secret).toString()
 }
 
-interface Node { url: string, store: MemoryStore, cache: NarInfoCache, close: () => Promise<void> }
+interface Node { url: string, store: MemoryStore, cache: NarInfoCache, stats: PeerServerStats, close: () => Promise<void> }
 
 async function startNode (entries: Array<{ entry: CacheEntry, key?: typeof trusted }>, groupKey?: GroupKey): Promise<Node> {
   const store = new MemoryStore(16_384)
@@ -56,7 +56,7 @@ async function startNode (entries: Array<{ entry: CacheEntry, key?: typeof trust
   }
   await shares.scan()
   const server = await startPeerServer({ store, shares, nodeId: randomBytes(16).toString('hex'), log: silentLogger(), ...(groupKey === undefined ? {} : { groupKey }) }, { host: '127.0.0.1', port: 0 })
-  return track({ url: server.url, store, cache, close: async () => { shares.close(); await server.close() } })
+  return track({ url: server.url, store, cache, stats: server.stats, close: async () => { shares.close(); await server.close() } })
 }
 
 function client (peers: string[], groupKey?: GroupKey, inFlight = 6): { table: PeerTable, filler: PeerFiller, client: PeerClient } {
@@ -176,9 +176,31 @@ test('with a group key, a peer without it gets nothing', async () => {
   assert.equal(await member.filler.fill(identity(entry), new MemoryStore(16_384)), true)
 })
 
-for (const fault of ['wrong-chunk', 'other-manifest', 'stall', 'vanish'] as PeerFault[]) {
-  test(`a hostile peer (${fault}) next to a good one: the NAR arrives whole, the hostile peer is scored down`, async () => {
-    const entry = makeEntry('pkg', randomBytes(3_000_000))
+/** Bytes that compress: their chunks are stored, and sent to peers, as zstd frames. */
+function compressible (n: number): Buffer {
+  const words = ['lib', 'share', 'bin', 'store', 'nix', 'path', 'out', 'dev', 'doc', 'man']
+  return Buffer.from(Array.from({ length: n / 4 }, (_, i) => words[(i * 7 + (i >> 5)) % words.length]).join(' ').slice(0, n))
+}
+
+test('compressible chunks cross compressed and are stored as they came; a node that predates it is still understood', async () => {
+  const nar = Buffer.concat([compressible(600_000), randomBytes(100_000)])
+  const entry = makeEntry('text', nar)
+  const node = await startNode([{ entry }])
+  const mine = new MemoryStore(16_384)
+  assert.equal(await client([node.url]).filler.fill(identity(entry), mine), true)
+  assert.deepEqual(await rendered(mine, entry), nar)
+  assert.ok(mine.compressedPuts >= 30, `${mine.compressedPuts} chunks came compressed`)
+  assert.ok(node.stats.bytes < nar.length / 2, `${node.stats.bytes} bytes sent for a ${nar.length}-byte NAR`)
+  const legacy = track(await startHostilePeer(node.url, 'none', { legacy: true }))
+  const other = new MemoryStore(16_384)
+  assert.equal(await client([legacy.url]).filler.fill(identity(entry), other), true)
+  assert.deepEqual(await rendered(other, entry), nar)
+  assert.equal(other.compressedPuts, 0)
+})
+
+for (const [fault, content] of [['wrong-chunk', 'random'], ['wrong-chunk', 'compressible'], ['other-manifest', 'random'], ['stall', 'random'], ['vanish', 'random']] as Array<[PeerFault, string]>) {
+  test(`a hostile peer (${fault}, ${content} chunks) next to a good one: the NAR arrives whole, the hostile peer is scored down`, async () => {
+    const entry = makeEntry('pkg', content === 'random' ? randomBytes(3_000_000) : compressible(3_000_000))
     const good = await startNode([{ entry }])
     const hostile = track(await startHostilePeer(good.url, fault))
     const { filler, table } = client([hostile.url, good.url], undefined, 1)
