@@ -1,7 +1,9 @@
 /**
  * The LAN swarm against plain HTTP, on 127.0.0.1 (`node bench/swarm.ts`):
  *
- *   1. A big NAR (BENCH_NAR_MIB, default 200 MiB) fetched by a fresh narswarm node from one peer
+ *   1. A big NAR (BENCH_NAR_MIB, default 200 MiB; BENCH_CONTENT `usr`, the default: files of
+ *      /usr as a real NAR holds them, which compress about 3:1; `random`: nothing compresses or
+ *      repeats, every byte crosses the wire as it is) fetched by a fresh narswarm node from one peer
  *      that holds it, as Nix sees it (curl on the node's NAR URL: the node fetches the chunks,
  *      verifies the whole NAR, then renders it), against the same file straight from nginx, and
  *      through a narswarm node from nginx as its upstream (which also stores every chunk).
@@ -22,6 +24,7 @@ import { chmodSync, createWriteStream, mkdirSync, renameSync, writeFileSync } fr
 import { once } from 'node:events'
 import { join } from 'node:path'
 import { startNginx } from './lib/nginx.ts'
+import { usrNar } from './lib/usr-nar.ts'
 import { createLinkedHost, linkUnavailable } from './lib/lan-link.ts'
 import { curlDownload, fmt, median, MiB, table } from './lib/measure.ts'
 import { intEnv, makeTempDir, runBench } from './lib/procs.ts'
@@ -38,6 +41,8 @@ import { runSwarmScenario } from '../test/helpers/swarm.ts'
 const NAR_MIB = intEnv('BENCH_NAR_MIB', 200)
 const SMALL = intEnv('BENCH_SMALL', 9)
 const LAN_MBIT = intEnv('BENCH_LAN_MBIT', 1000)
+const CONTENT = process.env.BENCH_CONTENT ?? 'usr'
+if (CONTENT !== 'usr' && CONTENT !== 'random') throw new Error(`BENCH_CONTENT is usr or random, not ${CONTENT}`)
 /** A directory: CPU profiles of the nodes that fetch from peers go there. */
 const PROFILE_DIR = process.env.BENCH_PROFILE_DIR
 
@@ -72,10 +77,13 @@ async function main (): Promise<void> {
     writeFileSync(join(plain, `${storePath.slice(11, 43)}.narinfo`), signed(NarInfo.build({ storePath, url: `nar/${narHash.toNix32()}.nar`, compression: 'none', narHash, narSize, references: [] })))
     return { hashPart: storePath.slice(11, 43), narHash: narHash.toNix32(), narSize }
   }
-  // Random contents: no chunk repeats, so every byte crosses the wire (a real NAR dedups some).
-  const bigNar = await publish('bench-big', (async function * () {
-    for (let left = NAR_MIB * MiB; left > 0; left -= MiB) yield randomBytes(Math.min(MiB, left))
-  })(), NAR_MIB * MiB)
+  const usr = CONTENT === 'usr' ? await usrNar(NAR_MIB * MiB) : undefined
+  const bigNar = usr !== undefined
+    ? await publish('bench-big', (async function * () { yield usr })(), usr.length)
+    : await publish('bench-big', (async function * () {
+      for (let left = NAR_MIB * MiB; left > 0; left -= MiB) yield randomBytes(Math.min(MiB, left))
+    })(), NAR_MIB * MiB)
+  const contentNote = usr !== undefined ? `files of /usr, ${fmt(usr.length / MiB, 1)} MiB` : 'random contents'
   const small = []
   for (let i = 0; i < SMALL; i++) small.push(await publish(`small-${i}`, (async function * () { yield randomBytes(64 << 10) })(), 64 << 10))
   const nginx = await startNginx(plain, join(root, 'nginx'))
@@ -123,7 +131,7 @@ async function main (): Promise<void> {
       ttfb.push((await curlDownload(narUrl(client, s.narHash), s.narSize)).ttfbMs)
     }
 
-    process.stdout.write(`\nLAN swarm on 127.0.0.1 — ${NAR_MIB} MiB NAR (random contents), nginx ${nginx.version}\n\n`)
+    process.stdout.write(`\nLAN swarm on 127.0.0.1 — ${NAR_MIB} MiB NAR (${contentNote}), nginx ${nginx.version}\n\n`)
     process.stdout.write(table([
       ['what', 'MiB/s', 'vs nginx', 'fill (ms)', 'bytes from peers'],
       ['nginx, straight HTTP', fmt(direct.mibPerSec), '1.00×', '', ''],
@@ -158,7 +166,7 @@ async function main (): Promise<void> {
         const fromPeer = await curlDownload(narUrl(node, bigNar.narHash), size)
         const fill = await node.waitForLog(l => l.msg === 'NAR filled from peers')
         const peerBytes = await servedByPeers(node)
-        process.stdout.write(`\nOver a ${LAN_MBIT} Mbit/s link (tc tbf), ${NAR_MIB} MiB NAR, nginx and the seed across it\n\n`)
+        process.stdout.write(`\nOver a ${LAN_MBIT} Mbit/s link (tc tbf), ${NAR_MIB} MiB NAR (${contentNote}), nginx and the seed across it\n\n`)
         process.stdout.write(table([
           ['what', 'MiB/s', 'vs nginx', 'fill (ms)', 'bytes from peers'],
           ['nginx, straight HTTP', fmt(direct.mibPerSec), '1.00×', '', ''],

@@ -128,5 +128,18 @@ export interface StoreFiller {
    * Fetches the NAR into `store` and commits it (through `putChunk` and `commitManifest`).
    * Resolves false when no one has it; throws UpstreamError when sources failed.
    */
-  fill: (expected: NarIdentity, store: ChunkStore, options?: AbortOptions) => Promise<boolean>
+  fill: (expected: NarIdentity, store: ChunkStore, options?: FillOptions) => Promise<boolean>
+}
+
+/** Where a filler puts the NAR's bytes, in order, as it hashes them. */
+export interface NarCopy { append: (bytes: Uint8Array) => Promise<void> }
+
+export interface FillOptions extends AbortOptions {
+  /**
+   * A fresh copy for each manifest the filler tries. Once the fill succeeded, the last copy holds
+   * the whole verified NAR, unless the filler could not hash it in order (it then holds less, and
+   * the NAR is rendered from the store): the caller can hand the NAR out without reading every
+   * chunk back and decompressing it again.
+   */
+  newCopy?: () => Promise<NarCopy>
 }

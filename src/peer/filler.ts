@@ -15,17 +15,17 @@
  *    stalls (2 s of silence) or sends a wrong chunk is dropped for this NAR and its chunks go to
  *    the others.
  * 4. The NAR is hashed as its chunks arrive, in order (in-order-hash.ts; no new request goes out
- *    while too much arrived ahead of a gap), and `commitManifest` commits it; if it does not
+ *    while too much arrived ahead of a gap), and copied as it is hashed when the caller asks for
+ *    a copy (`newCopy`: the substituter's spool), and `commitManifest` commits it; if it does not
  *    match, the manifest was a lie, its peers are scored down and the next distinct manifest, if
  *    any, is tried.
  *
  * Resolves false when no peer has the NAR; throws UpstreamError when peers had it but failed.
  * A dead peer costs one connect timeout, then cools down in the table.
  */
-import type { ChunkStore, Manifest, NarIdentity, StoreFiller } from '../chunk/types.ts'
+import type { ChunkStore, FillOptions, Manifest, NarCopy, NarIdentity, StoreFiller } from '../chunk/types.ts'
 import { FormatError, IntegrityError, UpstreamError } from '../errors.ts'
 import type { Logger } from '../log.ts'
-import type { AbortOptions } from '../types.ts'
 import type { PeerChunk, PeerClient, RequestTimeouts } from './client.ts'
 import { InOrderHash } from './in-order-hash.ts'
 import { chunkHex, MAX_BATCH_IDS, MAX_HAVE_IDS } from './protocol.ts'
@@ -74,7 +74,7 @@ export class PeerFiller implements StoreFiller {
     this.#chunkTimeouts = init.chunkTimeouts ?? { answer: 2_000, stall: 2_000 }
   }
 
-  async fill (expected: NarIdentity, store: ChunkStore, options: AbortOptions = {}): Promise<boolean> {
+  async fill (expected: NarIdentity, store: ChunkStore, options: FillOptions = {}): Promise<boolean> {
     if (store.manifest(expected.narHash) !== undefined) return true
     const signal = options.signal
     const started = performance.now()
@@ -87,7 +87,8 @@ export class PeerFiller implements StoreFiller {
       const offer = search.offers[tried]
       if (offer === undefined) break
       try {
-        const moved = await this.#fetch(offer, search, expected, store, signal)
+        const copy = await options.newCopy?.().catch(() => undefined)
+        const moved = await this.#fetch(offer, search, expected, store, signal, copy)
         for (const holder of offer.holders) this.#table.served(holder, { nars: 1 })
         this.#log.debug({ storePath: expected.storePath, narHash: expected.narHash.toString(), ...moved, ms: Math.round(performance.now() - started) }, 'NAR filled from peers')
         return true
@@ -104,7 +105,7 @@ export class PeerFiller implements StoreFiller {
   }
 
   /** Fetches the chunks the store lacks and commits; returns the bytes moved and reused. */
-  async #fetch (offer: Offer, search: ManifestSearch, expected: NarIdentity, store: ChunkStore, signal?: AbortSignal): Promise<Moved> {
+  async #fetch (offer: Offer, search: ManifestSearch, expected: NarIdentity, store: ChunkStore, signal?: AbortSignal, copy?: NarCopy): Promise<Moved> {
     const { manifest } = offer
     const held = store.has(manifest.chunks.map(c => c.id))
     const seen = new Set<string>()
@@ -117,7 +118,7 @@ export class PeerFiller implements StoreFiller {
     })
     const reused = manifest.narSize - manifest.chunks.reduce((n, c, i) => n + (held[i]! ? 0 : c.size), 0)
     const moved: Moved = { bytes: 0, wire: 0, chunks: 0, reused, peers: 0 }
-    const order = new InOrderHash(manifest, held, store, expected.narHash.algorithm)
+    const order = new InOrderHash(manifest, held, store, expected.narHash.algorithm, copy)
     if (missing.length > 0) await new ChunkFetch(this, offer, search, missing, store, moved, order, signal).run()
     const digest = await order.digest()
     if (digest !== undefined && !digest.equals(expected.narHash.digest)) {

@@ -7,10 +7,12 @@
  * memory up to MAX_WAITING bytes; past that, or if a held chunk cannot be read, it gives up and the
  * store reads the NAR back and hashes it at commit (0.36 s more for a 200 MiB fill). So that
  * it does not come to that, the fetcher sends no new request while `ahead` is true: over a real
- * link one of several connections can fall behind the others by tens of MiB.
+ * link one of several connections can fall behind the others by tens of MiB. Each piece hashed
+ * also goes to `copy`, if given, so that it ends up holding the NAR (unless it gave up); a copy
+ * that fails is left incomplete, which costs only the copy.
  */
 import { createHash, type Hash } from 'node:crypto'
-import type { ChunkStore, Manifest } from '../chunk/types.ts'
+import type { ChunkStore, Manifest, NarCopy } from '../chunk/types.ts'
 import { chunkHex } from './protocol.ts'
 
 const MAX_WAITING = 32 << 20
@@ -20,6 +22,7 @@ export class InOrderHash {
   readonly #held: readonly boolean[]
   readonly #store: ChunkStore
   readonly #hasher: Hash
+  #copy: NarCopy | undefined
   /** Manifest positions of each chunk to be fetched (a chunk may appear more than once). */
   readonly #positions = new Map<string, number[]>()
   readonly #waiting = new Map<number, Uint8Array>()
@@ -30,7 +33,8 @@ export class InOrderHash {
   /** Called when waiting chunks were hashed (`ahead` may have turned false). */
   onAdvance: () => void = () => {}
 
-  constructor (manifest: Manifest, held: readonly boolean[], store: ChunkStore, algorithm: string) {
+  constructor (manifest: Manifest, held: readonly boolean[], store: ChunkStore, algorithm: string, copy?: NarCopy) {
+    this.#copy = copy
     this.#chunks = manifest.chunks
     this.#held = held
     this.#store = store
@@ -91,6 +95,7 @@ export class InOrderHash {
       }
       this.#hasher.update(bytes)
       this.#next++
+      if (this.#copy !== undefined) await this.#copy.append(bytes).catch(() => { this.#copy = undefined })
     }
   }
 

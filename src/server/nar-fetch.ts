@@ -192,12 +192,26 @@ export class NarFetch {
     this.#endAttempt(attempt)
   }
 
+  /**
+   * A filler's fetch into the store. It copies the NAR into a spool as it verifies it, so the
+   * NAR goes out from there, as an index source's does, rather than being read back from the
+   * store chunk by chunk (decompressed and hashed again); from the store when the copy fell short.
+   */
   async #fill (filler: StoreFiller, store: ChunkStore): Promise<void> {
     const attempt = this.#newAttempt()
+    let copy: Spool | undefined
+    const newCopy = async (): Promise<Spool> => {
+      if (copy !== undefined) this.#shared.drop(copy)
+      copy = await this.#newSpool()
+      return copy
+    }
     try {
-      const filled = await filler.fill(this.identity, store, { signal: attempt.signal })
-      if (filled && store.manifest(this.identity.narHash) !== undefined) this.#completeWith({ kind: 'store', source: filler.name }, attempt)
-      else if (!filled) this.#outcomes.push('absent')
+      const filled = await filler.fill(this.identity, store, { signal: attempt.signal, newCopy })
+      if (filled && store.manifest(this.identity.narHash) !== undefined) {
+        const whole = copy !== undefined && copy.size === this.identity.narSize
+        if (copy !== undefined && !whole) { this.#shared.drop(copy); copy = undefined }
+        this.#completeWith(whole ? { kind: 'spool', spool: copy!, available: copy!.size, source: filler.name } : { kind: 'store', source: filler.name }, attempt)
+      } else if (!filled) this.#outcomes.push('absent')
       this.#endAttempt(attempt)
     } catch (err) {
       if (err instanceof StorageError) this.#ctx.storageFailed(err, 'store')

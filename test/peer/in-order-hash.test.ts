@@ -12,7 +12,7 @@ import { MemoryStore } from '../helpers/memory-store.ts'
 
 const sha256 = (b: Uint8Array): Buffer => createHash('sha256').update(b).digest()
 
-test('chunks in any order, some held, one repeated: the digest of the whole NAR', async () => {
+test('chunks in any order, some held, one repeated: the digest of the whole NAR, and the NAR copied in order', async () => {
   const store = new MemoryStore(1000)
   const block = randomBytes(1000)
   // Chunk 3 repeats chunk 1.
@@ -21,9 +21,11 @@ test('chunks in any order, some held, one repeated: the digest of the whole NAR'
   // The store already holds chunks 0 and 4.
   for (const i of [0, 4]) await store.putChunk(manifest.chunks[i]!.id, parts[i]!)
   const held = store.has(manifest.chunks.map(c => c.id))
-  const order = new InOrderHash(manifest, held, store, 'sha256')
+  const copied: Uint8Array[] = []
+  const order = new InOrderHash(manifest, held, store, 'sha256', { append: async bytes => { copied.push(bytes) } })
   for (const i of [5, 2, 1]) order.add(manifest.chunks[i]!.id, parts[i]!)
   assert.ok((await order.digest())!.equals(sha256(nar)))
+  assert.ok(Buffer.concat(copied).equals(nar))
 })
 
 test('a chunk never given: no digest', async () => {

@@ -136,6 +136,32 @@ describe('the shared NAR fetch', () => {
     assert.equal(reader.source(), 'peer')
   })
 
+  test('a filler that copied the NAR as it verified it: readers get the last copy, not the store; a copy that fell short is left for the store', async () => {
+    for (const copies of [[nar.subarray(0, 5000), nar], [nar, nar.subarray(0, 700_000)]]) {
+      const store = new MemoryStore()
+      const filler: StoreFiller = {
+        name: 'peer',
+        fill: async (expected, s, options) => {
+          // One copy per manifest tried: the last belongs to the manifest that committed.
+          for (const bytes of copies) {
+            const copy = await options!.newCopy!()
+            for (let o = 0; o < bytes.length; o += PIECE) await copy.append(bytes.subarray(o, o + PIECE))
+          }
+          await s.ingest(expected, (async function * () { yield nar })())
+          return true
+        }
+      }
+      let renders = 0
+      const render = store.render.bind(store)
+      store.render = (...args) => { renders++; return render(...args) }
+      const fetch = new NarFetch(identity, sources([], [source('upstream', nar, { absent: true })], [filler]), await context(store, 60_000))
+      const reader = (await fetch.open(0, nar.length))!
+      assert.ok((await readAll(reader.body)).equals(nar))
+      assert.equal(reader.source(), 'peer')
+      assert.equal(renders, copies.at(-1)!.length === nar.length ? 0 : 1, 'read back from the store only without a whole copy')
+    }
+  })
+
   test('every source absent: not found; a failure is not absence', async () => {
     const fetch = new NarFetch(identity, sources([source('m', nar, { absent: true })], [source('u', nar, { absent: true })]), await context())
     assert.equal(await fetch.open(0, nar.length), undefined)
