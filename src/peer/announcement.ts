@@ -13,6 +13,8 @@ import { PROTOCOL_VERSION, SERVICE_TYPE } from './protocol.ts'
 
 /** The DNS-SD service type as mDNS names it (`_narswarm._tcp.local`). */
 export const MDNS_SERVICE_TYPE = `_${SERVICE_TYPE}._tcp.local`
+/** The service type ncro and similar tools browse for binary caches. */
+export const NIX_SERVE_SERVICE_TYPE = '_nix-serve._tcp.local'
 
 export interface Announcement {
   version: string

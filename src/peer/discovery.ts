@@ -1,6 +1,7 @@
 /**
  * LAN discovery: DNS-SD over mDNS (`_narswarm._tcp`), through bonjour-service's responder. A node
- * announces its peer listener every `interval` (and answers queries at any time), browses for the
+ * announces its peer listener every `interval` (and answers queries at any time; without a group
+ * key also as `_nix-serve._tcp`, the binary cache it serves too), browses for the
  * same service, and reports peers as they come and go: `found` when a node is first seen, `gone`
  * when it said goodbye or missed three announcements in a row (and both when its addresses or TXT
  * record changed); `feedPeerTable` passes them on to the peer table. Only the service and its
@@ -20,7 +21,7 @@ import { Server as BonjourServer } from 'bonjour-service/dist/lib/mdns-server.js
 import type { Logger } from '../log.ts'
 import type { PeerTable } from './table.ts'
 import { dialOrder, peerUrl, servedAddresses } from './addresses.ts'
-import { encodeTxt, MDNS_SERVICE_TYPE, refusal } from './announcement.ts'
+import { encodeTxt, MDNS_SERVICE_TYPE, NIX_SERVE_SERVICE_TYPE, refusal } from './announcement.ts'
 import { PROTOCOL_VERSION } from './protocol.ts'
 import { goodbyeRecords, serviceRecords, sightingsIn, type DnsPacket, type ResourceRecord } from './dns-sd.ts'
 
@@ -154,15 +155,18 @@ export class MdnsDiscovery extends EventEmitter<{ found: [DiscoveredPeer], gone:
     const listener = this.#options.listener
     if (responder === undefined || listener === undefined || this.#stopping !== undefined) return
     const { nodeId, cdcId, groupTag, interval } = this.#options
+    const common = { host: `narswarm-${nodeId}.local`, port: listener.port, addresses: servedAddresses(listener.host), ttl: Math.max(1, Math.ceil(3 * interval / 1000)) }
     const records = serviceRecords({
+      ...common,
       type: MDNS_SERVICE_TYPE,
       instance: nodeId,
-      host: `narswarm-${nodeId}.local`,
-      port: listener.port,
-      addresses: servedAddresses(listener.host),
-      txt: encodeTxt({ version: String(PROTOCOL_VERSION), nodeId, cdcId, group: groupTag?.(nodeId) }),
-      ttl: Math.max(1, Math.ceil(3 * interval / 1000))
+      txt: encodeTxt({ version: String(PROTOCOL_VERSION), nodeId, cdcId, group: groupTag?.(nodeId) })
     })
+    // Without a group key the listener is also a plain binary cache of what it shares (lan-cache.ts),
+    // which ncro and the like find as _nix-serve._tcp. The address records are already there.
+    if (groupTag === undefined) {
+      records.push(...serviceRecords({ ...common, type: NIX_SERVE_SERVICE_TYPE, instance: `narswarm-${nodeId}`, txt: [''] }).filter(r => r.type !== 'A' && r.type !== 'AAAA'))
+    }
     if (JSON.stringify(records) !== JSON.stringify(this.#records)) {
       responder.unregister(this.#records)
       responder.register(records)

@@ -9,6 +9,9 @@
  *   POST chunks  (ids)             several chunks as frames, as stored when the peer accepts it
  *   POST have    (ids)             a bitmap: which of these chunks this node shares
  *
+ * and, without a group key, the same shared NARs as an ordinary binary cache for Nix on other
+ * machines (lan-cache.ts: `/nix-cache-info`, `<hash>.narinfo`, `nar/…`).
+ *
  * Only what `PeerShares` allows is answered; everything else is 404, the same as absence, so a
  * stranger learns nothing from the difference. With a group key every request must carry a valid
  * MAC (401 without one, 403 with a wrong one). Every request a hostile peer can send is bounded:
@@ -29,6 +32,8 @@ import {
   ABSENT_FRAME, acceptsStored, CHUNKS_TYPE, decodeIds, encodeBitmap, encodeManifest, MAX_BATCH_IDS, MAX_HAVE_IDS, PEER_PATH, PROTOCOL_VERSION, STORED_CHUNKS_TYPE
 } from './protocol.ts'
 import type { PeerShares } from './shares.ts'
+import { isLanCachePath, serveLanCache, type LanCache } from './lan-cache.ts'
+import { STORE_DIR } from '../nix/store-path.ts'
 import { Throttle } from './throttle.ts'
 
 export interface PeerServerInit {
@@ -43,6 +48,8 @@ export interface PeerServerInit {
   maxRequests?: number
   /** Timeouts and connection limits, the substituter's. */
   limits?: ServerLimits
+  /** The store directory of the paths shared (lan-cache.ts); /nix/store by default. */
+  storeDir?: string
 }
 
 /** What this listener sent, for `narswarm peers` and the metrics. */
@@ -72,6 +79,8 @@ function createPeerServer (init: PeerServerInit): { server: Server, stats: PeerS
   const stats: PeerServerStats = { requests: 0, refused: 0, nars: 0, chunks: 0, bytes: 0 }
   const info = Buffer.from(JSON.stringify({ protocol: PROTOCOL_VERSION, nodeId: init.nodeId, cdcId: store.cdcId }))
   let active = 0
+  // Nix cannot sign its requests: with a group key, only peers are answered.
+  const lanCache: LanCache | undefined = groupKey === undefined ? { storeDir: init.storeDir ?? STORE_DIR, store, shares, write: async (res, bytes, signal) => await write(res, bytes, signal) } : undefined
 
   /** Writes with backpressure and the upload limit; false when the peer went away. */
   const write = async (res: ServerResponse, bytes: Uint8Array, signal: AbortSignal): Promise<boolean> => {
@@ -92,6 +101,12 @@ function createPeerServer (init: PeerServerInit): { server: Server, stats: PeerS
 
   const handle = async (req: IncomingMessage, res: ServerResponse, signal: AbortSignal): Promise<void> => {
     const url = req.url ?? '/'
+    const pathname = url.split('?')[0]!
+    if (lanCache !== undefined && isLanCachePath(pathname)) {
+      if (req.method !== 'GET' && req.method !== 'HEAD') sendStatus(res, 405, { allow: 'GET, HEAD' })
+      else await serveLanCache(lanCache, req, res, pathname, signal)
+      return
+    }
     if (!url.startsWith(`${PEER_PATH}/`)) { sendStatus(res, 404); return }
     const path = url.slice(PEER_PATH.length)
     if (req.method !== 'GET' && req.method !== 'POST') { sendStatus(res, 405, { allow: 'GET, POST' }); return }

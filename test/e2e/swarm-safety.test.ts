@@ -138,6 +138,10 @@ describe('LAN swarm safety with real Nix', { skip: nixSkip() }, () => {
     await writeFile(localFile, `derivation { name = "local"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo ${randomBytes(8).toString('hex')} > $out" ]; }`)
     const local = (await nix.run('nix-build', [localFile, '--no-out-link'])).trim()
     assert.equal(await get(`/narinfo/${hashPartOf(local)}`), 404)
+    // The listener's plain binary cache (for Nix without narswarm) holds to the same rule.
+    const plain = async (path: string): Promise<number> => (await fetch(`${node.peerUrl}${path}`)).status
+    for (const path of [`/${hashPartOf(secret)}.narinfo`, `/nar/${nix32}.nar`, `/nar/${nix32}.nar.zst`, `/${hashPartOf(local)}.narinfo`]) assert.equal(await plain(path), 404, path)
+    assert.equal(await plain(`/${hashPartOf(closure.tree)}.narinfo`), 200)
     // Nor are its chunks, nor does the listener say it has them.
     const ids: Uint8Array[] = []
     for await (const chunk of chunkStream(Readable.from(execFileSync('nix-store', ['--dump', secret], { env: nix.env, maxBuffer: 64 << 20 })))) {

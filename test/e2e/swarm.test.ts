@@ -53,7 +53,7 @@ describe('the LAN swarm with real Nix', { skip: nixSkip() }, () => {
     await nix?.cleanup()
   })
 
-  test('three nodes: B and C get ≥ 95 % of the closure from peers; with the upstream and A down a fresh node gets all of it from B', async () => {
+  test('three nodes: B and C get ≥ 95 % of the closure from peers; with the upstream and A down a fresh node gets all of it from B, and so does plain Nix', async () => {
     assert.ok(wide.paths.length >= 100)
     const result = await runSwarmScenario({
       nix, closure: wide, cacheDir: wideCache,
@@ -71,6 +71,11 @@ describe('the LAN swarm with real Nix', { skip: nixSkip() }, () => {
     assert.ok(C!.logs.some(l => l.msg === 'NAR filled from peers'), 'C filled NARs from peers (it is stopped by now)')
     const servedToFresh = (await peersOf(fresh)).peers.find(p => p.url === B!.peerUrl)!
     assert.ok(servedToFresh.served.bytes >= result.narBytes, 'B served the fresh node the whole closure')
+    // A machine without narswarm: plain Nix takes B's peer listener as a binary cache (the upstream is down).
+    const plainRoot = join(nix.dir, 'store-plain')
+    await (await realiseWith(nix, wide.publicKey, wide.top))({ url: B!.peerUrl! } as NarswarmProcess, plainRoot)
+    const plainPaths = JSON.parse(await nix.run('nix', ['path-info', '--store', `local?root=${plainRoot}`, '--json', '-r', wide.top])) as unknown[]
+    assert.equal(plainPaths.length, wide.paths.length, 'plain Nix substituted the whole closure from the peer listener')
     const listed = await runNarswarm(['peers', '--url', B!.url])
     assert.equal(listed.code, 0, listed.stderr)
     assert.match(listed.stdout, new RegExp(`${A!.peerUrl!.replaceAll('.', '\\.')}\\s+static\\s+\\d+`))

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { EventEmitter } from 'node:events'
 import type { NetworkInterfaceInfo } from 'node:os'
 import { dialOrder, peerUrl, servedAddresses } from '../../src/peer/addresses.ts'
-import { decodeTxt, encodeTxt, groupTag, MDNS_SERVICE_TYPE, refusal } from '../../src/peer/announcement.ts'
+import { decodeTxt, encodeTxt, groupTag, MDNS_SERVICE_TYPE, NIX_SERVE_SERVICE_TYPE, refusal } from '../../src/peer/announcement.ts'
 import { feedPeerTable, MdnsDiscovery, type DiscoveredPeer, type MdnsResponder } from '../../src/peer/discovery.ts'
 import { goodbyeRecords, serviceRecords, sightingsIn, type DnsPacket, type ResourceRecord } from '../../src/peer/dns-sd.ts'
 import { PeerTable } from '../../src/peer/table.ts'
@@ -143,6 +143,10 @@ describe('MdnsDiscovery', () => {
     assert.equal(own.announcement?.nodeId, ME)
     assert.equal(own.announcement?.group, undefined)
     assert.ok(responder.registered.some(r => r.type === 'PTR'), 'registered, so queries get answers')
+    // Without a group key the listener is also a binary cache, announced as such for ncro and the like.
+    const cache = sightingsIn(responder.sent[0]!, NIX_SERVE_SERVICE_TYPE)[0]
+    assert.ok(cache?.kind === 'service')
+    assert.equal(cache.port, 40000)
 
     responder.receive(ad(ME, ['10.9.9.9']), '10.9.9.9')
     assert.equal(found.length, 0, 'our own announcement, looped back')
@@ -181,6 +185,7 @@ describe('MdnsDiscovery', () => {
     t.mock.timers.enable({ apis: ['setTimeout', 'Date'] })
     const key = 'our group'
     const { discovery, responder, found, gone } = setup(key)
+    assert.deepEqual(sightingsIn(responder.sent[0]!, NIX_SERVE_SERVICE_TYPE), [], 'with a group key, no plain binary cache is announced')
     assert.equal(sightingsIn(responder.sent[0]!, MDNS_SERVICE_TYPE)[0]?.kind === 'service' &&
       (sightingsIn(responder.sent[0]!, MDNS_SERVICE_TYPE)[0] as { announcement: { group?: string } }).announcement.group, groupTag(key, ME))
     responder.receive(ad(OTHER, ['10.0.0.7']), '10.0.0.7')

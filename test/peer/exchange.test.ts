@@ -9,7 +9,8 @@ import { randomBytes } from 'node:crypto'
 import { connect } from 'node:net'
 import { silentLogger } from '../../src/log.ts'
 import { NarInfo } from '../../src/nix/narinfo.ts'
-import { generateSecretKey, signNarInfo } from '../../src/nix/signature.ts'
+import { generateSecretKey, signNarInfo, verifyNarInfo } from '../../src/nix/signature.ts'
+import { decompress } from '../../src/nix/compression.ts'
 import { NarInfoCache } from '../../src/state/narinfo-cache.ts'
 import { openDatabase } from '../../src/util/sqlite.ts'
 import { SERVER_LIMIT_DEFAULTS } from '../../src/server/limits.ts'
@@ -158,6 +159,45 @@ test('what no trusted key signed is never served: not its narinfo, manifest, chu
   const { filler } = client([node.url])
   assert.equal(await filler.fill(identity(unsigned), new MemoryStore(16_384)), false)
   assert.equal(await get('/../../etc/passwd'), 404)
+})
+
+test('without a group key the listener is also a plain binary cache of what it shares, and of nothing else', async () => {
+  const shared = makeEntry('public', compressible(300_000))
+  const unsigned = makeEntry('private', randomBytes(50_000))
+  const node = await startNode([{ entry: shared }, { entry: unsigned, key: stranger }])
+  const nixAgent = { 'user-agent': 'curl/7.88.1 Nix/2.8.0' }
+  const info = await fetch(`${node.url}/nix-cache-info`)
+  assert.equal(info.status, 200)
+  assert.match(await info.text(), /^StoreDir: \/nix\/store$/m)
+  for (const headers of [{}, nixAgent]) {
+    const answer = await fetch(`${node.url}/${shared.hashPart}.narinfo`, { headers })
+    assert.equal(answer.status, 200)
+    const narInfo = NarInfo.parse(await answer.text())
+    assert.equal(narInfo.narHash.toNix32(), shared.narHash.toNix32())
+    assert.ok(verifyNarInfo(narInfo, [trusted.public]).validKeyNames.length > 0, 'still signed, its URL pointing here')
+    const nar = await fetch(`${node.url}/${narInfo.url}`, { headers })
+    assert.equal(nar.status, 200)
+    const body = Buffer.from(await nar.arrayBuffer())
+    if (narInfo.compression === 'zstd') {
+      assert.ok(narInfo.url.includes('.nar.zst'), 'Nix that decodes zstd gets it')
+      const parts: Uint8Array[] = []
+      for await (const p of decompress('zstd', (async function * () { yield body })())) parts.push(p)
+      assert.ok(Buffer.concat(parts).equals(shared.nar))
+    } else {
+      assert.equal(narInfo.compression, 'none')
+      assert.ok(body.equals(shared.nar))
+    }
+  }
+  assert.equal(node.store.touched.length > 0, true, 'a NAR served counts as a use')
+  assert.equal((await fetch(`${node.url}/${unsigned.hashPart}.narinfo`)).status, 404)
+  assert.equal((await fetch(`${node.url}/nar/${unsigned.narHash.toNix32()}.nar`)).status, 404)
+  assert.equal((await fetch(`${node.url}/${makeEntry('absent').hashPart}.narinfo`)).status, 404)
+  assert.equal((await fetch(`${node.url}/nix-cache-info`, { method: 'POST' })).status, 405)
+  // With a group key, Nix (which cannot sign its requests) gets nothing.
+  const closed = await startNode([{ entry: shared }], new GroupKey('a group secret of the LAN'))
+  for (const path of ['/nix-cache-info', `/${shared.hashPart}.narinfo`, `/nar/${shared.narHash.toNix32()}.nar`]) {
+    assert.equal((await fetch(`${closed.url}${path}`)).status, 404, path)
+  }
 })
 
 test('with a group key, a peer without it gets nothing', async () => {

@@ -1,0 +1,87 @@
+/**
+ * The peer listener as an ordinary binary cache, for Nix and ncro on other machines of the LAN
+ * that do not run narswarm (announced as `_nix-serve._tcp`, discovery.ts). It serves exactly what
+ * the peer protocol shares (shares.ts: NARs held whole in the chunk store, named by a narinfo a
+ * trusted key signed), at the paths Nix asks for:
+ *
+ *   GET|HEAD /nix-cache-info            StoreDir, WantMassQuery, Priority
+ *   GET|HEAD /<hash part>.narinfo       the signed narinfo, its URL pointing here
+ *   GET|HEAD /nar/<nix32 NarHash>.nar   the NAR, rendered from the store, each chunk checked
+ *   GET|HEAD /nar/<nix32 NarHash>.nar.zst  the same as zstd, its stored chunks sent as they are
+ *
+ * The narinfo's signature covers the store path, NarHash, NarSize and references, not where the
+ * NAR lies or how it is compressed, so pointing it here keeps it valid. Nix and Lix that decode
+ * zstd (their User-Agent says so) get `.nar.zst`, others `.nar`. There is no Range support: a
+ * broken transfer is fetched again. With a group key none of this is served: Nix cannot sign
+ * its requests.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { ChunkStore } from '../chunk/types.ts'
+import { serializeCacheInfo } from '../nix/cache-info.ts'
+import { NixHash } from '../nix/hash.ts'
+import { NarInfo } from '../nix/narinfo.ts'
+import { sendStatus } from '../server/respond.ts'
+import { rewrite } from '../server/substituter.ts'
+import { decodesZstd } from '../server/zstd-nar.ts'
+import type { PeerShares } from './shares.ts'
+
+/** Nix prefers caches with a lower priority; a LAN node comes before cache.nixos.org (40). */
+export const LAN_CACHE_PRIORITY = 30
+
+const NARINFO = /^\/([0-9a-df-np-sv-z]{32})\.narinfo$/
+const NAR = /^\/nar\/([0-9a-df-np-sv-z]{52})\.nar(\.zst)?$/
+
+export interface LanCache {
+  storeDir: string
+  store: ChunkStore
+  shares: PeerShares
+  /** Writes with backpressure and the upload limit; false when the client went away. */
+  write: (res: ServerResponse, bytes: Uint8Array, signal: AbortSignal) => Promise<boolean>
+}
+
+/** Whether `path` is one of the binary cache's (any other is the peer protocol's or unknown). */
+export function isLanCachePath (path: string): boolean {
+  return path === '/nix-cache-info' || NARINFO.test(path) || NAR.test(path)
+}
+
+/** Answers a binary cache request (`isLanCachePath`); 404 for what is not shared. */
+export async function serveLanCache (cache: LanCache, req: IncomingMessage, res: ServerResponse, path: string, signal: AbortSignal): Promise<void> {
+  const head = req.method === 'HEAD'
+  const send = async (body: Uint8Array, type: string): Promise<void> => {
+    res.writeHead(200, { 'content-type': type, 'content-length': String(body.length) })
+    if (!head) await cache.write(res, body, signal)
+    res.end()
+  }
+  if (path === '/nix-cache-info') {
+    await send(Buffer.from(serializeCacheInfo({ storeDir: cache.storeDir, wantMassQuery: true, priority: LAN_CACHE_PRIORITY })), 'text/x-nix-cache-info')
+    return
+  }
+  let m = NARINFO.exec(path)
+  if (m !== null) {
+    const text = cache.shares.narInfo(m[1]!)
+    if (text === undefined) { sendStatus(res, 404); return }
+    await send(rewrite(NarInfo.parse(text), decodesZstd(req.headers['user-agent']) ? 'zstd' : 'none'), 'text/x-nix-narinfo')
+    return
+  }
+  m = NAR.exec(path)
+  const narHash = m === null ? undefined : NixHash.parseDigest('sha256', m[1]!)
+  const manifest = narHash === undefined ? undefined : cache.shares.manifest(narHash)
+  if (narHash === undefined || manifest === undefined) { sendStatus(res, 404); return }
+  const zstd = m![2] !== undefined
+  res.writeHead(200, { 'content-type': zstd ? 'application/zstd' : 'application/x-nix-nar', ...(zstd ? {} : { 'content-length': String(manifest.narSize) }) })
+  if (head) { res.end(); return }
+  const body = zstd ? cache.store.renderFrames(narHash, { signal }) : cache.store.render(narHash, { signal })
+  try {
+    if (body === undefined) throw new Error('evicted since')
+    for await (const piece of body) {
+      for (const bytes of piece instanceof Uint8Array ? [piece] : piece.frames) {
+        if (!await cache.write(res, bytes, signal)) return
+      }
+    }
+    res.end()
+  } catch {
+    // A chunk found corrupt halfway (the store then drops the NAR), or the NAR evicted since the
+    // manifest was read: the transfer is cut, and Nix takes no NAR that does not match its NarHash.
+    res.destroy()
+  }
+}
