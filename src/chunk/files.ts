@@ -104,10 +104,8 @@ export class ChunkFiles {
     const n = this.#readFile(hex, size)
     if (n === undefined) return undefined
     if (!this.#compressed(n, size)) return rawFrame(this.#decode(hex, n, size, true))
-    const body = Uint8Array.prototype.slice.call(this.#scratch, 1, n)
-    if (storedHash === undefined) this.#decode(hex, n, size, true)
-    else this.#checkStored(hex, body, storedHash)
-    return [body]
+    this.#checkAsStored(hex, n, size, storedHash)
+    return [Uint8Array.prototype.slice.call(this.#scratch, 1, n)]
   }
 
   /**
@@ -117,11 +115,8 @@ export class ChunkFiles {
   readStored (hex: string, size: number, storedHash: Uint8Array | undefined): Uint8Array | undefined {
     const n = this.#readFile(hex, size)
     if (n === undefined) return undefined
-    const file = this.#scratch.subarray(0, n)
-    if (storedHash !== undefined && this.#compressed(n, size)) this.#checkStored(hex, file.subarray(1), storedHash)
-    else if (file[0] === ZSTD || n !== size + 1) this.#decode(hex, n, size, true)
-    else if (hash('sha256', file.subarray(1), 'hex') !== hex) throw new CorruptChunk(hex, 'its bytes do not hash to its name')
-    return Uint8Array.prototype.slice.call(file)
+    this.#checkAsStored(hex, n, size, storedHash)
+    return Uint8Array.prototype.slice.call(this.#scratch, 0, n)
   }
 
   /**
@@ -133,7 +128,7 @@ export class ChunkFiles {
     const n = this.#readFile(hex, size)
     if (n === undefined) return false
     if (storedHash !== undefined && this.#compressed(n, size)) this.#checkStored(hex, this.#scratch.subarray(1, n), storedHash)
-    this.#decode(hex, n, size, true)
+    this.#decode(hex, n, size, true, false)
     return true
   }
 
@@ -142,13 +137,26 @@ export class ChunkFiles {
     return this.#scratch[0] === ZSTD && n > 1 && n <= size + 1
   }
 
+  /**
+   * The cheapest check of the file in the scratch buffer, for bytes that go out as they are
+   * stored: a compressed body against `storedHash` (not decompressed), else its bytes against the
+   * chunk's name.
+   */
+  #checkAsStored (hex: string, n: number, size: number, storedHash: Uint8Array | undefined): void {
+    if (storedHash !== undefined && this.#compressed(n, size)) this.#checkStored(hex, this.#scratch.subarray(1, n), storedHash)
+    else this.#decode(hex, n, size, true, false)
+  }
+
   /** A compressed file's body against the hash kept when it was written. */
   #checkStored (hex: string, body: Uint8Array, storedHash: Uint8Array): void {
     if (!hash('sha256', body, 'buffer').equals(storedHash)) throw new CorruptChunk(hex, 'its compressed bytes do not match their hash')
   }
 
-  /** The chunk's bytes from the `n` bytes of its file in the scratch buffer (a copy: the buffer is reused). */
-  #decode (hex: string, n: number, size: number, verify: boolean): Uint8Array {
+  /**
+   * The chunk's bytes from the `n` bytes of its file in the scratch buffer: a copy, since the buffer
+   * is reused, unless `copy` is false (a caller that only checks them).
+   */
+  #decode (hex: string, n: number, size: number, verify: boolean, copy = true): Uint8Array {
     let bytes: Uint8Array
     try {
       bytes = decodeChunkFile(this.#scratch.subarray(0, n), size)
@@ -156,7 +164,7 @@ export class ChunkFiles {
       if (err instanceof ChunkFileError) throw new CorruptChunk(hex, err.message)
       throw err
     }
-    if (bytes.buffer === this.#scratch.buffer) bytes = Uint8Array.prototype.slice.call(bytes)
+    if (copy && bytes.buffer === this.#scratch.buffer) bytes = Uint8Array.prototype.slice.call(bytes)
     if (verify && hash('sha256', bytes, 'hex') !== hex) throw new CorruptChunk(hex, 'its bytes do not hash to its name')
     return bytes
   }
