@@ -87,25 +87,22 @@ export async function * zstdFrames (source: AsyncIterable<Uint8Array>): AsyncGen
       const descriptor = (await input.read(1, true))!
       add(descriptor)
       const fhd = descriptor[0]!
-      const single = (fhd >> 5) & 1
-      const header = (single === 1 ? 0 : 1) + [0, 1, 2, 4][fhd & 3]! + [single, 2, 4, 8][fhd >> 6]!
+      const header = headerLength(fhd)
       if (header > 0) add((await input.read(header, true))!)
-      for (let last = 0; last === 0;) {
-        const block = (await input.read(3, true))!
-        const value = block[0]! | block[1]! << 8 | block[2]! << 16
-        add(block)
-        last = value & 1
-        const type = (value >> 1) & 3
-        if (type === 3) throw new FormatError('zstd: a block of the reserved type')
-        // A Raw or Compressed block holds its size in bytes; an RLE block one byte, repeated.
-        for (let left = type === 1 ? 1 : value >>> 3; left > 0;) {
+      for (let last = false; !last;) {
+        const blockHeader = (await input.read(3, true))!
+        add(blockHeader)
+        const b = block(blockHeader, 0)
+        if (b === undefined) throw new FormatError('zstd: a block of the reserved type')
+        last = b.last
+        for (let left = b.length; left > 0;) {
           const piece = (await input.read(Math.min(left, STEP), true))!
           left -= piece.length
           add(piece)
           if (size >= BATCH) yield take()
         }
       }
-      if ((fhd >> 2) & 1) add((await input.read(4, true))!)
+      if (checksumLength(fhd) > 0) add((await input.read(checksumLength(fhd), true))!)
       if (size > 0) yield take()
       read = true
     })()
@@ -152,16 +149,37 @@ class Input {
 export function frameLength (bytes: Uint8Array): number | undefined {
   if (bytes.length < 6 || (bytes[0]! | bytes[1]! << 8 | bytes[2]! << 16 | bytes[3]! << 24) >>> 0 !== ZSTD_MAGIC) return undefined
   const fhd = bytes[4]!
-  const single = (fhd >> 5) & 1
-  let at = 5 + (single === 1 ? 0 : 1) + [0, 1, 2, 4][fhd & 3]! + [single, 2, 4, 8][fhd >> 6]!
-  for (let last = 0; last === 0;) {
+  let at = 5 + headerLength(fhd)
+  for (let last = false; !last;) {
     if (at + 3 > bytes.length) return undefined
-    const value = bytes[at]! | bytes[at + 1]! << 8 | bytes[at + 2]! << 16
-    last = value & 1
-    const type = (value >> 1) & 3
-    if (type === 3) return undefined
-    at += 3 + (type === 1 ? 1 : value >>> 3)
+    const b = block(bytes, at)
+    if (b === undefined) return undefined
+    last = b.last
+    at += 3 + b.length
   }
-  if ((fhd >> 2) & 1) at += 4
+  at += checksumLength(fhd)
   return at <= bytes.length ? at : undefined
+}
+
+/** The bytes of a frame header after its descriptor (window, dictionary id, content size), from the descriptor. */
+function headerLength (fhd: number): number {
+  const single = (fhd >> 5) & 1
+  return (single === 1 ? 0 : 1) + [0, 1, 2, 4][fhd & 3]! + [single, 2, 4, 8][fhd >> 6]!
+}
+
+/** The bytes of the content checksum at a frame's end, from its descriptor. */
+function checksumLength (fhd: number): number {
+  return (fhd >> 2) & 1 ? 4 : 0
+}
+
+/**
+ * The block whose 3-byte header is at `at`: whether it is the frame's last, and how many bytes
+ * follow its header (a Raw or Compressed block holds its size; an RLE block one byte, repeated).
+ * Undefined for a block of the reserved type.
+ */
+function block (bytes: Uint8Array, at: number): { last: boolean, length: number } | undefined {
+  const value = bytes[at]! | bytes[at + 1]! << 8 | bytes[at + 2]! << 16
+  const type = (value >> 1) & 3
+  if (type === 3) return undefined
+  return { last: (value & 1) === 1, length: type === 1 ? 1 : value >>> 3 }
 }
