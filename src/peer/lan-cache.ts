@@ -16,7 +16,7 @@
  * its requests.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { ChunkStore } from '../chunk/types.ts'
+import type { ChunkFrames, ChunkStore } from '../chunk/types.ts'
 import { serializeCacheInfo } from '../nix/cache-info.ts'
 import { NixHash } from '../nix/hash.ts'
 import { NarInfo } from '../nix/narinfo.ts'
@@ -70,13 +70,11 @@ export async function serveLanCache (cache: LanCache, req: IncomingMessage, res:
   const zstd = m![2] !== undefined
   res.writeHead(200, { 'content-type': zstd ? 'application/zstd' : 'application/x-nix-nar', ...(zstd ? {} : { 'content-length': String(manifest.narSize) }) })
   if (head) { res.end(); return }
-  const body = zstd ? cache.store.renderFrames(narHash, { signal }) : cache.store.render(narHash, { signal })
   try {
+    const body = zstd ? zstdBody(cache.store.renderFrames(narHash, { signal })) : cache.store.render(narHash, { signal })
     if (body === undefined) throw new Error('evicted since')
-    for await (const piece of body) {
-      for (const bytes of piece instanceof Uint8Array ? [piece] : piece.frames) {
-        if (!await cache.write(res, bytes, signal)) return
-      }
+    for await (const bytes of body) {
+      if (!await cache.write(res, bytes, signal)) return
     }
     res.end()
   } catch {
@@ -84,4 +82,9 @@ export async function serveLanCache (cache: LanCache, req: IncomingMessage, res:
     // manifest was read: the transfer is cut, and Nix takes no NAR that does not match its NarHash.
     res.destroy()
   }
+}
+
+/** A NAR rendered as zstd, its chunks' frames one after another; undefined when the store no longer holds it. */
+function zstdBody (chunks: AsyncIterable<ChunkFrames> | undefined): AsyncIterable<Uint8Array> | undefined {
+  return chunks === undefined ? undefined : (async function * () { for await (const chunk of chunks) yield * chunk.frames })()
 }

@@ -208,9 +208,12 @@ export class NarFetch {
     try {
       const filled = await filler.fill(this.identity, store, { signal: attempt.signal, newCopy })
       if (filled && store.manifest(this.identity.narHash) !== undefined) {
-        const whole = copy !== undefined && copy.size === this.identity.narSize
-        if (copy !== undefined && !whole) { this.#shared.drop(copy); copy = undefined }
-        this.#completeWith(whole ? { kind: 'spool', spool: copy!, available: copy!.size, source: filler.name } : { kind: 'store', source: filler.name }, attempt)
+        const source = filler.name
+        if (copy !== undefined && copy.size === this.identity.narSize) this.#completeWith({ kind: 'spool', spool: copy, available: copy.size, source }, attempt)
+        else {
+          if (copy !== undefined) this.#shared.drop(copy)
+          this.#completeWith({ kind: 'store', source }, attempt)
+        }
       } else if (!filled) this.#outcomes.push('absent')
       this.#endAttempt(attempt)
     } catch (err) {
