@@ -62,6 +62,22 @@ export class NixHash {
     throw new FormatError(`'${digest}' is not a ${algorithm} digest in base16, nix32 or base64`)
   }
 
+  /**
+   * A digest in nix32 as it appears in a URL (`nar/<NarHash>.nar`); undefined when the string is not
+   * one: of another length, or with bits set beyond the digest's (52 nix32 characters hold 260 bits,
+   * a sha256 256), so that a route matching the alphabet can answer 404 for it, not fail.
+   */
+  static fromNix32 (algorithm: HashAlgorithm, digest: string): NixHash | undefined {
+    const size = HASH_SIZE[algorithm]
+    if (digest.length !== nix32Length(size)) return undefined
+    try {
+      return new NixHash(algorithm, decodeNix32(digest, size))
+    } catch (err) {
+      if (err instanceof FormatError) return undefined
+      throw err
+    }
+  }
+
   private static fromBase64 (algorithm: HashAlgorithm, b64: string, whole: string): NixHash {
     if (!BASE64.test(b64) || b64.length % 4 !== 0) throw new FormatError(`invalid base64 in hash '${whole}'`)
     const bytes = Uint8Array.from(Buffer.from(b64, 'base64'))

@@ -64,7 +64,7 @@ export async function serveLanCache (cache: LanCache, req: IncomingMessage, res:
     return
   }
   m = NAR.exec(path)
-  const narHash = m === null ? undefined : NixHash.parseDigest('sha256', m[1]!)
+  const narHash = m === null ? undefined : NixHash.fromNix32('sha256', m[1]!)
   const manifest = narHash === undefined ? undefined : cache.shares.manifest(narHash)
   if (narHash === undefined || manifest === undefined) { sendStatus(res, 404); return }
   const zstd = m![2] !== undefined

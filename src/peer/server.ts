@@ -134,7 +134,8 @@ function createPeerServer (init: PeerServerInit): { server: Server, stats: PeerS
       }
       m = MANIFEST.exec(path)
       if (m !== null) {
-        const manifest = shares.manifest(NixHash.parseDigest('sha256', m[1]!))
+        const narHash = NixHash.fromNix32('sha256', m[1]!)
+        const manifest = narHash === undefined ? undefined : shares.manifest(narHash)
         if (manifest === undefined) { sendStatus(res, 404); return }
         stats.nars++
         await send(res, encodeManifest(manifest), 'application/x-narswarm-manifest', signal)

@@ -254,12 +254,15 @@ export class Substituter {
    * The NAR with this NarHash (nix32), found again whatever narswarm forgot since it handed out the
    * URL: in the chunk store; else through the live narinfos that name it; else, when the URL
    * carries the store path's hash part, through that narinfo (cache, index, upstreams, fallback),
-   * which must name the same NarHash. Undefined when nothing names it; throws UpstreamError when
+   * which must name the same NarHash. Undefined when nothing names it (or `narHash` is no sha256
+   * digest, though its characters are nix32's); throws UpstreamError when
    * the narinfo could not be fetched.
    */
   async findNar (narHash: string, hashPart?: string): Promise<NarHandle | undefined> {
+    const digest = NixHash.fromNix32('sha256', narHash)
+    if (digest === undefined) return undefined
     let rows = this.#cache.findByNarHash(narHash)
-    const stored = this.#nars.stored(NixHash.parseDigest('sha256', narHash))
+    const stored = this.#nars.stored(digest)
     if (stored !== undefined) {
       // The store path only names the NAR in logs.
       const identity = rows.length > 0 ? { ...stored, storePath: NarInfo.parse(rows[0]!.text).storePath } : stored

@@ -53,3 +53,11 @@ test('NixHash rejects malformed hashes with a FormatError', () => {
     assert.throws(() => NixHash.parse(bad), { name: 'FormatError' }, bad)
   }
 })
+
+test('fromNix32: a digest as a URL holds it, or undefined for what only looks like one', () => {
+  const h = NixHash.of('sha256', 'a NAR')
+  assert.ok(NixHash.fromNix32('sha256', h.toNix32())!.equals(h))
+  assert.equal(NixHash.fromNix32('sha256', `z${'0'.repeat(51)}`), undefined, 'bits beyond 256')
+  assert.equal(NixHash.fromNix32('sha256', '0'.repeat(51)), undefined, 'too short')
+  assert.equal(NixHash.fromNix32('sha256', `e${'0'.repeat(51)}`), undefined, 'not the alphabet')
+})
