@@ -11,7 +11,6 @@
  */
 import type { ServerResponse } from 'node:http'
 import { NixHash } from '../nix/hash.ts'
-import { isNix32, nix32Length } from '../nix/nix32.ts'
 import { isHashPart } from '../nix/store-path.ts'
 import type { Mapper } from '../types.ts'
 import { sendStatus, sendText, statusFor } from './respond.ts'
@@ -19,7 +18,6 @@ import { sendStatus, sendText, statusFor } from './respond.ts'
 const PREFIX = '/narswarm/'
 const LOCATORS = '/narswarm/v1/locators/'
 const NARINFO = '/narswarm/v1/narinfo/'
-const SHA256_NIX32 = nix32Length(32)
 
 /** Who may ask the index API: loopback clients only (the default), every client, or none. */
 export const INDEX_API_MODES = ['local', 'public', 'off'] as const
@@ -45,8 +43,9 @@ export async function handleIndexRequest (path: string, mapper: Mapper, res: Ser
   try {
     if (path.startsWith(LOCATORS)) {
       const key = path.slice(LOCATORS.length)
-      if (key.length !== SHA256_NIX32 || !isNix32(key)) { sendStatus(res, 404); return true }
-      let locators = await mapper.lookup(NixHash.parseDigest('sha256', key), { signal: controller.signal })
+      const narHash = NixHash.fromNix32('sha256', key)
+      if (narHash === undefined) { sendStatus(res, 404); return true }
+      let locators = await mapper.lookup(narHash, { signal: controller.signal })
       if (options.remote === true) locators = locators.filter(l => !l.url.startsWith('file:'))
       if (locators.length === 0) { sendStatus(res, 404); return true }
       // Locators accumulate over time, so an answer may be cached only briefly.
