@@ -38,6 +38,13 @@ function wantsHelp (command: Command, argv: string[]): boolean {
   return (end === -1 ? argv : argv.slice(0, end)).some(a => a === '--help' || a === '-h')
 }
 
+// A reader that stopped early (`narswarm peers | head`) is no failure of the command: the output it
+// still had to write has nowhere to go, so the command ends there, as other Unix tools do.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code !== 'EPIPE') throw err
+  process.exit(process.exitCode ?? 0)
+})
+
 main(process.argv.slice(2)).then(code => { process.exitCode = code }, (err: unknown) => {
   const e = err as Error & { code?: string }
   if (err instanceof UsageError) {

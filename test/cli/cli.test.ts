@@ -5,7 +5,8 @@
  */
 import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
 import { parseCommandLine } from '../../src/cli/args.ts'
 import { CACHE_SUBCOMMANDS } from '../../src/cli/cache-command.ts'
 import { COMMANDS } from '../../src/cli/commands.ts'
@@ -81,6 +82,17 @@ describe('command line', () => {
     const zsh = completionScript('zsh', COMMANDS)
     assert.match(zsh, /^#compdef narswarm\n/)
     if (spawnSync('zsh', ['--version']).status === 0) assert.equal(spawnSync('zsh', ['-n'], { input: zsh }).status, 0)
+  })
+
+  it('the real command: a reader that stops early (`narswarm help | head -1`) ends it quietly, status 0', async () => {
+    // Our end of its output pipe is closed before it writes: its write fails with EPIPE.
+    const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url)), 'help'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    child.stdout.destroy()
+    let stderr = ''
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d })
+    const code = await new Promise<number | null>(resolve => child.once('close', resolve))
+    assert.equal(stderr, '')
+    assert.equal(code, 0)
   })
 
   it('the real command: usage errors are one line and exit 2, no stack; bare flags run serve', async () => {
