@@ -40,6 +40,9 @@ export class ChunkWriter {
   readonly #waiting: Array<() => void> = []
   #slots = 0
   #closed = false
+  /** Temporary names: unique to this writer (two processes may share a store), then counted. */
+  readonly #tmpPrefix = `${process.pid}-${randomBytes(6).toString('hex')}-`
+  #tmpCount = 0
 
   constructor (dirs: ChunkDirs) {
     this.#dirs = dirs
@@ -92,7 +95,7 @@ export class ChunkWriter {
   }
 
   async #writeFile (hex: string, file: Uint8Array): Promise<void> {
-    const tmp = join(this.#dirs.tmp, `${process.pid}-${randomBytes(8).toString('hex')}.tmp`)
+    const tmp = join(this.#dirs.tmp, `${this.#tmpPrefix}${this.#tmpCount++}.tmp`)
     let fd: number | undefined
     try {
       fd = await openAsync(tmp, 'wx')

@@ -1,7 +1,7 @@
 /**
  * Chunk files on disk: `chunks/<2 hex>/<64 hex>` under the state directory, one file per chunk
  * (chunk-file.ts has its layout, chunk-writer.ts writes them on the thread pool). A write goes to
- * `chunks/tmp/<pid>-<random>.tmp`, is fsynced, then renamed into place, so a chunk file either is
+ * `chunks/tmp/<pid>-<random>-<n>.tmp`, is fsynced, then renamed into place, so a chunk file either is
  * whole or does not exist under its name; the index row comes after (the store's business). A
  * read hashes the bytes again and reports a chunk whose bytes do not match its name as corrupt;
  * it never returns them.

@@ -131,8 +131,8 @@ export interface StoreFiller {
   fill: (expected: NarIdentity, store: ChunkStore, options?: FillOptions) => Promise<boolean>
 }
 
-/** Where a filler puts the NAR's bytes, in order, as it hashes them. */
-export interface NarCopy { append: (bytes: Uint8Array) => Promise<void> }
+/** Where a filler puts the NAR's bytes, in order, as it hashes them: one `append` at a time, each awaited before the next. */
+export interface NarCopy { append: (pieces: readonly Uint8Array[]) => Promise<void> }
 
 export interface FillOptions extends AbortOptions {
   /**

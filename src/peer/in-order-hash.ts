@@ -9,13 +9,17 @@
  * it does not come to that, the fetcher sends no new request while `ahead` is true: over a real
  * link one of several connections can fall behind the others by tens of MiB. Each piece hashed
  * also goes to `copy`, if given, so that it ends up holding the NAR (unless it gave up); a copy
- * that fails is left incomplete, which costs only the copy.
+ * that fails is left incomplete, which costs only the copy. The copy is written in batches of
+ * COPY_BATCH bytes, one at a time, while hashing goes on (up to COPY_AHEAD bytes ahead of it):
+ * writing is the copy's business, on the thread pool, not the event loop's.
  */
 import { createHash, type Hash } from 'node:crypto'
 import type { ChunkStore, Manifest, NarCopy } from '../chunk/types.ts'
 import { chunkHex } from './protocol.ts'
 
 const MAX_WAITING = 32 << 20
+const COPY_BATCH = 1 << 20
+const COPY_AHEAD = 16 << 20
 
 export class InOrderHash {
   readonly #chunks: Manifest['chunks']
@@ -30,6 +34,11 @@ export class InOrderHash {
   #next = 0
   #gaveUp = false
   #draining: Promise<void> = Promise.resolve()
+  /** Hashed pieces not yet handed to the copy, and the copy's writes under way. */
+  #copyBatch: Uint8Array[] = []
+  #copyBatchBytes = 0
+  #copying: Promise<void> = Promise.resolve()
+  #copyingBytes = 0
   /** Called when waiting chunks were hashed (`ahead` may have turned false). */
   onAdvance: () => void = () => {}
 
@@ -68,6 +77,8 @@ export class InOrderHash {
   async digest (): Promise<Buffer | undefined> {
     await this.#draining
     await this.#drain()
+    this.#flushCopy()
+    await this.#copying
     return this.#gaveUp || this.#next < this.#chunks.length ? undefined : this.#hasher.digest()
   }
 
@@ -95,8 +106,30 @@ export class InOrderHash {
       }
       this.#hasher.update(bytes)
       this.#next++
-      if (this.#copy !== undefined) await this.#copy.append(bytes).catch(() => { this.#copy = undefined })
+      if (this.#copy !== undefined) await this.#toCopy(bytes)
     }
+  }
+
+  async #toCopy (bytes: Uint8Array): Promise<void> {
+    this.#copyBatch.push(bytes)
+    this.#copyBatchBytes += bytes.length
+    if (this.#copyBatchBytes < COPY_BATCH) return
+    this.#flushCopy()
+    if (this.#copyingBytes > COPY_AHEAD) await this.#copying
+  }
+
+  #flushCopy (): void {
+    if (this.#copyBatch.length === 0) return
+    const pieces = this.#copyBatch
+    const size = this.#copyBatchBytes
+    this.#copyBatch = []
+    this.#copyBatchBytes = 0
+    this.#copyingBytes += size
+    this.#copying = this.#copying.then(async () => {
+      // After a failed write the copy is incomplete: what comes later is not written at all.
+      try { await this.#copy?.append(pieces) } catch { this.#copy = undefined }
+      this.#copyingBytes -= size
+    })
   }
 
   #giveUp (): void {

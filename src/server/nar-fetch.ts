@@ -26,7 +26,7 @@ import { decompress } from '../nix/compression.ts'
 import { race, type RaceCandidate, type RaceWinner } from '../backend/race.ts'
 import type { SourceScores } from '../backend/scores.ts'
 import type { SourceHealth } from '../upstream/health.ts'
-import type { ChunkStore, NarIdentity, StoreFiller } from '../chunk/types.ts'
+import type { ChunkStore, NarCopy, NarIdentity, StoreFiller } from '../chunk/types.ts'
 import { verifyNar } from '../util/verify.ts'
 import { Spool } from './spool.ts'
 import { SharedNar, type NarReader, type Published } from './shared-nar.ts'
@@ -200,10 +200,10 @@ export class NarFetch {
   async #fill (filler: StoreFiller, store: ChunkStore): Promise<void> {
     const attempt = this.#newAttempt()
     let copy: Spool | undefined
-    const newCopy = async (): Promise<Spool> => {
+    const newCopy = async (): Promise<NarCopy> => {
       if (copy !== undefined) this.#shared.drop(copy)
-      copy = await this.#newSpool()
-      return copy
+      const spool = copy = await this.#newSpool()
+      return { append: async pieces => await spool.appendInPool(pieces) }
     }
     try {
       const filled = await filler.fill(this.identity, store, { signal: attempt.signal, newCopy })

@@ -5,7 +5,7 @@
  * outlives the process, and its space returns when the last reader lets go. `clearSpoolDir`
  * removes what a crash between open and unlink left behind.
  */
-import { closeSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs'
+import { closeSync, openSync, readSync, unlinkSync, writeSync, writev } from 'node:fs'
 import { mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -16,6 +16,8 @@ export class Spool {
   #size = 0
   #refs = 1
   #closed = false
+  /** A write on the thread pool (appendInPool): the descriptor stays open until it is done. */
+  #inPool: Promise<void> | undefined
 
   private constructor (fd: number) {
     this.#fd = fd
@@ -55,6 +57,40 @@ export class Spool {
     this.#size += chunk.length
   }
 
+  /**
+   * Appends `pieces` with one write on libuv's thread pool, for a writer that must not spend the
+   * event loop on it (a fill from peers copies the whole NAR while the event loop checks chunks).
+   * One call at a time: the caller awaits each before the next. Throws StorageError.
+   */
+  async appendInPool (pieces: readonly Uint8Array[]): Promise<void> {
+    if (this.#closed) throw new StorageError('spool write after close')
+    if (this.#inPool !== undefined) throw new Error('spool: one appendInPool at a time')
+    const write = this.#writeAll(pieces, this.#size)
+    this.#inPool = write.then(() => {}, () => {})
+    try {
+      this.#size += await write
+    } catch (err) {
+      throw new StorageError(`spool write failed: ${(err as Error).message}`, { cause: err })
+    } finally {
+      this.#inPool = undefined
+    }
+  }
+
+  async #writeAll (pieces: readonly Uint8Array[], position: number): Promise<number> {
+    let rest = [...pieces]
+    let total = 0
+    while (rest.length > 0) {
+      const n = await new Promise<number>((resolve, reject) => writev(this.#fd, rest, position + total, (err, written) => err === null ? resolve(written) : reject(err)))
+      if (n === 0) throw new Error('wrote nothing')
+      total += n
+      // A short write (rare on a regular file): the rest goes again.
+      let skip = n
+      while (rest.length > 0 && skip >= rest[0]!.length) skip -= rest.shift()!.length
+      if (skip > 0) rest[0] = rest[0]!.subarray(skip)
+    }
+    return total
+  }
+
   /** Up to `length` bytes at `position` (never past what was appended). */
   async read (position: number, length: number): Promise<Uint8Array> {
     const want = Math.min(length, this.#size - position)
@@ -81,6 +117,9 @@ export class Spool {
   async release (): Promise<void> {
     if (--this.#refs > 0 || this.#closed) return
     this.#closed = true
+    // Closed under a write in the pool, the descriptor's number could be reused by another file
+    // before the write lands.
+    await this.#inPool
     try { closeSync(this.#fd) } catch {}
   }
 }

@@ -22,10 +22,38 @@ test('chunks in any order, some held, one repeated: the digest of the whole NAR,
   for (const i of [0, 4]) await store.putChunk(manifest.chunks[i]!.id, parts[i]!)
   const held = store.has(manifest.chunks.map(c => c.id))
   const copied: Uint8Array[] = []
-  const order = new InOrderHash(manifest, held, store, 'sha256', { append: async bytes => { copied.push(bytes) } })
+  const order = new InOrderHash(manifest, held, store, 'sha256', { append: async pieces => { copied.push(...pieces) } })
   for (const i of [5, 2, 1]) order.add(manifest.chunks[i]!.id, parts[i]!)
   assert.ok((await order.digest())!.equals(sha256(nar)))
   assert.ok(Buffer.concat(copied).equals(nar))
+})
+
+test('a copy of several MiB: written in batches, one at a time, in order; after a failed write nothing more is written, and the digest is unaffected', async () => {
+  const store = new MemoryStore(64 << 10)
+  const nar = randomBytes(5 << 20)
+  const { manifest, parts } = store.split(nar)
+  for (const failAt of [undefined, 2]) {
+    const copied: Uint8Array[] = []
+    let calls = 0
+    let writing = false
+    const copy = {
+      append: async (pieces: readonly Uint8Array[]) => {
+        assert.equal(writing, false, 'two appends at once')
+        calls++
+        if (calls === failAt) throw new Error('disk full')
+        writing = true
+        await new Promise(resolve => setTimeout(resolve, 5))
+        writing = false
+        copied.push(...pieces)
+      }
+    }
+    const order = new InOrderHash(manifest, manifest.chunks.map(() => false), store, 'sha256', copy)
+    for (let i = manifest.chunks.length - 1; i >= 0; i--) order.add(manifest.chunks[i]!.id, parts[i]!)
+    assert.ok((await order.digest())!.equals(sha256(nar)))
+    assert.ok(calls > 1 && calls < manifest.chunks.length, `${calls} appends`)
+    if (failAt === undefined) assert.ok(Buffer.concat(copied).equals(nar))
+    else assert.equal(calls, failAt, 'appends after the failed one')
+  }
 })
 
 test('a chunk never given: no digest', async () => {

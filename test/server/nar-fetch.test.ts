@@ -145,7 +145,7 @@ describe('the shared NAR fetch', () => {
           // One copy per manifest tried: the last belongs to the manifest that committed.
           for (const bytes of copies) {
             const copy = await options!.newCopy!()
-            for (let o = 0; o < bytes.length; o += PIECE) await copy.append(bytes.subarray(o, o + PIECE))
+            for (let o = 0; o < bytes.length; o += PIECE) await copy.append([bytes.subarray(o, o + PIECE)])
           }
           await s.ingest(expected, (async function * () { yield nar })())
           return true
