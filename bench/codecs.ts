@@ -21,7 +21,7 @@ const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('he
 interface Candidate { codec: Compression, engine: Exclude<CodecEngine, 'auto'>, label: string, slowCompress?: boolean }
 const candidates: Candidate[] = [
   { codec: 'xz', engine: 'process', label: 'xz CLI -6', slowCompress: true },
-  { codec: 'xz', engine: 'library', label: 'lzma-native preset 6', slowCompress: true },
+  { codec: 'xz', engine: 'library', label: 'lzma-native 6 / liblzma-wasm', slowCompress: true },
   { codec: 'zstd', engine: 'process', label: 'zstd CLI -3' },
   { codec: 'zstd', engine: 'library', label: 'node:zlib zstd 3' },
   { codec: 'br', engine: 'library', label: 'node:zlib brotli q5' },

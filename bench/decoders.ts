@@ -1,7 +1,7 @@
 /**
- * The in-process xz and bzip2 decoders, whose output per call is bounded (src/nix/xz-decoder.ts,
- * src/nix/bzip2-decoder.ts), against the unbounded streams they replaced (lzma-native's stream,
- * unbzip2-stream), in this process, on the same data: a NAR of /usr parts compressed by the `xz` and
+ * The in-process xz and bzip2 decoders, whose output per call is bounded (src/nix/xz-decoder.ts:
+ * liblzma in WebAssembly; src/nix/bzip2-decoder.ts), against the unbounded streams they replaced
+ * (lzma-native's stream, unbzip2-stream), in this process, on the same data: a NAR of /usr parts compressed by the `xz` and
  * `bzip2` programs. Runs alternate between the two so that the machine's other load falls on both;
  * the median of each is reported, and the ratio bounded / unbounded (above 1: the bounded one is
  * faster). Sizes: a large NAR (MiB/s) and the small NARs the in-process engines are chosen for

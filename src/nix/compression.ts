@@ -9,24 +9,28 @@
  *
  * Each codec has an in-process engine from Node or from an npm package that ships its binary, so
  * `npm ci` alone is enough; where a system binary measured faster it is preferred when on PATH.
- * Figures from `node bench/codecs.ts` on a 2-core Xeon @ 2.5 GHz, a 64 MiB NAR of /usr/lib and
- * /usr/share parts (MiB/s of uncompressed data; xz and library bzip2 compress the first 16 MiB):
+ * Figures from `node bench/codecs.ts` (2026-12-05, 2 vCPUs, a 64 MiB NAR of /usr/lib and /usr/share
+ * parts; MiB/s of uncompressed data; xz and library bzip2 compress the first 16 MiB):
  *
- *   codec  engine                         compress  decompress  ratio   4 KiB NAR c / d (ms)
- *   xz     xz 5.4 CLI -6                       1.6        52.2  0.219   36 / 29
- *   xz     lzma-native 8.0.6 preset 6          1.0        37.6  0.219   3.4 / 0.7
- *   zstd   zstd 1.5.4 CLI -3                 216.6       465.2  0.271   33 / 32
- *   zstd   node:zlib level 3                 154.1       409.6  0.271   0.3 / 0.2
- *   br     node:zlib quality 5                36.7       258.0  0.238   0.5 / 0.3
- *   bzip2  bzip2 1.0.8 CLI -9                 13.3        20.6  0.232   31 / 31
- *   bzip2  compressjs / JS decoder             0.5         8.4  0.269   12 / 1.9
+ *   codec  engine                               compress  decompress  ratio   4 KiB NAR c / d (ms)
+ *   xz     xz 5.4 CLI -6                             1.8        41.3  0.219   47 / 28
+ *   xz     lzma-native 8.0.6 -6 / liblzma-wasm       1.2        42.2  0.219   4.2 / 0.19
+ *   zstd   zstd 1.5.4 CLI -3                       105.3        92.5  0.271   34 / 30
+ *   zstd   node:zlib level 3                        90.8       148.2  0.271   1.0 / 0.7
+ *   br     node:zlib quality 5                      33.7       125.5  0.238   0.6 / 0.3
+ *   bzip2  bzip2 1.0.8 CLI -9                       11.1        22.6  0.232   25 / 25
+ *   bzip2  compressjs / JS decoder                   0.4        18.1  0.269   9.1 / 5.5
  *
- * A spawn costs ~30 ms here, so `auto` picks per codec:
- * - zstd, br: node:zlib always (the zstd CLI gains 14% at 30 ms a call). zlib's default 16 KiB
- *   output chunks made zstd decoding 3× slower (163 MiB/s), hence 256 KiB chunks for decoders.
- * - xz: the CLI when present (1.4× decoding, 1.6× encoding), unless `sizeHint` says the input is
- *   below the break-even (1 MiB compressed to decode, 128 KiB to encode); else lzma-native, which
- *   encodes on libuv's thread pool and decodes in bounded slices (below).
+ * (An earlier run on another 2-core machine gave zstd 409 and br 258 MiB/s decoding in node:zlib
+ * and 52 MiB/s for the xz CLI; the ratios between engines were alike.) A spawn costs 10–30 ms, so
+ * `auto` picks per codec:
+ * - zstd, br: node:zlib always. zlib's default 16 KiB output chunks made zstd decoding 3× slower,
+ *   hence 256 KiB chunks for decoders.
+ * - xz: decoded in-process by liblzma 5.8 compiled to WebAssembly (xz-decoder.ts), as fast as the
+ *   CLI (the lzma-native binding it replaced, liblzma 5.2.3, decoded at 0.7× the CLI), except
+ *   inputs of 1 MiB and more when the CLI is on PATH: they decode in another process, on another
+ *   core, beside the event loop's work on the same NAR. Encoded by the CLI (1.5×) unless `sizeHint`
+ *   is under 128 KiB, else by lzma-native on libuv's thread pool.
  * - bzip2: the CLI when present (2.5× decoding, 27× encoding), unless `sizeHint` is under 64 KiB
  *   (decode) / 16 KiB (encode). The npm fallbacks run synchronously on the calling thread, in
  *   bounded steps: correct but slow, for machines without `bzip2`.
@@ -44,21 +48,19 @@
  *   header naming a gigabyte dictionary is refused rather than allocated.
  * - node:zlib (zstd, br): decodes on the thread pool and pauses within an input chunk as soon as
  *   its 256 KiB output is not read.
- * - xz in-process: lzma-native's own stream decoded each input chunk to its end and queued all the
- *   output (a 300 KiB file of 2 GiB of zeros grew the process by 165 MiB; 1.7 GiB was seen), so
- *   liblzma is called here on 256-byte input slices, one at a time: at most ~1.7 MiB out per
- *   call, on the thread pool, or synchronously while the data expands like ordinary data
- *   (xz-decoder.ts).
+ * - xz in-process: liblzma writes at most 256 KiB a call into an output buffer of its own, and is
+ *   called again only when the reader asks (xz-decoder.ts). The lzma-native stream used before
+ *   decoded each input chunk to its end and queued all the output (a 300 KiB file of 2 GiB of
+ *   zeros grew the process by 165 MiB).
  * - bzip2 in-process: unbzip2-stream decoded a whole block's output (up to ~46 MB from 900 kB) into
  *   a JS array at once (200 MiB of zeros from 266 bytes took 2.8 GiB and held the event loop 6.4 s);
  *   bzip2-decoder.ts decodes a block's symbols in slices and its output in 256 KiB pieces.
  * The JS bzip2 decoder runs on the event loop in steps of milliseconds and gives it a turn every
  * 10 ms, so other requests keep being answered during a bomb. `bench/decoders.ts` compares them
- * with the streams they replaced (bounded / unbounded speed, medians of 9 alternating runs on a
- * loaded 2-core machine): xz 3.4 on a 4 KiB NAR, 1.27 on 64 KiB, 0.83 on 8 MiB (decoded on the
- * event loop rather than beside it; `auto` gives xz files over 1 MiB to the `xz` program anyway);
- * bzip2 1.9, 3.6, 3.4. test/e2e/bombs.test.ts holds every engine to the bound against a running
- * narswarm.
+ * with the unbounded streams they replaced (bounded / unbounded speed, medians of 9 alternating
+ * runs, 2026-12-05, quiet 2-core machine): xz 4.2 on a 4 KiB NAR, 1.45 on 64 KiB, 1.59 on 16 MiB
+ * (74 against 47 MiB/s); bzip2 2.1, 3.3, 4.4. test/e2e/bombs.test.ts holds every engine to the
+ * bound against a running narswarm.
  */
 import { spawn } from 'node:child_process'
 import { accessSync, constants as fsConstants } from 'node:fs'
@@ -70,7 +72,7 @@ import { setImmediate } from 'node:timers/promises'
 import { raceSignal } from 'race-signal'
 import { FormatError } from '../errors.ts'
 import { Bzip2Decoder } from './bzip2-decoder.ts'
-import { XZ_MEMLIMIT, XzDecoder, XZ_SLICE } from './xz-decoder.ts'
+import { XZ_INPUT, XZ_MEMLIMIT, XzDecoder } from './xz-decoder.ts'
 import { zstdFrames } from './zstd-frames.ts'
 import { DECODE_ONLY, DECODE_PROGRAMS, isDecodeOnly, pickProgram, type DecodeOnly } from './archive-codecs.ts'
 import type { NixHash } from './hash.ts'
@@ -402,37 +404,33 @@ function turns (): () => Promise<void> {
   }
 }
 
-/**
- * xz decoding in-process, one bounded slice of input at a time (see xz-decoder.ts). The many small
- * outputs of the slices are handed on together, up to OUT_CHUNK at a time.
- */
+/** xz decoding in-process, in pieces of at most OUT_CHUNK bytes (see xz-decoder.ts). */
 async function * unxzLibrary (source: Source, signal?: AbortSignal): AsyncGenerator<Uint8Array, void, undefined> {
-  const d = new XzDecoder()
+  let d: XzDecoder
+  try { d = await XzDecoder.open() } catch (err) { throw corrupt('xz', err) }
   const turn = turns()
-  let pending: Buffer[] = []
-  let size = 0
-  // Small pieces (of the synchronous calls) are joined; large ones are handed on as they are.
-  const take = (): Buffer[] => {
-    const out = pending.length === 1 || size > 2 * OUT_CHUNK ? pending : [Buffer.concat(pending, size)]
-    pending = []
-    size = 0
-    return out
+  const drain = async function * (): AsyncGenerator<Uint8Array, void, undefined> {
+    for (;;) {
+      let out: Uint8Array | undefined
+      try { out = d.read() } catch (err) { throw corrupt('xz', err) }
+      if (out === undefined) return
+      yield out
+      await turn()
+      signal?.throwIfAborted()
+    }
   }
+  let any = false
   try {
     for await (const chunk of abortable(source, signal)) {
-      for (let i = 0; i < chunk.length; i += XZ_SLICE) {
-        let out: Buffer[]
-        try { out = await d.write(chunk.subarray(i, i + XZ_SLICE)) } catch (err) { throw corrupt('xz', err) }
-        for (const b of out) { pending.push(b); size += b.length }
-        if (size >= OUT_CHUNK) yield * take()
-        await turn()
-        signal?.throwIfAborted()
+      for (let i = 0; i < chunk.length; i += XZ_INPUT) {
+        any = true
+        d.push(chunk.subarray(i, i + XZ_INPUT))
+        yield * drain()
       }
-      if (size > 0) yield * take()
     }
-    let out: Buffer[]
-    try { out = await d.end() } catch (err) { throw corrupt('xz', err) }
-    yield * out
+    if (!any) throw corrupt('xz', new Error('empty input'))
+    d.finish()
+    yield * drain()
   } finally {
     d.close()
   }
