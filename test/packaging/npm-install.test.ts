@@ -41,6 +41,16 @@ test('npm pack, npm install -g into a fresh prefix, then the installed narswarm 
 
   assert.equal(run(bin, ['version'], work).stdout.trim(), pkg.version)
 
+  // The bundled WebAssembly xz decoder is in the package and loads from where npm put it.
+  const nixModule = join(prefix, 'lib', 'node_modules', 'narswarm', 'dist', 'nix', 'index.js')
+  const xzCheck = `const { compress, decompress } = await import(${JSON.stringify(nixModule)});
+    const data = Buffer.from('narswarm '.repeat(10000)); const parts = []; const packed = [];
+    const from = async function * (chunks) { yield * chunks };
+    for await (const c of compress('xz', from([data]), { engine: 'library' })) packed.push(c);
+    for await (const c of decompress('xz', from(packed), { engine: 'library' })) parts.push(c);
+    if (!Buffer.concat(parts).equals(data)) throw new Error('xz round trip differs');`
+  run(process.execPath, ['--input-type=module', '-e', xzCheck], work)
+
   const state = join(work, 'state')
   const child = spawn(bin, ['serve', '--listen', '127.0.0.1:0', '--state-dir', state, '--peer-listen', 'off', '--discovery', 'off', '--upstream', 'http://127.0.0.1:1?require-sigs=false'], { env, stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
