@@ -406,8 +406,8 @@ function turns (): () => Promise<void> {
 
 /** xz decoding in-process, in pieces of at most OUT_CHUNK bytes (see xz-decoder.ts). */
 async function * unxzLibrary (source: Source, signal?: AbortSignal): AsyncGenerator<Uint8Array, void, undefined> {
-  let d: XzDecoder
-  try { d = await XzDecoder.open() } catch (err) { throw corrupt('xz', err) }
+  // A decoder that cannot be made is this process's fault, not the input's: not a FormatError.
+  const d = await XzDecoder.open()
   const turn = turns()
   const drain = async function * (): AsyncGenerator<Uint8Array, void, undefined> {
     for (;;) {
