@@ -5,7 +5,8 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 import { XzDecoder, XZ_INPUT } from '../../src/nix/xz-decoder.ts'
 import { findBinary } from '../../src/nix/compression.ts'
@@ -114,4 +115,12 @@ test('corrupt and truncated streams, and what is not xz at all, are refused with
   } finally {
     d.close()
   }
+})
+
+test('the vendored liblzma files are the ones vendor/liblzma-wasm/README.md names', () => {
+  const dir = new URL('../../vendor/liblzma-wasm/', import.meta.url)
+  const readme = readFileSync(new URL('README.md', dir), 'utf8')
+  const rows = [...readme.matchAll(/^\| (liblzma\.\w+) \| ([0-9a-f]{64}) \|$/gm)]
+  assert.deepEqual(rows.map(r => r[1]).sort(), ['liblzma.js', 'liblzma.wasm'])
+  for (const [, file, sha256] of rows) assert.equal(createHash('sha256').update(readFileSync(new URL(file!, dir))).digest('hex'), sha256, file)
 })
