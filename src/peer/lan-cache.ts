@@ -20,16 +20,14 @@ import type { ChunkFrames, ChunkStore } from '../chunk/types.ts'
 import { serializeCacheInfo } from '../nix/cache-info.ts'
 import { NixHash } from '../nix/hash.ts'
 import { NarInfo } from '../nix/narinfo.ts'
-import { sendStatus } from '../server/respond.ts'
+import { NAR_PATH, NARINFO_PATH } from '../server/cache-paths.ts'
+import { sendStatus, sendText } from '../server/respond.ts'
 import { rewrite } from '../server/substituter.ts'
 import { decodesZstd } from '../server/zstd-nar.ts'
 import type { PeerShares } from './shares.ts'
 
 /** Nix prefers caches with a lower priority; a LAN node comes before cache.nixos.org (40). */
 export const LAN_CACHE_PRIORITY = 30
-
-const NARINFO = /^\/([0-9a-df-np-sv-z]{32})\.narinfo$/
-const NAR = /^\/nar\/([0-9a-df-np-sv-z]{52})\.nar(\.zst)?$/
 
 export interface LanCache {
   storeDir: string
@@ -41,35 +39,31 @@ export interface LanCache {
 
 /** Whether `path` is one of the binary cache's (any other is the peer protocol's or unknown). */
 export function isLanCachePath (path: string): boolean {
-  return path === '/nix-cache-info' || NARINFO.test(path) || NAR.test(path)
+  return path === '/nix-cache-info' || NARINFO_PATH.test(path) || NAR_PATH.test(path)
 }
 
 /** Answers a binary cache request (`isLanCachePath`); 404 for what is not shared. */
 export async function serveLanCache (cache: LanCache, req: IncomingMessage, res: ServerResponse, path: string, signal: AbortSignal): Promise<void> {
-  const head = req.method === 'HEAD'
-  const send = async (body: Uint8Array, type: string): Promise<void> => {
-    res.writeHead(200, { 'content-type': type, 'content-length': String(body.length) })
-    if (!head) await cache.write(res, body, signal)
-    res.end()
-  }
+  // The small answers go out whole, past the upload limit; only NARs are throttled.
   if (path === '/nix-cache-info') {
-    await send(Buffer.from(serializeCacheInfo({ storeDir: cache.storeDir, wantMassQuery: true, priority: LAN_CACHE_PRIORITY })), 'text/x-nix-cache-info')
+    sendText(res, serializeCacheInfo({ storeDir: cache.storeDir, wantMassQuery: true, priority: LAN_CACHE_PRIORITY }), 'text/x-nix-cache-info', 'no-cache')
     return
   }
-  let m = NARINFO.exec(path)
+  let m = NARINFO_PATH.exec(path)
   if (m !== null) {
     const text = cache.shares.narInfo(m[1]!)
     if (text === undefined) { sendStatus(res, 404); return }
-    await send(rewrite(NarInfo.parse(text), decodesZstd(req.headers['user-agent']) ? 'zstd' : 'none'), 'text/x-nix-narinfo')
+    // What is shared changes as NARs are stored and evicted: no caching.
+    sendText(res, rewrite(NarInfo.parse(text), decodesZstd(req.headers['user-agent']) ? 'zstd' : 'none'), 'text/x-nix-narinfo', 'no-cache')
     return
   }
-  m = NAR.exec(path)
+  m = NAR_PATH.exec(path)
   const narHash = m === null ? undefined : NixHash.fromNix32('sha256', m[1]!)
   const manifest = narHash === undefined ? undefined : cache.shares.manifest(narHash)
   if (narHash === undefined || manifest === undefined) { sendStatus(res, 404); return }
   const zstd = m![2] !== undefined
   res.writeHead(200, { 'content-type': zstd ? 'application/zstd' : 'application/x-nix-nar', ...(zstd ? {} : { 'content-length': String(manifest.narSize) }) })
-  if (head) { res.end(); return }
+  if (req.method === 'HEAD') { res.end(); return }
   try {
     const body = zstd ? zstdBody(cache.store.renderFrames(narHash, { signal })) : cache.store.render(narHash, { signal })
     if (body === undefined) throw new Error('evicted since')

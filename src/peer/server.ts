@@ -79,8 +79,6 @@ function createPeerServer (init: PeerServerInit): { server: Server, stats: PeerS
   const stats: PeerServerStats = { requests: 0, refused: 0, nars: 0, chunks: 0, bytes: 0 }
   const info = Buffer.from(JSON.stringify({ protocol: PROTOCOL_VERSION, nodeId: init.nodeId, cdcId: store.cdcId }))
   let active = 0
-  // Nix cannot sign its requests: with a group key, only peers are answered.
-  const lanCache: LanCache | undefined = groupKey === undefined ? { storeDir: init.storeDir ?? STORE_DIR, store, shares, write: async (res, bytes, signal) => await write(res, bytes, signal) } : undefined
 
   /** Writes with backpressure and the upload limit; false when the peer went away. */
   const write = async (res: ServerResponse, bytes: Uint8Array, signal: AbortSignal): Promise<boolean> => {
@@ -92,6 +90,8 @@ function createPeerServer (init: PeerServerInit): { server: Server, stats: PeerS
     }
     return !signal.aborted
   }
+  // Nix cannot sign its requests: with a group key, only peers are answered.
+  const lanCache: LanCache | undefined = groupKey === undefined ? { storeDir: init.storeDir ?? STORE_DIR, store, shares, write } : undefined
 
   const send = async (res: ServerResponse, body: Uint8Array, type: string, signal: AbortSignal): Promise<void> => {
     res.writeHead(200, { 'content-type': type, 'content-length': String(body.length), 'cache-control': 'no-store' })

@@ -21,6 +21,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { RangeNotSatisfiableError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { serializeCacheInfo } from '../nix/cache-info.ts'
+import { isHashPart } from '../nix/store-path.ts'
 import { parseRange } from './range.ts'
 import { sendStatus, sendText, statusFor } from './respond.ts'
 import type { Substituter } from './substituter.ts'
@@ -31,9 +32,8 @@ import type { Observer } from './observer.ts'
 import { handleOpsRequest, OPS_ROUTES } from './ops-routes.ts'
 import { decodesZstd, openZstd } from './zstd-nar.ts'
 import { sendBody } from './send-body.ts'
+import { NAR_PATH, NARINFO_PATH } from './cache-paths.ts'
 
-const NARINFO = /^\/([0-9a-df-np-sv-z]{32})\.narinfo$/
-const NAR = /^\/nar\/([0-9a-df-np-sv-z]{52})\.nar(\.zst)?$/
 /** The LAN swarm's state, as JSON, for `narswarm peers`. */
 export const PEERS = '/narswarm/peers'
 
@@ -74,7 +74,7 @@ export function createApp (init: AppInit): Server {
       sendText(res, cacheInfo, 'text/x-nix-cache-info', 'public, max-age=86400')
       return
     }
-    let m = NARINFO.exec(path)
+    let m = NARINFO_PATH.exec(path)
     if (m !== null) {
       const answer = await substituter.narInfo(m[1]!, { zstd: decodesZstd(req.headers['user-agent']) })
       if (answer.kind === 'found') sendText(res, answer.body, 'text/x-nix-narinfo', 'public, max-age=3600')
@@ -85,7 +85,7 @@ export function createApp (init: AppInit): Server {
       }
       return
     }
-    m = NAR.exec(path)
+    m = NAR_PATH.exec(path)
     if (m !== null) {
       await serveNar(m[1]!, hashPartOf(req.url!), m[2] !== undefined, req, res)
       return
@@ -181,16 +181,15 @@ function hashPartOf (url: string): string | undefined {
   const q = url.indexOf('?')
   if (q < 0) return undefined
   const hash = new URLSearchParams(url.slice(q + 1)).get('hash')
-  return hash !== null && HASH_PART.test(hash) ? hash : undefined
+  return hash !== null && isHashPart(hash) ? hash : undefined
 }
 
-const HASH_PART = /^[0-9a-df-np-sv-z]{32}$/
 
 /** The route a request path falls under, for metrics: a fixed set of labels, never the raw path. */
 export function routeOf (url: string): string {
   const path = normalizePath(url)
-  if (NARINFO.test(path)) return 'narinfo'
-  if (NAR.test(path)) return 'nar'
+  if (NARINFO_PATH.test(path)) return 'narinfo'
+  if (NAR_PATH.test(path)) return 'nar'
   if (path === '/nix-cache-info') return 'nix-cache-info'
   if (path.startsWith('/narswarm/')) return 'index'
   if (OPS_ROUTES.includes(path as typeof OPS_ROUTES[number])) return path === '/' ? 'status-page' : path.slice(1)
