@@ -419,16 +419,13 @@ async function * unxzLibrary (source: Source, signal?: AbortSignal): AsyncGenera
       signal?.throwIfAborted()
     }
   }
-  let any = false
   try {
     for await (const chunk of abortable(source, signal)) {
       for (let i = 0; i < chunk.length; i += XZ_INPUT) {
-        any = true
         d.push(chunk.subarray(i, i + XZ_INPUT))
         yield * drain()
       }
     }
-    if (!any) throw corrupt('xz', new Error('empty input'))
     d.finish()
     yield * drain()
   } finally {

@@ -23,7 +23,6 @@ export const XZ_MEMLIMIT = 256 * 1024 * 1024
 
 /** Input copied into the module at a time (`push`), and output per call at most. */
 export const XZ_INPUT = 64 * 1024
-const IN_SIZE = XZ_INPUT
 const OUT_SIZE = 256 * 1024
 /** Instances kept for reuse, and the memory an instance may have grown to and still be kept. */
 const POOL_SIZE = 2
@@ -93,7 +92,7 @@ export class XzDecoder {
     this.#m = m
     this.#stream = this.#alloc(STREAM_SIZE)
     m.HEAPU8.fill(0, this.#stream, this.#stream + STREAM_SIZE) // LZMA_STREAM_INIT
-    this.#in = this.#alloc(IN_SIZE)
+    this.#in = this.#alloc(XZ_INPUT)
     this.#out = this.#alloc(OUT_SIZE)
     const ret = m._lzma_stream_decoder(this.#stream, BigInt(XZ_MEMLIMIT), LZMA_CONCATENATED)
     if (ret !== LZMA_OK) throw this.#problem(ret)
@@ -113,9 +112,9 @@ export class XzDecoder {
     return this.#ended
   }
 
-  /** Gives the decoder up to IN_SIZE more bytes of input; the previous input must be used up. */
+  /** Gives the decoder up to XZ_INPUT more bytes of input; the previous input must be used up. */
   push (input: Uint8Array): void {
-    if (input.length > IN_SIZE || !this.needsInput || this.#finishing) throw new Error('xz decoder: push out of turn')
+    if (input.length > XZ_INPUT || !this.needsInput || this.#finishing) throw new Error('xz decoder: push out of turn')
     this.#m.HEAPU8.set(input, this.#in)
     this.#setU32(NEXT_IN, this.#in)
     this.#setU32(AVAIL_IN, input.length)

@@ -40,7 +40,7 @@ test('a bomb is decoded only as far as it is read, at most 256 KiB a read', { sk
     d.push(packed)
     const first = d.read()!
     assert.ok(first.length > 0 && first.length <= 256 << 10, `${first.length} bytes in one read`)
-    // Without reads nothing more comes out; the rest is there when asked for.
+    // The rest comes one bounded read at a time.
     let total = first.length
     for (let out = d.read(); out !== undefined; out = d.read()) {
       assert.ok(out.length <= 256 << 10)
