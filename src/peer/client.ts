@@ -109,13 +109,10 @@ export class PeerClient {
         }
         yield bytes[0] === ZSTD ? { bytes: chunk, compressed: bytes.subarray(1), wire: length } : { bytes: chunk, wire: length }
       }
-      // Seeing the end (it comes with the last frame) lets the body close without an abort, whose
-      // error object cost more than the read; bytes past the last frame are left to the destroy.
-      await reader.fill(1)
     } catch (err) {
       throw this.#failure(peer, err)
     } finally {
-      if (!response.body.readableEnded) response.body.destroy()
+      response.body.destroy()
     }
   }
 
