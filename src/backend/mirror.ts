@@ -19,6 +19,7 @@ import { request, type Dispatcher } from 'undici'
 import { ConfigError, UpstreamError } from '../errors.ts'
 import { redactUrl } from '../log.ts'
 import { createHttpDispatcher, describeHttpError, isTimeout } from '../util/http-client.ts'
+import { contentCodings, decodeContentEncoding } from '../util/content-encoding.ts'
 import type { AbortOptions, Backend, BackendPlugin, Components, Locator, NarSource } from '../types.ts'
 import { duration, integer } from '../util/values.ts'
 
@@ -127,9 +128,12 @@ export class MirrorBackend implements Backend {
       }
       if (res.statusCode === 200) {
         this.#succeeded(mirror)
-        const source: NarSource = { body: this.#wrapBody(mirror, res.body, path, signal), compression: locator.compression }
+        const encoding = res.headers['content-encoding']
+        const body = decodeContentEncoding(encoding, this.#wrapBody(mirror, res.body, path, signal), signal)
+        const source: NarSource = { body, compression: locator.compression }
+        // Content-Length counts the transport's bytes, which are the file's only without a coding.
         const length = Number(res.headers['content-length'])
-        if (Number.isSafeInteger(length)) source.fileSize = length
+        if (Number.isSafeInteger(length) && contentCodings(encoding).length === 0) source.fileSize = length
         return source
       }
       await res.body.dump().catch(() => {})

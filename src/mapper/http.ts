@@ -15,6 +15,7 @@ import type { NixHash } from '../nix/hash.ts'
 import { isHashPart } from '../nix/store-path.ts'
 import type { AbortOptions, Locator, Mapper, MapperPlugin } from '../types.ts'
 import { isTimeout, readBody } from '../util/http-client.ts'
+import { decodeContentEncoding } from '../util/content-encoding.ts'
 import { integer } from '../util/values.ts'
 import { mapperSpec, parseLocatorsJson, timeoutOption } from './common.ts'
 
@@ -91,7 +92,7 @@ export class HttpMapper implements Mapper {
         await res.body.dump()
         throw new UpstreamError(this.name, `GET ${url.pathname} answered ${res.statusCode}`, { status: res.statusCode })
       }
-      const bytes = await readBody(res.body, MAX_BODY)
+      const bytes = await readBody(decodeContentEncoding(res.headers['content-encoding'], res.body, signal), MAX_BODY)
       if (bytes === undefined) throw new FormatError(`index ${this.name}: the answer to GET ${url.pathname} is larger than ${MAX_BODY} bytes`)
       return bytes.toString('utf8')
     } catch (err) {

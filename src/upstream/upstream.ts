@@ -15,6 +15,7 @@ import { decodeProblem } from '../nix/compression.ts'
 import { trustedKeyMap, verifyNarInfo, type PublicKey } from '../nix/signature.ts'
 import { redactUrl } from '../log.ts'
 import { createHttpDispatcher, describeHttpError, isTimeout, readBody } from '../util/http-client.ts'
+import { contentCodings, decodeContentEncoding } from '../util/content-encoding.ts'
 import type { UpstreamConfig } from './spec.ts'
 
 /** The largest narinfo read (real ones are a few hundred bytes). */
@@ -72,11 +73,13 @@ export class Upstream {
     }
     let bytes: Buffer | undefined
     try {
-      bytes = await readBody(res.body, NARINFO_LIMIT)
+      // The limit applies to the narinfo itself, after any Content-Encoding came off.
+      bytes = await readBody(decodeContentEncoding(res.headers['content-encoding'], res.body, options.signal), NARINFO_LIMIT)
     } catch (err) {
+      // An answer, just not a usable one: absent from this upstream, like a malformed narinfo.
+      if (err instanceof FormatError) return { kind: 'rejected', reason: `narinfo not readable: ${err.message}` }
       throw new UpstreamError(this.name, `reading ${hashPart}.narinfo failed: ${(err as Error).message}`, { cause: err, timeout: isTimeout(err) })
     }
-    // An answer, just not a usable one: absent from this upstream, like a malformed narinfo.
     if (bytes === undefined) return { kind: 'rejected', reason: `narinfo larger than ${NARINFO_LIMIT} bytes` }
     const text = bytes.toString('utf8')
     const parsed = parseServedNarInfo(text, hashPart)
@@ -103,9 +106,12 @@ export class Upstream {
       await res.body.dump()
       throw new UpstreamError(this.name, `answered ${res.statusCode} for ${narInfo.url}`, { status: res.statusCode })
     }
+    const encoding = res.headers['content-encoding']
+    const body = decodeContentEncoding(encoding, this.#wrapBody(res.body, narInfo.url), options.signal)
+    const stream: NarStream = { body, compression: narInfo.compression }
+    // Content-Length counts the transport's bytes, which are the file's only without a coding.
     const length = Number(res.headers['content-length'])
-    const stream: NarStream = { body: this.#wrapBody(res.body, narInfo.url), compression: narInfo.compression }
-    if (Number.isSafeInteger(length)) stream.fileSize = length
+    if (Number.isSafeInteger(length) && contentCodings(encoding).length === 0) stream.fileSize = length
     return stream
   }
 

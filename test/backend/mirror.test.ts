@@ -104,6 +104,15 @@ describe('mirror backend', () => {
     assert.equal(b.server.requests.length, 2)
   })
 
+  it('a Content-Encoding comes off; the file size is not taken from the encoded length', async () => {
+    const bytes = randomBytes(3000)
+    const path = await seedAll([a, b], bytes)
+    for (const site of [a, b]) site.server.faults.push({ match: () => true, fault: { kind: 'encode', codings: ['zstd', 'gzip'] } })
+    const source = await backend.open({ url: path, compression: 'none' })
+    assert.equal(source?.fileSize, undefined)
+    assert.deepEqual(await collect(source!.body), bytes)
+  })
+
   it('a URL under no mirror, or one that climbs out, is not this backend\'s', async () => {
     assert.equal(await backend.open({ url: 'https://elsewhere.example/nar/x.nar', compression: 'none' }), undefined)
     assert.equal(await backend.open({ url: '../x.nar', compression: 'none' }), undefined)

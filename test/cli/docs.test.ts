@@ -1,12 +1,14 @@
 /**
  * The README's tables and the example configuration say what the code defines: every command of
- * the command table, every setting with its default, every key in narswarm.example.toml.
+ * the command table, every setting with its default, every key in narswarm.example.toml, the
+ * content codings narswarm reads.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFile } from 'node:fs/promises'
 import { COMMANDS } from '../../src/cli/commands.ts'
 import { LIST_SETTINGS, SETTINGS, shownDefault } from '../../src/cli/config.ts'
+import { CONTENT_CODINGS } from '../../src/util/content-encoding.ts'
 
 const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8')
 const example = await readFile(new URL('../../narswarm.example.toml', import.meta.url), 'utf8')
@@ -36,4 +38,12 @@ test('every setting is a row of the README options table with its default, and a
   for (const key of [...Object.keys(SETTINGS), ...LIST_SETTINGS]) {
     assert.match(example, new RegExp(`^(# )?(${key} =|\\[\\[${key}\\]\\])`, 'm'), `${key} in narswarm.example.toml`)
   }
+})
+
+test('the README names the content codings narswarm reads, and no other', () => {
+  const start = readme.indexOf('- **Content-Encoding is taken off first.**')
+  assert.ok(start >= 0, 'the Content-Encoding paragraph of the README')
+  const paragraph = readme.slice(start, readme.indexOf('\n- ', start + 1))
+  const listed = paragraph.slice(paragraph.indexOf('indexes:'), paragraph.indexOf('stacked')).match(/`[^`]+`/g)?.map(c => c.slice(1, -1)).sort()
+  assert.deepEqual(listed, Object.keys(CONTENT_CODINGS).filter(c => !c.startsWith('x-')).sort())
 })

@@ -5,7 +5,9 @@
  */
 import { createServer, type Server } from 'node:http'
 import { createReadStream } from 'node:fs'
-import { stat } from 'node:fs/promises'
+import { readFile, stat } from 'node:fs/promises'
+import { spawnSync } from 'node:child_process'
+import zlib from 'node:zlib'
 import { once } from 'node:events'
 import { join, normalize } from 'node:path'
 import type { AddressInfo } from 'node:net'
@@ -18,6 +20,7 @@ export type Fault =
   | { kind: 'body', body: string }             // replace the body
   | { kind: 'delay', ms: number }              // answer after a delay
   | { kind: 'stall', after: number }           // send `after` bytes of the body, then nothing more
+  | { kind: 'encode', codings: string[] }      // send the file with these Content-Encodings, applied in order
 
 export interface CacheServer {
   url: string
@@ -65,6 +68,14 @@ export async function startCacheServer (dir: string, options: CacheServerOptions
         createReadStream(file, { end: fault.after - 1 }).pipe(res, { end: false })
         return
       }
+      if (fault?.kind === 'encode') {
+        let body: Buffer = await readFile(file)
+        for (const coding of fault.codings) body = encodeContent(coding, body)
+        res.writeHead(200, { 'content-length': body.length, 'content-encoding': fault.codings.join(', ') })
+        bytes = body.length
+        res.end(req.method === 'HEAD' ? undefined : body)
+        return
+      }
       if (fault?.kind === 'truncate') {
         res.writeHead(200, { 'content-length': fault.clean === true ? fault.keep : size })
         const stream = createReadStream(file, { end: fault.keep - 1 })
@@ -104,5 +115,23 @@ export async function startCacheServer (dir: string, options: CacheServerOptions
       server.closeAllConnections()
       await new Promise(resolve => server.close(resolve))
     }
+  }
+}
+
+/**
+ * `bytes` in a content coding, by encoders independent of narswarm's (node:zlib, the `xz` and
+ * `bzip2` programs); a coding none of them knows leaves the bytes as they are.
+ */
+export function encodeContent (coding: string, bytes: Buffer): Buffer {
+  switch (coding) {
+    case 'gzip': case 'x-gzip': return zlib.gzipSync(bytes)
+    case 'br': return zlib.brotliCompressSync(bytes)
+    case 'zstd': return zlib.zstdCompressSync(bytes)
+    case 'xz': case 'bzip2': {
+      const run = spawnSync(coding, ['-c'], { input: bytes, maxBuffer: 1 << 30 })
+      if (run.status !== 0) throw new Error(`${coding} -c failed: ${String(run.stderr)}`)
+      return run.stdout
+    }
+    default: return bytes
   }
 }
