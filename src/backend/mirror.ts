@@ -18,7 +18,7 @@
 import { request, type Dispatcher } from 'undici'
 import { ConfigError, UpstreamError } from '../errors.ts'
 import { redactUrl } from '../log.ts'
-import { createHttpDispatcher, describeHttpError, isTimeout } from '../util/http-client.ts'
+import { createHttpDispatcher, describeHttpError, isTimeout, splitCredentials } from '../util/http-client.ts'
 import { contentCodings, decodeContentEncoding } from '../util/content-encoding.ts'
 import type { AbortOptions, Backend, BackendPlugin, Components, Locator, NarSource } from '../types.ts'
 import { duration, integer } from '../util/values.ts'
@@ -60,7 +60,10 @@ export interface MirrorHealth {
 }
 
 interface MirrorState {
+  /** Without credentials: locators are matched against it. */
   url: string
+  /** From the mirror's URL's user and password. */
+  authorization?: string
   consecutiveFailures: number
   downUntil: number
   requests: number
@@ -83,7 +86,7 @@ export class MirrorBackend implements Backend {
   constructor (init: MirrorBackendInit, options: { now?: () => number } = {}) {
     this.#init = init
     this.#now = options.now ?? Date.now
-    this.#mirrors = init.mirrors.map(url => ({ url, consecutiveFailures: 0, downUntil: 0, requests: 0 }))
+    this.#mirrors = init.mirrors.map(spec => ({ ...splitCredentials(spec), consecutiveFailures: 0, downUntil: 0, requests: 0 }))
     this.name = `mirror+${init.mirrors.map(m => redactUrl(m)).join(',')}`
     this.#dispatcher = createHttpDispatcher(init)
   }
@@ -114,7 +117,7 @@ export class MirrorBackend implements Backend {
         res = await request(url, {
           method: 'GET',
           dispatcher: this.#dispatcher,
-          headers: { 'user-agent': USER_AGENT },
+          headers: mirror.authorization === undefined ? { 'user-agent': USER_AGENT } : { 'user-agent': USER_AGENT, authorization: mirror.authorization },
           headersTimeout: this.#init.timeout,
           bodyTimeout: this.#init.stallTimeout,
           ...(signal === undefined ? {} : { signal })

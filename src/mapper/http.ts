@@ -14,7 +14,7 @@ import { ConfigError, FormatError, UpstreamError } from '../errors.ts'
 import type { NixHash } from '../nix/hash.ts'
 import { isHashPart } from '../nix/store-path.ts'
 import type { AbortOptions, Locator, Mapper, MapperPlugin } from '../types.ts'
-import { isTimeout, readBody } from '../util/http-client.ts'
+import { isTimeout, readBody, splitCredentials } from '../util/http-client.ts'
 import { decodeContentEncoding } from '../util/content-encoding.ts'
 import { integer } from '../util/values.ts'
 import { mapperSpec, parseLocatorsJson, timeoutOption } from './common.ts'
@@ -42,12 +42,9 @@ export class HttpMapper implements Mapper {
 
   constructor (init: HttpMapperInit) {
     this.name = init.name
-    const base = new URL(init.base)
-    this.#authorization = base.username === '' && base.password === ''
-      ? undefined
-      : `Basic ${Buffer.from(`${decodeURIComponent(base.username)}:${decodeURIComponent(base.password)}`).toString('base64')}`
-    base.username = ''
-    base.password = ''
+    const credentials = splitCredentials(init.base)
+    this.#authorization = credentials.authorization
+    const base = new URL(credentials.url)
     // With its trailing slash, so that request paths resolve below it.
     this.#base = new URL(base.href.endsWith('/') ? base.href : `${base.href}/`)
     this.#timeout = init.timeout

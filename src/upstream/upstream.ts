@@ -14,7 +14,7 @@ import { narHashOfContentAddress } from '../nix/content-address.ts'
 import { decodeProblem } from '../nix/compression.ts'
 import { trustedKeyMap, verifyNarInfo, type PublicKey } from '../nix/signature.ts'
 import { redactUrl } from '../log.ts'
-import { createHttpDispatcher, describeHttpError, isTimeout, readBody } from '../util/http-client.ts'
+import { createHttpDispatcher, describeHttpError, isTimeout, readBody, splitCredentials } from '../util/http-client.ts'
 import { contentCodings, decodeContentEncoding } from '../util/content-encoding.ts'
 import type { UpstreamConfig } from './spec.ts'
 
@@ -43,10 +43,16 @@ export class Upstream {
   readonly #keys: ReadonlyMap<string, PublicKey>
   readonly #config: UpstreamConfig
   readonly #dispatcher: Dispatcher
+  /** From the URL's user and password, sent to the upstream's own origin only. */
+  readonly #authorization: string | undefined
+  readonly #origin: string
 
   constructor (config: UpstreamConfig) {
     this.#config = config
-    this.url = config.url.replace(/\/+$/, '')
+    const credentials = splitCredentials(config.url)
+    this.#authorization = credentials.authorization
+    this.url = credentials.url.replace(/\/+$/, '')
+    this.#origin = new URL(this.url).origin
     this.name = config.name ?? redactUrl(this.url).replace(/\/$/, '')
     this.priority = config.priority
     this.requireSigs = config.requireSigs
@@ -124,7 +130,10 @@ export class Upstream {
       return await request(url, {
         method: 'GET',
         dispatcher: this.#dispatcher,
-        headers: { 'user-agent': USER_AGENT },
+        // A narinfo's URL may name another host (absolute URLs): the credentials are not for it.
+        headers: this.#authorization !== undefined && new URL(url).origin === this.#origin
+          ? { 'user-agent': USER_AGENT, authorization: this.#authorization }
+          : { 'user-agent': USER_AGENT },
         headersTimeout: timeout,
         bodyTimeout: this.#config.stallTimeout,
         signal

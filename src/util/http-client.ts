@@ -1,8 +1,8 @@
 /**
- * What narswarm's HTTP clients (upstream caches, mirrors) share: one pooled undici dispatcher per
- * remote that follows redirects (binary caches hand NARs off to object stores and CDNs), and the
- * reading of undici's errors — which are timeouts, and a short description for log lines — and
- * of a small body with a size limit.
+ * What narswarm's HTTP clients (upstream caches, mirrors, indexes) share: one pooled undici
+ * dispatcher per remote that follows redirects (binary caches hand NARs off to object stores and
+ * CDNs), credentials given in a URL, the reading of undici's errors — which are timeouts, and a
+ * short description for log lines — and of a small body with a size limit.
  */
 import { Agent, interceptors, type Dispatcher } from 'undici'
 
@@ -13,6 +13,20 @@ export function createHttpDispatcher (options: { connections: number | null, con
     connect: { timeout: options.connectTimeout },
     keepAliveTimeout: 30_000
   }).compose(interceptors.redirect({ maxRedirections: 10 }))
+}
+
+/**
+ * `url` without its user and password, and the `Authorization: Basic` header they make: undici
+ * silently drops a URL's credentials, where Nix (curl) sends them. The header is for the URL's own
+ * origin only; undici drops it on a redirect to another.
+ */
+export function splitCredentials (url: string): { url: string, authorization?: string } {
+  const u = new URL(url)
+  if (u.username === '' && u.password === '') return { url }
+  const authorization = `Basic ${Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString('base64')}`
+  u.username = ''
+  u.password = ''
+  return { url: u.toString(), authorization }
 }
 
 /** True when undici gave up waiting (to connect, for headers, or for body bytes). */

@@ -113,6 +113,21 @@ describe('mirror backend', () => {
     assert.deepEqual(await collect(source!.body), bytes)
   })
 
+  it('credentials in a mirror\'s URL are sent to that mirror only; locators match it without them', async () => {
+    const bytes = randomBytes(2000)
+    const path = await seedAll([a, b], bytes)
+    await backend.close()
+    const withUser = new URL(a.server.url)
+    withUser.username = 'reader'
+    withUser.password = 'p%40ss'
+    backend = new MirrorBackend(mirrorsOf(withUser.toString(), b.server.url))
+    for (let i = 0; i < 2; i++) assert.deepEqual(await collect((await backend.open({ url: `${a.server.url}/${path}`, compression: 'none' }))!.body), bytes)
+    assert.deepEqual(a.server.authorized, [`/${path}`])
+    assert.deepEqual(b.server.authorized, [])
+    assert.equal(b.server.requests.length, 1)
+    assert.ok(!backend.name.includes('p%40ss') && !backend.name.includes('reader'))
+  })
+
   it('a URL under no mirror, or one that climbs out, is not this backend\'s', async () => {
     assert.equal(await backend.open({ url: 'https://elsewhere.example/nar/x.nar', compression: 'none' }), undefined)
     assert.equal(await backend.open({ url: '../x.nar', compression: 'none' }), undefined)

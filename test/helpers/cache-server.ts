@@ -27,6 +27,8 @@ export interface CacheServer {
   /** Faults by request path (e.g. `/nar/….nar.xz`) or by a predicate on the path. */
   faults: Array<{ match: (path: string) => boolean, fault: Fault }>
   requests: string[]
+  /** The paths of requests that carried an `Authorization` header. */
+  authorized: string[]
   close: () => Promise<void>
 }
 
@@ -35,17 +37,25 @@ export interface CacheServerOptions {
   host?: string
   /** Called when a response is over, with the body bytes it carried. */
   onServed?: (path: string, bytes: number) => void
+  /** Every request without exactly this `Authorization` header gets 401. */
+  authorization?: string
 }
 
 export async function startCacheServer (dir: string, options: CacheServerOptions = {}): Promise<CacheServer> {
   const faults: CacheServer['faults'] = []
   const requests: string[] = []
+  const authorized: string[] = []
   const hanging = new Set<import('node:http').ServerResponse>()
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0]!
     requests.push(`${req.method} ${path}`)
+    if (req.headers.authorization !== undefined) authorized.push(path)
     let bytes = 0
     if (options.onServed !== undefined) res.once('close', () => options.onServed!(path, bytes))
+    if (options.authorization !== undefined && req.headers.authorization !== options.authorization) {
+      res.writeHead(401, { 'www-authenticate': 'Basic realm="cache"' }).end()
+      return
+    }
     const fault = faults.find(f => f.match(path))?.fault
     const serve = async (): Promise<void> => {
       if (fault?.kind === 'hang') { hanging.add(res); return }
@@ -110,6 +120,7 @@ export async function startCacheServer (dir: string, options: CacheServerOptions
     url: `http://${host}:${port}`,
     faults,
     requests,
+    authorized,
     close: async () => {
       for (const res of hanging) res.destroy()
       server.closeAllConnections()
