@@ -47,12 +47,14 @@ export interface Command {
   description?: string
   options?: OptionTable
   subcommands?: Record<string, Subcommand>
+  /** Talks to remote servers: the machine's TLS certificates are trusted first (tls-trust.ts). */
+  remote?: true
   run: (argv: string[]) => Promise<number>
 }
 
 export const COMMANDS: Command[] = [
-  { name: 'serve', usage: '[options]', summary: 'run the substituter (the default command: `narswarm --listen X` is `narswarm serve --listen X`)', options: SERVE_OPTIONS, run: serveCommand },
-  { name: 'publish', usage: '[options] [PATHS…]', summary: 'put store paths into the backends and record them, signed, in the index', description: PUBLISH_DESCRIPTION, options: PUBLISH_OPTIONS, run: publishCommand },
+  { name: 'serve', usage: '[options]', summary: 'run the substituter (the default command: `narswarm --listen X` is `narswarm serve --listen X`)', options: SERVE_OPTIONS, remote: true, run: serveCommand },
+  { name: 'publish', usage: '[options] [PATHS…]', summary: 'put store paths into the backends and record them, signed, in the index', description: PUBLISH_DESCRIPTION, options: PUBLISH_OPTIONS, remote: true, run: publishCommand },
   { name: 'keys', usage: 'generate|public …', summary: 'Nix-compatible signing keys', subcommands: KEYS_SUBCOMMANDS, run: keysCommand },
   { name: 'index', usage: 'export|import DIR', summary: 'the index as static files with a signed manifest, and back', subcommands: INDEX_SUBCOMMANDS, run: indexCommand },
   { name: 'cache', usage: `${Object.keys(CACHE_SUBCOMMANDS).join('|')} [options]`, summary: "the chunk store: figures, re-hashing, eviction, pins, pre-seeding ('narswarm cache help')", description: CACHE_DESCRIPTION, subcommands: CACHE_SUBCOMMANDS, run: cacheCommand },

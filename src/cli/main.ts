@@ -10,6 +10,7 @@ import { didYouMean } from './args.ts'
 import { COMMANDS, findCommand, type Command } from './commands.ts'
 import { commandHelp } from './help.ts'
 import { ensureServeNodeFlags } from './node-flags.ts'
+import { trustSystemCertificates } from './tls-trust.ts'
 
 /** Errors whose message says all a user needs; anything else is a bug and keeps its stack. */
 const NAMED = new Set(['FormatError', 'IntegrityError', 'SignatureError', 'UpstreamError', 'RangeNotSatisfiableError', 'AbortError'])
@@ -28,6 +29,7 @@ async function main (argv: string[]): Promise<number> {
     return 0
   }
   if (command.name === 'serve') ensureServeNodeFlags()
+  if (command.remote === true) for (const problem of trustSystemCertificates()) process.stderr.write(`narswarm: warning: ${problem}\n`)
   return await command.run(rest)
 }
 

@@ -3,7 +3,8 @@
  * switch on per path: a flipped byte, a truncated body, a hang, a status code, a delay. It stands in
  * for an upstream cache (or a hostile one) and counts the requests it gets.
  */
-import { createServer, type Server } from 'node:http'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createTlsServer } from 'node:https'
 import { createReadStream } from 'node:fs'
 import { readFile, stat } from 'node:fs/promises'
 import { spawnSync } from 'node:child_process'
@@ -39,6 +40,8 @@ export interface CacheServerOptions {
   onServed?: (path: string, bytes: number) => void
   /** Every request without exactly this `Authorization` header gets 401. */
   authorization?: string
+  /** Serve HTTPS with this key and certificate (PEM). */
+  tls?: { key: string, cert: string }
 }
 
 export async function startCacheServer (dir: string, options: CacheServerOptions = {}): Promise<CacheServer> {
@@ -46,7 +49,7 @@ export async function startCacheServer (dir: string, options: CacheServerOptions
   const requests: string[] = []
   const authorized: string[] = []
   const hanging = new Set<import('node:http').ServerResponse>()
-  const server: Server = createServer((req, res) => {
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
     const path = (req.url ?? '/').split('?')[0]!
     requests.push(`${req.method} ${path}`)
     if (req.headers.authorization !== undefined) authorized.push(path)
@@ -111,13 +114,14 @@ export async function startCacheServer (dir: string, options: CacheServerOptions
       stream.on('error', () => res.destroy())
     }
     serve().catch(() => res.destroy())
-  })
+  }
+  const server: Server = options.tls === undefined ? createServer(handler) : createTlsServer(options.tls, handler)
   const host = options.host ?? '127.0.0.1'
   server.listen(0, host)
   await once(server, 'listening')
   const { port } = server.address() as AddressInfo
   return {
-    url: `http://${host}:${port}`,
+    url: `${options.tls === undefined ? 'http' : 'https'}://${host}:${port}`,
     faults,
     requests,
     authorized,
