@@ -130,6 +130,8 @@ in
       wantedBy = [ "multi-user.target" ];
       after = [ "network-online.target" ];
       wants = [ "network-online.target" ];
+      # The machine's certificate authorities (security.pki), as nix-daemon trusts them.
+      environment.NIX_SSL_CERT_FILE = "/etc/ssl/certs/ca-certificates.crt";
       serviceConfig = {
         ExecStart = "${lib.getExe cfg.package} serve --config ${toml.generate "narswarm.toml" cfg.settings}";
         Restart = "on-failure";
