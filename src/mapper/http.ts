@@ -9,7 +9,7 @@
  * A miss is a 404; anything else that is not a 200 — a 5xx, a timeout, a refused connection — is an
  * UpstreamError, never a miss, so a broken index cannot make narswarm answer 404 to Nix.
  */
-import { Agent } from 'undici'
+import { EnvHttpProxyAgent } from 'undici'
 import { ConfigError, FormatError, UpstreamError } from '../errors.ts'
 import type { NixHash } from '../nix/hash.ts'
 import { isHashPart } from '../nix/store-path.ts'
@@ -35,7 +35,7 @@ const MAX_BODY = 4 * 1024 * 1024
 export class HttpMapper implements Mapper {
   readonly name: string
   readonly #base: URL
-  readonly #agent: Agent
+  readonly #agent: EnvHttpProxyAgent
   readonly #timeout: number
   readonly #authorization: string | undefined
   #closed = false
@@ -48,7 +48,7 @@ export class HttpMapper implements Mapper {
     // With its trailing slash, so that request paths resolve below it.
     this.#base = new URL(base.href.endsWith('/') ? base.href : `${base.href}/`)
     this.#timeout = init.timeout
-    this.#agent = new Agent({ connections: init.connections, connectTimeout: init.timeout, headersTimeout: init.timeout, bodyTimeout: init.timeout })
+    this.#agent = new EnvHttpProxyAgent({ connections: init.connections, connectTimeout: init.timeout, headersTimeout: init.timeout, bodyTimeout: init.timeout })
   }
 
   async lookup (key: NixHash, options?: AbortOptions): Promise<Locator[]> {

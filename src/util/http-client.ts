@@ -1,14 +1,16 @@
 /**
  * What narswarm's HTTP clients (upstream caches, mirrors, indexes) share: one pooled undici
  * dispatcher per remote that follows redirects (binary caches hand NARs off to object stores and
- * CDNs), credentials given in a URL, the reading of undici's errors — which are timeouts, and a
- * short description for log lines — and of a small body with a size limit.
+ * CDNs) and goes through the proxy that `http_proxy`, `https_proxy` and `no_proxy` name, as Nix's
+ * curl does; credentials given in a URL; the reading of undici's errors — which are timeouts, and
+ * a short description for log lines — and of a small body with a size limit. LAN peers are spoken
+ * to directly, never through a proxy.
  */
-import { Agent, interceptors, type Dispatcher } from 'undici'
+import { EnvHttpProxyAgent, interceptors, type Dispatcher } from 'undici'
 
 /** `connections` per origin; null: no limit. */
 export function createHttpDispatcher (options: { connections: number | null, connectTimeout: number }): Dispatcher {
-  return new Agent({
+  return new EnvHttpProxyAgent({
     connections: options.connections,
     connect: { timeout: options.connectTimeout },
     keepAliveTimeout: 30_000
