@@ -75,7 +75,7 @@ export class Upstream {
     }
     if (res.statusCode !== 200) {
       await res.body.dump()
-      throw new UpstreamError(this.name, `answered ${res.statusCode} for ${hashPart}.narinfo`, { status: res.statusCode })
+      throw new UpstreamError(this.name, `answered ${res.statusCode} for ${hashPart}.narinfo${hintFor(res.statusCode)}`, { status: res.statusCode })
     }
     let bytes: Buffer | undefined
     try {
@@ -110,7 +110,7 @@ export class Upstream {
     }
     if (res.statusCode !== 200) {
       await res.body.dump()
-      throw new UpstreamError(this.name, `answered ${res.statusCode} for ${narInfo.url}`, { status: res.statusCode })
+      throw new UpstreamError(this.name, `answered ${res.statusCode} for ${narInfo.url}${hintFor(res.statusCode)}`, { status: res.statusCode })
     }
     const encoding = res.headers['content-encoding']
     const body = decodeContentEncoding(encoding, this.#wrapBody(res.body, narInfo.url), options.signal)
@@ -153,6 +153,13 @@ export class Upstream {
       throw new UpstreamError(this.name, `reading ${what} failed: ${describeHttpError(err)}`, { cause: err, timeout: isTimeout(err) })
     }
   }
+}
+
+/** What a user can do about a status, for the log line. */
+function hintFor (status: number): string {
+  if (status === 401) return ' (it wants credentials: give them in its URL, https://user:token@host)'
+  if (status === 407) return ' (a proxy wants credentials: give them in http_proxy or https_proxy, http://user:password@proxy:port)'
+  return ''
 }
 
 /**

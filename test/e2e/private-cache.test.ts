@@ -62,6 +62,17 @@ describe('a private upstream with credentials in its URL', { skip: nixSkip() }, 
     }
   })
 
+  test('without credentials: a failure of the upstream (502, never a 404), and the log says what to do', async () => {
+    const narswarm = await startNarswarm(['--upstream', `${upstream.url}?trusted-public-keys=${closure.publicKey}`])
+    try {
+      assert.equal((await fetch(`${narswarm.url}/${hashPartOf(closure.note)}.narinfo`)).status, 502)
+      const line = await narswarm.waitForLog(l => l.msg === 'upstream failed to answer a narinfo request')
+      assert.match(String(line.err), /answered 401 .*wants credentials: give them in its URL/)
+    } finally {
+      assert.equal(await narswarm.stop(), 0)
+    }
+  })
+
   test('a narinfo whose URL names another host: the NAR is fetched from there without the credentials', async () => {
     const storePath = closure.note
     const narinfo = await readNarInfo(cacheDir, storePath)
