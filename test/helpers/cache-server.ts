@@ -22,6 +22,7 @@ export type Fault =
   | { kind: 'delay', ms: number }              // answer after a delay
   | { kind: 'stall', after: number }           // send `after` bytes of the body, then nothing more
   | { kind: 'encode', codings: string[] }      // send the file with these Content-Encodings, applied in order
+  | { kind: 'redirect', to: (path: string) => string, status?: number } // answer 302 (or `status`) to another URL
 
 export interface CacheServer {
   url: string
@@ -63,6 +64,7 @@ export async function startCacheServer (dir: string, options: CacheServerOptions
     const serve = async (): Promise<void> => {
       if (fault?.kind === 'hang') { hanging.add(res); return }
       if (fault?.kind === 'status') { res.writeHead(fault.status).end(); return }
+      if (fault?.kind === 'redirect') { res.writeHead(fault.status ?? 302, { location: fault.to(path) }).end(); return }
       if (fault?.kind === 'body') { res.writeHead(200, { 'content-length': Buffer.byteLength(fault.body) }).end(fault.body); return }
       const file = join(dir, normalize(path).replace(/^(\.\.[/\\])+/, ''))
       let size: number
