@@ -12,6 +12,7 @@ import { ConfigError } from '../errors.ts'
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../log.ts'
 import { checkedPublicKeys, DEFAULT_UPSTREAM, parseUpstreamSpec, upstreamFromTable, type UpstreamConfig } from '../upstream/spec.ts'
 import { duration, integer, oneOf, size } from '../util/values.ts'
+import { netrcCredentials, parseNetrc } from '../util/netrc.ts'
 import { DEFAULT_PEER_PORT } from '../peer/protocol.ts'
 import { normalizePeerUrl } from '../peer/table.ts'
 import { INDEX_API_MODES, type IndexApiMode } from '../server/index-api.ts'
@@ -89,6 +90,7 @@ export const SETTINGS: Record<string, { kind: Kind, default: string | number, he
   'peer-key-file': { kind: 'string', default: '', help: 'a file holding the group key' },
   'peer-upload-limit': { kind: 'size', default: '0', help: 'bytes per second sent to all peers together (10MiB); 0: no limit' },
   'peer-max-requests': { kind: 'integer', default: 64, help: 'peer requests served at once (more get 503)' },
+  'netrc-file': { kind: 'string', default: '/etc/nix/netrc', help: "credentials for upstreams whose URL has none, by host, as Nix's netrc-file (read only when present)" },
   'cache-size': { kind: 'size', default: '10GiB', help: 'disk the chunk store may use (500MiB, 2TB; 0 keeps nothing)' },
   'index-api': { kind: 'string', default: 'local', help: "who may read the first mapper's index at /narswarm/v1/: local, public, off" },
   'header-timeout': { kind: 'duration', default: `${SERVER_LIMIT_DEFAULTS.headersTimeout / 1000}s`, help: "time a client has to send a request's headers" },
@@ -210,7 +212,7 @@ export function loadConfig ({ flags, env }: ConfigSources): Config {
   const logFormat = oneOf(get('log-format'), LOG_FORMATS, 'log-format')
   const stateDir = String(get('state-dir'))
   const indexApi = oneOf(get('index-api'), INDEX_API_MODES, 'index-api')
-  const upstreams = parseUpstreams(lists.upstream ?? [DEFAULT_UPSTREAM])
+  const upstreams = withNetrc(parseUpstreams(lists.upstream ?? [DEFAULT_UPSTREAM]), String(get('netrc-file')), raw['netrc-file'] !== undefined)
   return {
     listen: parseListen(String(get('listen'))),
     stateDir: stateDir === '' ? defaultStateDir(env) : resolve(stateDir),
@@ -305,6 +307,30 @@ function parseUpstreams (list: unknown[]): UpstreamConfig[] {
     names.add(name)
   }
   return upstreams
+}
+
+/**
+ * Upstreams whose URL carries no credentials get those the netrc file holds for their host, as
+ * Nix's do. Nix's default file is read only if this user may read it; one named on purpose must
+ * be readable and well-formed.
+ */
+function withNetrc (upstreams: UpstreamConfig[], file: string, named: boolean): UpstreamConfig[] {
+  if (file === '') return upstreams
+  let entries: ReturnType<typeof parseNetrc>
+  try {
+    entries = parseNetrc(readFileSync(file, 'utf8'))
+  } catch (err) {
+    if (!named) return upstreams
+    throw new ConfigError(`netrc-file ${file}: ${(err as Error).message}`)
+  }
+  return upstreams.map(u => {
+    const url = new URL(u.url)
+    const found = url.username === '' && url.password === '' ? netrcCredentials(entries, url.hostname) : undefined
+    if (found === undefined) return u
+    url.username = encodeURIComponent(found.login)
+    url.password = encodeURIComponent(found.password)
+    return { ...u, url: url.toString().replace(/\/+$/, '') }
+  })
 }
 
 export function parseListen (value: string, key = 'listen'): { host: string, port: number } {

@@ -157,7 +157,7 @@ export class Upstream {
 
 /** What a user can do about a status, for the log line. */
 function hintFor (status: number): string {
-  if (status === 401) return ' (it wants credentials: give them in its URL, https://user:token@host)'
+  if (status === 401) return ' (it wants credentials: put them in netrc-file, or in its URL, https://user:token@host)'
   if (status === 407) return ' (a proxy wants credentials: give them in http_proxy or https_proxy, http://user:password@proxy:port)'
   return ''
 }

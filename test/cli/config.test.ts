@@ -152,3 +152,21 @@ test('server limits and the index API: defaults, values, refusals', () => {
   assert.throws(() => loadConfig({ flags: { 'header-timeout': '2m' }, env: {} }), /request-timeout .* must not be shorter than header-timeout/)
   assert.throws(() => loadConfig({ flags: { 'max-connections': '0' }, env: {} }), /max-connections must be positive/)
 })
+
+test('netrc-file: upstreams without credentials get those of their host; a file named on purpose must be readable', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'narswarm-netrc-'))
+  try {
+    const netrc = join(dir, 'netrc')
+    await writeFile(netrc, 'machine private.example login ci password "t@k en"\n')
+    const c = loadConfig({
+      flags: { 'netrc-file': netrc, upstream: [`https://private.example/c?trusted-public-keys=${KEY}`, `https://own:cred@private.example/d?trusted-public-keys=${KEY}`, `https://cache.nixos.org?trusted-public-keys=${KEY}`] },
+      env: {}
+    })
+    assert.deepEqual(c.upstreams.map(u => u.url), ['https://ci:t%40k%20en@private.example/c', 'https://own:cred@private.example/d', 'https://cache.nixos.org'])
+    assert.throws(() => loadConfig({ flags: { 'netrc-file': join(dir, 'absent') }, env: {} }), /netrc-file .*absent: ENOENT/)
+    // Nix's default file is read only when there is one this user may read.
+    assert.equal(loadConfig({ flags: {}, env: {} }).upstreams[0]!.url, 'https://cache.nixos.org')
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+})

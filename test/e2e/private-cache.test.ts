@@ -1,6 +1,6 @@
 /**
  * A private binary cache behind HTTP Basic authentication, its credentials in the upstream's URL
- * as curl (and so Nix) reads them: the real Nix substitutes through narswarm, the credentials go
+ * as curl (and so Nix) reads them, or in a netrc file as Nix's netrc-file: the real Nix substitutes through narswarm, the credentials go
  * to that cache's origin only — not to another host named by a narinfo's absolute URL — and never
  * into narswarm's log or status.
  */
@@ -62,12 +62,28 @@ describe('a private upstream with credentials in its URL', { skip: nixSkip() }, 
     }
   })
 
+  test('the credentials from a netrc file, as Nix reads its netrc-file', async () => {
+    const netrc = join(nix.dir, 'netrc')
+    await writeFile(netrc, `machine 127.0.0.1 login "${USER}" password "${TOKEN}"\n`)
+    const narswarm = await startNarswarm(['--upstream', `${upstream.url}?trusted-public-keys=${closure.publicKey}`, '--netrc-file', netrc])
+    try {
+      const store = `local?root=${join(nix.dir, 'store-netrc')}`
+      await nix.run('nix-store', ['--store', store, '--realise', closure.top,
+        '--option', 'substituters', narswarm.url, '--option', 'trusted-public-keys', closure.publicKey])
+      const paths = (await nix.run('nix-store', ['--store', store, '--query', '--requisites', closure.top])).trim().split('\n').sort()
+      assert.deepEqual(paths, [...closure.paths].sort())
+      assert.ok(!JSON.stringify(narswarm.logs).includes('3n-secret'), 'the token is in no log line')
+    } finally {
+      assert.equal(await narswarm.stop(), 0)
+    }
+  })
+
   test('without credentials: a failure of the upstream (502, never a 404), and the log says what to do', async () => {
     const narswarm = await startNarswarm(['--upstream', `${upstream.url}?trusted-public-keys=${closure.publicKey}`])
     try {
       assert.equal((await fetch(`${narswarm.url}/${hashPartOf(closure.note)}.narinfo`)).status, 502)
       const line = await narswarm.waitForLog(l => l.msg === 'upstream failed to answer a narinfo request')
-      assert.match(String(line.err), /answered 401 .*wants credentials: give them in its URL/)
+      assert.match(String(line.err), /answered 401 .*wants credentials: put them in netrc-file, or in its URL/)
     } finally {
       assert.equal(await narswarm.stop(), 0)
     }
