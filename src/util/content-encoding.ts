@@ -37,26 +37,46 @@ export function decodeContentEncoding (header: string | string[] | undefined, bo
   const unknown = codings.filter(c => CONTENT_CODINGS[c] === undefined)
   if (unknown.length > 0) return refuse(body, `unsupported Content-Encoding '${unknown.join(', ')}' (supported: ${Object.keys(CONTENT_CODINGS).join(', ')}, identity)`)
   let decoded = body
-  for (const coding of codings.reverse()) decoded = named(coding, decompress(CONTENT_CODINGS[coding]!, decoded, signal === undefined ? {} : { signal }))
+  for (const coding of codings.reverse()) decoded = layer(coding, decoded, signal)
   return decoded
 }
 
-/** A decoder's FormatError says which layer failed: the transport's, not the narinfo's `Compression`. */
-async function * named (coding: string, decoded: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+/**
+ * `source` with one coding taken off. A decoder's FormatError says which layer failed (the
+ * transport's, not the narinfo's `Compression`); one that cannot run here (a program missing)
+ * fails when read, as an unknown coding does.
+ */
+async function * layer (coding: string, source: AsyncIterable<Uint8Array>, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
   try {
+    let decoded: AsyncIterable<Uint8Array>
+    try {
+      decoded = decompress(CONTENT_CODINGS[coding]!, source, signal === undefined ? {} : { signal })
+    } catch (err) {
+      await release(source)
+      throw err
+    }
     yield * decoded
   } catch (err) {
-    if (err instanceof FormatError) throw new FormatError(`Content-Encoding ${coding}: ${err.message}`, { cause: err })
-    throw err
+    if (!(err instanceof FormatError) || layerErrors.has(err)) throw err
+    const named = new FormatError(`Content-Encoding ${coding}: ${err.message}`, { cause: err })
+    layerErrors.add(named)
+    throw named
   }
 }
 
-/**
- * Fails when read, after letting go of `body` (an HTTP response must not stay open). It is started
- * first: ending an iterator that has not begun skips its cleanup (Node's stream iterators are
- * generators that destroy their stream in a `finally`).
- */
+/** Errors that already name their layer: an outer layer passes them on as they are. */
+const layerErrors = new WeakSet<Error>()
+
+/** Fails when read, after letting go of `body` (an HTTP response must not stay open). */
 async function * refuse (body: AsyncIterable<Uint8Array>, message: string): AsyncGenerator<Uint8Array> {
-  for await (const _ of body) break
+  await release(body)
   throw new FormatError(message)
+}
+
+/**
+ * Ends `body`. It is started first: ending an iterator that has not begun skips its cleanup
+ * (Node's stream iterators are generators that destroy their stream in a `finally`).
+ */
+async function release (body: AsyncIterable<Uint8Array>): Promise<void> {
+  for await (const _ of body) break
 }

@@ -59,6 +59,8 @@ describe('Content-Encoding', () => {
     gz[gz.length >> 1]! ^= 0xff
     await assert.rejects(decoded('gzip', gz), (err: Error) => err instanceof FormatError && /^Content-Encoding gzip: /.test(err.message))
     await assert.rejects(decoded('xz', plain), (err: Error) => err instanceof FormatError && /^Content-Encoding xz: /.test(err.message))
+    // Stacked: the layer that failed is named, once.
+    await assert.rejects(decoded('gzip, br', encodeContent('gzip', plain)), (err: Error) => err instanceof FormatError && /^Content-Encoding br: (?!.*Content-Encoding)/.test(err.message))
   })
 
   test('a bomb is decoded only as far as it is read', async () => {
