@@ -118,7 +118,7 @@ export function settingKeys (): string[] {
   return [...Object.keys(SETTINGS), ...LIST_SETTINGS]
 }
 
-const PLACEHOLDERS: Record<string, string> = { listen: 'HOST:PORT', 'state-dir': 'DIR', 'log-level': 'LEVEL' }
+const PLACEHOLDERS: Record<string, string> = { listen: 'HOST:PORT', 'state-dir': 'DIR', 'log-level': 'LEVEL', 'netrc-file': 'FILE', 'peer-key-file': 'FILE' }
 
 /**
  * The settings as command-line options (all of them for `serve`; a few for commands that open the
