@@ -43,15 +43,19 @@ describe('a private upstream with credentials in its URL', { skip: nixSkip() }, 
     return `${u.toString().replace(/\/$/, '')}?trusted-public-keys=${closure.publicKey}`
   }
 
+  /** Realises the closure through `substituter` into a fresh store; the paths it then holds. */
+  const realise = async (substituter: string, name: string): Promise<string[]> => {
+    const store = `local?root=${join(nix.dir, name)}`
+    await nix.run('nix-store', ['--store', store, '--realise', closure.top,
+      '--option', 'substituters', substituter, '--option', 'trusted-public-keys', closure.publicKey])
+    return (await nix.run('nix-store', ['--store', store, '--query', '--requisites', closure.top])).trim().split('\n').sort()
+  }
+
   test('the real Nix substitutes through narswarm; the token is never logged', async () => {
     assert.equal((await fetch(`${upstream.url}/nix-cache-info`)).status, 401, 'the cache refuses a request without credentials')
     const narswarm = await startNarswarm(['--upstream', withCredentials()])
     try {
-      const store = `local?root=${join(nix.dir, 'store-private')}`
-      await nix.run('nix-store', ['--store', store, '--realise', closure.top,
-        '--option', 'substituters', narswarm.url, '--option', 'trusted-public-keys', closure.publicKey])
-      const paths = (await nix.run('nix-store', ['--store', store, '--query', '--requisites', closure.top])).trim().split('\n').sort()
-      assert.deepEqual(paths, [...closure.paths].sort())
+      assert.deepEqual(await realise(narswarm.url, 'store-private'), [...closure.paths].sort())
       assert.ok(upstream.authorized.some(p => p.endsWith('.nar.xz')), 'NARs were fetched with the credentials')
       const status = await (await fetch(`${narswarm.url}/`)).text()
       for (const text of [status, JSON.stringify(narswarm.logs), narswarm.stderr()]) {
@@ -67,11 +71,7 @@ describe('a private upstream with credentials in its URL', { skip: nixSkip() }, 
     await writeFile(netrc, `machine 127.0.0.1 login "${USER}" password "${TOKEN}"\n`)
     const narswarm = await startNarswarm(['--upstream', `${upstream.url}?trusted-public-keys=${closure.publicKey}`, '--netrc-file', netrc])
     try {
-      const store = `local?root=${join(nix.dir, 'store-netrc')}`
-      await nix.run('nix-store', ['--store', store, '--realise', closure.top,
-        '--option', 'substituters', narswarm.url, '--option', 'trusted-public-keys', closure.publicKey])
-      const paths = (await nix.run('nix-store', ['--store', store, '--query', '--requisites', closure.top])).trim().split('\n').sort()
-      assert.deepEqual(paths, [...closure.paths].sort())
+      assert.deepEqual(await realise(narswarm.url, 'store-netrc'), [...closure.paths].sort())
       assert.ok(!JSON.stringify(narswarm.logs).includes('3n-secret'), 'the token is in no log line')
     } finally {
       assert.equal(await narswarm.stop(), 0)
