@@ -5,28 +5,15 @@
  */
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { execFileSync } from 'node:child_process'
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { startCacheServer, type CacheServer } from '../helpers/cache-server.ts'
 import { makeEntry, writeSignedCache } from '../helpers/signed-cache.ts'
 import { startNarswarm } from '../helpers/narswarm.ts'
-import { findBinary } from '../../src/nix/compression.ts'
+import { certificatesSkip, makeCertificates } from '../helpers/certificates.ts'
 
-const OPENSSL = findBinary('openssl')
-
-/** A certificate authority and a certificate it signed for 127.0.0.1, in `dir`. */
-function makeCertificates (dir: string): { ca: string, key: string, cert: string } {
-  const run = (...args: string[]): void => { execFileSync(OPENSSL as string, args, { cwd: dir, stdio: 'ignore' }) }
-  run('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=narswarm test CA')
-  run('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1')
-  run('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem', '-days', '2',
-    '-extfile', 'san.cnf')
-  return { ca: join(dir, 'ca.pem'), key: join(dir, 'server.key'), cert: join(dir, 'server.pem') }
-}
-
-describe('TLS: the certificates Nix trusts', { skip: OPENSSL === false ? 'openssl is not installed (apt-get install openssl)' : false }, () => {
+describe('TLS: the certificates Nix trusts', { skip: certificatesSkip }, () => {
   let dir: string
   let ca: string
   let upstream: CacheServer
@@ -38,13 +25,12 @@ describe('TLS: the certificates Nix trusts', { skip: OPENSSL === false ? 'openss
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'narswarm-tls-'))
-    await writeFile(join(dir, 'san.cnf'), 'subjectAltName = IP:127.0.0.1\n')
     const certs = makeCertificates(dir)
     ca = certs.ca
     bare.SSL_CERT_DIR = join(dir, 'empty')
     await mkdir(bare.SSL_CERT_DIR)
     ;({ publicKey } = await writeSignedCache(join(dir, 'cache'), [entry]))
-    upstream = await startCacheServer(join(dir, 'cache'), { tls: { key: await readFile(certs.key, 'utf8'), cert: await readFile(certs.cert, 'utf8') } })
+    upstream = await startCacheServer(join(dir, 'cache'), { tls: certs.tls })
   })
   after(async () => {
     await upstream?.close()
