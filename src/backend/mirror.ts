@@ -19,7 +19,7 @@ import { request, type Dispatcher } from 'undici'
 import { ConfigError, UpstreamError } from '../errors.ts'
 import { redactUrl } from '../log.ts'
 import { createHttpDispatcher, describeHttpError, isTimeout, splitCredentials } from '../util/http-client.ts'
-import { contentCodings, decodeContentEncoding } from '../util/content-encoding.ts'
+import { decodeFileBody } from '../util/content-encoding.ts'
 import type { AbortOptions, Backend, BackendPlugin, Components, Locator, NarSource } from '../types.ts'
 import { duration, integer } from '../util/values.ts'
 
@@ -131,13 +131,7 @@ export class MirrorBackend implements Backend {
       }
       if (res.statusCode === 200) {
         this.#succeeded(mirror)
-        const encoding = res.headers['content-encoding']
-        const body = decodeContentEncoding(encoding, this.#wrapBody(mirror, res.body, path, signal), signal)
-        const source: NarSource = { body, compression: locator.compression }
-        // Content-Length counts the transport's bytes, which are the file's only without a coding.
-        const length = Number(res.headers['content-length'])
-        if (Number.isSafeInteger(length) && contentCodings(encoding).length === 0) source.fileSize = length
-        return source
+        return { ...decodeFileBody(res.headers, this.#wrapBody(mirror, res.body, path, signal), signal), compression: locator.compression }
       }
       await res.body.dump().catch(() => {})
       if (ABSENT.has(res.statusCode)) {

@@ -184,7 +184,6 @@ function hashPartOf (url: string): string | undefined {
   return hash !== null && isHashPart(hash) ? hash : undefined
 }
 
-
 /** The route a request path falls under, for metrics: a fixed set of labels, never the raw path. */
 export function routeOf (url: string): string {
   const path = normalizePath(url)

@@ -15,7 +15,7 @@ import { decodeProblem } from '../nix/compression.ts'
 import { trustedKeyMap, verifyNarInfo, type PublicKey } from '../nix/signature.ts'
 import { redactUrl } from '../log.ts'
 import { createHttpDispatcher, describeHttpError, isTimeout, readBody, splitCredentials } from '../util/http-client.ts'
-import { contentCodings, decodeContentEncoding } from '../util/content-encoding.ts'
+import { decodeContentEncoding, decodeFileBody } from '../util/content-encoding.ts'
 import type { UpstreamConfig } from './spec.ts'
 
 /** The largest narinfo read (real ones are a few hundred bytes). */
@@ -112,13 +112,7 @@ export class Upstream {
       await res.body.dump()
       throw new UpstreamError(this.name, `answered ${res.statusCode} for ${narInfo.url}${hintFor(res.statusCode)}`, { status: res.statusCode })
     }
-    const encoding = res.headers['content-encoding']
-    const body = decodeContentEncoding(encoding, this.#wrapBody(res.body, narInfo.url), options.signal)
-    const stream: NarStream = { body, compression: narInfo.compression }
-    // Content-Length counts the transport's bytes, which are the file's only without a coding.
-    const length = Number(res.headers['content-length'])
-    if (Number.isSafeInteger(length) && contentCodings(encoding).length === 0) stream.fileSize = length
-    return stream
+    return { ...decodeFileBody(res.headers, this.#wrapBody(res.body, narInfo.url), options.signal), compression: narInfo.compression }
   }
 
   async close (): Promise<void> {

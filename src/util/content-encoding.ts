@@ -8,6 +8,7 @@
  * Codings apply in the order the header lists them, so they come off in reverse. An unknown coding
  * is a FormatError when the body is read, as curl refuses one in Nix ≥ 2.34 and Lix.
  */
+import type { IncomingHttpHeaders } from 'node:http'
 import { FormatError } from '../errors.ts'
 import { decompress } from '../nix/compression.ts'
 
@@ -28,6 +29,17 @@ export function contentCodings (header: string | string[] | undefined): string[]
   if (header === undefined) return []
   const joined = Array.isArray(header) ? header.join(',') : header
   return joined.split(',').map(c => c.trim().toLowerCase()).filter(c => c !== '' && c !== 'identity')
+}
+
+/**
+ * A NAR file's response body with its codings taken off, and the file's size when the response
+ * says it: Content-Length counts the transport's bytes, which are the file's only without a coding.
+ */
+export function decodeFileBody (headers: IncomingHttpHeaders, body: AsyncIterable<Uint8Array>, signal?: AbortSignal): { body: AsyncIterable<Uint8Array>, fileSize?: number } {
+  const encoding = headers['content-encoding']
+  const length = Number(headers['content-length'])
+  const decoded = decodeContentEncoding(encoding, body, signal)
+  return Number.isSafeInteger(length) && contentCodings(encoding).length === 0 ? { body: decoded, fileSize: length } : { body: decoded }
 }
 
 /** `body` with every coding of `header` taken off; unchanged when there is none. */
