@@ -7,6 +7,8 @@
  *            [?hash=<32-char hash part>]   the store path, to find the NAR again if narswarm forgot it
  *   GET|HEAD /nar/<52-char narHash>.nar.zst  the same as zstd, offered to Nix and Lix for NARs the
  *            [?hash=<32-char hash part>]   chunk store holds (zstd-nar.ts); no Range
+ *   GET|HEAD /log/<drv>, /<hash>.ls,       build logs, NAR listings and realisations, relayed from the
+ *            /realisations/…, /build-trace-v2/…   upstreams (side-files.ts)
  *   GET|HEAD /narswarm/v1/…                this narswarm's index, for other narswarms' http+ mappers
  *   GET|HEAD /narswarm/peers               the LAN peers this node knows, as JSON (`narswarm peers`)
  *   GET|HEAD / /health /status.json /metrics   for people and monitoring (ops-routes.ts)
@@ -33,6 +35,7 @@ import { handleOpsRequest, OPS_ROUTES } from './ops-routes.ts'
 import { decodesZstd, openZstd } from './zstd-nar.ts'
 import { sendBody } from './send-body.ts'
 import { NAR_PATH, NARINFO_PATH } from './cache-paths.ts'
+import { sideFileOf, type SideFileKind } from './side-files.ts'
 
 /** The LAN swarm's state, as JSON, for `narswarm peers`. */
 export const PEERS = '/narswarm/peers'
@@ -88,6 +91,11 @@ export function createApp (init: AppInit): Server {
     m = NAR_PATH.exec(path)
     if (m !== null) {
       await serveNar(m[1]!, hashPartOf(req.url!), m[2] !== undefined, req, res)
+      return
+    }
+    const side = sideFileOf(path)
+    if (side !== undefined) {
+      await serveSideFile(side, path, req, res)
       return
     }
     if (path === PEERS && init.peers !== undefined) {
@@ -153,6 +161,26 @@ export function createApp (init: AppInit): Server {
     }
   }
 
+  const serveSideFile = async (kind: SideFileKind, path: string, req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const abort = new AbortController()
+    res.once('close', () => { if (!res.writableFinished) abort.abort(new Error('client went away')) })
+    const file = await substituter.sideFile(kind, path, abort.signal)
+    if (file === undefined) { sendStatus(res, 404); return }
+    // What an upstream has now it may not have later, or have anew: not cached by clients.
+    res.writeHead(200, { 'content-type': kind.contentType, 'cache-control': 'no-cache' })
+    if (req.method === 'HEAD') {
+      await file.body[Symbol.asyncIterator]().return?.()
+      res.end()
+      return
+    }
+    try {
+      await sendBody(file.body, res, abort.signal)
+    } catch (err) {
+      res.destroy()
+      if (!abort.signal.aborted) log.warn({ path, upstream: file.upstream, err: (err as Error).message }, `${kind.kind} transfer aborted`)
+    }
+  }
+
   const server = createServer((req, res) => {
     if (observer !== undefined) {
       const started = performance.now()
@@ -191,6 +219,7 @@ export function routeOf (url: string): string {
   if (NAR_PATH.test(path)) return 'nar'
   if (path === '/nix-cache-info') return 'nix-cache-info'
   if (path.startsWith('/narswarm/')) return 'index'
+  if (sideFileOf(path) !== undefined) return 'side-file'
   if (OPS_ROUTES.includes(path as typeof OPS_ROUTES[number])) return path === '/' ? 'status-page' : path.slice(1)
   return 'other'
 }

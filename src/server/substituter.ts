@@ -32,6 +32,7 @@ import type { AbortOptions, Backend, Mapper } from '../types.ts'
 import type { ChunkFrames, ChunkStore, NarIdentity, StoreFiller } from '../chunk/types.ts'
 import type { NarReader } from './shared-nar.ts'
 import { NarSources } from './nar-sources.ts'
+import { openSideFile, type SideFile, type SideFileKind } from './side-files.ts'
 import type { NarInfoResult, Observer, SourceKind } from './observer.ts'
 
 export type NarInfoResponse =
@@ -304,6 +305,11 @@ export class Substituter {
     const dropped = this.#cache.dropByNarHash(narHash)
     for (const hashPart of dropped) this.#answers.delete(hashPart)
     this.#log.warn({ storePath, narHash, dropped: dropped.length }, 'no source has the NAR any more: its narinfos are dropped from the cache')
+  }
+
+  /** A side file (side-files.ts) from the upstreams, by priority; undefined when none has it. */
+  async sideFile (kind: SideFileKind, path: string, signal?: AbortSignal): Promise<SideFile | undefined> {
+    return await openSideFile([...this.#upstreams].sort((a, b) => a.priority - b.priority), kind, path, signal)
   }
 
   /** Stops the NAR fetches in progress (shutdown). */

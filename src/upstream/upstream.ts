@@ -115,6 +115,24 @@ export class Upstream {
     return { ...decodeFileBody(res.headers, this.#wrapBody(res.body, narInfo.url), options.signal), compression: narInfo.compression }
   }
 
+  /**
+   * Another file of this cache (`path` from the root, e.g. `log/<drv>`): its body with any
+   * Content-Encoding taken off, or undefined when the upstream says it has none. Throws
+   * UpstreamError on any other status or when it cannot be reached.
+   */
+  async openFile (path: string, options: { signal?: AbortSignal } = {}): Promise<AsyncIterable<Uint8Array> | undefined> {
+    const res = await this.#get(`${this.url}/${path}`, this.#config.narinfoTimeout, options.signal)
+    if (res.statusCode === 404 || res.statusCode === 403 || res.statusCode === 410) {
+      await res.body.dump()
+      return undefined
+    }
+    if (res.statusCode !== 200) {
+      await res.body.dump()
+      throw new UpstreamError(this.name, `answered ${res.statusCode} for ${path}${hintFor(res.statusCode)}`, { status: res.statusCode })
+    }
+    return decodeContentEncoding(res.headers['content-encoding'], this.#wrapBody(res.body, path), options.signal)
+  }
+
   async close (): Promise<void> {
     await this.#dispatcher.close()
   }

@@ -9,13 +9,15 @@ import { readFile } from 'node:fs/promises'
 import { COMMANDS } from '../../src/cli/commands.ts'
 import { LIST_SETTINGS, SETTINGS, shownDefault } from '../../src/cli/config.ts'
 import { CONTENT_CODINGS } from '../../src/util/content-encoding.ts'
+import { SIDE_FILES } from '../../src/server/side-files.ts'
 
 const readme = await readFile(new URL('../../README.md', import.meta.url), 'utf8')
 const example = await readFile(new URL('../../narswarm.example.toml', import.meta.url), 'utf8')
+const protocol = await readFile(new URL('../../docs/protocol.md', import.meta.url), 'utf8')
 
-/** The rows of the first table under a `## heading`, as arrays of cells. */
-function table (heading: string): string[][] {
-  const lines = readme.slice(readme.indexOf(`\n## ${heading}\n`) + 1).split('\n')
+/** The rows of the first table under a `## heading` (of `text`, the README by default), as arrays of cells. */
+function table (heading: string, text = readme): string[][] {
+  const lines = text.slice(text.indexOf(`\n${heading.startsWith('#') ? heading : `## ${heading}`}\n`) + 1).split('\n')
   const start = lines.findIndex(l => l.startsWith('| '))
   const end = lines.findIndex((l, i) => i > start && !l.startsWith('|'))
   return lines.slice(start, end).filter(l => !l.startsWith('|---'))
@@ -48,4 +50,10 @@ test('the README names the content codings narswarm reads, and no other', () => 
   const end = paragraph.indexOf('stacked')
   const listed = paragraph.slice(paragraph.lastIndexOf(':', end), end).match(/`[^`]+`/g)?.map(c => c.slice(1, -1)).sort()
   assert.deepEqual(listed, Object.keys(CONTENT_CODINGS).filter(c => !c.startsWith('x-')).sort())
+})
+
+test('docs/protocol.md lists the side files narswarm relays, as the code defines them', () => {
+  const rows = table('### Build logs, listings and realisations', protocol).slice(1)
+  const size = (n: number): string => n >= 1 << 30 ? `${n / (1 << 30)} GiB` : `${n / (1 << 20)} MiB`
+  assert.deepEqual(rows, SIDE_FILES.map(k => [k.kind, `\`${k.shown}\``, k.readBy, size(k.limit)]))
 })
