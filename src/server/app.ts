@@ -169,7 +169,7 @@ export function createApp (init: AppInit): Server {
     // What an upstream has now it may not have later, or have anew: not cached by clients.
     res.writeHead(200, { 'content-type': kind.contentType, 'cache-control': 'no-cache' })
     if (req.method === 'HEAD') {
-      await file.body[Symbol.asyncIterator]().return?.()
+      await file.close()
       res.end()
       return
     }

@@ -58,6 +58,8 @@ export interface SideFile {
   kind: SideFileKind
   upstream: string
   body: AsyncIterable<Uint8Array>
+  /** Lets go of the upstream's response, for an answer without a body (HEAD). */
+  close: () => Promise<void>
 }
 
 /**
@@ -75,7 +77,8 @@ export async function openSideFile (upstreams: readonly Upstream[], kind: SideFi
       if (body === undefined) continue
       iterator = body[Symbol.asyncIterator]()
       const first = await iterator.next()
-      return { kind, upstream: upstream.name, body: bounded(first, iterator, kind, upstream.name) }
+      const rest = iterator
+      return { kind, upstream: upstream.name, body: bounded(first, rest, kind, upstream.name), close: async () => { await rest.return?.() } }
     } catch (err) {
       if (signal?.aborted === true) throw err
       await iterator?.return?.()
