@@ -46,6 +46,7 @@ describe('status page, rendering', () => {
     assert.equal(routeOf('//nar/0123456789abcdfghijklmnpqrsvwxyz0123456789abcdfghijk.nar?hash=x'), 'nar')
     assert.equal(routeOf('/'), 'status-page')
     assert.equal(routeOf('/metrics'), 'metrics')
+    assert.equal(routeOf('/log/0123456789abcdfghijklmnpqrsvwxyz-hello.drv'), 'side-file')
     assert.equal(routeOf('/some/random/thing'), 'other')
   })
 })
