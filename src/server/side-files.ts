@@ -1,6 +1,6 @@
 /**
  * The files of a binary cache beside narinfos and NARs that Nix and Lix read but narswarm does not
- * keep: build logs (`nix log`, `nix-store --read-log`), NAR listings (Lix's `nix store ls`) and the
+ * keep: build logs (`nix log`), NAR listings (Lix's `nix store ls`) and the
  * realisations of content-addressed derivations, in both layouts Nix has used. Each is relayed from
  * the upstreams as it is, the first that has it in their order; only the upstreams are asked,
  * never peers, mirrors or indexes. Nothing here is store contents: Nix checks a realisation's
