@@ -44,6 +44,8 @@ export interface NarFetchSources {
 
 export interface NarFetchContext {
   store?: ChunkStore
+  /** False: fetched NARs are relayed, never ingested (`cache-size = 0`); peers still fill the store. */
+  ingest: boolean
   spoolDir: string
   log: Logger
   health: SourceHealth
@@ -271,7 +273,7 @@ export class NarFetch {
    */
   async #ingest (spool: Spool, state: SpoolState): Promise<void> {
     const { store } = this.#ctx
-    if (store === undefined) return
+    if (store === undefined || !this.#ctx.ingest) return
     try {
       // The tail ends normally only once verifyNar matched the whole NAR.
       await store.ingest(this.identity, this.#tail(spool, state), { signal: this.#abort.signal, narHashChecked: true })

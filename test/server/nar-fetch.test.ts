@@ -48,11 +48,12 @@ function source (name: string, bytes: Buffer, opts: { pauseAt?: number, resume?:
   return candidate
 }
 
-async function context (store?: MemoryStore, budget = 5_000): Promise<NarFetchContext> {
+async function context (store?: MemoryStore, budget = 5_000, ingest = true): Promise<NarFetchContext> {
   const spoolDir = tempDir('narswarm-spool-')
   await clearSpoolDir(spoolDir)
   return {
     ...(store === undefined ? {} : { store }),
+    ingest,
     spoolDir, log: silentLogger(), health: new SourceHealth({ cooldown: 60_000 }), scores: new SourceScores(),
     hedgeDelay: 50, firstByteTimeout: 5_000, untrustedBudget: budget, storageFailed: () => {}
   }
@@ -87,6 +88,18 @@ describe('the shared NAR fetch', () => {
     assert.equal(upstream.opens, 1)
     assert.equal(store.ingests, 1)
     assert.ok(store.manifest(identity.narHash) !== undefined, 'committed to the store')
+  })
+
+  test('a store that keeps nothing (cache-size = 0): readers share the fetch, nothing is ingested', async () => {
+    const store = new MemoryStore()
+    const upstream = source('upstream', nar)
+    const fetch = new NarFetch(identity, sources([], [upstream]), await context(store, 5_000, false))
+    const readers = await Promise.all(Array.from({ length: 3 }, async () => (await fetch.open(0, nar.length))!))
+    for (const r of readers) assert.ok((await readAll(r.body)).equals(nar))
+    await fetch.done
+    assert.equal(upstream.opens, 1)
+    assert.equal(store.ingests, 0)
+    assert.equal(store.manifest(identity.narHash), undefined)
   })
 
   test('an untrusted source releases nothing before the whole NAR verified; a bad one is never released', async () => {
