@@ -18,7 +18,7 @@
 import { request, type Dispatcher } from 'undici'
 import { ConfigError, UpstreamError } from '../errors.ts'
 import { redactUrl } from '../log.ts'
-import { createHttpDispatcher, describeHttpError, isTimeout, splitCredentials } from '../util/http-client.ts'
+import { ABSENT_STATUSES, createHttpDispatcher, describeHttpError, isTimeout, splitCredentials } from '../util/http-client.ts'
 import { decodeFileBody } from '../util/content-encoding.ts'
 import type { AbortOptions, Backend, BackendPlugin, Components, Locator, NarSource } from '../types.ts'
 import { duration, integer } from '../util/values.ts'
@@ -71,7 +71,6 @@ interface MirrorState {
 }
 
 const USER_AGENT = 'narswarm/0.1'
-const ABSENT = new Set([404, 403, 410])
 
 export class MirrorBackend implements Backend {
   readonly name: string
@@ -134,7 +133,7 @@ export class MirrorBackend implements Backend {
         return { ...decodeFileBody(res.headers, this.#wrapBody(mirror, res.body, path, signal), signal), compression: locator.compression }
       }
       await res.body.dump().catch(() => {})
-      if (ABSENT.has(res.statusCode)) {
+      if (ABSENT_STATUSES.has(res.statusCode)) {
         this.#succeeded(mirror)
         continue
       }

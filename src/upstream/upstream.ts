@@ -14,7 +14,7 @@ import { narHashOfContentAddress } from '../nix/content-address.ts'
 import { decodeProblem } from '../nix/compression.ts'
 import { trustedKeyMap, verifyNarInfo, type PublicKey } from '../nix/signature.ts'
 import { redactUrl } from '../log.ts'
-import { createHttpDispatcher, describeHttpError, isTimeout, readBody, splitCredentials } from '../util/http-client.ts'
+import { ABSENT_STATUSES, createHttpDispatcher, describeHttpError, isTimeout, readBody, splitCredentials } from '../util/http-client.ts'
 import { decodeContentEncoding, decodeFileBody } from '../util/content-encoding.ts'
 import type { UpstreamConfig } from './spec.ts'
 
@@ -67,16 +67,8 @@ export class Upstream {
   }
 
   async fetchNarInfo (hashPart: string, options: { signal?: AbortSignal } = {}): Promise<NarInfoAnswer> {
-    const url = `${this.url}/${hashPart}.narinfo`
-    const res = await this.#get(url, this.#config.narinfoTimeout, options.signal)
-    if (res.statusCode === 404 || res.statusCode === 403 || res.statusCode === 410) {
-      await res.body.dump()
-      return { kind: 'absent', status: res.statusCode }
-    }
-    if (res.statusCode !== 200) {
-      await res.body.dump()
-      throw new UpstreamError(this.name, `answered ${res.statusCode} for ${hashPart}.narinfo${hintFor(res.statusCode)}`, { status: res.statusCode })
-    }
+    const res = await this.#open(`${this.url}/${hashPart}.narinfo`, `${hashPart}.narinfo`, this.#config.narinfoTimeout, options.signal)
+    if (typeof res === 'number') return { kind: 'absent', status: res }
     let bytes: Buffer | undefined
     try {
       // The limit applies to the narinfo itself, after any Content-Encoding came off.
@@ -102,16 +94,8 @@ export class Upstream {
 
   /** Opens the NAR a narinfo of this upstream points to; undefined when the upstream says it is gone. */
   async openNar (narInfo: NarInfo, options: { signal?: AbortSignal } = {}): Promise<NarStream | undefined> {
-    const url = this.resolve(narInfo.url)
-    const res = await this.#get(url, this.#config.narTimeout, options.signal)
-    if (res.statusCode === 404 || res.statusCode === 403 || res.statusCode === 410) {
-      await res.body.dump()
-      return undefined
-    }
-    if (res.statusCode !== 200) {
-      await res.body.dump()
-      throw new UpstreamError(this.name, `answered ${res.statusCode} for ${narInfo.url}${hintFor(res.statusCode)}`, { status: res.statusCode })
-    }
+    const res = await this.#open(this.resolve(narInfo.url), narInfo.url, this.#config.narTimeout, options.signal)
+    if (typeof res === 'number') return undefined
     return { ...decodeFileBody(res.headers, this.#wrapBody(res.body, narInfo.url), options.signal), compression: narInfo.compression }
   }
 
@@ -121,20 +105,25 @@ export class Upstream {
    * UpstreamError on any other status or when it cannot be reached.
    */
   async openFile (path: string, options: { signal?: AbortSignal } = {}): Promise<AsyncIterable<Uint8Array> | undefined> {
-    const res = await this.#get(`${this.url}/${path}`, this.#config.narinfoTimeout, options.signal)
-    if (res.statusCode === 404 || res.statusCode === 403 || res.statusCode === 410) {
-      await res.body.dump()
-      return undefined
-    }
-    if (res.statusCode !== 200) {
-      await res.body.dump()
-      throw new UpstreamError(this.name, `answered ${res.statusCode} for ${path}${hintFor(res.statusCode)}`, { status: res.statusCode })
-    }
+    const res = await this.#open(`${this.url}/${path}`, path, this.#config.narinfoTimeout, options.signal)
+    if (typeof res === 'number') return undefined
     return decodeContentEncoding(res.headers['content-encoding'], this.#wrapBody(res.body, path), options.signal)
   }
 
   async close (): Promise<void> {
     await this.#dispatcher.close()
+  }
+
+  /**
+   * A 200 response for `url` (`what` names it in errors), or the status that says the upstream
+   * does not have it (ABSENT_STATUSES); throws UpstreamError for any other status.
+   */
+  async #open (url: string, what: string, timeout: number, signal?: AbortSignal): Promise<Dispatcher.ResponseData | number> {
+    const res = await this.#get(url, timeout, signal)
+    if (res.statusCode === 200) return res
+    await res.body.dump()
+    if (ABSENT_STATUSES.has(res.statusCode)) return res.statusCode
+    throw new UpstreamError(this.name, `answered ${res.statusCode} for ${what}${hintFor(res.statusCode)}`, { status: res.statusCode })
   }
 
   async #get (url: string, timeout: number, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {

@@ -8,6 +8,9 @@
  */
 import { EnvHttpProxyAgent, interceptors, type Dispatcher } from 'undici'
 
+/** The statuses by which a cache or mirror says it does not have a file, as Nix reads them. */
+export const ABSENT_STATUSES: ReadonlySet<number> = new Set([404, 403, 410])
+
 /** `connections` per origin; null: no limit. */
 export function createHttpDispatcher (options: { connections: number | null, connectTimeout: number }): Dispatcher {
   return new EnvHttpProxyAgent({
