@@ -90,6 +90,8 @@ export class LocalChunkStore implements ChunkStore {
     this.inUse = new InUse(() => this.maintenance.scheduleEviction())
   }
 
+  get capacity (): number { return this.maintenance.capacity }
+
   /** Opens (or creates) the store, refusing one made by another chunker, and runs the start-up check. */
   static async open (init: LocalChunkStoreInit): Promise<LocalChunkStore> {
     const store = new LocalChunkStore(init)

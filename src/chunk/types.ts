@@ -63,6 +63,8 @@ export interface PutChunkOptions extends AbortOptions {
 export interface ChunkStore {
   /** The chunker id of this store; peers with another id share only whole NARs. */
   readonly cdcId: string
+  /** The bytes it may hold (`cache-size`); 0: it keeps nothing, so fetched NARs are only relayed. */
+  readonly capacity: number
   /** The manifest of a committed NAR; undefined when the store does not hold it. */
   manifest: (narHash: NixHash) => Manifest | undefined
   /** The NarSize of a committed NAR, without decoding its manifest; undefined when not held. */

@@ -111,7 +111,7 @@ async function start (config: Config, log: Logger, observer: Observer, opened: A
     firstByteTimeout: config.firstByteTimeout,
     untrustedBudget: config.untrustedBudget,
     spoolDir,
-    ...(store === undefined ? {} : { store, ingest: config.cacheSize > 0 }),
+    ...(store === undefined ? {} : { store }),
     ...(swarm === undefined ? {} : { fillers: [swarm.filler], narInfoFallback: swarm.narInfoFallback })
   })
   const server = createApp({

@@ -44,8 +44,6 @@ export interface NarFetchSources {
 
 export interface NarFetchContext {
   store?: ChunkStore
-  /** False: fetched NARs are relayed, never ingested (`cache-size = 0`); peers still fill the store. */
-  ingest: boolean
   spoolDir: string
   log: Logger
   health: SourceHealth
@@ -273,7 +271,8 @@ export class NarFetch {
    */
   async #ingest (spool: Spool, state: SpoolState): Promise<void> {
     const { store } = this.#ctx
-    if (store === undefined || !this.#ctx.ingest) return
+    // A store that keeps nothing (`cache-size = 0`) would only evict the NAR again; peers still fill it.
+    if (store === undefined || store.capacity === 0) return
     try {
       // The tail ends normally only once verifyNar matched the whole NAR.
       await store.ingest(this.identity, this.#tail(spool, state), { signal: this.#abort.signal, narHashChecked: true })

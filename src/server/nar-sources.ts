@@ -39,8 +39,6 @@ export interface NarSourcesInit {
   firstByteTimeout: number
   untrustedBudget: number
   store?: ChunkStore
-  /** False: NARs fetched from upstreams and index sources are not kept (`cache-size = 0`). */
-  ingest?: boolean
   fillers: StoreFiller[]
   /** Where fetches spool their bytes; created (and emptied) by the caller. */
   spoolDir: string
@@ -70,7 +68,6 @@ export class NarSources {
     }
     this.#ctx = {
       store: init.store,
-      ingest: init.ingest ?? true,
       spoolDir: init.spoolDir,
       log: init.log,
       health: init.health,

@@ -71,8 +71,6 @@ export interface SubstituterInit {
   firstByteTimeout?: number
   /** Where every verified NAR is kept, and served from. */
   store?: ChunkStore
-  /** False: fetched NARs are relayed without being kept in the store (`cache-size = 0`). */
-  ingest?: boolean
   /** Sources that fill the store themselves (LAN peers), raced as untrusted sources. */
   fillers?: StoreFiller[]
   /** Asked for a narinfo only when every upstream failed (not when they said absent). */
@@ -123,7 +121,6 @@ export class Substituter {
       fillers: init.fillers ?? [],
       spoolDir: init.spoolDir,
       ...(init.store === undefined ? {} : { store: init.store }),
-      ...(init.ingest === undefined ? {} : { ingest: init.ingest }),
       ...(init.observer === undefined ? {} : { observer: init.observer })
     })
     this.#observer = init.observer

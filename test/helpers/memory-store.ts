@@ -15,6 +15,8 @@ export class MemoryStore implements ChunkStore {
   readonly #chunkSize: number
   readonly chunks = new Map<string, Uint8Array>()
   readonly manifests = new Map<string, Manifest>()
+  /** Never enforced: 0 only tells the code that uses the store it keeps nothing. */
+  capacity = Infinity
   /** While true, every write throws StorageError (a full disk). */
   full = false
   ingests = 0

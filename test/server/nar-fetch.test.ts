@@ -48,12 +48,11 @@ function source (name: string, bytes: Buffer, opts: { pauseAt?: number, resume?:
   return candidate
 }
 
-async function context (store?: MemoryStore, budget = 5_000, ingest = true): Promise<NarFetchContext> {
+async function context (store?: MemoryStore, budget = 5_000): Promise<NarFetchContext> {
   const spoolDir = tempDir('narswarm-spool-')
   await clearSpoolDir(spoolDir)
   return {
     ...(store === undefined ? {} : { store }),
-    ingest,
     spoolDir, log: silentLogger(), health: new SourceHealth({ cooldown: 60_000 }), scores: new SourceScores(),
     hedgeDelay: 50, firstByteTimeout: 5_000, untrustedBudget: budget, storageFailed: () => {}
   }
@@ -92,8 +91,9 @@ describe('the shared NAR fetch', () => {
 
   test('a store that keeps nothing (cache-size = 0): readers share the fetch, nothing is ingested', async () => {
     const store = new MemoryStore()
+    store.capacity = 0
     const upstream = source('upstream', nar)
-    const fetch = new NarFetch(identity, sources([], [upstream]), await context(store, 5_000, false))
+    const fetch = new NarFetch(identity, sources([], [upstream]), await context(store))
     const readers = await Promise.all(Array.from({ length: 3 }, async () => (await fetch.open(0, nar.length))!))
     for (const r of readers) assert.ok((await readAll(r.body)).equals(nar))
     await fetch.done
