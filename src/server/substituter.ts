@@ -85,6 +85,8 @@ export interface SubstituterInit {
 
 export class Substituter {
   readonly #upstreams: Upstream[]
+  /** The same, the preferred first: the order side files are looked for in. */
+  readonly #byPriority: Upstream[]
   readonly #cache: NarInfoCache
   readonly #log: Logger
   readonly #mappers: Mapper[]
@@ -102,6 +104,7 @@ export class Substituter {
 
   constructor (init: SubstituterInit) {
     this.#upstreams = init.upstreams
+    this.#byPriority = [...init.upstreams].sort((a, b) => a.priority - b.priority)
     this.#cache = init.cache
     this.#log = init.log
     this.#mappers = init.mappers ?? []
@@ -309,7 +312,7 @@ export class Substituter {
 
   /** A side file (side-files.ts) from the upstreams, by priority; undefined when none has it. */
   async sideFile (kind: SideFileKind, path: string, signal?: AbortSignal): Promise<SideFile | undefined> {
-    return await openSideFile([...this.#upstreams].sort((a, b) => a.priority - b.priority), kind, path, signal)
+    return await openSideFile(this.#byPriority, kind, path, signal)
   }
 
   /** Stops the NAR fetches in progress (shutdown). */
