@@ -11,8 +11,8 @@ import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { makeNixEnv, nixSkip, type NixEnv } from '../helpers/nix.ts'
-import { buildClosure, copyTo, type Closure } from '../helpers/closure.ts'
-import { startCacheServer, type CacheServer } from '../helpers/cache-server.ts'
+import { servedClosure, type Closure } from '../helpers/closure.ts'
+import type { CacheServer } from '../helpers/cache-server.ts'
 import { startNarswarm } from '../helpers/narswarm.ts'
 
 describe('caches served with a Content-Encoding', { skip: nixSkip() }, () => {
@@ -22,10 +22,7 @@ describe('caches served with a Content-Encoding', { skip: nixSkip() }, () => {
 
   before(async () => {
     nix = await makeNixEnv()
-    closure = await buildClosure(nix, { withBig: false })
-    const dir = join(nix.dir, 'cache-xz')
-    await copyTo(nix, closure, dir, 'xz', closure.paths)
-    upstream = await startCacheServer(dir)
+    ;({ closure, upstream } = await servedClosure(nix))
     upstream.faults.push(
       // Each narinfo in one of the codings Nix's S3 store can give it.
       { match: p => p.endsWith('.narinfo') && p.charCodeAt(1) % 3 === 0, fault: { kind: 'encode', codings: ['xz'] } },

@@ -9,8 +9,8 @@ import assert from 'node:assert/strict'
 import { readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { makeNixEnv, nixSkip, type NixEnv } from '../helpers/nix.ts'
-import { buildClosure, copyTo, type Closure } from '../helpers/closure.ts'
-import { startCacheServer, type CacheServer } from '../helpers/cache-server.ts'
+import { servedClosure, type Closure } from '../helpers/closure.ts'
+import type { CacheServer } from '../helpers/cache-server.ts'
 import { startNarswarm, type NarswarmProcess } from '../helpers/narswarm.ts'
 
 describe('cache-size 0', { skip: nixSkip() }, () => {
@@ -21,10 +21,7 @@ describe('cache-size 0', { skip: nixSkip() }, () => {
 
   before(async () => {
     nix = await makeNixEnv()
-    closure = await buildClosure(nix, { withBig: false })
-    const dir = join(nix.dir, 'cache-xz')
-    await copyTo(nix, closure, dir, 'xz', closure.paths)
-    upstream = await startCacheServer(dir)
+    ;({ closure, upstream } = await servedClosure(nix))
     narswarm = await startNarswarm(['--cache-size', '0', '--upstream', `${upstream.url}?trusted-public-keys=${closure.publicKey}`])
   })
   after(async () => {

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict'
 import { copyFile, mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { makeNixEnv, nixSkip, type NixEnv } from '../helpers/nix.ts'
-import { buildClosure, copyTo, hashPartOf, readNarInfo, type Closure } from '../helpers/closure.ts'
+import { hashPartOf, readNarInfo, servedClosure, type Closure } from '../helpers/closure.ts'
 import { startCacheServer, type CacheServer } from '../helpers/cache-server.ts'
 import { startNarswarm } from '../helpers/narswarm.ts'
 
@@ -26,10 +26,7 @@ describe('a private upstream with credentials in its URL', { skip: nixSkip() }, 
 
   before(async () => {
     nix = await makeNixEnv()
-    closure = await buildClosure(nix, { withBig: false })
-    cacheDir = join(nix.dir, 'cache-private')
-    await copyTo(nix, closure, cacheDir, 'xz', closure.paths)
-    upstream = await startCacheServer(cacheDir, { authorization: AUTHORIZATION })
+    ;({ closure, dir: cacheDir, upstream } = await servedClosure(nix, { authorization: AUTHORIZATION }))
   })
   after(async () => {
     await upstream?.close()

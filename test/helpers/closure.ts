@@ -10,6 +10,7 @@ import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { NarInfo } from '../../src/nix/narinfo.ts'
 import type { NixEnv } from './nix.ts'
+import { startCacheServer, type CacheServer, type CacheServerOptions } from './cache-server.ts'
 
 export interface Closure {
   top: string
@@ -127,6 +128,17 @@ export async function buildWideClosure (nix: NixEnv, count = 110): Promise<WideC
 /** `nix copy` of `paths` (and their closure) into a new file:// binary cache at `dir`. */
 export async function copyTo (nix: NixEnv, closure: Pick<Closure, 'top' | 'secretKeyFile'>, dir: string, compression: string, paths = [closure.top]): Promise<void> {
   await nix.run('nix', ['copy', '--to', `file://${dir}?compression=${compression}&secret-key=${closure.secretKeyFile}`, ...paths])
+}
+
+/**
+ * A small closure (`buildClosure` without the big NAR) written by the real Nix into an xz cache
+ * under the Nix environment, served over HTTP (`options`: the server's, e.g. credentials).
+ */
+export async function servedClosure (nix: NixEnv, options: CacheServerOptions = {}): Promise<{ closure: Closure, dir: string, upstream: CacheServer }> {
+  const closure = await buildClosure(nix, { withBig: false })
+  const dir = join(nix.dir, 'cache-xz')
+  await copyTo(nix, closure, dir, 'xz', closure.paths)
+  return { closure, dir, upstream: await startCacheServer(dir, options) }
 }
 
 /** The narinfo Nix wrote for a store path into cache `dir`. */
