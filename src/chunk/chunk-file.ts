@@ -1,8 +1,9 @@
 /**
- * One chunk file as it is laid out on disk: a one-byte header (RAW or ZSTD) and the bytes, zstd-3
- * compressed only when that saves at least an eighth. chunk-writer.ts writes these files, files.ts
- * reads them; peers send them to each other as they are (docs/peer-protocol.md), so a chunk is
- * compressed once, by the node that first stored it.
+ * One chunk as it is laid out on disk (a record in a pack, or a file of its own in stores made
+ * before packs): a one-byte header (RAW or ZSTD) and the bytes, zstd-3 compressed only when that
+ * saves at least an eighth. pack-writer.ts writes these records, files.ts reads them; peers send
+ * them to each other as they are (docs/peer-protocol.md), so a chunk is compressed once, by the
+ * node that first stored it.
  */
 import { join } from 'node:path'
 import { constants, zstdCompressSync, zstdDecompressSync } from 'node:zlib'
@@ -50,9 +51,7 @@ function entropy (bytes: Uint8Array): number {
   return h
 }
 
-/** Where chunk files go: `<root>/<2 hex>/<64 hex>`, written through `<tmp>`; `fsync: false` is for benchmarks. */
-export interface ChunkDirs { root: string, tmp: string, fsync: boolean }
-
+/** Where a chunk stored in a file of its own is (stores made before packs): `<root>/<2 hex>/<64 hex>`. */
 export function chunkPath (root: string, hex: string): string {
   return join(root, hex.slice(0, 2), hex)
 }

@@ -1,20 +1,35 @@
 /**
- * Chunk files on disk: `chunks/<2 hex>/<64 hex>` under the state directory, one file per chunk
- * (chunk-file.ts has its layout, chunk-writer.ts writes them on the thread pool). A write goes to
- * `chunks/tmp/<pid>-<random>-<n>.tmp`, is fsynced, then renamed into place, so a chunk file either is
- * whole or does not exist under its name; the index row comes after (the store's business). A
- * read hashes the bytes again and reports a chunk whose bytes do not match its name as corrupt;
- * it never returns them.
+ * Chunk bytes on disk, under `chunks/` in the state directory: records in pack files
+ * (`packs/<id>.pack`, written by pack-writer.ts; chunk-file.ts has a record's layout), found where
+ * the index row says. Stores made before packs hold a file per chunk (`<2 hex>/<64 hex>`, the
+ * same layout as a record): those are still read, and removed when their chunk goes. A read
+ * hashes the bytes again and reports a chunk whose bytes do not match its name as corrupt; it
+ * never returns them.
  */
 import { hash } from 'node:crypto'
-import { closeSync, openSync, readSync } from 'node:fs'
+import { closeSync, openSync, readSync, unlinkSync } from 'node:fs'
 import { mkdir, readdir, rm, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { StorageError } from '../errors.ts'
 import { isAlive } from '../util/process.ts'
 import { chunkPath, ChunkFileError, decodeChunkFile, ZSTD } from './chunk-file.ts'
-import { ChunkWriter, type StoredChunk } from './chunk-writer.ts'
+import { packPath, PackWriter, type PackRegistry, type StoredChunk } from './pack-writer.ts'
 import { rawFrame } from '../nix/zstd-frames.ts'
+
+/** Where a chunk is and what it is, as its index row says. */
+export interface ChunkAt {
+  hex: string
+  size: number
+  storedSize: number
+  storedHash: Uint8Array | undefined
+  /** Its pack, or undefined for a chunk in a file of its own. */
+  pack: number | undefined
+  offset: number
+}
+
+/** Open read handles of packs: a render reads many records of few packs. */
+const PACK_HANDLES = 32
+const PACK_NAME = /^(\d+)\.pack$/
 
 const HEX64 = /^[0-9a-f]{64}$/
 /** The fan-out directories, `00` to `ff`, by the first byte of the chunk id (index = that byte). */
@@ -41,45 +56,88 @@ export class CorruptChunk extends Error {
 export class ChunkFiles {
   readonly root: string
   readonly tmp: string
+  readonly packs: string
   #scratch = Buffer.allocUnsafe(0)
 
   readonly #fsync: boolean
-  #writer: ChunkWriter | undefined
+  readonly #registry: PackRegistry
+  readonly #packBytes: number | undefined
+  #writer: PackWriter | undefined
+  /** Read handles by pack id, least recently used first. */
+  readonly #handles = new Map<number, number>()
 
   /** `fsync: false` skips the wait for the disk (benchmarks that measure other things). */
-  constructor (root: string, options: { fsync?: boolean } = {}) {
+  constructor (root: string, registry: PackRegistry, options: { fsync?: boolean, packBytes?: number } = {}) {
     this.root = root
     this.tmp = join(root, 'tmp')
+    this.packs = join(root, 'packs')
+    this.#registry = registry
     this.#fsync = options.fsync ?? true
+    this.#packBytes = options.packBytes
   }
 
   async init (): Promise<void> {
     await mkdir(this.tmp, { recursive: true })
+    await mkdir(this.packs, { recursive: true })
   }
 
+  /** The file of a chunk stored on its own (stores made before packs). */
   path (hex: string): string {
     return chunkPath(this.root, hex)
   }
 
+  packPath (id: number): string {
+    return packPath(this.packs, id)
+  }
+
+  /** The pack records are appended to now, if one is open in this process. */
+  get activePack (): number | undefined { return this.#writer?.activePack }
+
+  /** Whether this process may still write records into the pack, or index one in it (pack-writer.ts). */
+  isOpen (id: number): boolean { return this.#writer?.isOpen(id) ?? false }
+
+  /** A record `write` or `copyRecord` gave has its index row now (or never will). */
+  indexed (pack: number): void { this.#writer?.indexed(pack) }
+
+  #packWriter (): PackWriter {
+    this.#writer ??= new PackWriter({ dir: this.packs, fsync: this.#fsync, registry: this.#registry, ...(this.#packBytes === undefined ? {} : { packBytes: this.#packBytes }) })
+    return this.#writer
+  }
+
   /**
-   * Writes a chunk whose id was already computed. `bytes` is copied before this returns, so the
-   * caller may reuse it (chunk-writer.ts). `compressed`: a zstd frame of `bytes` already checked
-   * (`decodeChunkFile`), stored as it is instead of compressing `bytes` again.
+   * Writes a chunk whose id was already computed; resolves once it is durable. `bytes` is copied
+   * before this returns, so the caller may reuse it. `compressed`: a zstd frame of `bytes` already
+   * checked (`decodeChunkFile`), stored as it is instead of compressing `bytes` again.
    */
   async write (hex: string, bytes: Uint8Array, compressed?: Uint8Array): Promise<StoredChunk> {
-    this.#writer ??= new ChunkWriter({ root: this.root, tmp: this.tmp, fsync: this.#fsync })
     try {
-      return await this.#writer.write(hex, bytes, compressed)
+      return await this.#packWriter().write(bytes, compressed)
     } catch (err) {
       throw storageError(`cannot store chunk ${hex}`, err)
     }
   }
 
-  /** Waits for the writes asked for; a later write starts afresh. */
+  /** Copies a record, as `readStored` gives it, into the active pack (compaction); where it went. */
+  async copyRecord (record: Uint8Array): Promise<{ pack: number, offset: number }> {
+    try {
+      return await this.#packWriter().append(record[0]!, record.subarray(1))
+    } catch (err) {
+      throw storageError('cannot copy a chunk record', err)
+    }
+  }
+
+  /** Seals the active pack when no write is under way in it (maintenance, to reclaim it). */
+  async retire (id: number): Promise<boolean> {
+    return await (this.#writer?.retire(id) ?? Promise.resolve(false))
+  }
+
+  /** Waits for the writes asked for and seals their packs; a later write starts afresh. */
   async close (): Promise<void> {
     const writer = this.#writer
     this.#writer = undefined
     await writer?.close()
+    for (const fd of this.#handles.values()) closeSync(fd)
+    this.#handles.clear()
   }
 
   /**
@@ -89,9 +147,9 @@ export class ChunkFiles {
    * Synchronous: from the page cache a chunk reads in tens of microseconds, while a thread-pool
    * round trip per open, read and close measured ten times that under load.
    */
-  read (hex: string, size: number, verify = true): Uint8Array | undefined {
-    const n = this.#readFile(hex, size)
-    return n === undefined ? undefined : this.#decode(hex, n, size, verify)
+  read (at: ChunkAt, verify = true): Uint8Array | undefined {
+    const n = this.#readFile(at)
+    return n === undefined ? undefined : this.#decode(at.hex, n, at.size, verify)
   }
 
   /**
@@ -100,11 +158,11 @@ export class ChunkFiles {
    * raw frame. A compressed chunk with no `storedHash` (written before it was kept) is
    * decompressed to be checked. Undefined and throws as `read` does.
    */
-  readFrames (hex: string, size: number, storedHash: Uint8Array | undefined): Uint8Array[] | undefined {
-    const n = this.#readFile(hex, size)
+  readFrames (at: ChunkAt): Uint8Array[] | undefined {
+    const n = this.#readFile(at)
     if (n === undefined) return undefined
-    if (!this.#compressed(n, size)) return rawFrame(this.#decode(hex, n, size, true))
-    this.#checkAsStored(hex, n, size, storedHash)
+    if (!this.#compressed(n, at.size)) return rawFrame(this.#decode(at.hex, n, at.size, true))
+    this.#checkAsStored(at, n)
     return [Uint8Array.prototype.slice.call(this.#scratch, 1, n)]
   }
 
@@ -112,10 +170,10 @@ export class ChunkFiles {
    * The chunk's file as it is, header and body, for a peer (chunk-file.ts): checked as
    * `readFrames` checks it. Undefined and throws as `read` does.
    */
-  readStored (hex: string, size: number, storedHash: Uint8Array | undefined): Uint8Array | undefined {
-    const n = this.#readFile(hex, size)
+  readStored (at: ChunkAt): Uint8Array | undefined {
+    const n = this.#readFile(at)
     if (n === undefined) return undefined
-    this.#checkAsStored(hex, n, size, storedHash)
+    this.#checkAsStored(at, n)
     return Uint8Array.prototype.slice.call(this.#scratch, 0, n)
   }
 
@@ -124,11 +182,11 @@ export class ChunkFiles {
    * `storedHash`, and the bytes against the chunk's name. False when there is no such file;
    * throws as `read` does.
    */
-  check (hex: string, size: number, storedHash: Uint8Array | undefined): boolean {
-    const n = this.#readFile(hex, size)
+  check (at: ChunkAt): boolean {
+    const n = this.#readFile(at)
     if (n === undefined) return false
-    if (storedHash !== undefined && this.#compressed(n, size)) this.#checkStored(hex, this.#scratch.subarray(1, n), storedHash)
-    this.#decode(hex, n, size, true, false)
+    if (at.storedHash !== undefined && this.#compressed(n, at.size)) this.#checkStored(at.hex, this.#scratch.subarray(1, n), at.storedHash)
+    this.#decode(at.hex, n, at.size, true, false)
     return true
   }
 
@@ -142,9 +200,9 @@ export class ChunkFiles {
    * stored: a compressed body against `storedHash` (not decompressed), else its bytes against the
    * chunk's name.
    */
-  #checkAsStored (hex: string, n: number, size: number, storedHash: Uint8Array | undefined): void {
-    if (storedHash !== undefined && this.#compressed(n, size)) this.#checkStored(hex, this.#scratch.subarray(1, n), storedHash)
-    else this.#decode(hex, n, size, true, false)
+  #checkAsStored (at: ChunkAt, n: number): void {
+    if (at.storedHash !== undefined && this.#compressed(n, at.size)) this.#checkStored(at.hex, this.#scratch.subarray(1, n), at.storedHash)
+    else this.#decode(at.hex, n, at.size, true, false)
   }
 
   /** A compressed file's body against the hash kept when it was written. */
@@ -170,14 +228,22 @@ export class ChunkFiles {
   }
 
   /**
-   * Reads a chunk file into the scratch buffer; its length, or undefined when there is none.
-   * Raw takes 1 + size bytes, compressed at most 1 + 7/8 of that: one read is enough. One reused
-   * buffer, so a chunk costs one allocation: the bytes handed out.
+   * Reads a chunk's record into the scratch buffer; its length, or undefined when its file (or
+   * pack) is not there. A record in a pack is read where the index says, `storedSize` bytes (a
+   * pack cut short gives fewer, which fail as corrupt). A file of its own: raw takes 1 + size
+   * bytes, compressed at most 1 + 7/8 of that, so one read is enough. One reused buffer, so a
+   * chunk costs one allocation: the bytes handed out. Synchronous: from the page cache a record
+   * reads in microseconds, where a thread-pool round trip measured ten times that under load.
    */
-  #readFile (hex: string, size: number): number | undefined {
-    if (this.#scratch.length < size + 2) this.#scratch = Buffer.allocUnsafe(size + 2)
+  #readFile (at: ChunkAt): number | undefined {
+    const room = at.pack === undefined ? at.size + 2 : at.storedSize
+    if (this.#scratch.length < room) this.#scratch = Buffer.allocUnsafe(Math.max(room, at.size + 2))
     try {
-      const fd = openSync(this.path(hex), 'r')
+      if (at.pack !== undefined) {
+        const fd = this.#handle(at.pack)
+        return fd === undefined ? undefined : readSync(fd, this.#scratch, 0, at.storedSize, at.offset)
+      }
+      const fd = openSync(this.path(at.hex), 'r')
       try {
         return readSync(fd, this.#scratch, 0, this.#scratch.length, 0)
       } finally {
@@ -185,8 +251,68 @@ export class ChunkFiles {
       }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-      throw storageError(`cannot read chunk ${hex}`, err)
+      throw storageError(`cannot read chunk ${at.hex}`, err)
     }
+  }
+
+  /** A read handle of a pack, kept open for the next records; undefined when there is no such pack. */
+  #handle (pack: number): number | undefined {
+    let fd = this.#handles.get(pack)
+    if (fd !== undefined) {
+      this.#handles.delete(pack)
+      this.#handles.set(pack, fd)
+      return fd
+    }
+    try {
+      fd = openSync(this.packPath(pack), 'r')
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+      throw err
+    }
+    this.#handles.set(pack, fd)
+    if (this.#handles.size > PACK_HANDLES) {
+      const [oldest, old] = this.#handles.entries().next().value!
+      this.#handles.delete(oldest)
+      closeSync(old)
+    }
+    return fd
+  }
+
+  /** Deletes a pack file, closing its read handle in the same step. */
+  removePack (id: number): void {
+    this.#dropHandle(id)
+    try {
+      unlinkSync(this.packPath(id))
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw storageError(`cannot remove pack ${id}`, err)
+    }
+  }
+
+  /** Closes the read handles of packs the index no longer names (another process removed them: a handle keeps their space allocated). */
+  closeHandlesExcept (packs: ReadonlySet<number>): void {
+    for (const id of [...this.#handles.keys()]) if (!packs.has(id)) this.#dropHandle(id)
+  }
+
+  #dropHandle (id: number): void {
+    const fd = this.#handles.get(id)
+    if (fd === undefined) return
+    this.#handles.delete(id)
+    closeSync(fd)
+  }
+
+  /** The pack files on disk (id → bytes), and what else lies in the packs directory. */
+  async listPacks (): Promise<{ packs: Map<number, number>, strays: string[] }> {
+    const packs = new Map<number, number>()
+    const strays: string[] = []
+    for (const name of await readdir(this.packs).catch(() => [] as string[])) {
+      const path = join(this.packs, name)
+      const id = PACK_NAME.exec(name)?.[1]
+      if (id === undefined) { strays.push(path); continue }
+      try {
+        packs.set(Number(id), (await stat(path)).size)
+      } catch {}
+    }
+    return { packs, strays }
   }
 
   async remove (hex: string): Promise<void> {
@@ -195,9 +321,9 @@ export class ChunkFiles {
     })
   }
 
-  /** What lies under the root besides the fan-out directories and `tmp`. */
+  /** What lies under the root besides the fan-out directories, `packs` and `tmp`. */
   async strays (): Promise<string[]> {
-    return (await readdir(this.root)).filter(name => name !== 'tmp' && !FAN_OUT.includes(name)).map(name => join(this.root, name))
+    return (await readdir(this.root)).filter(name => name !== 'tmp' && name !== 'packs' && !FAN_OUT.includes(name)).map(name => join(this.root, name))
   }
 
   /** The chunk files of one fan-out directory (`FAN_OUT`); anything else in it is a stray. */

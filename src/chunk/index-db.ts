@@ -1,10 +1,12 @@
 /**
  * The chunk store's index, in the state database: which NARs are committed (NarHash → manifest,
- * size, store paths, last access, pin) and which chunks are on disk (id → size, bytes on disk,
- * how many manifest entries use it, the SHA-256 of a compressed file's body). A chunk row is
- * written only after its file is in place, and a NAR row, with the reference counts it adds, in
+ * size, store paths, last access, pin), which chunks are on disk (id → size, bytes on disk, where
+ * they are, how many manifest entries use it, the SHA-256 of a compressed record's body) and the
+ * pack files that hold them (id → bytes written, the process appending to it). A chunk row is
+ * written only after its bytes are durable, and a NAR row, with the reference counts it adds, in
  * one transaction after all its chunk rows: so the index never names a NAR whose bytes were not
- * all durable first.
+ * all durable first. A chunk row without a pack is a chunk in a file of its own, as stores made
+ * before packs keep them.
  *
  * A chunk with no references is either being used by a NAR still in flight (an ingest, a peer
  * fill) or left over; it is removed once it is older than the orphan grace period.
@@ -25,11 +27,37 @@ export interface ChunkRow {
   refcount: number
   /** SHA-256 of the file's body when it is stored compressed (absent in stores made before it was kept). */
   storedHash: Uint8Array | undefined
+  /** The pack file holding it, and where; undefined for a chunk in a file of its own. */
+  pack: number | undefined
+  offset: number
 }
+
+export interface PackRow {
+  id: number
+  /** Bytes of the pack that committed chunk rows cover (at least). */
+  bytes: number
+  /** The process appending to it (`<pid>-<random>`); undefined once it is sealed. */
+  owner: string | undefined
+}
+
+/** A chunk row with its id, as passes over the whole index see it. */
+export interface ChunkEntry extends Omit<ChunkRow, 'refcount'> { id: Uint8Array }
 
 /** Removes the chunk store's tables (to empty a store, whatever chunker made it). */
 export function dropChunkTables (db: DatabaseSync): void {
-  db.exec('DROP TABLE IF EXISTS nar_path; DROP TABLE IF EXISTS nar; DROP TABLE IF EXISTS chunk; DROP TABLE IF EXISTS chunk_meta;')
+  db.exec('DROP TABLE IF EXISTS nar_path; DROP TABLE IF EXISTS nar; DROP TABLE IF EXISTS chunk; DROP TABLE IF EXISTS chunk_pack; DROP TABLE IF EXISTS chunk_meta;')
+}
+
+/**
+ * Bytes on disk: chunks in files of their own, plus whole packs, the bytes of chunks since
+ * dropped included until their pack is compacted (maintenance.ts).
+ */
+const STORED = '((SELECT coalesce(sum(stored_size), 0) FROM chunk WHERE pack IS NULL) + (SELECT coalesce(sum(bytes), 0) FROM chunk_pack))'
+
+type RawChunk = { id: Uint8Array, size: number, stored_size: number, stored_hash: Uint8Array | null, pack: number | null, pack_offset: number | null }
+
+function entry (r: RawChunk): ChunkEntry {
+  return { id: r.id, size: r.size, storedSize: r.stored_size, storedHash: r.stored_hash ?? undefined, pack: r.pack ?? undefined, offset: r.pack_offset ?? 0 }
 }
 
 export class ChunkIndex {
@@ -62,21 +90,40 @@ export class ChunkIndex {
       store_path TEXT PRIMARY KEY,
       nar_hash   BLOB NOT NULL REFERENCES nar (nar_hash) ON DELETE CASCADE
     ) STRICT;
-    CREATE INDEX IF NOT EXISTS nar_path_nar ON nar_path (nar_hash);`)
+    CREATE INDEX IF NOT EXISTS nar_path_nar ON nar_path (nar_hash);
+    CREATE TABLE IF NOT EXISTS chunk_pack (
+      id    INTEGER PRIMARY KEY AUTOINCREMENT,
+      bytes INTEGER NOT NULL,
+      owner TEXT
+    ) STRICT;`)
     // Stores made before stored_hash existed: their compressed chunks have none, and are checked
-    // by decompressing them, as they always were.
+    // by decompressing them, as they always were. Stores made before packs: their chunks keep
+    // their own files (pack NULL), read as before.
     const columns = db.prepare('SELECT name FROM pragma_table_info(\'chunk\')').all() as Array<{ name: string }>
     if (!columns.some(c => c.name === 'stored_hash')) db.exec('ALTER TABLE chunk ADD COLUMN stored_hash BLOB')
+    if (!columns.some(c => c.name === 'pack')) db.exec('ALTER TABLE chunk ADD COLUMN pack INTEGER; ALTER TABLE chunk ADD COLUMN pack_offset INTEGER')
+    db.exec('CREATE INDEX IF NOT EXISTS chunk_by_pack ON chunk (pack) WHERE pack IS NOT NULL')
     const sql: Record<string, string> = {
       getMeta: 'SELECT value FROM chunk_meta WHERE key = ?',
       setMeta: 'INSERT INTO chunk_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value',
       bump: 'INSERT INTO chunk_meta (key, value) VALUES (?, 1) ON CONFLICT (key) DO UPDATE SET value = value + 1',
-      chunk: 'SELECT size, stored_size, refcount, stored_hash FROM chunk WHERE id = ?',
+      chunk: 'SELECT size, stored_size, refcount, stored_hash, pack, pack_offset FROM chunk WHERE id = ?',
       hasChunk: 'SELECT 1 FROM chunk WHERE id = ?',
-      addChunk: 'INSERT INTO chunk (id, size, stored_size, refcount, added_at, stored_hash) VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (id) DO UPDATE SET stored_size = excluded.stored_size, added_at = excluded.added_at, stored_hash = excluded.stored_hash',
+      addChunk: `INSERT INTO chunk (id, size, stored_size, refcount, added_at, stored_hash, pack, pack_offset) VALUES (?, ?, ?, 0, ?, ?, ?, ?)
+        ON CONFLICT (id) DO UPDATE SET stored_size = excluded.stored_size, added_at = excluded.added_at, stored_hash = excluded.stored_hash,
+        pack = excluded.pack, pack_offset = excluded.pack_offset`,
+      growPack: 'UPDATE chunk_pack SET bytes = max(bytes, ?) WHERE id = ?',
       ref: 'UPDATE chunk SET refcount = refcount + ? WHERE id = ?',
       refcount: 'SELECT refcount FROM chunk WHERE id = ?',
-      deleteChunk: 'DELETE FROM chunk WHERE id = ?',
+      deleteChunk: 'DELETE FROM chunk WHERE id = ? RETURNING pack',
+      newPack: 'INSERT INTO chunk_pack (bytes, owner) VALUES (0, ?) RETURNING id',
+      setPack: 'UPDATE chunk_pack SET bytes = ?, owner = ? WHERE id = ?',
+      releasePacks: 'UPDATE chunk_pack SET owner = NULL WHERE owner = ?',
+      deletePack: 'DELETE FROM chunk_pack WHERE id = ?',
+      packs: 'SELECT id, bytes, owner FROM chunk_pack ORDER BY id',
+      packLive: 'SELECT pack, sum(stored_size) AS live FROM chunk WHERE pack IS NOT NULL GROUP BY pack',
+      packChunks: 'SELECT id, size, stored_size, stored_hash, pack, pack_offset FROM chunk WHERE pack = ? ORDER BY pack_offset',
+      moveChunk: 'UPDATE chunk SET pack = ?, pack_offset = ? WHERE id = ? AND pack = ?',
       narSize: 'SELECT nar_size FROM nar WHERE nar_hash = ?',
       nar: 'SELECT nar_hash, nar_size, manifest, last_access, pinned FROM nar WHERE nar_hash = ?',
       addNar: 'INSERT INTO nar (nar_hash, nar_size, cdc_id, manifest, committed_at, last_access) VALUES (?, ?, ?, ?, ?, ?)',
@@ -88,12 +135,12 @@ export class ChunkIndex {
       paths: 'SELECT store_path FROM nar_path WHERE nar_hash = ? ORDER BY store_path',
       lru: 'SELECT nar_hash FROM nar WHERE pinned = 0 ORDER BY last_access, nar_hash',
       allNars: 'SELECT nar_hash, manifest FROM nar',
-      chunksIn: 'SELECT id, size, stored_hash FROM chunk WHERE id >= ? AND id < ?',
+      chunksIn: 'SELECT id, size, stored_size, stored_hash, pack, pack_offset FROM chunk WHERE id >= ? AND id < ?',
       orphans: 'SELECT id FROM chunk WHERE refcount = 0 AND added_at <= ?',
-      storedBytes: 'SELECT coalesce(sum(stored_size), 0) AS n FROM chunk',
+      storedBytes: `SELECT ${STORED} AS n`,
       totals: `SELECT (SELECT count(*) FROM nar) AS nars, (SELECT coalesce(sum(nar_size), 0) FROM nar) AS logical,
         (SELECT count(*) FROM nar WHERE pinned = 1) AS pinned, (SELECT count(*) FROM chunk) AS chunks,
-        (SELECT coalesce(sum(size), 0) FROM chunk) AS unique_bytes, (SELECT coalesce(sum(stored_size), 0) FROM chunk) AS stored`
+        (SELECT coalesce(sum(size), 0) FROM chunk) AS unique_bytes, ${STORED} AS stored`
     }
     this.#s = Object.fromEntries(Object.entries(sql).map(([k, v]) => [k, db.prepare(v)]))
   }
@@ -121,20 +168,53 @@ export class ChunkIndex {
   bump (key: string): void { this.#q('bump').run(key) }
 
   chunk (id: Uint8Array): ChunkRow | undefined {
-    const r = this.#q('chunk').get(id) as { size: number, stored_size: number, refcount: number, stored_hash: Uint8Array | null } | undefined
-    return r === undefined ? undefined : { size: r.size, storedSize: r.stored_size, refcount: r.refcount, storedHash: r.stored_hash ?? undefined }
+    const r = this.#q('chunk').get(id) as (RawChunk & { refcount: number }) | undefined
+    if (r === undefined) return undefined
+    const { id: _, ...row } = entry({ ...r, id })
+    return { ...row, refcount: r.refcount }
   }
 
   hasChunk (id: Uint8Array): boolean { return this.#q('hasChunk').get(id) !== undefined }
 
-  addChunk (id: Uint8Array, size: number, storedSize: number, now: number, storedHash?: Uint8Array): void {
-    this.#q('addChunk').run(id, size, storedSize, now, storedHash ?? null)
+  /** A chunk whose bytes are durable: in a pack at `offset`, or (`pack` undefined) in a file of its own. */
+  addChunk (id: Uint8Array, size: number, storedSize: number, now: number, storedHash?: Uint8Array, pack?: number, offset = 0): void {
+    this.#q('addChunk').run(id, size, storedSize, now, storedHash ?? null, pack ?? null, pack === undefined ? null : offset)
+    if (pack !== undefined) this.#q('growPack').run(offset + storedSize, pack)
   }
 
   /** Adds `delta` references; false when there is no such chunk. */
   ref (id: Uint8Array, delta: number): boolean { return Number(this.#q('ref').run(delta, id).changes) === 1 }
   refcount (id: Uint8Array): number | undefined { return (this.#q('refcount').get(id) as { refcount: number } | undefined)?.refcount }
-  deleteChunk (id: Uint8Array): void { this.#q('deleteChunk').run(id) }
+  /** Deletes a chunk's row; 'file' when its bytes are in a file of their own (to be removed), 'pack' in a pack, undefined when there was no row. */
+  deleteChunk (id: Uint8Array): 'file' | 'pack' | undefined {
+    const r = this.#q('deleteChunk').get(id) as { pack: number | null } | undefined
+    return r === undefined ? undefined : r.pack === null ? 'file' : 'pack'
+  }
+
+  newPack (owner: string): number { return Number((this.#q('newPack').get(owner) as { id: number }).id) }
+  setPack (id: number, bytes: number, owner: string | undefined): void { this.#q('setPack').run(bytes, owner ?? null, id) }
+  /** Counts `bytes` as the pack's length unless it is longer already. */
+  growPack (id: number, bytes: number): void { this.#q('growPack').run(bytes, id) }
+  /** Hands the packs of a process that stopped writing to whoever reclaims them. */
+  releasePacks (owner: string): void { this.#q('releasePacks').run(owner) }
+  deletePack (id: number): void { this.#q('deletePack').run(id) }
+  packs (): PackRow[] {
+    return (this.#q('packs').all() as Array<{ id: number, bytes: number, owner: string | null }>).map(r => ({ id: r.id, bytes: r.bytes, owner: r.owner ?? undefined }))
+  }
+
+  /** Bytes of chunk records each pack still holds for a row (packs holding none are absent). */
+  packLive (): Map<number, number> {
+    return new Map((this.#q('packLive').all() as Array<{ pack: number, live: number }>).map(r => [r.pack, r.live]))
+  }
+
+  packChunks (pack: number): ChunkEntry[] { return (this.#q('packChunks').all(pack) as RawChunk[]).map(entry) }
+
+  /** Points a chunk at its copy in another pack, unless its row changed meanwhile; false then. */
+  moveChunk (id: Uint8Array, from: number, to: number, offset: number, storedSize: number): boolean {
+    if (Number(this.#q('moveChunk').run(to, offset, id, from).changes) !== 1) return false
+    this.#q('growPack').run(offset + storedSize, to)
+    return true
+  }
 
   narSize (narHash: Uint8Array): number | undefined {
     return (this.#q('narSize').get(narHash) as { nar_size: number } | undefined)?.nar_size
@@ -169,10 +249,9 @@ export class ChunkIndex {
    * The chunks whose id starts with the byte `prefix`: one fan-out directory's worth, so that a
    * pass over every chunk holds a 256th of them at a time (a blob range on the primary key).
    */
-  chunksIn (prefix: number): Array<{ id: Uint8Array, size: number, storedHash: Uint8Array | undefined }> {
+  chunksIn (prefix: number): ChunkEntry[] {
     const upper = prefix < 255 ? Uint8Array.of(prefix + 1) : new Uint8Array(33).fill(255)
-    return (this.#q('chunksIn').all(Uint8Array.of(prefix), upper) as Array<{ id: Uint8Array, size: number, stored_hash: Uint8Array | null }>)
-      .map(r => ({ id: r.id, size: r.size, storedHash: r.stored_hash ?? undefined }))
+    return (this.#q('chunksIn').all(Uint8Array.of(prefix), upper) as RawChunk[]).map(entry)
   }
 
   orphans (addedBefore: number): Uint8Array[] {

@@ -6,11 +6,13 @@
  * Order of removal is always index first, files after: a crash in between leaves a file the index
  * does not know, which the next start-up check deletes; never an index row without its file.
  * Eviction is LRU by NAR over the bytes on disk: it starts when the store is above its cap and
- * stops at LOW_WATER of it, skipping pinned NARs and NARs in use (leased).
+ * drops NARs, skipping pinned NARs and NARs in use (leased), until the bytes they leave in use
+ * are at LOW_WATER of it; then packs.ts gives back the space of the records no longer used.
  */
 import { rm } from 'node:fs/promises'
 import { CorruptChunk, FAN_OUT, hexOf } from './files.ts'
 import { chunkRefs, decodeManifest } from './manifest.ts'
+import { checkPacks, reclaimPacks, unusedPackBytes } from './packs.ts'
 import type { LocalChunkStore } from './store.ts'
 
 const LOW_WATER = 0.9
@@ -73,17 +75,21 @@ export class Maintenance {
       }
     }
     await removeStrays(await files.strays())
-    // One fan-out directory at a time, against the index rows of its prefix: the check holds a
+    const packs = await checkPacks(this.#store)
+    await removeStrays(packs.strays)
+    report.strays += packs.removed
+    // Chunks in files of their own (stores made before packs):
+    // one fan-out directory at a time, against the index rows of its prefix: the check holds a
     // 256th of the store's names in memory, not all of them (a 10 GiB store has 160,000 chunks).
     // Rows before files: a row is written after its file, so a chunk another process stores
     // meanwhile shows as a young unindexed file (left alone), never as a row without its file.
-    const missing: Uint8Array[] = []
+    const missing: Uint8Array[] = packs.missing
     for (const [prefix, dir] of FAN_OUT.entries()) {
       const rows = index.chunksIn(prefix)
       const { chunks: onDisk, strays } = await files.listDir(dir)
       await removeStrays(strays)
-      for (const { id } of rows) {
-        if (!onDisk.delete(hexOf(id))) missing.push(id)
+      for (const { id, pack } of rows) {
+        if (pack === undefined && !onDisk.delete(hexOf(id))) missing.push(id)
       }
       for (const hex of onDisk) {
         if (await files.ageOf(files.path(hex)) < UNINDEXED_GRACE) continue
@@ -93,6 +99,7 @@ export class Maintenance {
     }
     report.missingChunks = missing.length
     report.droppedNars = await this.dropChunks(missing)
+    for (const id of packs.forgotten) index.deletePack(id)
     report.orphans = await this.removeOrphans()
     if (Object.values(report).some(n => n > 0)) log.info(report, 'chunk store start-up check repaired what a crash or failure left')
     return report
@@ -108,15 +115,16 @@ export class Maintenance {
   async removeUnreferenced (hexes: string[]): Promise<string[]> {
     const { index, inUse, files } = this.#store
     const gone: string[] = []
+    const ownFiles: string[] = []
     index.transaction(() => {
       for (const hex of hexes) {
         const id = Buffer.from(hex, 'hex')
         if (inUse.held(hex) || index.refcount(id) !== 0) continue
-        index.deleteChunk(id)
+        if (index.deleteChunk(id) === 'file') ownFiles.push(hex)
         gone.push(hex)
       }
     })
-    for (const hex of gone) await files.remove(hex).catch(() => {})
+    for (const hex of ownFiles) await files.remove(hex).catch(() => {})
     return gone
   }
 
@@ -128,8 +136,9 @@ export class Maintenance {
     const nars = index.allNars().filter(n => decodeManifest(n.manifest).chunks.some(c => bad.has(hexOf(c.id))))
     let dropped = 0
     for (const n of nars) if (await this.dropNar(n.narHash, true) !== undefined) dropped++
-    index.transaction(() => { for (const hex of bad) index.deleteChunk(Buffer.from(hex, 'hex')) })
-    for (const hex of bad) await files.remove(hex).catch(() => {})
+    const ownFiles: string[] = []
+    index.transaction(() => { for (const hex of bad) if (index.deleteChunk(Buffer.from(hex, 'hex')) !== 'pack') ownFiles.push(hex) })
+    for (const hex of ownFiles) await files.remove(hex).catch(() => {})
     return dropped
   }
 
@@ -151,8 +160,7 @@ export class Maintenance {
         const chunk = index.chunk(id)
         if (chunk === undefined || chunk.refcount > 0 || inUse.held(hex)) continue
         bytes += chunk.storedSize
-        index.deleteChunk(id)
-        freed.push(hex)
+        if (index.deleteChunk(id) === 'file') freed.push(hex)
       }
       return true
     })
@@ -186,22 +194,27 @@ export class Maintenance {
     await run
   }
 
-  /** Evicts least recently used NARs until `incoming` more bytes fit below the low-water mark. */
+  /**
+   * Evicts least recently used NARs until `incoming` more bytes fit below the low-water mark, then
+   * reclaims the pack space they leave unused.
+   */
   async #evict (incoming: number): Promise<number> {
     const { index, inUse } = this.#store
-    let total = index.storedBytes()
+    const total = index.storedBytes()
     if (total + incoming <= this.capacity) return 0
     const target = Math.floor(this.capacity * LOW_WATER) - incoming
+    let used = total - unusedPackBytes(this.#store)
     let evicted = 0
     for (const narHash of [...index.lru()]) {
-      if (total <= target) break
+      if (used <= target) break
       if (inUse.leased(hexOf(narHash))) continue
       const freed = await this.dropNar(narHash)
       if (freed === undefined) continue
-      total -= freed
+      used -= freed
       evicted++
     }
-    if (evicted > 0) this.#store.log.debug({ evicted, bytes: total, capacity: this.capacity }, 'chunk store evicted NARs')
+    const packs = await reclaimPacks(this.#store, target)
+    if (evicted > 0 || packs > 0) this.#store.log.debug({ evicted, packs, bytes: index.storedBytes(), capacity: this.capacity }, 'chunk store evicted NARs')
     return evicted
   }
 
@@ -213,10 +226,10 @@ export class Maintenance {
     for (const prefix of FAN_OUT.keys()) {
       const rows = index.chunksIn(prefix)
       chunks += rows.length
-      for (const { id, size, storedHash } of rows) {
-        const hex = hexOf(id)
+      for (const row of rows) {
+        const { id } = row
         try {
-          if (!files.check(hex, size, storedHash)) bad.push(id)
+          if (!files.check({ ...row, hex: hexOf(id) })) bad.push(id)
         } catch (err) {
           if (!(err instanceof CorruptChunk)) throw err
           bad.push(id)
@@ -227,11 +240,14 @@ export class Maintenance {
     return { chunks, bad: bad.map(hexOf), droppedNars }
   }
 
-  /** Start-up check without waiting for grace periods' owners, plus eviction down to the cap. */
+  /** Start-up check, eviction down to the cap, and every pack that holds unused records reclaimed. */
   async gc (): Promise<CheckReport & { evicted: number }> {
     const report = await this.startupCheck()
     let evicted = 0
-    await this.#serialized(async () => { evicted = await this.#evict(0) })
+    await this.#serialized(async () => {
+      evicted = await this.#evict(0)
+      await reclaimPacks(this.#store, 0)
+    })
     return { ...report, evicted }
   }
 

@@ -1,13 +1,13 @@
 /**
- * The local chunk store (types.ts says what it promises): chunk files on disk (files.ts), the
- * index in the state database (index-db.ts), and the rules that tie them together — a NAR is
+ * The local chunk store (types.ts says what it promises): chunk records in pack files on disk
+ * (files.ts, pack-writer.ts, packs.ts), the index in the state database (index-db.ts), and the rules that tie them together — a NAR is
  * committed only after every chunk it needs is durable and the whole NAR matched its NarHash and
  * NarSize; a chunk that fails its hash on reading is deleted with every NAR that needs it; chunks
  * used by a NAR in flight are held, and NARs being rendered are leased, so neither eviction nor a
  * corrupt neighbour pulls bytes from under them. Start-up checks, verification, eviction and
  * statistics live in maintenance.ts.
  */
-import { createHash } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import type { DatabaseSync } from 'node:sqlite'
 import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -17,9 +17,9 @@ import { silentLogger } from '../log.ts'
 import type { NixHash } from '../nix/hash.ts'
 import type { AbortOptions } from '../types.ts'
 import { Chunker, DEFAULT_CDC, type CdcParams } from './fastcdc.ts'
-import { ChunkFiles, chunkIdOf, CorruptChunk, hexOf, storageError } from './files.ts'
+import { ChunkFiles, chunkIdOf, CorruptChunk, hexOf, storageError, type ChunkAt } from './files.ts'
 import { ChunkIndex, dropChunkTables } from './index-db.ts'
-import type { StoredChunk } from './chunk-writer.ts'
+import type { StoredChunk } from './pack-writer.ts'
 import { InUse } from './in-use.ts'
 import { chunkRefs, decodeManifest, encodeManifest } from './manifest.ts'
 import { ingestNar } from './ingest.ts'
@@ -38,7 +38,7 @@ interface PendingRow { id: Uint8Array, size: number, stored: StoredChunk }
 
 export interface LocalChunkStoreInit {
   db: DatabaseSync
-  /** The state directory: chunk files go under `<dir>/chunks`. */
+  /** The state directory: chunk packs go under `<dir>/chunks`. */
   dir: string
   /** Bytes on disk the store may keep (default 10 GiB); 0 keeps a NAR only while it is in use. */
   capacity?: number
@@ -49,8 +49,10 @@ export interface LocalChunkStoreInit {
   freshLease?: number
   /** How long a chunk nothing references yet may wait for its NAR's commit (ms). */
   orphanGrace?: number
-  /** False skips fsync of chunk files: not crash-safe, for benchmarks of other things. */
+  /** False skips fsync of chunk packs: not crash-safe, for benchmarks of other things. */
   fsync?: boolean
+  /** The size at which a pack takes no more records (pack-writer.ts); smaller in tests. */
+  packBytes?: number
 }
 
 /**
@@ -73,6 +75,8 @@ export class LocalChunkStore implements ChunkStore {
   readonly #freshLease: number
   readonly inUse: InUse
   readonly #writing = new Map<string, Promise<void>>()
+  /** Who owns the packs this store writes (`<pid>-<random>`). */
+  readonly owner: string
   readonly #rows: Array<PendingRow & { resolve: () => void, reject: (err: Error) => void }> = []
   #rowTimer: NodeJS.Timeout | undefined
   readonly #listeners = new Set<(nar: CommittedNar) => void>()
@@ -81,8 +85,14 @@ export class LocalChunkStore implements ChunkStore {
   private constructor (init: LocalChunkStoreInit) {
     this.params = init.params ?? DEFAULT_CDC
     this.cdcId = new Chunker(this.params).cdcId
-    this.files = new ChunkFiles(join(init.dir, 'chunks'), init.fsync === undefined ? {} : { fsync: init.fsync })
     this.index = new ChunkIndex(init.db)
+    // The packs this store appends to are its own until it closes: another process sharing the
+    // store leaves them alone, and so does this one's maintenance while rows for them are pending.
+    this.owner = `${process.pid}-${randomBytes(4).toString('hex')}`
+    this.files = new ChunkFiles(join(init.dir, 'chunks'), {
+      create: () => this.index.newPack(this.owner),
+      seal: (id, bytes) => { this.index.growPack(id, bytes) }
+    }, { ...(init.fsync === undefined ? {} : { fsync: init.fsync }), ...(init.packBytes === undefined ? {} : { packBytes: init.packBytes }) })
     this.log = init.log ?? silentLogger()
     this.now = init.now ?? Date.now
     this.#freshLease = init.freshLease ?? 30_000
@@ -132,10 +142,9 @@ export class LocalChunkStore implements ChunkStore {
 
   async readChunk (id: ChunkId, options?: AbortOptions): Promise<Uint8Array | undefined> {
     options?.signal?.throwIfAborted()
-    const row = this.index.chunk(id)
-    if (row === undefined) return undefined
+    if (!this.index.hasChunk(id)) return undefined
     try {
-      return await this.#read(hexOf(id), row.size)
+      return await this.#read(id)
     } catch (err) {
       if (err instanceof IntegrityError) return undefined
       throw err
@@ -144,10 +153,9 @@ export class LocalChunkStore implements ChunkStore {
 
   async readStoredChunk (id: ChunkId, options?: AbortOptions): Promise<Uint8Array | undefined> {
     options?.signal?.throwIfAborted()
-    const row = this.index.chunk(id)
-    if (row === undefined) return undefined
+    if (!this.index.hasChunk(id)) return undefined
     try {
-      return await this.#checked(hexOf(id), () => this.files.readStored(hexOf(id), row.size, row.storedHash))
+      return await this.#checked(id, at => this.files.readStored(at))
     } catch (err) {
       if (err instanceof IntegrityError) return undefined
       throw err
@@ -155,35 +163,40 @@ export class LocalChunkStore implements ChunkStore {
   }
 
   /** A verified chunk; a missing or corrupt one is dropped (with its NARs) and IntegrityError thrown. */
-  async #read (hex: string, size: number): Promise<Uint8Array> {
-    return await this.#checked(hex, () => this.files.read(hex, size))
+  async #read (id: Uint8Array): Promise<Uint8Array> {
+    return await this.#checked(id, at => this.files.read(at))
   }
 
-  async #checked<T> (hex: string, read: () => T | undefined): Promise<T> {
-    let bytes: T | undefined
+  /**
+   * Reads a chunk where its index row says. Its row is looked up again once when its pack is
+   * gone: another process may have moved it into another pack (compaction) between the two.
+   */
+  async #checked<T> (id: Uint8Array, read: (at: ChunkAt) => T | undefined): Promise<T> {
+    const hex = hexOf(id)
     let why = 'its file is missing'
     try {
-      bytes = read()
+      for (let attempt = 0; attempt < 2; attempt++) {
+        const row = this.index.chunk(id)
+        if (row === undefined) { why = 'it is not in the index'; break }
+        const bytes = read({ ...row, hex })
+        if (bytes !== undefined) return bytes
+        if (row.pack === undefined) break
+      }
     } catch (err) {
       if (!(err instanceof CorruptChunk)) throw err
       why = err.message
     }
-    if (bytes !== undefined) return bytes
     this.log.warn({ chunk: hex, why }, 'dropping a bad chunk and the NARs that need it')
     await this.maintenance.dropChunks([Buffer.from(hex, 'hex')])
     throw new IntegrityError(`chunk ${hex}: ${why}; the NARs that need it were dropped`)
   }
 
   render (narHash: NixHash, options?: AbortOptions): AsyncIterable<Uint8Array> | undefined {
-    return this.#render(narHash, options?.signal, async c => await this.#read(hexOf(c.id), c.size))
+    return this.#render(narHash, options?.signal, async c => await this.#read(c.id))
   }
 
   renderFrames (narHash: NixHash, options?: AbortOptions): AsyncIterable<ChunkFrames> | undefined {
-    return this.#render(narHash, options?.signal, async c => {
-      const hex = hexOf(c.id)
-      const frames = await this.#checked(hex, () => this.files.readFrames(hex, c.size, this.index.chunk(c.id)?.storedHash))
-      return { frames, size: c.size }
-    })
+    return this.#render(narHash, options?.signal, async c => ({ frames: await this.#checked(c.id, at => this.files.readFrames(at)), size: c.size }))
   }
 
   #render<T> (narHash: NixHash, signal: AbortSignal | undefined, read: (c: ManifestChunk) => Promise<T>): AsyncIterable<T> | undefined {
@@ -234,11 +247,13 @@ export class LocalChunkStore implements ChunkStore {
     if (this.index.hasChunk(id)) return false
     const write = (async () => {
       const stored = await this.files.write(hex, bytes, compressed)
+      // A record whose row fails stays in its pack as bytes no row names, reclaimed with the pack.
       try {
         await this.#addChunkRow({ id, size: bytes.length, stored })
       } catch (err) {
-        await this.files.remove(hex).catch(() => {})
         throw storageError(`cannot index chunk ${hex}`, err)
+      } finally {
+        this.files.indexed(stored.pack)
       }
     })()
     this.#writing.set(hex, write)
@@ -251,7 +266,7 @@ export class LocalChunkStore implements ChunkStore {
   /**
    * Adds a chunk's index row together with the others whose files were written within ROW_DELAY_MS
    * (up to ROW_BATCH of them): one transaction for many rows costs about what one costs alone,
-   * and a fill from peers writes its chunk files a few at a time (one row a transaction made them
+   * and a fill from peers writes its chunks a few at a time (one row a transaction made them
    * 5 % of a fill's time).
    */
   async #addChunkRow (row: PendingRow): Promise<void> {
@@ -269,7 +284,7 @@ export class LocalChunkStore implements ChunkStore {
     if (rows.length === 0) return
     const now = this.now()
     try {
-      this.index.transaction(() => { for (const r of rows) this.index.addChunk(r.id, r.size, r.stored.storedSize, now, r.stored.storedHash) })
+      this.index.transaction(() => { for (const r of rows) this.index.addChunk(r.id, r.size, r.stored.storedSize, now, r.stored.storedHash, r.stored.pack, r.stored.offset) })
     } catch (err) {
       for (const r of rows) r.reject(err as Error)
       return
@@ -310,18 +325,18 @@ export class LocalChunkStore implements ChunkStore {
       const hasher = createHash(expected.narHash.algorithm)
       for (const c of checked.chunks) {
         options?.signal?.throwIfAborted()
-        const hex = hexOf(c.id)
+        const row = this.index.chunk(c.id)
         let bytes: Uint8Array | undefined
         try {
-          bytes = this.files.read(hex, c.size, false)
+          if (row !== undefined) bytes = this.files.read({ ...row, hex: hexOf(c.id) }, false)
         } catch (err) {
           if (!(err instanceof CorruptChunk)) throw err
         }
-        hasher.update(bytes ?? await this.#read(hex, c.size))
+        hasher.update(bytes ?? await this.#read(c.id))
       }
       const digest = hasher.digest()
       if (!digest.equals(expected.narHash.digest)) {
-        for (const c of checked.chunks) await this.#read(hexOf(c.id), c.size)
+        for (const c of checked.chunks) await this.#read(c.id)
         throw new IntegrityError(`chunks of the manifest hash to ${digest.toString('hex')}, expected ${expected.narHash.toString()}`)
       }
       this.commitVerified(checked, expected.storePath)
@@ -364,6 +379,15 @@ export class LocalChunkStore implements ChunkStore {
     return manifest
   }
 
+  /**
+   * Whether maintenance may remove or compact a pack: no process writes into it any more, and no
+   * row for a record in it is still to be committed here.
+   */
+  reclaimable (pack: { id: number, owner: string | undefined }): boolean {
+    if (pack.owner === undefined) return true
+    return pack.owner === this.owner && !this.files.isOpen(pack.id)
+  }
+
   /** Pins (or unpins) a NAR: eviction skips pinned NARs. False when the store does not hold it. */
   pin (narHash: NixHash, pinned = true): boolean {
     return narHash.algorithm === 'sha256' && this.index.setPinned(narHash.digest, pinned)
@@ -385,5 +409,10 @@ export class LocalChunkStore implements ChunkStore {
     await Promise.allSettled(this.#writing.values())
     await this.maintenance.idle()
     await this.files.close()
+    try {
+      this.index.releasePacks(this.owner)
+    } catch (err) {
+      this.log.warn({ err }, 'chunk store: could not release its packs; the next start-up check will')
+    }
   }
 }

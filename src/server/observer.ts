@@ -21,7 +21,7 @@ export interface StoreSummary {
   chunks: number
   /** Bytes of the NARs it holds, uncompressed. */
   logicalBytes: number
-  /** Bytes its chunk files take. */
+  /** Bytes its chunks take on disk. */
   storedBytes: number
   capacityBytes?: number
 }

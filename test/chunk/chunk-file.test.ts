@@ -6,13 +6,12 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { readFileSync, writeFileSync } from 'node:fs'
 import { constants, createZstdCompress, zstdCompressSync } from 'node:zlib'
 import { ChunkFileError, decodeChunkFile, encodeChunk, RAW, ZSTD } from '../../src/chunk/chunk-file.ts'
-import { chunkIdOf, hexOf } from '../../src/chunk/files.ts'
+import { chunkIdOf } from '../../src/chunk/files.ts'
 import { rawFrame } from '../../src/nix/zstd-frames.ts'
 import { collect } from '../helpers/bytes.ts'
-import { identity, openStore } from './helpers.ts'
+import { identity, openStore, overwriteRecord, readRecord } from './helpers.ts'
 
 const text = Buffer.from('a chunk of text, compressible text, '.repeat(2000))
 const file = (flag: number, body: Uint8Array): Buffer => Buffer.concat([Uint8Array.of(flag), body])
@@ -68,25 +67,24 @@ test('a store fills another with its chunk files as stored: compressed ones land
   let compressed = 0
   for (const c of m.chunks) {
     const stored = (await a.readStoredChunk(c.id))!
-    assert.ok(Buffer.from(stored).equals(readFileSync(a.files.path(hexOf(c.id)))), 'the file as it is')
+    assert.ok(Buffer.from(stored).equals(readRecord(a, c.id)), 'the record as it is')
     const bytes = decodeChunkFile(stored, c.size, true)
     if (stored[0] === ZSTD) compressed++
     await b.putChunk(c.id, bytes, stored[0] === ZSTD ? { compressed: stored.subarray(1) } : {})
-    assert.ok(readFileSync(b.files.path(hexOf(c.id))).equals(Buffer.from(stored)), 'stored as it came')
+    assert.ok(readRecord(b, c.id).equals(Buffer.from(stored)), 'stored as it came')
   }
   assert.ok(compressed > 0 && compressed < m.chunks.length, `${compressed} of ${m.chunks.length} compressed`)
   await b.commitManifest(m, identity(nar))
   assert.ok((await collect(b.render(m.narHash)!)).equals(nar))
   assert.equal(await a.readStoredChunk(chunkIdOf(Buffer.from('absent'))), undefined)
   // A chunk file gone bad, compressed or raw, is dropped with its NAR rather than handed to a peer.
-  for (const c of [m.chunks.find(c => readFileSync(b.files.path(hexOf(c.id)))[0] === RAW)!, m.chunks[0]!]) {
+  for (const c of [m.chunks.find(c => readRecord(b, c.id)[0] === RAW)!, m.chunks[0]!]) {
     // Each time the NAR is whole again, then one chunk file goes bad.
     for (const d of m.chunks) if (!b.has([d.id])[0]!) await b.putChunk(d.id, (await a.readChunk(d.id))!)
     await b.commitManifest(m, identity(nar))
-    const path = b.files.path(hexOf(c.id))
-    const bad = readFileSync(path)
+    const bad = readRecord(b, c.id)
     bad[bad.length - 2]! ^= 1
-    writeFileSync(path, bad)
+    overwriteRecord(b, c.id, bad)
     assert.equal(await b.readStoredChunk(c.id), undefined, `header ${bad[0]}`)
     assert.deepEqual(b.has([c.id]), [false])
   }

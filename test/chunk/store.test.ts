@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { IntegrityError } from '../../src/errors.ts'
 import { chunkIdOf, hexOf } from '../../src/chunk/files.ts'
@@ -9,7 +9,7 @@ import { decodeManifest, encodeManifest } from '../../src/chunk/manifest.ts'
 import type { CommittedNar } from '../../src/chunk/types.ts'
 import { chunks, collect } from '../helpers/bytes.ts'
 import { pseudoRandom, repeatingStream } from '../helpers/pseudo-random.ts'
-import { identity, identityOf, openStore } from './helpers.ts'
+import { corruptRecord, identity, identityOf, openStore } from './helpers.ts'
 
 test('round trip: empty, one byte, exactly min, exactly max, several chunks', async () => {
   const store = await openStore()
@@ -123,10 +123,7 @@ test('has, readChunk, putChunk and commitManifest: filling a second store chunk 
   await assert.rejects(b.commitManifest(wire, { narHash: identity(nar.subarray(1)).narHash, narSize: nar.length }), IntegrityError)
   // A stored chunk gone bad fails the whole NAR's hash: it is found, dropped, and can be put again.
   const bad = wire.chunks[1]!
-  const file = b.files.path(hexOf(bad.id))
-  const flipped = readFileSync(file)
-  flipped.writeUInt8(flipped.readUInt8(flipped.length - 1) ^ 1, flipped.length - 1)
-  writeFileSync(file, flipped)
+  corruptRecord(b, bad.id)
   await assert.rejects(b.commitManifest(wire, identity(nar)), /chunk [0-9a-f]{64}: .*do not hash/)
   assert.deepEqual(b.has([bad.id]), [false])
   await b.putChunk(bad.id, (await a.readChunk(bad.id))!)

@@ -9,7 +9,8 @@
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { DatabaseSync } from 'node:sqlite'
 import { writeFile } from 'node:fs/promises'
 import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
@@ -21,6 +22,7 @@ import { startCacheServer, type CacheServer } from '../helpers/cache-server.ts'
 import { startNarswarm, type NarswarmProcess } from '../helpers/narswarm.ts'
 import { makeEntry, writeSignedCache, type CacheEntry } from '../helpers/signed-cache.ts'
 import { tempDir } from '../helpers/temp.ts'
+import { stateDatabase } from '../../src/util/sqlite.ts'
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex')
 // What Nix 2.8 and Lix send (Lix leaves out the space).
@@ -222,11 +224,13 @@ describe('serving NARs', () => {
       // A stored chunk goes bad (its file changed) after the narinfo was served: the rest of the
       // NAR comes from the upstream, in the same response.
       const before = narGets(xz)
-      const chunkDir = join(n.stateDir, 'chunks')
-      const files = readdirSync(chunkDir).filter(d => d.length === 2).flatMap(d => readdirSync(join(chunkDir, d)).map(f => join(chunkDir, d, f)))
-      const victim = files.map(f => ({ f, bytes: readFileSync(f) })).find(c => c.bytes[0] === 1)!
-      victim.bytes[victim.bytes.length - 8]! ^= 0x01
-      writeFileSync(victim.f, victim.bytes)
+      const db = new DatabaseSync(stateDatabase(n.stateDir), { readOnly: true })
+      const victim = db.prepare('SELECT pack, pack_offset AS offset, stored_size AS size FROM chunk WHERE stored_hash IS NOT NULL LIMIT 1').get() as { pack: number, offset: number, size: number }
+      db.close()
+      const pack = join(n.stateDir, 'chunks', 'packs', `${victim.pack}.pack`)
+      const bytes = readFileSync(pack)
+      bytes[victim.offset + victim.size - 8]! ^= 0x01
+      writeFileSync(pack, bytes)
       const healed = new Uint8Array(await (await fetch(zstdUrl)).arrayBuffer())
       assert.equal(sha(unzstd(healed)), sha(text.nar))
       assert.equal(narGets(xz) - before, 1, 'the rest came from the upstream')
