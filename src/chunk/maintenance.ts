@@ -7,7 +7,8 @@
  * does not know, which the next start-up check deletes; never an index row without its file.
  * Eviction is LRU by NAR over the bytes on disk: it starts when the store is above its cap and
  * drops NARs, skipping pinned NARs and NARs in use (leased), until the bytes they leave in use
- * are at LOW_WATER of it; then packs.ts gives back the space of the records no longer used.
+ * are at LOW_WATER of it; then packs.ts gives back the space of the records no longer used, as
+ * far as the store needs to be under its cap.
  */
 import { rm } from 'node:fs/promises'
 import { CorruptChunk, FAN_OUT, hexOf } from './files.ts'
@@ -195,8 +196,10 @@ export class Maintenance {
   }
 
   /**
-   * Evicts least recently used NARs until `incoming` more bytes fit below the low-water mark, then
-   * reclaims the pack space they leave unused.
+   * Evicts least recently used NARs until the chunks in use leave room for `incoming` more bytes
+   * below the low-water mark, then reclaims the pack space they left unused until `incoming` fits
+   * under the cap: unused records may take the room between the two, so packs are compacted
+   * only when they take more.
    */
   async #evict (incoming: number): Promise<number> {
     const { index, inUse } = this.#store
@@ -213,7 +216,7 @@ export class Maintenance {
       used -= freed
       evicted++
     }
-    const packs = await reclaimPacks(this.#store, target)
+    const packs = await reclaimPacks(this.#store, this.capacity - incoming)
     if (evicted > 0 || packs > 0) this.#store.log.debug({ evicted, packs, bytes: index.storedBytes(), capacity: this.capacity }, 'chunk store evicted NARs')
     return evicted
   }

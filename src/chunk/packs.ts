@@ -67,7 +67,8 @@ function packUse (store: LocalChunkStore): PackUse[] {
 /**
  * Gives back the space of unused records: packs none of whose records is used are removed (the
  * active one of this store too, once idle); then, while the store is above `target` bytes, the
- * packs with the most unused bytes are compacted. Returns the packs removed.
+ * packs with the most unused bytes are compacted, so that each copy gives back as much as it
+ * can. Returns the packs removed.
  */
 export async function reclaimPacks (store: LocalChunkStore, target: number): Promise<number> {
   const { files, index } = store
