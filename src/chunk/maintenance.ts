@@ -28,8 +28,10 @@ export interface StoreStats {
   logicalBytes: number
   /** Sum of the (uncompressed) sizes of the distinct chunks. */
   uniqueBytes: number
-  /** Bytes on disk (compressed chunks plus headers). */
+  /** Bytes on disk (compressed chunks plus headers, unused records in packs included). */
   storedBytes: number
+  /** Bytes of records in packs that no chunk uses any more, until eviction or gc reclaims them. */
+  unusedBytes: number
   /** logicalBytes / storedBytes. */
   dedupRatio: number
   capacity: number
@@ -264,6 +266,7 @@ export class Maintenance {
       logicalBytes: t.logical,
       uniqueBytes: t.uniqueBytes,
       storedBytes: t.stored,
+      unusedBytes: unusedPackBytes(this.#store),
       dedupRatio: t.stored === 0 ? 1 : t.logical / t.stored,
       capacity: this.capacity,
       hits: num('hits'),

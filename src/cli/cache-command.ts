@@ -134,7 +134,7 @@ function printStats (store: LocalChunkStore): void {
     ['chunks', String(s.chunks)],
     ['logical bytes', formatBytes(s.logicalBytes)],
     ['unique bytes', formatBytes(s.uniqueBytes)],
-    ['stored bytes', `${formatBytes(s.storedBytes)} of ${formatBytes(s.capacity)} (cache-size)`],
+    ['stored bytes', `${formatBytes(s.storedBytes)} of ${formatBytes(s.capacity)} (cache-size)${s.unusedBytes > 0 ? `, ${formatBytes(s.unusedBytes)} of it unused records ('cache gc' reclaims them)` : ''}`],
     ['dedup ratio', `${s.dedupRatio.toFixed(2)}× (logical / stored)`],
     ['hits / misses', `${s.hits} / ${s.misses}${asked > 0 ? ` (${(100 * s.hits / asked).toFixed(1)} % hit rate)` : ''}`],
     ['chunker', store.cdcId]
