@@ -72,7 +72,8 @@ export interface ChunkStore {
   /** For each id, whether its chunk is stored (one answer per id, same order). */
   has: (ids: readonly ChunkId[]) => boolean[]
   /**
-   * A chunk's uncompressed bytes, re-hashed on reading; undefined when absent, or when the stored
+   * A chunk's uncompressed bytes, checked on reading (a compressed one against the hash of its
+   * stored bytes); undefined when absent, or when the stored
    * file failed its hash (it is then deleted, and every NAR that needs it is dropped).
    */
   readChunk: (id: ChunkId, options?: AbortOptions) => Promise<Uint8Array | undefined>
