@@ -182,7 +182,11 @@ export class Maintenance {
     this.#scheduled = true
     setImmediate(() => {
       this.#scheduled = false
-      this.#serialized(async () => { await this.#evict(0) }).catch((err: unknown) => this.#store.log.error({ err }, 'chunk store eviction failed'))
+      this.#serialized(async () => {
+        // Read handles of packs another process removed (`narswarm cache gc`) would keep their space.
+        this.#store.files.closeHandlesExcept(new Set(this.#store.index.packs().map(p => p.id)))
+        await this.#evict(0)
+      }).catch((err: unknown) => this.#store.log.error({ err }, 'chunk store eviction failed'))
     })
   }
 

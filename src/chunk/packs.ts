@@ -92,8 +92,6 @@ export async function reclaimPacks (store: LocalChunkStore, target: number): Pro
     await compact(store, pack.id)
     removed++
   }
-  // Read handles of packs another process removed keep their space: closed here.
-  files.closeHandlesExcept(new Set(index.packs().map(p => p.id)))
   return removed
 }
 
@@ -110,35 +108,33 @@ async function compact (store: LocalChunkStore, id: number): Promise<void> {
   const moves: Array<{ id: Uint8Array, storedSize: number, to: { pack: number, offset: number } }> = []
   const inFlight = new Set<Promise<void>>()
   let failure: unknown
-  for (const row of index.packChunks(id)) {
-    let record: Uint8Array | undefined
-    try {
-      record = files.readStored({ ...row, hex: hexOf(row.id) })
-    } catch (err) {
-      if (!(err instanceof CorruptChunk)) throw err
-    }
-    if (record === undefined) { bad.push(row.id); continue }
-    const copy = files.copyRecord(record).then(to => { moves.push({ id: row.id, storedSize: row.storedSize, to }) }, (err: unknown) => { failure ??= err })
-    inFlight.add(copy)
-    void copy.then(() => inFlight.delete(copy))
-    if (inFlight.size >= COPIES_IN_FLIGHT) await Promise.race(inFlight)
-    if (failure !== undefined) break
-  }
-  await Promise.all(inFlight)
-  // Copies that landed and were not indexed stay as unused bytes of the active pack.
-  if (failure !== undefined) {
-    for (const m of moves) files.indexed(m.to.pack)
-    throw failure
-  }
-  if (bad.length > 0) {
-    store.log.warn({ pack: id, chunks: bad.length }, 'dropping chunks a pack does not hold intact, and the NARs that need them')
-    await store.maintenance.dropChunks(bad)
-  }
   try {
+    for (const row of index.packChunks(id)) {
+      let record: Uint8Array | undefined
+      try {
+        record = files.readStored({ ...row, hex: hexOf(row.id) })
+      } catch (err) {
+        if (!(err instanceof CorruptChunk)) throw err
+      }
+      if (record === undefined) { bad.push(row.id); continue }
+      const copy = files.copyRecord(record).then(to => { moves.push({ id: row.id, storedSize: row.storedSize, to }) }, (err: unknown) => { failure ??= err })
+      inFlight.add(copy)
+      void copy.then(() => inFlight.delete(copy))
+      if (inFlight.size >= COPIES_IN_FLIGHT) await Promise.race(inFlight)
+      if (failure !== undefined) throw failure
+    }
+    await Promise.all(inFlight)
+    if (failure !== undefined) throw failure
+    if (bad.length > 0) {
+      store.log.warn({ pack: id, chunks: bad.length }, 'dropping chunks a pack does not hold intact, and the NARs that need them')
+      await store.maintenance.dropChunks(bad)
+    }
     index.transaction(() => {
       for (const m of moves) index.moveChunk(m.id, id, m.to.pack, m.to.offset, m.storedSize)
     })
   } finally {
+    // Copies that landed and were not indexed (a failure) stay as unused bytes of the active pack.
+    await Promise.allSettled(inFlight)
     for (const m of moves) files.indexed(m.to.pack)
   }
   // Rows changed meanwhile (dropped, stored again elsewhere) were left as they are; any row still

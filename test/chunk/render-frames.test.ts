@@ -5,7 +5,7 @@ import { DatabaseSync } from 'node:sqlite'
 import { constants, zstdCompressSync, zstdDecompressSync } from 'node:zlib'
 import { IntegrityError } from '../../src/errors.ts'
 import { RAW, ZSTD } from '../../src/chunk/chunk-file.ts'
-import { hexOf } from '../../src/chunk/files.ts'
+import { chunkIdOf, hexOf } from '../../src/chunk/files.ts'
 import { ChunkIndex } from '../../src/chunk/index-db.ts'
 import type { LocalChunkStore } from '../../src/chunk/store.ts'
 import type { ChunkFrames, NarIdentity } from '../../src/chunk/types.ts'
@@ -92,7 +92,9 @@ test('cache verify checks a compressed file against its stored hash too: the sam
   // Written in place, and the row told of its length (the rest of the old record stays behind it).
   overwriteRecord(store, id, Buffer.concat([Buffer.of(ZSTD), recompressed, original.subarray(1 + recompressed.length)]))
   store.index.db.prepare('UPDATE chunk SET stored_size = ? WHERE id = ?').run(1 + recompressed.length, id)
-  assert.ok(store.files.read({ ...store.index.chunk(id)!, hex: hexOf(id) }) !== undefined, 'its content still matches its id')
+  assert.equal(hexOf(chunkIdOf(store.files.read({ ...store.index.chunk(id)!, hex: hexOf(id) }, false)!)), hexOf(id), 'its content still matches its id')
+  // A read for a render checks the stored bytes, and catches it too.
+  assert.throws(() => store.files.read({ ...store.index.chunk(id)!, hex: hexOf(id) }), /compressed bytes do not match/)
   const report = await store.maintenance.verify()
   assert.deepEqual(report.bad, [hexOf(m.chunks[at]!.id)])
   assert.equal(store.manifest(identity(NAR).narHash), undefined)
