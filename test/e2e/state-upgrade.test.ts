@@ -8,6 +8,7 @@
  *
  * - narswarm-249489d: the first version with a chunk store (no stored hashes of compressed chunks).
  * - narswarm-37c3996: the last version before chunks were sent to peers as stored.
+ * - narswarm-913fbb0: the last version before chunks went into packs (a file per chunk).
  */
 import { describe, test } from 'node:test'
 import assert from 'node:assert/strict'
