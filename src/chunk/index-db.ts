@@ -36,7 +36,7 @@ export interface PackRow {
   id: number
   /** Bytes of the pack that committed chunk rows cover (at least). */
   bytes: number
-  /** The process appending to it (`<pid>-<random>`); undefined once it is sealed. */
+  /** The store appending to it (`<pid>-<start time>-<random>`); undefined once it stopped. */
   owner: string | undefined
 }
 

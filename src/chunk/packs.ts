@@ -8,7 +8,7 @@
  * one in another process looks the row up again when the pack it was told of is gone
  * (store.ts). Only packs no process writes into are touched (`LocalChunkStore.reclaimable`).
  */
-import { isAlive } from '../util/process.ts'
+import { runs } from '../util/process.ts'
 import { CorruptChunk, hexOf } from './files.ts'
 import type { PackRow } from './index-db.ts'
 import type { LocalChunkStore } from './store.ts'
@@ -17,12 +17,6 @@ import type { LocalChunkStore } from './store.ts'
 const COPIES_IN_FLIGHT = 8
 
 interface PackUse extends PackRow { live: number }
-
-/** The process that owns a pack still runs (a pack of this process counts as running). */
-function ownerRuns (owner: string): boolean {
-  const pid = Number(/^(\d+)-/.exec(owner)?.[1])
-  return Number.isInteger(pid) && (pid === process.pid || isAlive(pid))
-}
 
 /**
  * Pack files against the index: a pack whose writer is gone is released; the rows of records its
@@ -40,7 +34,7 @@ export async function checkPacks (store: LocalChunkStore): Promise<{ missing: Ui
   for (const pack of index.packs()) {
     const size = onDisk.get(pack.id)
     onDisk.delete(pack.id)
-    if (pack.owner !== undefined && ownerRuns(pack.owner)) continue
+    if (pack.owner !== undefined && runs(pack.owner)) continue
     if (size === undefined) {
       for (const row of index.packChunks(pack.id)) missing.push(row.id)
       forgotten.push(pack.id)

@@ -16,6 +16,7 @@ import type { Logger } from '../log.ts'
 import { silentLogger } from '../log.ts'
 import type { NixHash } from '../nix/hash.ts'
 import type { AbortOptions } from '../types.ts'
+import { processTag } from '../util/process.ts'
 import { Chunker, DEFAULT_CDC, type CdcParams } from './fastcdc.ts'
 import { ChunkFiles, chunkIdOf, CorruptChunk, hexOf, storageError, type ChunkAt } from './files.ts'
 import { ChunkIndex, dropChunkTables } from './index-db.ts'
@@ -75,7 +76,7 @@ export class LocalChunkStore implements ChunkStore {
   readonly #freshLease: number
   readonly inUse: InUse
   readonly #writing = new Map<string, Promise<void>>()
-  /** Who owns the packs this store writes (`<pid>-<random>`). */
+  /** Who owns the packs this store writes (`<pid>-<start time>-<random>`). */
   readonly owner: string
   readonly #rows: Array<PendingRow & { resolve: () => void, reject: (err: Error) => void }> = []
   #rowTimer: NodeJS.Timeout | undefined
@@ -88,7 +89,7 @@ export class LocalChunkStore implements ChunkStore {
     this.index = new ChunkIndex(init.db)
     // The packs this store appends to are its own until it closes: another process sharing the
     // store leaves them alone, and so does this one's maintenance while rows for them are pending.
-    this.owner = `${process.pid}-${randomBytes(4).toString('hex')}`
+    this.owner = `${processTag()}-${randomBytes(4).toString('hex')}`
     this.files = new ChunkFiles(join(init.dir, 'chunks'), {
       create: () => this.index.newPack(this.owner),
       seal: (id, bytes) => { this.index.growPack(id, bytes) }

@@ -115,6 +115,26 @@ test('a store reading while another compacts under it: the rows it looks up poin
   await reader.close()
 })
 
+test('start-up: the packs of a store that crashed are released, also when a later process has its pid; a running store keeps its own', async () => {
+  const dir = tempDir('narswarm-chunk-')
+  const db = openDatabase(stateDatabase(dir))
+  const crashed = await openStore({ dir, db })
+  await crashed.ingest(identity(nar('c')), chunks(nar('c')))
+  const pack = crashed.files.activePack!
+  // Its process gone without closing the store: same pid as this one (a container's narswarm
+  // restarted), started at another time.
+  db.prepare('UPDATE chunk_pack SET owner = ? WHERE id = ?').run(`${process.pid}-1-0badf00d`, pack)
+  const running = await openStore({ dir, db })
+  assert.equal(running.index.packs().find(p => p.id === pack)?.owner, undefined, 'released')
+  assert.ok((await collect(running.render(identity(nar('c')).narHash)!)).equals(nar('c')))
+  // A store of this very process is left alone.
+  await running.ingest(identity(nar('d')), chunks(nar('d')))
+  const own = running.files.activePack!
+  await openStore({ dir, db })
+  assert.equal(running.index.packs().find(p => p.id === own)?.owner, running.owner)
+  await running.close()
+})
+
 function existsPack (store: LocalChunkStore, id: number): boolean {
   return readdirSync(store.files.packs).includes(`${id}.pack`)
 }
