@@ -10,13 +10,10 @@
  */
 import { runs } from '../util/process.ts'
 import { CorruptChunk, hexOf } from './files.ts'
-import type { PackRow } from './index-db.ts'
 import type { LocalChunkStore } from './store.ts'
 
 /** Copies in flight while compacting a pack (their syncs are shared). */
 const COPIES_IN_FLIGHT = 8
-
-interface PackUse extends PackRow { live: number }
 
 /**
  * Pack files against the index: a pack whose writer is gone is released; the rows of records its
@@ -50,12 +47,7 @@ export async function checkPacks (store: LocalChunkStore): Promise<{ missing: Ui
 
 /** Bytes of packs no row uses. */
 export function unusedPackBytes (store: LocalChunkStore): number {
-  return packUse(store).reduce((n, p) => n + Math.max(0, p.bytes - p.live), 0)
-}
-
-function packUse (store: LocalChunkStore): PackUse[] {
-  const live = store.index.packLive()
-  return store.index.packs().map(p => ({ ...p, live: live.get(p.id) ?? 0 }))
+  return store.index.packs().reduce((n, p) => n + Math.max(0, p.bytes - p.live), 0)
 }
 
 /**
@@ -70,10 +62,10 @@ export async function reclaimPacks (store: LocalChunkStore, target: number): Pro
   // The active pack is sealed (when idle) once it holds unused records that count: entirely
   // unused, or the store is above its target; the next record opens a new one.
   const active = files.activePack
-  let uses = packUse(store)
+  let uses = index.packs()
   const current = uses.find(p => p.id === active)
   if (active !== undefined && current !== undefined && current.bytes > current.live && (current.live === 0 || index.storedBytes() > target)) {
-    if (await files.retire(active)) uses = packUse(store)
+    if (await files.retire(active)) uses = index.packs()
   }
   const candidates = uses.filter(p => store.reclaimable(p))
   for (const pack of candidates.filter(p => p.live === 0)) {

@@ -48,6 +48,7 @@ test('eviction gives pack space back: unused packs are deleted, the emptiest com
     // The index counts what is on disk (every byte of every pack), and names exactly the packs there.
     assert.equal(store.stats().storedBytes, bytes)
     assert.deepEqual(store.index.packs().map(p => p.id), ids)
+    assertLiveBytes(store)
   }
   const kept = names.filter(n => store.manifest(identity(bytesOf(n)).narHash) !== undefined)
   assert.ok(kept.length >= 3 && kept.includes('n13'), `kept ${kept.join(' ')}`)
@@ -64,7 +65,9 @@ test('cache gc compacts every pack with unused records: what is left on disk is 
   await store.maintenance.dropNar(identity(nar('e')).narHash.digest, true)
   const before = packsOnDisk(store).bytes
   assert.ok(store.stats().unusedBytes >= 2 * NAR, `${store.stats().unusedBytes} bytes unused`)
+  assertLiveBytes(store)
   await store.gc()
+  assertLiveBytes(store)
   assert.equal(store.stats().unusedBytes, 0)
   const used = ['a', 'c', 'd'].flatMap(n => store.manifest(identity(nar(n)).narHash)!.chunks).reduce((n, c) => n + store.index.chunk(c.id)!.storedSize, 0)
   assert.ok(before > used)
@@ -134,6 +137,12 @@ test('start-up: the packs of a store that crashed are released, also when a late
   assert.equal(running.index.packs().find(p => p.id === own)?.owner, running.owner)
   await running.close()
 })
+
+/** The bytes in use the index keeps for each pack are those its chunk rows add up to. */
+function assertLiveBytes (store: LocalChunkStore): void {
+  const sums = new Map((store.index.db.prepare('SELECT pack, sum(stored_size) AS n FROM chunk WHERE pack IS NOT NULL GROUP BY pack').all() as Array<{ pack: number, n: number }>).map(r => [r.pack, r.n]))
+  for (const pack of store.index.packs()) assert.equal(pack.live, sums.get(pack.id) ?? 0, `pack ${pack.id}`)
+}
 
 function existsPack (store: LocalChunkStore, id: number): boolean {
   return readdirSync(store.files.packs).includes(`${id}.pack`)
