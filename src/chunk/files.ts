@@ -3,8 +3,9 @@
  * (`packs/<id>.pack`, written by pack-writer.ts; chunk-file.ts has a record's layout), found where
  * the index row says. Stores made before packs hold a file per chunk (`<2 hex>/<64 hex>`, the
  * same layout as a record): those are still read, and removed when their chunk goes. A read
- * hashes the bytes again and reports a chunk whose bytes do not match its name as corrupt; it
- * never returns them.
+ * hashes the record again (a compressed one as it is stored, against the hash kept of it; a raw
+ * one against the chunk's name) and reports one that does not match as corrupt; it never returns
+ * its bytes.
  */
 import { hash } from 'node:crypto'
 import { closeSync, openSync, readSync, unlinkSync } from 'node:fs'
