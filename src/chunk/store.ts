@@ -19,7 +19,7 @@ import type { AbortOptions } from '../types.ts'
 import { processTag } from '../util/process.ts'
 import { Chunker, DEFAULT_CDC, type CdcParams } from './fastcdc.ts'
 import { ChunkFiles, chunkIdOf, CorruptChunk, hexOf, storageError, type ChunkAt } from './files.ts'
-import { ChunkIndex, dropChunkTables } from './index-db.ts'
+import { ChunkIndex, dropChunkTables, type ChunkRow } from './index-db.ts'
 import type { StoredChunk } from './pack-writer.ts'
 import { InUse } from './in-use.ts'
 import { chunkRefs, decodeManifest, encodeManifest } from './manifest.ts'
@@ -143,9 +143,10 @@ export class LocalChunkStore implements ChunkStore {
 
   async readChunk (id: ChunkId, options?: AbortOptions): Promise<Uint8Array | undefined> {
     options?.signal?.throwIfAborted()
-    if (!this.index.hasChunk(id)) return undefined
+    const row = this.index.chunk(id)
+    if (row === undefined) return undefined
     try {
-      return await this.#read(id)
+      return await this.#read(id, row)
     } catch (err) {
       if (err instanceof IntegrityError) return undefined
       throw err
@@ -154,9 +155,10 @@ export class LocalChunkStore implements ChunkStore {
 
   async readStoredChunk (id: ChunkId, options?: AbortOptions): Promise<Uint8Array | undefined> {
     options?.signal?.throwIfAborted()
-    if (!this.index.hasChunk(id)) return undefined
+    const row = this.index.chunk(id)
+    if (row === undefined) return undefined
     try {
-      return await this.#checked(id, at => this.files.readStored(at))
+      return await this.#checked(id, at => this.files.readStored(at), row)
     } catch (err) {
       if (err instanceof IntegrityError) return undefined
       throw err
@@ -164,24 +166,25 @@ export class LocalChunkStore implements ChunkStore {
   }
 
   /** A verified chunk; a missing or corrupt one is dropped (with its NARs) and IntegrityError thrown. */
-  async #read (id: Uint8Array): Promise<Uint8Array> {
-    return await this.#checked(id, at => this.files.read(at))
+  async #read (id: Uint8Array, row?: ChunkRow): Promise<Uint8Array> {
+    return await this.#checked(id, at => this.files.read(at), row)
   }
 
   /**
-   * Reads a chunk where its index row says. Its row is looked up again once when its pack is
-   * gone: another process may have moved it into another pack (compaction) between the two.
+   * Reads a chunk where its index row says (`row`, when the caller looked it up already). The row
+   * is looked up again once when its pack is gone: another process may have moved the chunk into
+   * another pack (compaction) between the two.
    */
-  async #checked<T> (id: Uint8Array, read: (at: ChunkAt) => T | undefined): Promise<T> {
+  async #checked<T> (id: Uint8Array, read: (at: ChunkAt) => T | undefined, row = this.index.chunk(id)): Promise<T> {
     const hex = hexOf(id)
     let why = 'its file is missing'
     try {
-      for (let attempt = 0; attempt < 2; attempt++) {
-        const row = this.index.chunk(id)
+      for (let attempt = 0; ; attempt++) {
         if (row === undefined) { why = 'it is not in the index'; break }
         const bytes = read({ ...row, hex })
         if (bytes !== undefined) return bytes
-        if (row.pack === undefined) break
+        if (row.pack === undefined || attempt === 1) break
+        row = this.index.chunk(id)
       }
     } catch (err) {
       if (!(err instanceof CorruptChunk)) throw err
@@ -333,7 +336,7 @@ export class LocalChunkStore implements ChunkStore {
         } catch (err) {
           if (!(err instanceof CorruptChunk)) throw err
         }
-        hasher.update(bytes ?? await this.#read(c.id))
+        hasher.update(bytes ?? await this.#read(c.id, row))
       }
       const digest = hasher.digest()
       if (!digest.equals(expected.narHash.digest)) {
