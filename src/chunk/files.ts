@@ -334,6 +334,11 @@ export class ChunkFiles {
     return (await readdir(this.root)).filter(name => name !== 'tmp' && name !== 'packs' && !FAN_OUT.includes(name)).map(name => join(this.root, name))
   }
 
+  /** Whether any fan-out directory exists (the layout before packs, or files put there since). */
+  async hasFanOut (): Promise<boolean> {
+    return (await readdir(this.root)).some(name => FAN_OUT.includes(name))
+  }
+
   /** The chunk files of one fan-out directory (`FAN_OUT`); anything else in it is a stray. */
   async listDir (dir: string): Promise<{ chunks: Set<string>, strays: string[] }> {
     const chunks = new Set<string>()

@@ -154,6 +154,7 @@ export class ChunkIndex {
       chunksIn: 'SELECT id, size, stored_size, stored_hash, pack, pack_offset FROM chunk WHERE id >= ? AND id < ?',
       orphans: 'SELECT id FROM chunk WHERE refcount = 0 AND added_at <= ?',
       storedBytes: `SELECT ${STORED} AS n`,
+      ownFileChunks: 'SELECT count(*) AS n FROM chunk WHERE pack IS NULL',
       totals: `SELECT (SELECT count(*) FROM nar) AS nars, (SELECT coalesce(sum(nar_size), 0) FROM nar) AS logical,
         (SELECT count(*) FROM nar WHERE pinned = 1) AS pinned, (SELECT count(*) FROM chunk) AS chunks,
         (SELECT coalesce(sum(size), 0) FROM chunk) AS unique_bytes, ${STORED} AS stored`
@@ -270,6 +271,8 @@ export class ChunkIndex {
   }
 
   storedBytes (): number { return Number((this.#q('storedBytes').get() as { n: number }).n) }
+  /** How many chunks are in files of their own (stores made before packs). */
+  ownFileChunks (): number { return Number((this.#q('ownFileChunks').get() as { n: number }).n) }
 
   totals (): { nars: number, logical: number, pinned: number, chunks: number, uniqueBytes: number, stored: number } {
     const r = this.#q('totals').get() as Record<string, number>

@@ -81,13 +81,14 @@ export class Maintenance {
     const packs = await checkPacks(this.#store)
     await removeStrays(packs.strays)
     report.strays += packs.removed
-    // Chunks in files of their own (stores made before packs):
+    // Chunks in files of their own (stores made before packs), where there are any:
     // one fan-out directory at a time, against the index rows of its prefix: the check holds a
     // 256th of the store's names in memory, not all of them (a 10 GiB store has 160,000 chunks).
     // Rows before files: a row is written after its file, so a chunk another process stores
     // meanwhile shows as a young unindexed file (left alone), never as a row without its file.
     const missing: Uint8Array[] = packs.missing
-    for (const [prefix, dir] of FAN_OUT.entries()) {
+    const ownFiles = index.ownFileChunks() > 0 || await files.hasFanOut()
+    for (const [prefix, dir] of ownFiles ? FAN_OUT.entries() : []) {
       const rows = index.chunksIn(prefix)
       const { chunks: onDisk, strays } = await files.listDir(dir)
       await removeStrays(strays)

@@ -37,7 +37,8 @@ export async function checkPacks (store: LocalChunkStore): Promise<{ missing: Ui
       forgotten.push(pack.id)
       continue
     }
-    for (const row of index.packChunks(pack.id)) if (row.offset + row.storedSize > size) missing.push(row.id)
+    // Every row ends within the pack's recorded length: only a file shorter than that can lack one.
+    if (size < pack.bytes) for (const row of index.packChunks(pack.id)) if (row.offset + row.storedSize > size) missing.push(row.id)
     if (pack.owner !== undefined || pack.bytes !== size) index.setPack(pack.id, size, undefined)
   }
   let removed = 0
