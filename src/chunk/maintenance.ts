@@ -17,6 +17,7 @@ import { checkPacks, reclaimPacks, unusedPackBytes } from './packs.ts'
 import type { LocalChunkStore } from './store.ts'
 
 const LOW_WATER = 0.9
+const HANDLE_CHECK_MS = 60_000
 /** A chunk file the index does not know is left this long: another process may be indexing it. */
 const UNINDEXED_GRACE = 10 * 60_000
 
@@ -60,6 +61,7 @@ export class Maintenance {
   readonly #orphanGrace: number
   #evicting: Promise<void> = Promise.resolve()
   #scheduled = false
+  #handlesCheckedAt = -Infinity
 
   constructor (store: LocalChunkStore, capacity: number, orphanGrace: number) {
     this.#store = store
@@ -184,8 +186,12 @@ export class Maintenance {
     setImmediate(() => {
       this.#scheduled = false
       this.#serialized(async () => {
-        // Read handles of packs another process removed (`narswarm cache gc`) would keep their space.
-        this.#store.files.closeHandlesExcept(new Set(this.#store.index.packs().map(p => p.id)))
+        // Read handles of packs another process removed (`narswarm cache gc`) would keep their
+        // space; looked for once a minute at most, not at every commit.
+        if (performance.now() - this.#handlesCheckedAt >= HANDLE_CHECK_MS) {
+          this.#handlesCheckedAt = performance.now()
+          this.#store.files.closeHandlesExcept(new Set(this.#store.index.packs().map(p => p.id)))
+        }
         await this.#evict(0)
       }).catch((err: unknown) => this.#store.log.error({ err }, 'chunk store eviction failed'))
     })
