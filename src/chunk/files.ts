@@ -9,7 +9,7 @@
  */
 import { hash } from 'node:crypto'
 import { closeSync, openSync, readSync, unlinkSync } from 'node:fs'
-import { mkdir, readdir, rm, stat, unlink } from 'node:fs/promises'
+import { mkdir, readdir, rm, rmdir, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { StorageError } from '../errors.ts'
 import { isAlive } from '../util/process.ts'
@@ -78,7 +78,6 @@ export class ChunkFiles {
   }
 
   async init (): Promise<void> {
-    await mkdir(this.tmp, { recursive: true })
     await mkdir(this.packs, { recursive: true })
   }
 
@@ -329,7 +328,7 @@ export class ChunkFiles {
     })
   }
 
-  /** What lies under the root besides the fan-out directories, `packs` and `tmp`. */
+  /** What lies under the root besides the fan-out directories, `packs` and `tmp` (before packs). */
   async strays (): Promise<string[]> {
     return (await readdir(this.root)).filter(name => name !== 'tmp' && name !== 'packs' && !FAN_OUT.includes(name)).map(name => join(this.root, name))
   }
@@ -357,15 +356,25 @@ export class ChunkFiles {
     return { chunks, strays }
   }
 
-  /** Removes temporary files whose writer is gone (another live process may be writing). */
+  /**
+   * Removes the temporary files of the layout before packs (`tmp/<pid>-…`) whose writer is gone
+   * (a live older narswarm may still be writing), and the directory once it is empty.
+   */
   async removeDeadTemps (): Promise<number> {
+    let names: string[]
+    try {
+      names = await readdir(this.tmp)
+    } catch {
+      return 0
+    }
     let removed = 0
-    for (const name of await readdir(this.tmp)) {
+    for (const name of names) {
       const pid = Number(/^(\d+)-/.exec(name)?.[1])
       if (pid === process.pid || (Number.isInteger(pid) && isAlive(pid))) continue
       await rm(join(this.tmp, name), { force: true })
       removed++
     }
+    if (removed === names.length) await rmdir(this.tmp).catch(() => {})
     return removed
   }
 

@@ -1,6 +1,6 @@
 /** Opening a chunk store on a fresh state directory, NAR identities of test bytes, and chunk records on disk to spoil. */
 import { createHash } from 'node:crypto'
-import { closeSync, openSync, readSync, truncateSync, writeSync } from 'node:fs'
+import { closeSync, existsSync, openSync, readdirSync, readSync, truncateSync, writeSync } from 'node:fs'
 import { NixHash } from '../../src/nix/hash.ts'
 import { LocalChunkStore, type LocalChunkStoreInit } from '../../src/chunk/store.ts'
 import type { NarIdentity } from '../../src/chunk/types.ts'
@@ -73,4 +73,9 @@ export function corruptRecord (store: LocalChunkStore, id: Uint8Array): void {
 export function cutBefore (store: LocalChunkStore, id: Uint8Array): void {
   const { file, offset } = recordOf(store, id)
   truncateSync(file, offset)
+}
+
+/** Temporary files in the store's `tmp` directory (the layout before packs), none when it is gone. */
+export function tempFiles (store: LocalChunkStore): string[] {
+  return existsSync(store.files.tmp) ? readdirSync(store.files.tmp) : []
 }

@@ -1,7 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import { readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { IntegrityError } from '../../src/errors.ts'
 import { chunkIdOf, hexOf } from '../../src/chunk/files.ts'
@@ -9,7 +8,7 @@ import { decodeManifest, encodeManifest } from '../../src/chunk/manifest.ts'
 import type { CommittedNar } from '../../src/chunk/types.ts'
 import { chunks, collect } from '../helpers/bytes.ts'
 import { pseudoRandom, repeatingStream } from '../helpers/pseudo-random.ts'
-import { corruptRecord, identity, identityOf, openStore } from './helpers.ts'
+import { corruptRecord, identity, identityOf, openStore, tempFiles } from './helpers.ts'
 
 test('round trip: empty, one byte, exactly min, exactly max, several chunks', async () => {
   const store = await openStore()
@@ -54,7 +53,7 @@ test('a NAR that does not match its NarHash or NarSize is not committed, and its
   assert.equal(store.narSize(other.narHash), undefined)
   assert.equal(store.render(identity(nar).narHash), undefined)
   assert.equal(store.stats().chunks, 0)
-  assert.deepEqual(readdirSync(join(store.files.root, 'tmp')), [])
+  assert.deepEqual(tempFiles(store), [])
   await store.close()
 })
 
