@@ -10,8 +10,8 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { makeNixEnv, nixSkip, type NixEnv } from '../helpers/nix.ts'
-import { buildClosure, copyTo, type Closure } from '../helpers/closure.ts'
-import { startCacheServer, type CacheServer } from '../helpers/cache-server.ts'
+import { servedClosure, type Closure } from '../helpers/closure.ts'
+import type { CacheServer } from '../helpers/cache-server.ts'
 import { startNarswarm, type NarswarmProcess } from '../helpers/narswarm.ts'
 import { Observer } from '../../src/server/observer.ts'
 import { renderStatusPage } from '../../src/server/status-page.ts'
@@ -59,10 +59,7 @@ describe('status page, /health and /metrics after a real substitution', { skip: 
 
   before(async () => {
     nix = await makeNixEnv()
-    closure = await buildClosure(nix, { withBig: false })
-    const dir = join(nix.dir, 'cache')
-    await copyTo(nix, closure, dir, 'xz')
-    upstream = await startCacheServer(dir)
+    ;({ closure, upstream } = await servedClosure(nix))
     narswarm = await startNarswarm(['--upstream', `${upstream.url}?trusted-public-keys=${closure.publicKey}`])
     await nix.run('nix-store', ['--store', `local?root=${join(nix.dir, 'store')}`, '--realise', closure.top,
       '--option', 'substituters', narswarm.url, '--option', 'trusted-public-keys', closure.publicKey])
