@@ -1,3 +1,8 @@
+/**
+ * Other processes as files name them (lock files, temporary files, the owners of chunk packs):
+ * whether one still runs. A pid alone says it for as long as the process runs; a pid with its
+ * start time (`processTag`) still says it once the pid has gone to another process.
+ */
 import { readFileSync } from 'node:fs'
 
 /** Whether a process with this pid exists (one of another user's counts too: EPERM). */
@@ -26,8 +31,8 @@ export function startTime (pid: number): string | undefined {
 }
 
 /** `<pid>-<start time>`: this process, as `runs` recognises it later. */
-export function processTag (pid = process.pid): string {
-  return `${pid}-${startTime(pid) ?? ''}`
+export function processTag (): string {
+  return `${process.pid}-${startTime(process.pid) ?? ''}`
 }
 
 /** Whether the process a `processTag` named still runs (the same pid started at the same time). */
