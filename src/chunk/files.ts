@@ -328,14 +328,16 @@ export class ChunkFiles {
     })
   }
 
-  /** What lies under the root besides the fan-out directories, `packs` and `tmp` (before packs). */
-  async strays (): Promise<string[]> {
-    return (await readdir(this.root)).filter(name => name !== 'tmp' && name !== 'packs' && !FAN_OUT.includes(name)).map(name => join(this.root, name))
-  }
-
-  /** Whether any fan-out directory exists (the layout before packs, or files put there since). */
-  async hasFanOut (): Promise<boolean> {
-    return (await readdir(this.root)).some(name => FAN_OUT.includes(name))
+  /**
+   * What lies under the root besides the fan-out directories, `packs` and `tmp` (before packs),
+   * and whether any fan-out directory exists (the layout before packs, or files put there since).
+   */
+  async rootEntries (): Promise<{ strays: string[], fanOut: boolean }> {
+    const names = await readdir(this.root)
+    return {
+      strays: names.filter(name => name !== 'tmp' && name !== 'packs' && !FAN_OUT.includes(name)).map(name => join(this.root, name)),
+      fanOut: names.some(name => FAN_OUT.includes(name))
+    }
   }
 
   /** The chunk files of one fan-out directory (`FAN_OUT`); anything else in it is a stray. */

@@ -155,6 +155,7 @@ export class ChunkIndex {
       orphans: 'SELECT id FROM chunk WHERE refcount = 0 AND added_at <= ?',
       storedBytes: `SELECT ${STORED} AS n`,
       ownFileChunks: 'SELECT count(*) AS n FROM chunk WHERE pack IS NULL',
+      unusedBytes: 'SELECT coalesce(sum(max(0, bytes - live)), 0) AS n FROM chunk_pack',
       totals: `SELECT (SELECT count(*) FROM nar) AS nars, (SELECT coalesce(sum(nar_size), 0) FROM nar) AS logical,
         (SELECT count(*) FROM nar WHERE pinned = 1) AS pinned, (SELECT count(*) FROM chunk) AS chunks,
         (SELECT coalesce(sum(size), 0) FROM chunk) AS unique_bytes, ${STORED} AS stored`
@@ -271,6 +272,8 @@ export class ChunkIndex {
   }
 
   storedBytes (): number { return Number((this.#q('storedBytes').get() as { n: number }).n) }
+  /** Bytes of records in packs that no chunk row names any more. */
+  unusedBytes (): number { return Number((this.#q('unusedBytes').get() as { n: number }).n) }
   /** How many chunks are in files of their own (stores made before packs). */
   ownFileChunks (): number { return Number((this.#q('ownFileChunks').get() as { n: number }).n) }
 

@@ -13,7 +13,7 @@
 import { rm } from 'node:fs/promises'
 import { CorruptChunk, FAN_OUT, hexOf } from './files.ts'
 import { chunkRefs, decodeManifest } from './manifest.ts'
-import { checkPacks, reclaimPacks, unusedPackBytes } from './packs.ts'
+import { checkPacks, reclaimPacks } from './packs.ts'
 import type { LocalChunkStore } from './store.ts'
 
 const LOW_WATER = 0.9
@@ -79,7 +79,8 @@ export class Maintenance {
         report.strays++
       }
     }
-    await removeStrays(await files.strays())
+    const root = await files.rootEntries()
+    await removeStrays(root.strays)
     const packs = await checkPacks(this.#store)
     await removeStrays(packs.strays)
     report.strays += packs.removed
@@ -89,7 +90,7 @@ export class Maintenance {
     // Rows before files: a row is written after its file, so a chunk another process stores
     // meanwhile shows as a young unindexed file (left alone), never as a row without its file.
     const missing: Uint8Array[] = packs.missing
-    const ownFiles = index.ownFileChunks() > 0 || await files.hasFanOut()
+    const ownFiles = index.ownFileChunks() > 0 || root.fanOut
     for (const [prefix, dir] of ownFiles ? FAN_OUT.entries() : []) {
       const rows = index.chunksIn(prefix)
       const { chunks: onDisk, strays } = await files.listDir(dir)
@@ -219,7 +220,7 @@ export class Maintenance {
     const total = index.storedBytes()
     if (total + incoming <= this.capacity) return 0
     const target = Math.floor(this.capacity * LOW_WATER) - incoming
-    let used = total - unusedPackBytes(this.#store)
+    let used = total - index.unusedBytes()
     let evicted = 0
     for (const narHash of [...index.lru()]) {
       if (used <= target) break
@@ -277,7 +278,7 @@ export class Maintenance {
       logicalBytes: t.logical,
       uniqueBytes: t.uniqueBytes,
       storedBytes: t.stored,
-      unusedBytes: unusedPackBytes(this.#store),
+      unusedBytes: this.#store.index.unusedBytes(),
       dedupRatio: t.stored === 0 ? 1 : t.logical / t.stored,
       capacity: this.capacity,
       hits: num('hits'),

@@ -46,11 +46,6 @@ export async function checkPacks (store: LocalChunkStore): Promise<{ missing: Ui
   return { missing, removed, forgotten, strays }
 }
 
-/** Bytes of packs no row uses. */
-export function unusedPackBytes (store: LocalChunkStore): number {
-  return store.index.packs().reduce((n, p) => n + Math.max(0, p.bytes - p.live), 0)
-}
-
 /**
  * Gives back the space of unused records: packs none of whose records is used are removed (the
  * active one of this store too, once idle); then, while the store is above `target` bytes, the

@@ -203,7 +203,7 @@ test('kill -9 in the middle of an ingest: after restart nothing half-written is 
   const kept = store.manifest(identity(committed).narHash)!.chunks.length
   assert.equal(store.stats().chunks, kept)
   // The records the cut ingest wrote stay in the pack, counted as bytes on disk, until the pack
-  // is reclaimed: \`cache gc\` then keeps only what the committed NAR uses.
+  // is reclaimed: `cache gc` then keeps only what the committed NAR uses.
   assert.equal(store.stats().storedBytes, written)
   await store.close()
   const gc = await runNarswarm(['cache', 'gc', '--state-dir', dir])
