@@ -60,6 +60,9 @@ interface OpenPack {
   /** Records given room and not yet landed (their writes may not have started). */
   reserved: number
   dirty: boolean
+  /** The fdatasync of this pack under way, which its seal waits for before closing the descriptor. */
+  syncing: Promise<void> | undefined
+  closed: boolean
 }
 
 export class PackWriter {
@@ -209,7 +212,7 @@ export class PackWriter {
     const old = this.#active
     const id = this.#registry.create()
     const fd = await openAsync(packPath(this.#dir, id), 'wx')
-    const pack: OpenPack = { id, fd, end: 0, writes: new Set(), reserved: 0, dirty: false }
+    const pack: OpenPack = { id, fd, end: 0, writes: new Set(), reserved: 0, dirty: false, syncing: undefined, closed: false }
     this.#open.add(pack)
     this.#active = pack
     if (old !== undefined) void this.#seal(old).catch(() => {})
@@ -220,11 +223,36 @@ export class PackWriter {
     // A record given room just before the seal may start its write a moment later.
     while (pack.reserved > 0) await Promise.allSettled([...pack.writes, new Promise(resolve => setImmediate(resolve))])
     try {
-      if (pack.dirty && this.#fsync) await fdatasyncAsync(pack.fd)
+      if (this.#fsync) await this.#syncPack(pack)
       this.#registry.seal(pack.id, pack.end)
     } finally {
       this.#open.delete(pack)
+      // A shared sync may have started on this pack meanwhile: the descriptor stays open until it is done.
+      while (pack.syncing !== undefined) await pack.syncing.catch(() => {})
+      pack.closed = true
       await closeAsync(pack.fd).catch(() => {})
+    }
+  }
+
+  /**
+   * Makes what landed in `pack` durable: waits for a sync of it under way, then syncs it if written
+   * to since. One sync a pack at a time, so that a seal knows when its descriptor is free to close.
+   */
+  async #syncPack (pack: OpenPack): Promise<void> {
+    while (pack.syncing !== undefined) await pack.syncing.catch(() => {})
+    if (!pack.dirty) return
+    // Its seal failed to sync it and closed it: these records are not durable.
+    if (pack.closed) throw Object.assign(new Error(`pack ${pack.id} was closed before its records were synced`), { code: 'EIO' })
+    pack.dirty = false
+    const sync = fdatasyncAsync(pack.fd)
+    pack.syncing = sync
+    try {
+      await sync
+    } catch (err) {
+      pack.dirty = true
+      throw err
+    } finally {
+      pack.syncing = undefined
     }
   }
 
@@ -244,16 +272,8 @@ export class PackWriter {
   }
 
   async #syncDirty (): Promise<void> {
-    for (const pack of this.#open) {
-      if (!pack.dirty) continue
-      pack.dirty = false
-      try {
-        await fdatasyncAsync(pack.fd)
-      } catch (err) {
-        pack.dirty = true
-        throw err
-      }
-    }
+    // A pack being sealed stays in the set until its descriptor is closed, its own last sync included.
+    for (const pack of [...this.#open]) await this.#syncPack(pack)
   }
 
   /**

@@ -8,7 +8,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdirSync, readFileSync, readdirSync, statSync } from 'node:fs'
+import fs, { mkdirSync, readFileSync, readdirSync, statSync } from 'node:fs'
+import { syncBuiltinESMExports } from 'node:module'
 import { join } from 'node:path'
 import { zstdDecompressSync } from 'node:zlib'
 import { ZSTD } from '../../src/chunk/chunk-file.ts'
@@ -103,4 +104,45 @@ test('close waits for pending writes; a write after close is refused', async () 
   const file = readFileSync(packPath(dir, 1))
   for (const [i, c] of chunks.entries()) assert.ok(contents(file.subarray(stored[i]!.offset, stored[i]!.offset + stored[i]!.storedSize)).equals(c))
   await assert.rejects(writer.write(chunks[0]!), /closed/)
+})
+
+test('a pack sealed while a shared fdatasync of it is under way: the sync is never issued on a closed descriptor', async () => {
+  // Each fdatasync starts a few milliseconds late, as on a busy thread pool, so that a pack that
+  // fills up is sealed (and its descriptor closed) while the shared sync that covers its last
+  // records has not started yet. A fresh instance of the module picks up the slowed call.
+  const realSync = fs.fdatasync
+  const closed = new Set<number>()
+  const realClose = fs.close
+  fs.fdatasync = ((fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
+    setTimeout(() => { closed.has(fd) ? cb(Object.assign(new Error(`fdatasync of closed descriptor ${fd}`), { code: 'EBADF' })) : realSync(fd, cb) }, 3)
+  }) as typeof fs.fdatasync
+  fs.close = ((fd: number, cb?: (err: NodeJS.ErrnoException | null) => void) => { closed.add(fd); realClose(fd, (err) => { cb?.(err) }) }) as typeof fs.close
+  // A descriptor number that a new pack is given again is open again.
+  const realOpen = fs.open
+  fs.open = ((path: string, flags: string, cb: (err: NodeJS.ErrnoException | null, fd: number) => void) => {
+    realOpen(path, flags, (err, fd) => { if (err === null) closed.delete(fd); cb(err, fd) })
+  }) as typeof fs.open
+  syncBuiltinESMExports()
+  try {
+    const fresh = '../../src/chunk/pack-writer.ts?slow-sync'
+    const { PackWriter: SlowSyncWriter } = await import(fresh) as typeof import('../../src/chunk/pack-writer.ts')
+    const dir = tempDir('narswarm-writer-')
+    const packs = registry()
+    const writer = new SlowSyncWriter({ dir, fsync: true, registry: packs, packBytes: 96 << 10 })
+    const chunks = Array.from({ length: 120 }, () => randomBytes(40_000))
+    // Waves of writes, so that packs fill and are sealed while the syncs of earlier waves wait.
+    const stored = []
+    for (let i = 0; i < chunks.length; i += 12) stored.push(...await Promise.all(chunks.slice(i, i + 12).map(async c => await writer.write(c))))
+    await writer.close()
+    assert.ok(packs.made.length > 10, `${packs.made.length} packs`)
+    for (const [i, c] of chunks.entries()) {
+      const { pack, offset, storedSize } = stored[i]!
+      assert.ok(contents(readFileSync(packPath(dir, pack)).subarray(offset, offset + storedSize)).equals(c), `chunk ${i}`)
+    }
+  } finally {
+    fs.fdatasync = realSync
+    fs.close = realClose
+    fs.open = realOpen
+    syncBuiltinESMExports()
+  }
 })
