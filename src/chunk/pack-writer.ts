@@ -272,7 +272,8 @@ export class PackWriter {
   }
 
   async #syncDirty (): Promise<void> {
-    // A pack being sealed stays in the set until its descriptor is closed, its own last sync included.
+    // A snapshot: a pack that its seal takes out of the set meanwhile is synced, or found synced,
+    // before its descriptor closes (#seal waits for the sync under way).
     for (const pack of [...this.#open]) await this.#syncPack(pack)
   }
 
