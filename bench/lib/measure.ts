@@ -15,15 +15,18 @@ export interface Download {
   ttfbMs: number
 }
 
-/** `curl -o /dev/null` on the client CPU; checks the status and the byte count. */
-export async function curlDownload (url: string, expectedBytes: number): Promise<Download> {
-  const [cmd, args] = pinned(CLIENT_CPU, 'curl', ['-s', '-o', '/dev/null', '-w', '%{http_code} %{size_download} %{speed_download} %{time_starttransfer}', url])
+/**
+ * `curl -o /dev/null` on the client CPU; checks the status and, unless undefined (a compressed
+ * stream whose length depends on how it is stored), the byte count.
+ */
+export async function curlDownload (url: string, expectedBytes: number | undefined): Promise<Download & { bytes: number, seconds: number }> {
+  const [cmd, args] = pinned(CLIENT_CPU, 'curl', ['-s', '-o', '/dev/null', '-w', '%{http_code} %{size_download} %{speed_download} %{time_starttransfer} %{time_total}', url])
   const out = (await runCommand(cmd, args)).trim()
-  const [code, size, speed, ttfb] = out.split(' ').map(Number)
-  if (code !== 200 || size !== expectedBytes) {
-    throw new Error(`curl ${url}: HTTP ${code}, ${size} bytes (expected 200 and ${expectedBytes} bytes)`)
+  const [code, size, speed, ttfb, total] = out.split(' ').map(Number)
+  if (code !== 200 || (expectedBytes !== undefined && size !== expectedBytes)) {
+    throw new Error(`curl ${url}: HTTP ${code}, ${size} bytes (expected 200 and ${expectedBytes ?? 'any number of'} bytes)`)
   }
-  return { mibPerSec: speed! / MiB, ttfbMs: ttfb! * 1000 }
+  return { mibPerSec: speed! / MiB, ttfbMs: ttfb! * 1000, bytes: size!, seconds: total! }
 }
 
 const SHA_CHILD = `
