@@ -58,6 +58,9 @@ const STORED = '((SELECT coalesce(sum(stored_size), 0) FROM chunk WHERE pack IS 
 
 type RawChunk = { id: Uint8Array, size: number, stored_size: number, stored_hash: Uint8Array | null, pack: number | null, pack_offset: number | null }
 
+/** How many chunk rows `chunks` looks up in one statement. */
+export const ROWS_AT_ONCE = 32
+
 function entry (r: RawChunk): ChunkEntry {
   return { id: r.id, size: r.size, storedSize: r.stored_size, storedHash: r.stored_hash ?? undefined, pack: r.pack ?? undefined, offset: r.pack_offset ?? 0 }
 }
@@ -126,6 +129,7 @@ export class ChunkIndex {
       bump: 'INSERT INTO chunk_meta (key, value) VALUES (?, 1) ON CONFLICT (key) DO UPDATE SET value = value + 1',
       chunk: 'SELECT size, stored_size, refcount, stored_hash, pack, pack_offset FROM chunk WHERE id = ?',
       hasChunk: 'SELECT 1 FROM chunk WHERE id = ?',
+      chunks: `SELECT id, size, stored_size, refcount, stored_hash, pack, pack_offset FROM chunk WHERE id IN (${Array(ROWS_AT_ONCE).fill('?').join(', ')})`,
       addChunk: `INSERT INTO chunk (id, size, stored_size, refcount, added_at, stored_hash, pack, pack_offset) VALUES (?, ?, ?, 0, ?, ?, ?, ?)
         ON CONFLICT (id) DO UPDATE SET stored_size = excluded.stored_size, added_at = excluded.added_at, stored_hash = excluded.stored_hash,
         pack = excluded.pack, pack_offset = excluded.pack_offset`,
@@ -193,6 +197,20 @@ export class ChunkIndex {
   }
 
   hasChunk (id: Uint8Array): boolean { return this.#q('hasChunk').get(id) !== undefined }
+
+  /**
+   * The rows of up to ROWS_AT_ONCE chunks in one statement, in no particular order; a chunk with
+   * no row has none. A render reads a NAR's rows this way: a statement per chunk cost a third of
+   * rendering a stored NAR as zstd.
+   */
+  chunks (ids: readonly Uint8Array[]): Array<ChunkRow & { id: Uint8Array }> {
+    if (ids.length > ROWS_AT_ONCE) throw new RangeError(`at most ${ROWS_AT_ONCE} chunk rows at once`)
+    if (ids.length === 0) return []
+    // One statement of a fixed arity, prepared once: a shorter batch repeats its first id.
+    const args = [...ids]
+    while (args.length < ROWS_AT_ONCE) args.push(ids[0]!)
+    return (this.#q('chunks').all(...args) as Array<RawChunk & { refcount: number }>).map(r => ({ ...entry(r), refcount: r.refcount }))
+  }
 
   /** A chunk whose bytes are durable: in a pack at `offset`, or (`pack` undefined) in a file of its own. */
   addChunk (id: Uint8Array, size: number, storedSize: number, now: number, storedHash?: Uint8Array, pack?: number, offset = 0): void {

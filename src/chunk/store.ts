@@ -19,7 +19,7 @@ import type { AbortOptions } from '../types.ts'
 import { processTag } from '../util/process.ts'
 import { Chunker, DEFAULT_CDC, type CdcParams } from './fastcdc.ts'
 import { ChunkFiles, chunkIdOf, CorruptChunk, hexOf, storageError, type ChunkAt } from './files.ts'
-import { ChunkIndex, dropChunkTables, type ChunkRow } from './index-db.ts'
+import { ChunkIndex, dropChunkTables, ROWS_AT_ONCE, type ChunkRow } from './index-db.ts'
 import type { StoredChunk } from './pack-writer.ts'
 import { InUse } from './in-use.ts'
 import { chunkRefs, decodeManifest, encodeManifest } from './manifest.ts'
@@ -196,14 +196,15 @@ export class LocalChunkStore implements ChunkStore {
   }
 
   render (narHash: NixHash, options?: AbortOptions): AsyncIterable<Uint8Array> | undefined {
-    return this.#render(narHash, options?.signal, async c => await this.#read(c.id))
+    return this.#render(narHash, options?.signal, async (c, row) => await this.#read(c.id, row))
   }
 
   renderFrames (narHash: NixHash, options?: AbortOptions): AsyncIterable<ChunkFrames> | undefined {
-    return this.#render(narHash, options?.signal, async c => ({ frames: await this.#checked(c.id, at => this.files.readFrames(at)), size: c.size }))
+    return this.#render(narHash, options?.signal, async (c, row) => ({ frames: await this.#checked(c.id, at => this.files.readFrames(at), row), size: c.size }))
   }
 
-  #render<T> (narHash: NixHash, signal: AbortSignal | undefined, read: (c: ManifestChunk) => Promise<T>): AsyncIterable<T> | undefined {
+  /** `read` gets each chunk with its row as the render looked it up (undefined: look it up again). */
+  #render<T> (narHash: NixHash, signal: AbortSignal | undefined, read: (c: ManifestChunk, row: ChunkRow | undefined) => Promise<T>): AsyncIterable<T> | undefined {
     const row = narHash.algorithm === 'sha256' ? this.index.nar(narHash.digest) : undefined
     if (row === undefined) { this.index.bump('misses'); return undefined }
     // One write transaction, not two: a render is on every NAR request's path.
@@ -220,13 +221,20 @@ export class LocalChunkStore implements ChunkStore {
     }
   }
 
-  async * #renderChunks<T> (chunks: ManifestChunk[], signal: AbortSignal | undefined, release: () => void, read: (c: ManifestChunk) => Promise<T>): AsyncGenerator<T> {
+  async * #renderChunks<T> (chunks: ManifestChunk[], signal: AbortSignal | undefined, release: () => void, read: (c: ManifestChunk, row: ChunkRow | undefined) => Promise<T>): AsyncGenerator<T> {
     const queue: Array<Promise<T>> = []
     let next = 0
+    // Rows are looked up ROWS_AT_ONCE chunks at a time. One that moved meanwhile (compaction by
+    // another process) is found again by `#checked` once its pack is gone, and every chunk is
+    // checked against its id or stored hash as it is read, wherever the row pointed.
+    let rows = new Map<string, ChunkRow>()
     const fill = (): void => {
       while (queue.length < PREFETCH && next < chunks.length) {
+        if (next % ROWS_AT_ONCE === 0) {
+          rows = new Map(this.index.chunks(chunks.slice(next, next + ROWS_AT_ONCE).map(c => c.id)).map(r => [hexOf(r.id), r]))
+        }
         const c = chunks[next++]!
-        const p = read(c)
+        const p = read(c, rows.get(hexOf(c.id)))
         p.catch(() => {})
         queue.push(p)
       }

@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { IntegrityError } from '../../src/errors.ts'
 import { chunkIdOf, hexOf } from '../../src/chunk/files.ts'
 import { decodeManifest, encodeManifest } from '../../src/chunk/manifest.ts'
+import { ROWS_AT_ONCE } from '../../src/chunk/index-db.ts'
 import type { CommittedNar } from '../../src/chunk/types.ts'
 import { chunks, collect } from '../helpers/bytes.ts'
 import { pseudoRandom, repeatingStream } from '../helpers/pseudo-random.ts'
@@ -146,6 +147,26 @@ test('a store made by another chunker is refused with both ids named', async () 
     assert.match(err.message, /narswarm cache clear/)
     return true
   })
+})
+
+test('chunks: the rows of a batch in one statement, none for ids without one, at most ROWS_AT_ONCE; renders read rows that way', async () => {
+  const store = await openStore()
+  const ids = Array.from({ length: ROWS_AT_ONCE + 3 }, (_, i) => chunkIdOf(Buffer.from(`chunk ${i}`)))
+  store.index.transaction(() => { for (const [i, id] of ids.entries()) store.index.addChunk(id, i + 1, i + 2, 0, undefined, 7, i * 100) })
+  const unknown = chunkIdOf(Buffer.from('no row'))
+  const rows = store.index.chunks([ids[2]!, unknown, ids[0]!, ids[2]!])
+  assert.deepEqual(rows.map(r => hexOf(r.id)).sort(), [hexOf(ids[0]!), hexOf(ids[2]!)].sort(), 'one row per id that has one, a repeated id once')
+  const row2 = rows.find(r => hexOf(r.id) === hexOf(ids[2]!))!
+  assert.deepEqual({ ...row2, id: undefined }, { ...store.index.chunk(ids[2]!), id: undefined }, 'the same row as a lookup of its own')
+  assert.equal(store.index.chunks(ids.slice(0, ROWS_AT_ONCE)).length, ROWS_AT_ONCE)
+  assert.deepEqual(store.index.chunks([]), [])
+  assert.throws(() => store.index.chunks(ids), RangeError)
+  // A NAR of many more chunks than one batch renders whole.
+  const nar = pseudoRandom('batches', 12 * ROWS_AT_ONCE * 16384)
+  const m = await store.ingest(identity(nar), chunks(nar, 100_000))
+  assert.ok(m.chunks.length > 2 * ROWS_AT_ONCE, `${m.chunks.length} chunks`)
+  assert.ok((await collect(store.render(identity(nar).narHash)!)).equals(nar))
+  await store.close()
 })
 
 test('chunksIn: the rows of one first byte, 00 and ff included', async () => {
