@@ -19,14 +19,14 @@ export interface Download {
  * `curl -o /dev/null` on the client CPU; checks the status and, unless undefined (a compressed
  * stream whose length depends on how it is stored), the byte count.
  */
-export async function curlDownload (url: string, expectedBytes: number | undefined): Promise<Download & { bytes: number, seconds: number }> {
+export async function curlDownload (url: string, expectedBytes: number | undefined): Promise<Download & { seconds: number }> {
   const [cmd, args] = pinned(CLIENT_CPU, 'curl', ['-s', '-o', '/dev/null', '-w', '%{http_code} %{size_download} %{speed_download} %{time_starttransfer} %{time_total}', url])
   const out = (await runCommand(cmd, args)).trim()
   const [code, size, speed, ttfb, total] = out.split(' ').map(Number)
   if (code !== 200 || (expectedBytes !== undefined && size !== expectedBytes)) {
     throw new Error(`curl ${url}: HTTP ${code}, ${size} bytes (expected 200 and ${expectedBytes ?? 'any number of'} bytes)`)
   }
-  return { mibPerSec: speed! / MiB, ttfbMs: ttfb! * 1000, bytes: size!, seconds: total! }
+  return { mibPerSec: speed! / MiB, ttfbMs: ttfb! * 1000, seconds: total! }
 }
 
 const SHA_CHILD = `

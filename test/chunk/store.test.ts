@@ -149,7 +149,7 @@ test('a store made by another chunker is refused with both ids named', async () 
   })
 })
 
-test('chunks: the rows of a batch in one statement, none for ids without one, at most ROWS_AT_ONCE; renders read rows that way', async () => {
+test('chunks: the rows of a batch in one statement, none for ids without one, at most ROWS_AT_ONCE; a NAR of several batches renders whole', async () => {
   const store = await openStore()
   const ids = Array.from({ length: ROWS_AT_ONCE + 3 }, (_, i) => chunkIdOf(Buffer.from(`chunk ${i}`)))
   store.index.transaction(() => { for (const [i, id] of ids.entries()) store.index.addChunk(id, i + 1, i + 2, 0, undefined, 7, i * 100) })
