@@ -100,6 +100,7 @@ export interface ChunkStore {
    * nothing is committed. Concurrent ingests of one NarHash are allowed; the first commit wins.
    * `narHashChecked`: the body itself ends with an error unless its bytes matched the NarHash
    * (a stream behind `verifyNar`), so the store need not hash it again; the size is still checked.
+   * A piece of `body` is done with once the next is asked for: its buffer may then be reused.
    */
   ingest: (expected: NarIdentity, body: AsyncIterable<Uint8Array>, options?: IngestOptions) => Promise<Manifest>
   /** Stores one chunk (from a peer); throws IntegrityError when its bytes do not hash to `id`. */

@@ -27,8 +27,9 @@ import { race, type RaceCandidate, type RaceWinner } from '../backend/race.ts'
 import type { SourceScores } from '../backend/scores.ts'
 import type { SourceHealth } from '../upstream/health.ts'
 import type { ChunkStore, NarCopy, NarIdentity, StoreFiller } from '../chunk/types.ts'
+import { giveBack } from '../util/byte-pool.ts'
 import { verifyNar } from '../util/verify.ts'
-import { Spool } from './spool.ts'
+import { Spool, spoolReads } from './spool.ts'
 import { SharedNar, type NarReader, type Published } from './shared-nar.ts'
 
 export interface NarFetchSources {
@@ -60,8 +61,6 @@ export interface NarFetchContext {
 
 /** How an attempt's spool stands, for the store that tails it. */
 interface SpoolState { done: boolean, error?: unknown }
-
-const READ_SIZE = 256 * 1024
 
 export class NarFetch {
   readonly identity: NarIdentity
@@ -289,9 +288,11 @@ export class NarFetch {
     for (;;) {
       if (state.error !== undefined) throw state.error
       if (position < spool.size) {
-        const bytes = await spool.read(position, READ_SIZE)
+        const bytes = await spool.read(position, Infinity, spoolReads)
         position += bytes.length
+        // The store is done with a piece when it asks for the next (ChunkStore.ingest).
         yield bytes
+        giveBack(bytes)
         continue
       }
       if (state.done) return

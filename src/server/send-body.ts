@@ -4,6 +4,7 @@
  */
 import { once } from 'node:events'
 import type { ServerResponse } from 'node:http'
+import { giveBack } from '../util/byte-pool.ts'
 
 /**
  * Writes a verified stream to an HTTP client and ends the response. Sources deliver 64 KiB chunks;
@@ -15,11 +16,16 @@ export async function sendBody (body: AsyncIterable<Uint8Array>, res: ServerResp
   const batch: Uint8Array[] = []
   let size = 0
   const flush = async (): Promise<void> => {
-    // Corked, the pieces go out in one writev, without a copy into one buffer.
+    // Corked, the pieces go out in one writev, without a copy into one buffer. Pieces lent from a
+    // pool go back once the socket is done with them (the last write's callback comes after the
+    // earlier ones'); after a failed write they are left to the collector.
+    const pieces = batch.splice(0)
     res.cork()
-    for (const piece of batch) res.write(piece)
+    for (let i = 0; i < pieces.length; i++) {
+      if (i < pieces.length - 1) res.write(pieces[i])
+      else res.write(pieces[i], err => { if (err == null) for (const piece of pieces) giveBack(piece) })
+    }
     res.uncork()
-    batch.length = 0
     size = 0
     // The socket's own state, not the response's: a corked chunked response (no length: zstd)
     // reports that it needs a drain once its buffer passes the high-water mark, and no 'drain'

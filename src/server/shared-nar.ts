@@ -9,7 +9,7 @@
 import { raceSignal } from 'race-signal'
 import { StorageError, UpstreamError } from '../errors.ts'
 import type { ChunkStore, NarIdentity } from '../chunk/types.ts'
-import type { Spool } from './spool.ts'
+import { spoolReads, type Spool } from './spool.ts'
 import { renderRange } from './store-range.ts'
 
 export interface NarReader {
@@ -23,8 +23,6 @@ export interface NarReader {
 export type Published =
   | { kind: 'spool', spool: Spool, available: number, source: string }
   | { kind: 'store', source: string }
-
-const READ_SIZE = 256 * 1024
 
 export class SharedNar {
   readonly identity: NarIdentity
@@ -151,7 +149,7 @@ export class SharedNar {
       }
       const limit = published === undefined ? position : this.#complete ? end : Math.min(published.available, partial ? end - 1 : end)
       if (limit > position) {
-        const bytes = await published!.spool.read(position, Math.min(limit - position, READ_SIZE))
+        const bytes = await published!.spool.read(position, limit - position, spoolReads)
         position += bytes.length
         yield bytes
         continue

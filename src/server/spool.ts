@@ -10,6 +10,13 @@ import { mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { StorageError } from '../errors.ts'
+import { BytePool } from '../util/byte-pool.ts'
+
+/**
+ * The buffers spools are read into, 256 KiB each, for readers that hand them back (byte-pool.ts):
+ * requests served from a spool, and the chunk store's ingest that tails it.
+ */
+export const spoolReads = new BytePool(256 * 1024, 16)
 
 export class Spool {
   readonly #fd: number
@@ -91,12 +98,15 @@ export class Spool {
     return total
   }
 
-  /** Up to `length` bytes at `position` (never past what was appended). */
-  async read (position: number, length: number): Promise<Uint8Array> {
-    const want = Math.min(length, this.#size - position)
+  /**
+   * Up to `length` bytes at `position` (never past what was appended). With `pool`, read into one
+   * of its buffers (at most its size), lent to the caller: see byte-pool.ts.
+   */
+  async read (position: number, length: number, pool?: BytePool): Promise<Uint8Array> {
+    const want = Math.min(length, this.#size - position, pool?.size ?? Infinity)
     if (want <= 0) return new Uint8Array(0)
     if (this.#closed) throw new StorageError('spool read after close')
-    const buffer = Buffer.allocUnsafe(want)
+    const buffer = pool?.take() ?? Buffer.allocUnsafe(want)
     let got = 0
     try {
       while (got < want) {
@@ -105,9 +115,10 @@ export class Spool {
         got += n
       }
     } catch (err) {
+      pool?.put(buffer)
       throw new StorageError(`spool read failed: ${(err as Error).message}`, { cause: err })
     }
-    return buffer
+    return pool === undefined ? buffer : pool.lend(buffer.subarray(0, want), buffer)
   }
 
   /** One more holder; each `retain` is matched by one `release`. */
