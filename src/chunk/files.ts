@@ -107,11 +107,12 @@ export class ChunkFiles {
   /**
    * Writes a chunk whose id was already computed; resolves once it is durable. `bytes` is copied
    * before this returns, so the caller may reuse it. `compressed`: a zstd frame of `bytes` already
-   * checked (`decodeChunkFile`), stored as it is instead of compressing `bytes` again.
+   * checked (`decodeChunkFile`), stored as it is instead of compressing `bytes` again. `written`
+   * is called once the record has landed, before it is durable.
    */
-  async write (hex: string, bytes: Uint8Array, compressed?: Uint8Array): Promise<StoredChunk> {
+  async write (hex: string, bytes: Uint8Array, compressed?: Uint8Array, written?: () => void): Promise<StoredChunk> {
     try {
-      return await this.#packWriter().write(bytes, compressed)
+      return await this.#packWriter().write(bytes, compressed, written)
     } catch (err) {
       throw storageError(`cannot store chunk ${hex}`, err)
     }

@@ -13,7 +13,12 @@ import { chunkIdOf, hexOf } from './files.ts'
 import type { LocalChunkStore } from './store.ts'
 import type { IngestOptions, Manifest, ManifestChunk, NarIdentity } from './types.ts'
 
-/** Chunks written by one ingest at a time at most (the writer's eight buffers bound memory anyway). */
+/**
+ * Chunks written by one ingest at a time at most (the writer's eight buffers bound memory anyway),
+ * each until it is durable. Waiting for the syncs paces an ingest that tails a relay, which would
+ * otherwise take the CPU from the relay Nix waits for (a fill from peers, which nobody waits
+ * behind, goes on while they run: filler.ts).
+ */
 const WRITES_IN_FLIGHT = 8
 
 export async function ingestNar (store: LocalChunkStore, expected: NarIdentity, body: AsyncIterable<Uint8Array>, options?: IngestOptions): Promise<Manifest> {

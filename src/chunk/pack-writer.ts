@@ -104,20 +104,23 @@ export class PackWriter {
     return false
   }
 
-  /** Writes a chunk's record; `compressed` (a checked zstd frame of `bytes`) is its body if given. */
-  async write (bytes: Uint8Array, compressed?: Uint8Array): Promise<StoredChunk> {
+  /**
+   * Writes a chunk's record; `compressed` (a checked zstd frame of `bytes`) is its body if given.
+   * `written` is called once the record has landed, before it is durable.
+   */
+  async write (bytes: Uint8Array, compressed?: Uint8Array, written?: () => void): Promise<StoredChunk> {
     const { flag, body } = compressed === undefined ? encodeChunk(bytes) : { flag: ZSTD, body: compressed }
     // A compressed body is sent to Nix as it is stored (a zstd frame): this hash checks it on
     // reading without decompressing it. A raw body is checked against the chunk id itself.
     const storedHash = flag === ZSTD ? new Uint8Array(hash('sha256', body, 'buffer')) : undefined
-    const at = await this.append(flag, body)
+    const at = await this.append(flag, body, written)
     return { storedSize: 1 + body.length, storedHash, ...at }
   }
 
   /** Appends one record, `flag` then `body`, and waits until it is durable; where it went. */
-  async append (flag: number, body: Uint8Array): Promise<{ pack: number, offset: number }> {
+  async append (flag: number, body: Uint8Array, written?: () => void): Promise<{ pack: number, offset: number }> {
     if (this.#closed) throw new Error('the chunk store is closed')
-    const done = this.#append(flag, body)
+    const done = this.#append(flag, body, written)
     this.#inFlight.add(done)
     try {
       return await done
@@ -126,7 +129,7 @@ export class PackWriter {
     }
   }
 
-  async #append (flag: number, body: Uint8Array): Promise<{ pack: number, offset: number }> {
+  async #append (flag: number, body: Uint8Array, written?: () => void): Promise<{ pack: number, offset: number }> {
     const length = 1 + body.length
     let slot = this.#take(length)
     // The caller may reuse its buffer as soon as `write` returns: kept while waiting for a slot.
@@ -156,6 +159,7 @@ export class PackWriter {
     } finally {
       if (slot.length === SLOT_SIZE) { this.#free.push(slot); this.#waiting.shift()?.() }
     }
+    written?.()
     try {
       await this.#durable()
     } catch (err) {

@@ -252,13 +252,16 @@ export class LocalChunkStore implements ChunkStore {
     }
   }
 
-  /** Writes a chunk unless it is stored or being stored; true when this call wrote it. */
-  async storeChunk (hex: string, id: Uint8Array, bytes: Uint8Array, compressed?: Uint8Array): Promise<boolean> {
+  /**
+   * Writes a chunk unless it is stored or being stored; true when this call wrote it. `written`:
+   * see PutChunkOptions.onWritten.
+   */
+  async storeChunk (hex: string, id: Uint8Array, bytes: Uint8Array, compressed?: Uint8Array, written?: () => void): Promise<boolean> {
     const pending = this.#writing.get(hex)
-    if (pending !== undefined) { await pending; return false }
-    if (this.index.hasChunk(id)) return false
+    if (pending !== undefined) { written?.(); await pending; return false }
+    if (this.index.hasChunk(id)) { written?.(); return false }
     const write = (async () => {
-      const stored = await this.files.write(hex, bytes, compressed)
+      const stored = await this.files.write(hex, bytes, compressed, written)
       // A record whose row fails stays in its pack as bytes no row names, reclaimed with the pack.
       try {
         await this.#addChunkRow({ id, size: bytes.length, stored })
@@ -312,7 +315,7 @@ export class LocalChunkStore implements ChunkStore {
     options?.signal?.throwIfAborted()
     const hex = hexOf(id)
     if (hexOf(chunkIdOf(bytes)) !== hex) throw new IntegrityError(`chunk bytes do not hash to ${hex}`)
-    await this.storeChunk(hex, id, bytes, options?.compressed)
+    await this.storeChunk(hex, id, bytes, options?.compressed, options?.onWritten)
   }
 
   async commitManifest (manifest: Manifest, expected: NarIdentity, options?: AbortOptions & { narHashChecked?: boolean }): Promise<void> {

@@ -58,6 +58,12 @@ export interface PutChunkOptions extends AbortOptions {
    * from a peer; stored as it is, so the chunk is not compressed again.
    */
   compressed?: Uint8Array
+  /**
+   * Called once the chunk is written, before it is durable (or at once when the store holds it
+   * already): the fetch may go on meanwhile, and `putChunk` still resolves only once the chunk is
+   * durable and indexed. Not called when the chunk is refused.
+   */
+  onWritten?: () => void
 }
 
 export interface ChunkStore {

@@ -164,8 +164,10 @@ class ChunkFetch {
   readonly #offer: Offer
   readonly #order: InOrderHash
   #running = 0
-  /** Bytes received and not yet stored: no new request while there are too many. */
+  /** Bytes received and not yet written: no new request while there are too many. */
   #storing = 0
+  /** Chunks written and not yet durable and indexed: the fetch ends only once there are none. */
+  #syncing = 0
   #haves = 0
   #done = false
   #finish: (err?: Error) => void = () => {}
@@ -222,7 +224,7 @@ class ChunkFetch {
 
   #pump (): void {
     if (this.#done) return
-    if (this.#queue.length === 0 && this.#running === 0 && this.#storing === 0) { this.#finish(); return }
+    if (this.#queue.length === 0 && this.#running === 0 && this.#storing === 0 && this.#syncing === 0) { this.#finish(); return }
     // Peers whose manifest arrived after the fetch began join as holders.
     for (const holder of this.#offer.holders) if (!this.#dropped.has(holder) && !this.#sources.has(holder)) this.#sources.set(holder, 'all')
     // Chunks far ahead of the in-order hash wait until the gap is filled; a request always goes out
@@ -235,7 +237,7 @@ class ChunkFetch {
         .sort((a, b) => (this.#load.get(a) ?? 0) - (this.#load.get(b) ?? 0) || order(a) - order(b))[0]
       if (peer === undefined) {
         // Every source failed: peers not asked yet may hold the NAR (their answers call pump).
-        if (this.#running === 0 && this.#storing === 0 && this.#haves === 0 && this.#search.pending === 0 && !this.#search.askMore()) {
+        if (this.#running === 0 && this.#storing === 0 && this.#syncing === 0 && this.#haves === 0 && this.#search.pending === 0 && !this.#search.askMore()) {
           this.#finish(new UpstreamError('peers', `no peer left with chunk ${chunkHex(this.#missing[first]!.id)}`))
         }
         return
@@ -286,22 +288,37 @@ class ChunkFetch {
     }
   }
 
-  /** Stores one chunk as it arrived; a chunk that is not what its id says drops its peer. */
+  /**
+   * Stores one chunk as it arrived; a chunk that is not what its id says drops its peer. The chunk
+   * counts as arrived once it is written: waiting for its fdatasync (shared with the records
+   * written meanwhile) before the next request went out held fills up by whatever the disk took.
+   */
   #put (peer: string, index: number, { bytes, compressed, wire }: PeerChunk): void {
     this.#storing += bytes.length
+    this.#syncing++
     const id = this.#missing[index]!.id
-    this.#store.putChunk(id, bytes, { signal: this.#signal, ...(compressed === undefined ? {} : { compressed }) }).then(() => {
+    let written = false
+    const onWritten = (): void => {
+      if (written) return
+      written = true
+      this.#storing -= bytes.length
       this.#order.add(id, bytes)
       this.#moved.bytes += bytes.length
       this.#moved.wire += wire
       this.#moved.chunks++
       this.#filler.table.served(peer, { chunks: 1, bytes: bytes.length })
       if (!this.#used.has(peer)) { this.#used.add(peer); this.#moved.peers++ }
-    }, (err: unknown) => {
-      this.#queue.unshift(index)
-      this.#drop(peer, err instanceof IntegrityError ? new ChunkError(`${peer}: ${err.message}`) : err)
+      this.#pump()
+    }
+    this.#store.putChunk(id, bytes, { signal: this.#signal, onWritten, ...(compressed === undefined ? {} : { compressed }) }).then(onWritten, (err: unknown) => {
+      if (!written) {
+        this.#storing -= bytes.length
+        this.#queue.unshift(index)
+      }
+      // After it was written, only this node's store can have failed: that ends the fetch.
+      this.#drop(peer, err instanceof IntegrityError && !written ? new ChunkError(`${peer}: ${err.message}`) : err)
     }).finally(() => {
-      this.#storing -= bytes.length
+      this.#syncing--
       this.#pump()
     })
   }

@@ -146,3 +146,34 @@ test('a pack sealed while a shared fdatasync of it is under way: the sync is nev
     syncBuiltinESMExports()
   }
 })
+
+test('`written` is called once the record landed, before its fdatasync; the write resolves only after it', async () => {
+  // Every fdatasync waits until the test lets it go.
+  const realSync = fs.fdatasync
+  const held: Array<() => void> = []
+  fs.fdatasync = ((fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => { held.push(() => realSync(fd, cb)) }) as typeof fs.fdatasync
+  syncBuiltinESMExports()
+  try {
+    const fresh = '../../src/chunk/pack-writer.ts?held-sync'
+    const { PackWriter: HeldSyncWriter } = await import(fresh) as typeof import('../../src/chunk/pack-writer.ts')
+    const writer = new HeldSyncWriter({ dir: tempDir('narswarm-writer-'), fsync: true, registry: registry() })
+    let written = false
+    let resolved = false
+    const write = writer.write(randomBytes(50_000), undefined, () => { written = true }).then(at => { resolved = true; return at })
+    while (held.length === 0) await new Promise(resolve => setTimeout(resolve, 1))
+    assert.ok(written, 'written once the record landed')
+    assert.ok(!resolved, 'not durable before its fdatasync')
+    for (let i = 0; !resolved && i < 1000; i++) {
+      for (const release of held.splice(0)) release()
+      await new Promise(resolve => setTimeout(resolve, 1))
+    }
+    assert.ok(resolved)
+    await write
+    for (const release of held.splice(0)) release()
+    const closing = writer.close()
+    while (!(await Promise.race([closing.then(() => true), new Promise(resolve => setTimeout(() => resolve(false), 1))]))) for (const release of held.splice(0)) release()
+  } finally {
+    fs.fdatasync = realSync
+    syncBuiltinESMExports()
+  }
+})

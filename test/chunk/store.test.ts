@@ -106,6 +106,23 @@ test('concurrent ingests of one NAR: both succeed, one commit, one set of refere
   await store.close()
 })
 
+test('putChunk calls onWritten before it resolves, at once for a chunk held already, never for a wrong one', async () => {
+  const store = await openStore()
+  const bytes = pseudoRandom('on-written', 100_000)
+  const id = chunkIdOf(bytes)
+  const events: string[] = []
+  await store.putChunk(id, bytes, { onWritten: () => events.push('written') }).then(() => events.push('resolved'))
+  assert.deepEqual(events, ['written', 'resolved'])
+  let again = 0
+  const stored = store.putChunk(id, bytes, { onWritten: () => again++ })
+  assert.equal(again, 1, 'called before putChunk returned: nothing to write')
+  await stored
+  let wrong = 0
+  await assert.rejects(store.putChunk(id, new Uint8Array(10), { onWritten: () => wrong++ }), IntegrityError)
+  assert.equal(wrong, 0)
+  await store.close()
+})
+
 test('has, readChunk, putChunk and commitManifest: filling a second store chunk by chunk', async () => {
   const a = await openStore()
   const b = await openStore()

@@ -94,6 +94,31 @@ test('a NAR comes from a peer chunk by chunk; version 2 moves only the chunks th
   assert.equal(await filler.fill(identity(makeEntry('absent')), mine), false)
 })
 
+test('chunks keep coming while none of them is durable yet; the fill ends only once all are', async () => {
+  // 8 MiB at 16 KiB a chunk: far more than the 4 MiB a fill lets wait to be written.
+  const entry = makeEntry('slow-disk', randomBytes(8 << 20))
+  const node = await startNode([{ entry }])
+  const { filler } = client([node.url])
+  const held: Array<() => void> = []
+  class SlowDisk extends MemoryStore {
+    override async putChunk (...args: Parameters<MemoryStore['putChunk']>): Promise<void> {
+      await super.putChunk(args[0], args[1])
+      args[2]?.onWritten?.()
+      await new Promise<void>(resolve => held.push(resolve))
+    }
+  }
+  const mine = new SlowDisk(16_384)
+  let done = false
+  const fill = filler.fill(identity(entry), mine).then(r => { done = true; return r })
+  const chunks = Math.ceil(entry.nar.length / 16_384)
+  for (let i = 0; held.length < chunks && i < 2000; i++) await new Promise(resolve => setTimeout(resolve, 5))
+  assert.equal(held.length, chunks, 'every chunk arrived before the first was durable')
+  assert.equal(done, false)
+  for (const release of held.splice(0)) release()
+  assert.equal(await fill, true)
+  assert.deepEqual(await rendered(mine, entry), entry.nar)
+})
+
 test('a request that falls behind holds the others back: the NarHash is still computed as chunks arrive', async () => {
   const entry = makeEntry('behind', randomBytes(40 << 20))
   const node = await startNode([{ entry }])
