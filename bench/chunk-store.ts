@@ -16,7 +16,8 @@
  *    and then serving it from there (bench/lib/server-rss.ts).
  *
  * Run: `node --disable-warning=ExperimentalWarning bench/chunk-store.ts` (BENCH_NAR_MIB=200,
- * BENCH_REPS=3, BENCH_BIG_GIB=4, BENCH_FSYNC=1). Needs nginx, curl, taskset; Nix for part 2.
+ * BENCH_REPS=3, BENCH_BIG_GIB=4, BENCH_FSYNC=1; BENCH_PARTS=render,dedup,big picks the parts).
+ * Needs nginx, curl, taskset; Nix for part 2.
  */
 import { createHash } from 'node:crypto'
 import { createServer } from 'node:http'
@@ -42,6 +43,8 @@ const NAR_MIB = intEnv('BENCH_NAR_MIB', 200)
 const REPS = intEnv('BENCH_REPS', 3)
 const BIG_GIB = intEnv('BENCH_BIG_GIB', 4)
 const FSYNC = intEnv('BENCH_FSYNC', 1) !== 0
+/** The parts to run (BENCH_PARTS, comma-separated): render, dedup, big. */
+const PARTS = new Set((process.env.BENCH_PARTS ?? 'render,dedup,big').split(','))
 const SELF = new URL(import.meta.url).pathname
 
 /** Chunk files are fsynced as in narswarm; BENCH_FSYNC=0 leaves the disk out (not crash-safe). */
@@ -235,9 +238,9 @@ if (process.argv[2] === '--serve') {
     process.stdout.write(`other work on the CPUs before: ${busy === undefined ? '?' : fmt(busy)} %\n`)
     const rows = [
       ['measure', 'value', 'reference', 'ratio', 'target'],
-      ...await renderBench(root),
-      ...await dedupBench(root),
-      ...await bigBench(root)
+      ...PARTS.has('render') ? await renderBench(root) : [],
+      ...PARTS.has('dedup') ? await dedupBench(root) : [],
+      ...PARTS.has('big') ? await bigBench(root) : []
     ]
     process.stdout.write(table(rows) + '\n')
   })
