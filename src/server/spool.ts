@@ -5,12 +5,13 @@
  * outlives the process, and its space returns when the last reader lets go. `clearSpoolDir`
  * removes what a crash between open and unlink left behind.
  */
-import { closeSync, openSync, readSync, unlinkSync, writeSync, writev } from 'node:fs'
+import { closeSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs'
 import { mkdir, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { StorageError } from '../errors.ts'
 import { BytePool } from '../util/byte-pool.ts'
+import { writevAt } from '../util/writev-at.ts'
 
 /**
  * The buffers spools are read into, 256 KiB each, for readers that hand them back (byte-pool.ts):
@@ -72,7 +73,7 @@ export class Spool {
   async appendInPool (pieces: readonly Uint8Array[]): Promise<void> {
     if (this.#closed) throw new StorageError('spool write after close')
     if (this.#inPool !== undefined) throw new Error('spool: one appendInPool at a time')
-    const write = this.#writeAll(pieces, this.#size)
+    const write = writevAt(this.#fd, pieces, this.#size)
     this.#inPool = write.then(() => {}, () => {})
     try {
       this.#size += await write
@@ -81,21 +82,6 @@ export class Spool {
     } finally {
       this.#inPool = undefined
     }
-  }
-
-  async #writeAll (pieces: readonly Uint8Array[], position: number): Promise<number> {
-    let rest = [...pieces]
-    let total = 0
-    while (rest.length > 0) {
-      const n = await new Promise<number>((resolve, reject) => writev(this.#fd, rest, position + total, (err, written) => err === null ? resolve(written) : reject(err)))
-      if (n === 0) throw new Error('wrote nothing')
-      total += n
-      // A short write (rare on a regular file): the rest goes again.
-      let skip = n
-      while (rest.length > 0 && skip >= rest[0]!.length) skip -= rest.shift()!.length
-      if (skip > 0) rest[0] = rest[0]!.subarray(skip)
-    }
-    return total
   }
 
   /**

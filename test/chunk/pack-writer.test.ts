@@ -177,3 +177,25 @@ test('`written` is called once the record landed, before its fdatasync; the writ
     syncBuiltinESMExports()
   }
 })
+
+test('records written in one turn of the event loop go out together: fewer writes than records, each where it was said to be', async () => {
+  const realWritev = fs.writev
+  let calls = 0
+  fs.writev = ((...args: Parameters<typeof fs.writev>) => { calls++; return (realWritev as (...a: unknown[]) => void)(...args) }) as typeof fs.writev
+  syncBuiltinESMExports()
+  try {
+    const dir = tempDir('narswarm-writer-')
+    const writer = new PackWriter({ dir, fsync: false, registry: registry() })
+    const chunks = Array.from({ length: 32 }, () => randomBytes(10_000))
+    const stored = await Promise.all(chunks.map(async c => await writer.write(c)))
+    await writer.close()
+    assert.ok(calls > 0 && calls <= chunks.length / 4, `${calls} writes for ${chunks.length} records`)
+    for (const [i, c] of chunks.entries()) {
+      const { pack, offset, storedSize } = stored[i]!
+      assert.ok(contents(readFileSync(packPath(dir, pack)).subarray(offset, offset + storedSize)).equals(c), `chunk ${i}`)
+    }
+  } finally {
+    fs.writev = realWritev
+    syncBuiltinESMExports()
+  }
+})
