@@ -4,9 +4,10 @@
  * zstd frame), so a pack is those records back to back and the index says where each one starts.
  * One file for many chunks: creating, syncing and renaming a file for every 64 KiB chunk was the
  * store's largest cost on an ordinary disk (bench/README.md), where appending costs one positioned
- * write, shared by the records written in the same turn of the event loop. `write` resolves once the record is durable: writes that finish while one fdatasync runs
- * share the next one, so a NAR's chunks take a few syncs, not one each. The caller commits the
- * index row afterwards, so a crash leaves at most bytes no row names, reclaimed with the pack.
+ * write, shared by the records written in the same turn of the event loop. `write` resolves once
+ * the record is durable: writes that finish while one fdatasync runs share the next one, so a
+ * NAR's chunks take a few syncs, not one each. The caller commits the index row afterwards, so a
+ * crash leaves at most bytes no row names, reclaimed with the pack.
  *
  * Each writer appends to a pack of its own (registered in the index, with its process as owner),
  * so two processes sharing a store never write into one file; a pack is sealed once it passes
