@@ -31,7 +31,6 @@ const openAsync = promisify(open)
 const fdatasyncAsync = promisify(fdatasync)
 const closeAsync = promisify(close)
 
-
 /** Where a chunk's record went, what it takes on disk, and the hash its body is checked against when it is compressed. */
 export interface StoredChunk {
   storedSize: number

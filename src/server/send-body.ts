@@ -23,7 +23,7 @@ export async function sendBody (body: AsyncIterable<Uint8Array>, res: ServerResp
     res.cork()
     for (let i = 0; i < pieces.length; i++) {
       if (i < pieces.length - 1) res.write(pieces[i])
-      else res.write(pieces[i], err => { if (err == null) for (const piece of pieces) giveBack(piece) })
+      else res.write(pieces[i], err => { if (err === null || err === undefined) for (const piece of pieces) giveBack(piece) })
     }
     res.uncork()
     size = 0
