@@ -16,12 +16,12 @@ const lent = new WeakMap<Uint8Array, { pool: BytePool, buffer: Uint8Array }>()
 export class BytePool {
   readonly #free: Uint8Array[] = []
   readonly size: number
-  readonly keep: number
+  readonly #keep: number
 
   /** Buffers of `size` bytes; at most `keep` wait to be lent again. */
   constructor (size: number, keep: number) {
     this.size = size
-    this.keep = keep
+    this.#keep = keep
   }
 
   /** A buffer of `size` bytes; call `lend` on the view of it that goes out. */
@@ -37,7 +37,7 @@ export class BytePool {
 
   /** A buffer taken and not lent (a read that failed). */
   put (buffer: Uint8Array): void {
-    if (buffer.length === this.size && this.#free.length < this.keep) this.#free.push(buffer)
+    if (buffer.length === this.size && this.#free.length < this.#keep) this.#free.push(buffer)
   }
 
   /** Buffers waiting to be lent (for tests). */

@@ -106,26 +106,51 @@ test('close waits for pending writes; a write after close is refused', async () 
   await assert.rejects(writer.write(chunks[0]!), /closed/)
 })
 
+type Patchable = 'fdatasync' | 'close' | 'open' | 'writev'
+
+/**
+ * Runs `body` with some node:fs functions replaced (each patch is given the real one) and a fresh
+ * instance of the pack writer module, which takes fdatasync when it is loaded; puts them back.
+ */
+async function withFs (patches: { [K in Patchable]?: (real: typeof fs[K]) => typeof fs[K] }, body: (Writer: typeof PackWriter) => Promise<void>): Promise<void> {
+  const real = new Map<Patchable, unknown>()
+  for (const [name, patch] of Object.entries(patches) as Array<[Patchable, (real: unknown) => unknown]>) {
+    real.set(name, fs[name])
+    ;(fs as Record<Patchable, unknown>)[name] = patch(fs[name])
+  }
+  syncBuiltinESMExports()
+  try {
+    const fresh = `../../src/chunk/pack-writer.ts?patched=${++patchedImports}`
+    await body((await import(fresh) as typeof import('../../src/chunk/pack-writer.ts')).PackWriter)
+  } finally {
+    for (const [name, fn] of real) (fs as Record<Patchable, unknown>)[name] = fn
+    syncBuiltinESMExports()
+  }
+}
+let patchedImports = 0
+
+/** Each chunk's record holds it, where `write` said. */
+function assertStored (dir: string, chunks: Buffer[], stored: Array<{ pack: number, offset: number, storedSize: number }>): void {
+  for (const [i, c] of chunks.entries()) {
+    const { pack, offset, storedSize } = stored[i]!
+    assert.ok(contents(readFileSync(packPath(dir, pack)).subarray(offset, offset + storedSize)).equals(c), `chunk ${i}`)
+  }
+}
+
 test('a pack sealed while a shared fdatasync of it is under way: the sync is never issued on a closed descriptor', async () => {
   // Each fdatasync starts a few milliseconds late, as on a busy thread pool, so that a pack that
   // fills up is sealed (and its descriptor closed) while the shared sync that covers its last
-  // records has not started yet. A fresh instance of the module picks up the slowed call.
-  const realSync = fs.fdatasync
+  // records has not started yet. A descriptor number that a new pack is given again is open again.
   const closed = new Set<number>()
-  const realClose = fs.close
-  fs.fdatasync = ((fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
-    setTimeout(() => { closed.has(fd) ? cb(Object.assign(new Error(`fdatasync of closed descriptor ${fd}`), { code: 'EBADF' })) : realSync(fd, cb) }, 3)
-  }) as typeof fs.fdatasync
-  fs.close = ((fd: number, cb?: (err: NodeJS.ErrnoException | null) => void) => { closed.add(fd); realClose(fd, (err) => { cb?.(err) }) }) as typeof fs.close
-  // A descriptor number that a new pack is given again is open again.
-  const realOpen = fs.open
-  fs.open = ((path: string, flags: string, cb: (err: NodeJS.ErrnoException | null, fd: number) => void) => {
-    realOpen(path, flags, (err, fd) => { if (err === null) closed.delete(fd); cb(err, fd) })
-  }) as typeof fs.open
-  syncBuiltinESMExports()
-  try {
-    const fresh = '../../src/chunk/pack-writer.ts?slow-sync'
-    const { PackWriter: SlowSyncWriter } = await import(fresh) as typeof import('../../src/chunk/pack-writer.ts')
+  await withFs({
+    fdatasync: realSync => ((fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
+      setTimeout(() => { closed.has(fd) ? cb(Object.assign(new Error(`fdatasync of closed descriptor ${fd}`), { code: 'EBADF' })) : realSync(fd, cb) }, 3)
+    }) as typeof fs.fdatasync,
+    close: realClose => ((fd: number, cb?: (err: NodeJS.ErrnoException | null) => void) => { closed.add(fd); realClose(fd, (err) => { cb?.(err) }) }) as typeof fs.close,
+    open: realOpen => ((path: string, flags: string, cb: (err: NodeJS.ErrnoException | null, fd: number) => void) => {
+      realOpen(path, flags, (err, fd) => { if (err === null) closed.delete(fd); cb(err, fd) })
+    }) as typeof fs.open
+  }, async SlowSyncWriter => {
     const dir = tempDir('narswarm-writer-')
     const packs = registry()
     const writer = new SlowSyncWriter({ dir, fsync: true, registry: packs, packBytes: 96 << 10 })
@@ -135,27 +160,17 @@ test('a pack sealed while a shared fdatasync of it is under way: the sync is nev
     for (let i = 0; i < chunks.length; i += 12) stored.push(...await Promise.all(chunks.slice(i, i + 12).map(async c => await writer.write(c))))
     await writer.close()
     assert.ok(packs.made.length > 10, `${packs.made.length} packs`)
-    for (const [i, c] of chunks.entries()) {
-      const { pack, offset, storedSize } = stored[i]!
-      assert.ok(contents(readFileSync(packPath(dir, pack)).subarray(offset, offset + storedSize)).equals(c), `chunk ${i}`)
-    }
-  } finally {
-    fs.fdatasync = realSync
-    fs.close = realClose
-    fs.open = realOpen
-    syncBuiltinESMExports()
-  }
+    assertStored(dir, chunks, stored)
+  })
 })
 
 test('`written` is called once the record landed, before its fdatasync; the write resolves only after it', async () => {
   // Every fdatasync waits until the test lets it go.
-  const realSync = fs.fdatasync
   const held: Array<() => void> = []
-  fs.fdatasync = ((fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => { held.push(() => realSync(fd, cb)) }) as typeof fs.fdatasync
-  syncBuiltinESMExports()
-  try {
-    const fresh = '../../src/chunk/pack-writer.ts?held-sync'
-    const { PackWriter: HeldSyncWriter } = await import(fresh) as typeof import('../../src/chunk/pack-writer.ts')
+  const releaseAll = (): void => { for (const release of held.splice(0)) release() }
+  await withFs({
+    fdatasync: realSync => ((fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => { held.push(() => realSync(fd, cb)) }) as typeof fs.fdatasync
+  }, async HeldSyncWriter => {
     const writer = new HeldSyncWriter({ dir: tempDir('narswarm-writer-'), fsync: true, registry: registry() })
     let written = false
     let resolved = false
@@ -164,38 +179,27 @@ test('`written` is called once the record landed, before its fdatasync; the writ
     assert.ok(written, 'written once the record landed')
     assert.ok(!resolved, 'not durable before its fdatasync')
     for (let i = 0; !resolved && i < 1000; i++) {
-      for (const release of held.splice(0)) release()
+      releaseAll()
       await new Promise(resolve => setTimeout(resolve, 1))
     }
     assert.ok(resolved)
     await write
-    for (const release of held.splice(0)) release()
     const closing = writer.close()
-    while (!(await Promise.race([closing.then(() => true), new Promise(resolve => setTimeout(() => resolve(false), 1))]))) for (const release of held.splice(0)) release()
-  } finally {
-    fs.fdatasync = realSync
-    syncBuiltinESMExports()
-  }
+    while (!(await Promise.race([closing.then(() => true), new Promise(resolve => setTimeout(() => resolve(false), 1))]))) releaseAll()
+  })
 })
 
 test('records written in one turn of the event loop go out together: fewer writes than records, each where it was said to be', async () => {
-  const realWritev = fs.writev
   let calls = 0
-  fs.writev = ((...args: Parameters<typeof fs.writev>) => { calls++; return (realWritev as (...a: unknown[]) => void)(...args) }) as typeof fs.writev
-  syncBuiltinESMExports()
-  try {
+  await withFs({
+    writev: realWritev => ((...args: Parameters<typeof fs.writev>) => { calls++; return (realWritev as (...a: unknown[]) => void)(...args) }) as typeof fs.writev
+  }, async CountingWriter => {
     const dir = tempDir('narswarm-writer-')
-    const writer = new PackWriter({ dir, fsync: false, registry: registry() })
+    const writer = new CountingWriter({ dir, fsync: false, registry: registry() })
     const chunks = Array.from({ length: 32 }, () => randomBytes(10_000))
     const stored = await Promise.all(chunks.map(async c => await writer.write(c)))
     await writer.close()
     assert.ok(calls > 0 && calls <= chunks.length / 4, `${calls} writes for ${chunks.length} records`)
-    for (const [i, c] of chunks.entries()) {
-      const { pack, offset, storedSize } = stored[i]!
-      assert.ok(contents(readFileSync(packPath(dir, pack)).subarray(offset, offset + storedSize)).equals(c), `chunk ${i}`)
-    }
-  } finally {
-    fs.writev = realWritev
-    syncBuiltinESMExports()
-  }
+    assertStored(dir, chunks, stored)
+  })
 })
