@@ -46,6 +46,15 @@ if (CONTENT !== 'usr' && CONTENT !== 'random') throw new Error(`BENCH_CONTENT is
 /** A directory: CPU profiles of the nodes that fetch from peers go there. */
 const PROFILE_DIR = process.env.BENCH_PROFILE_DIR
 
+/**
+ * Waits until `node` has stored the NAR it just served. A node that relayed its upstream chunks,
+ * compresses and writes the NAR after its last byte went out: on a machine of two cores, that work
+ * would run into the next measurement (slowing a fill from peers by up to a fifth) unless waited for.
+ */
+async function stored (node: NarswarmProcess): Promise<void> {
+  await node.waitForLog(l => l.msg === 'NAR committed to the store' || l.msg === 'NAR filled from peers', 120_000)
+}
+
 /** NAR bytes a node got from its peers, as it reports them. */
 async function servedByPeers (node: NarswarmProcess): Promise<number> {
   const status = await (await fetch(`${node.url}/narswarm/peers`)).json() as { peers: Array<{ served: { bytes: number } }> }
@@ -103,6 +112,7 @@ async function main (): Promise<void> {
     const seeds = [await start([])]
     await fetch(`${seeds[0]!.url}/${bigNar.hashPart}.narinfo`)
     const viaUpstream = await curlDownload(narUrl(seeds[0]!, bigNar.narHash), size)
+    await stored(seeds[0]!)
     for (const s of small) {
       await fetch(`${seeds[0]!.url}/${s.hashPart}.narinfo`)
       await curlDownload(narUrl(seeds[0]!, s.narHash), s.narSize)
@@ -111,6 +121,7 @@ async function main (): Promise<void> {
       const seed = await start(['--peer', seeds[0]!.peerUrl!])
       await fetch(`${seed.url}/${bigNar.hashPart}.narinfo`)
       await curlDownload(narUrl(seed, bigNar.narHash), size)
+      await stored(seed)
       seeds.push(seed)
     }
 
@@ -157,10 +168,12 @@ async function main (): Promise<void> {
         const seed = await start(['--listen', `${link.address}:0`, '--peer-listen', `${link.address}:0`], { wrap: link.wrap, upstream: far })
         await fetch(`${seed.url}/${bigNar.hashPart}.narinfo`)
         await curlDownload(narUrl(seed, bigNar.narHash), size)
+        await stored(seed)
         const direct = await curlDownload(`${far.url}/nar/${bigNar.narHash}.nar`, size)
         const relay = await start([], { upstream: far })
         await fetch(`${relay.url}/${bigNar.hashPart}.narinfo`)
         const viaUpstream = await curlDownload(narUrl(relay, bigNar.narHash), size)
+        await stored(relay)
         const node = await start(['--peer', seed.peerUrl!], { upstream: far })
         await fetch(`${node.url}/${bigNar.hashPart}.narinfo`)
         const fromPeer = await curlDownload(narUrl(node, bigNar.narHash), size)
