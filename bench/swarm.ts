@@ -47,9 +47,10 @@ if (CONTENT !== 'usr' && CONTENT !== 'random') throw new Error(`BENCH_CONTENT is
 const PROFILE_DIR = process.env.BENCH_PROFILE_DIR
 
 /**
- * Waits until `node` has stored the NAR it just served. A node that relayed its upstream chunks,
- * compresses and writes the NAR after its last byte went out: on a machine of two cores, that work
- * would run into the next measurement (slowing a fill from peers by up to a fifth) unless waited for.
+ * Waits until `node` has stored the NAR it just served. A node that relayed the NAR from its
+ * upstream chunks, compresses and writes it after the last byte went out: on a machine of two
+ * cores, that work would otherwise run into the next measurement (it slowed a fill from peers by
+ * up to a fifth).
  */
 async function stored (node: NarswarmProcess): Promise<void> {
   await node.waitForLog(l => l.msg === 'NAR committed to the store' || l.msg === 'NAR filled from peers', 120_000)

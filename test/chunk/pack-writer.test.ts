@@ -175,7 +175,8 @@ test('`written` is called once the record landed, before its fdatasync; the writ
     let written = false
     let resolved = false
     const write = writer.write(randomBytes(50_000), undefined, () => { written = true }).then(at => { resolved = true; return at })
-    while (held.length === 0) await new Promise(resolve => setTimeout(resolve, 1))
+    // Bounded, so that a writer that never syncs fails the test rather than hanging it.
+    for (let i = 0; held.length === 0 && i < 5000; i++) await new Promise(resolve => setTimeout(resolve, 1))
     assert.ok(written, 'written once the record landed')
     assert.ok(!resolved, 'not durable before its fdatasync')
     for (let i = 0; !resolved && i < 1000; i++) {
